@@ -1,0 +1,8 @@
+// The host CPU's model name, for tables and logs.
+#pragma once
+
+#include <string>
+
+namespace rwkv {
+std::string cpu_model_name();
+}

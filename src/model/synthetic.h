@@ -1,0 +1,29 @@
+// Random-weight RWKV-7 models in llama.cpp's exact GGUF layout, for tests and benchmarks
+// (`rwkv make-model`). Values are drawn so that activations stay in a realistic range.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "tensor/types.h"
+
+namespace rwkv {
+
+struct SyntheticSpec {
+  int n_embd = 128, n_layer = 2, head_size = 64, n_ffn = 512, n_vocab = 512;
+  int rank_w = 32, rank_a = 32, rank_v = 16, rank_g = 32;
+  TensorType type = TensorType::F32;  // the big matrices (and embedding, head)
+  TensorType head_type = TensorType::F32;  // output.weight; defaults to `type` in make_model tools
+  uint64_t seed = 1;
+
+  // The real shapes (spec §1.1) with vocabulary 65536.
+  static SyntheticSpec shape_0_1b();
+  static SyntheticSpec shape_2_9b();
+};
+
+// Writes the model to `path` (GGUF v3). Small LoRA/lerp/norm tensors follow the
+// converter's dtype policy (spec §3.3): F32 for 1-D, lerp, w1/w2; a1/a2/v1/v2/g1/g2 in F16
+// unless `type` is F32. Throws Error(argument) for impossible shapes.
+void write_synthetic_model(const std::string& path, const SyntheticSpec& spec);
+
+}  // namespace rwkv

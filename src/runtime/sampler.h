@@ -1,0 +1,40 @@
+// Token sampling: penalties, then temperature / top-k / top-p / min-p, seeded.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <unordered_map>
+#include <vector>
+
+namespace rwkv {
+
+struct SamplerParams {
+  // Defaults follow RWKV's G1 chat demos.
+  float temperature = 1.0f;       // <= 0 means greedy
+  int top_k = 0;                  // 0 = off
+  float top_p = 0.3f;             // 1 = off
+  float min_p = 0.0f;             // 0 = off
+  float presence_penalty = 0.5f;  // added once per token seen (RWKV "alpha_presence")
+  float frequency_penalty = 0.5f; // added per occurrence (RWKV "alpha_frequency")
+  float penalty_decay = 0.996f;   // occurrence counts decay by this factor every token
+  uint64_t seed = 42;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(SamplerParams params = {});
+  // Picks a token from logits[0..n_vocab). logits is not modified.
+  int32_t sample(const float* logits, int32_t n_vocab);
+  // Records a token that entered the context (generated or not) for the penalties.
+  void accept(int32_t token);
+  void reset();  // forget penalties, reseed
+  const SamplerParams& params() const { return params_; }
+
+ private:
+  SamplerParams params_;
+  std::mt19937_64 rng_;
+  std::unordered_map<int32_t, float> occurrences_;  // decayed counts
+  std::vector<std::pair<float, int32_t>> scratch_;
+};
+
+}  // namespace rwkv
