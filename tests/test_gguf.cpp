@@ -344,8 +344,7 @@ TEST(GgufRoundTrip, WriteToPathAndOpen) {
     ADD_FAILURE() << "no throw";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::io);
-    EXPECT_NE(std::string(e.what()).find(missing_dir + ": cannot open: No such file"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find(missing_dir + ": cannot open: No such file"), std::string::npos) << e.what();
   }
   try {
     File::open(dir.string());
@@ -462,7 +461,8 @@ TEST(GgufMalformed, EveryTruncationThrows) {
   const std::vector<uint8_t> full = sample_file();
   const auto f = parse(full);
   size_t data_end = 0;
-  for (const TensorInfo& t : f->tensors()) data_end = std::max<size_t>(data_end, f->data_offset() + t.offset + t.nbytes);
+  for (const TensorInfo& t : f->tensors())
+    data_end = std::max<size_t>(data_end, f->data_offset() + t.offset + t.nbytes);
   ASSERT_LT(data_end, full.size());  // the last tensor is padded
   for (size_t n = 0; n < data_end; ++n) {
     // A copy of exactly n bytes, so that AddressSanitizer sees any read past the end.

@@ -193,9 +193,9 @@ TEST(Tokenizer, WorldVocabularyLiterals) {
   EXPECT_EQ(tok.token_bytes(1), std::string(1, '\0'));  // '\x00'
   EXPECT_EQ(tok.token_bytes(11), "\n");
   EXPECT_EQ(tok.token_bytes(93), "\\");
-  EXPECT_EQ(tok.token_bytes(129), "\x80");   // b'\x80': one raw byte
-  EXPECT_EQ(tok.token_bytes(256), "\xff");   // b'\xff'
-  EXPECT_EQ(tok.token_bytes(2423), "\xc2\x80");  // '\x80' in a str literal is U+0080
+  EXPECT_EQ(tok.token_bytes(129), "\x80");           // b'\x80': one raw byte
+  EXPECT_EQ(tok.token_bytes(256), "\xff");           // b'\xff'
+  EXPECT_EQ(tok.token_bytes(2423), "\xc2\x80");      // '\x80' in a str literal is U+0080
   EXPECT_EQ(tok.token_bytes(9804), "\xe2\x80\x82");  // '\u2002'
   EXPECT_EQ(tok.token_bytes(40), "'");               // "'"
   EXPECT_EQ(tok.token_bytes(1661), "\\$");           // '\\$'
@@ -259,34 +259,23 @@ TEST(Tokenizer, DecodeSkipsEndOfDocumentAndRejectsUnknownIds) {
 TEST(Tokenizer, VocabFileEscapes) {
   std::string path = write_temp("escapes_vocab.txt",
                                 "1 'a' 1\n"
-                                "2 '\\x80' 2\n"           // str: U+0080
-                                "3 b'\\x80' 1\n"          // bytes: one byte
+                                "2 '\\x80' 2\n"   // str: U+0080
+                                "3 b'\\x80' 1\n"  // bytes: one byte
                                 "4 '\\u00e9' 2\n"
                                 "5 '\\U0001F600' 4\n"
                                 "6 '\\n\\t\\r\\\\\\'\\\"' 6\n"
                                 "7 \"'\" 1\n"
-                                "8 '\\101' 1\n"           // octal
-                                "9 '\\$' 2\n"             // unknown escape keeps its backslash
-                                "10 'ü' 2\n"              // raw UTF-8
-                                "11 b'\\u' 2\n"           // \u is no escape in bytes
+                                "8 '\\101' 1\n"             // octal
+                                "9 '\\$' 2\n"               // unknown escape keeps its backslash
+                                "10 'ü' 2\n"                // raw UTF-8
+                                "11 b'\\u' 2\n"             // \u is no escape in bytes
                                 "12 B\"\\xFf\\x0A\" 2\r\n"  // upper-case prefix and hex, CRLF
                                 "13 '\\a\\b\\f\\v\\0' 5\n");
   Tokenizer tok = Tokenizer::from_vocab_file(path);
   ASSERT_EQ(tok.vocab_size(), 14);
-  const std::string expected[] = {"",
-                                  "a",
-                                  "\xc2\x80",
-                                  "\x80",
-                                  "\xc3\xa9",
-                                  "\xf0\x9f\x98\x80",
-                                  "\n\t\r\\'\"",
-                                  "'",
-                                  "A",
-                                  "\\$",
-                                  "\xc3\xbc",
-                                  "\\u",
-                                  "\xff\n",
-                                  std::string("\a\b\f\v\0", 5)};
+  const std::string expected[] = {
+      "",  "a", "\xc2\x80", "\x80",     "\xc3\xa9", "\xf0\x9f\x98\x80", "\n\t\r\\'\"",
+      "'", "A", "\\$",      "\xc3\xbc", "\\u",      "\xff\n",           std::string("\a\b\f\v\0", 5)};
   for (int32_t id = 0; id < 14; ++id) EXPECT_EQ(tok.token_bytes(id), expected[id]) << "id " << id;
 }
 
@@ -367,7 +356,9 @@ TEST(StreamDecoder, HoldsBackPartialCharacters) {
   EXPECT_EQ(stream.push(129), "\x80");
   // A lead byte followed by a non-continuation byte: both pass on once that is known.
   EXPECT_EQ(stream.push(241), "");  // F0
-  EXPECT_EQ(stream.push(66), "\xf0" "A");
+  EXPECT_EQ(stream.push(66),
+            "\xf0"
+            "A");
   // E0 80 is an overlong prefix: invalid as soon as the 80 arrives.
   EXPECT_EQ(stream.push(225), "");  // E0
   EXPECT_EQ(stream.push(129), "\xe0\x80");

@@ -30,8 +30,9 @@ class Cursor {
   // Consumes n bytes and returns a pointer to them.
   const uint8_t* take(size_t n, std::string_view what) {
     if (n > remaining()) {
-      fail_at(pos_, what,
-              "truncated: needs " + std::to_string(n) + " bytes, the file has " + std::to_string(remaining()) + " left");
+      fail_at(
+          pos_, what,
+          "truncated: needs " + std::to_string(n) + " bytes, the file has " + std::to_string(remaining()) + " left");
     }
     const uint8_t* p = data_ + pos_;
     pos_ += n;

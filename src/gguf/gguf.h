@@ -2,6 +2,8 @@
 // Versions 2 and 3 are read; version 3 is written. Every validation failure throws
 // rwkv::Error(ErrorCode::format) whose message names the file, the field and the byte
 // offset, e.g. "model.gguf: tensor 'blk.0.attn_norm.weight' dimension 1 at byte 1234: ...".
+// Besides ggml's checks the reader rejects dimensions of size 0, n_dims 0, empty keys and
+// tensor names, overlapping tensor data and arrays nested more than 8 deep (reader.cpp).
 #pragma once
 
 #include <cstddef>
@@ -19,8 +21,19 @@
 namespace rwkv::gguf {
 
 enum class ValueType : uint32_t {
-  u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7,
-  string = 8, array = 9, u64 = 10, i64 = 11, f64 = 12,
+  u8 = 0,
+  i8 = 1,
+  u16 = 2,
+  i16 = 3,
+  u32 = 4,
+  i32 = 5,
+  f32 = 6,
+  boolean = 7,
+  string = 8,
+  array = 9,
+  u64 = 10,
+  i64 = 11,
+  f64 = 12,
 };
 std::string_view value_type_name(ValueType t);
 
@@ -53,7 +66,7 @@ struct TensorInfo {
   uint32_t n_dims = 0;
   int64_t ne[4] = {1, 1, 1, 1};  // ne[0] innermost; unused dims are 1
   TensorType type = TensorType::F32;
-  uint64_t offset = 0;           // relative to the data section
+  uint64_t offset = 0;  // relative to the data section
   uint64_t nbytes = 0;
   const uint8_t* data = nullptr;  // points into the mapped file
 

@@ -21,9 +21,9 @@ namespace {
 
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as a little-endian u32
 constexpr uint32_t kMaxValueType = uint32_t(ValueType::f64);
-constexpr int kMaxArrayDepth = 8;          // bounds recursion on hostile input
-constexpr size_t kMaxTensorName = 63;      // ggml's GGML_MAX_NAME (64) less the terminator
-constexpr size_t kMinKvBytes = 8 + 4 + 1;  // empty key length, value type, one-byte value
+constexpr int kMaxArrayDepth = 8;                          // bounds recursion on hostile input
+constexpr size_t kMaxTensorName = 63;                      // ggml's GGML_MAX_NAME (64) less the terminator
+constexpr size_t kMinKvBytes = 8 + 4 + 1;                  // empty key length, value type, one-byte value
 constexpr size_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;  // name length, n_dims, ne[0], type, offset
 constexpr const char* kAlignmentKey = "general.alignment";
 
@@ -270,7 +270,10 @@ void File::parse_all() {
   const uint32_t magic = c.read<uint32_t>("magic");
   if (magic != kMagic) {
     std::string found;
-    for (int i = 0; i < 4; ++i) found += (i ? " " : "") + std::to_string(base_[i]);
+    for (int i = 0; i < 4; ++i) {
+      if (i > 0) found += ' ';
+      found += std::to_string(base_[i]);
+    }
     c.fail_at(0, "magic", "not a GGUF file (expected bytes 71 71 85 70 \"GGUF\", found " + found + ")");
   }
   version_ = c.read<uint32_t>("version");
@@ -321,8 +324,7 @@ void File::parse_all() {
     const Value& v = kvs_[it->second].value;
     const std::string what = "key " + quoted(kAlignmentKey);
     if (v.type != ValueType::u32) {
-      c.fail_at(key_offsets[it->second], what,
-                "must be a u32, found " + std::string(value_type_name(v.type)));
+      c.fail_at(key_offsets[it->second], what, "must be a u32, found " + std::string(value_type_name(v.type)));
     }
     if (v.integer == 0 || (v.integer & (v.integer - 1)) != 0) {
       c.fail_at(key_offsets[it->second], what,
@@ -362,8 +364,7 @@ void File::parse_all() {
       const std::string ne_what = what + " dimension " + std::to_string(d);
       const uint64_t ne = c.read<uint64_t>(ne_what);
       if (ne == 0) c.fail_at(ne_at, ne_what, "size 0 (empty tensors are rejected)");
-      if (__builtin_mul_overflow(elements, ne, &elements) ||
-          elements > uint64_t(std::numeric_limits<int64_t>::max())) {
+      if (__builtin_mul_overflow(elements, ne, &elements) || elements > uint64_t(std::numeric_limits<int64_t>::max())) {
         c.fail_at(ne_at, ne_what, "size " + std::to_string(ne) + " makes the element count overflow int64");
       }
       t.ne[d] = int64_t(ne);
@@ -387,9 +388,9 @@ void File::parse_all() {
     const size_t offset_at = c.pos();
     t.offset = c.read<uint64_t>(what + " offset");
     if (t.offset % alignment_ != 0) {
-      c.fail_at(offset_at, what + " offset",
-                "offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
-                    std::to_string(alignment_));
+      c.fail_at(
+          offset_at, what + " offset",
+          "offset " + std::to_string(t.offset) + " is not a multiple of the alignment " + std::to_string(alignment_));
     }
     offset_fields.push_back(offset_at);
     tensors_.push_back(std::move(t));
@@ -438,8 +439,8 @@ const TensorInfo* File::tensor(std::string_view name) const {
 namespace {
 
 [[noreturn]] void wrong_type(const std::string& file, std::string_view key, const Value& v, const char* expected) {
-  fail(ErrorCode::format, file + ": key " + quoted(key) + " is " + std::string(value_type_name(v.type)) +
-                              ", expected " + expected);
+  fail(ErrorCode::format,
+       file + ": key " + quoted(key) + " is " + std::string(value_type_name(v.type)) + ", expected " + expected);
 }
 
 [[noreturn]] void missing(const std::string& file, std::string_view key) {

@@ -35,8 +35,7 @@ void put_string(std::vector<uint8_t>& out, const std::string& s) {
 void put_integer(std::vector<uint8_t>& out, ValueType t, int64_t v, const std::string& key) {
   auto check = [&](int64_t lo, int64_t hi) {
     if (v < lo || v > hi) {
-      bad_argument("key '" + key + "': " + std::to_string(v) + " does not fit a " +
-                   std::string(value_type_name(t)));
+      bad_argument("key '" + key + "': " + std::to_string(v) + " does not fit a " + std::string(value_type_name(t)));
     }
   };
   switch (t) {
@@ -195,7 +194,8 @@ void Writer::add_tensor(const std::string& name, TensorType type, const std::vec
   if (tensor_names_.count(name) != 0) bad_argument("duplicate " + what);
   const std::optional<TypeInfo> info = type_info(uint32_t(type));
   if (!info) bad_argument(what + ": unknown type id " + std::to_string(uint32_t(type)));
-  if (ne.empty() || ne.size() > 4) bad_argument(what + ": " + std::to_string(ne.size()) + " dimensions, must be 1 to 4");
+  if (ne.empty() || ne.size() > 4)
+    bad_argument(what + ": " + std::to_string(ne.size()) + " dimensions, must be 1 to 4");
   uint64_t elements = 1;
   for (int64_t n : ne) {
     if (n < 1) bad_argument(what + ": dimension of size " + std::to_string(n));

@@ -10,13 +10,13 @@ namespace rwkv {
 
 struct SamplerParams {
   // Defaults follow RWKV's G1 chat demos.
-  float temperature = 1.0f;       // <= 0 means greedy
-  int top_k = 0;                  // 0 = off
-  float top_p = 0.3f;             // 1 = off
-  float min_p = 0.0f;             // 0 = off
-  float presence_penalty = 0.5f;  // added once per token seen (RWKV "alpha_presence")
-  float frequency_penalty = 0.5f; // added per occurrence (RWKV "alpha_frequency")
-  float penalty_decay = 0.996f;   // occurrence counts decay by this factor every token
+  float temperature = 1.0f;        // <= 0 means greedy
+  int top_k = 0;                   // 0 = off
+  float top_p = 0.3f;              // 1 = off
+  float min_p = 0.0f;              // 0 = off
+  float presence_penalty = 0.5f;   // added once per token seen (RWKV "alpha_presence")
+  float frequency_penalty = 0.5f;  // added per occurrence (RWKV "alpha_frequency")
+  float penalty_decay = 0.996f;    // occurrence counts decay by this factor every token
   uint64_t seed = 42;
 };
 
@@ -34,7 +34,9 @@ class Sampler {
   SamplerParams params_;
   std::mt19937_64 rng_;
   std::unordered_map<int32_t, float> occurrences_;  // decayed counts
-  std::vector<std::pair<float, int32_t>> scratch_;
+  std::vector<float> penalised_;                    // logits minus penalties, by id
+  std::vector<std::pair<float, int32_t>> scratch_;  // (penalised logit, id) candidates
+  std::vector<float> weights_;                      // unnormalised probabilities of scratch_
 };
 
 }  // namespace rwkv

@@ -14,9 +14,14 @@ void matmul(const Weight& W, const float* x, int64_t T, float* y) {
     dequantize_row(W.type, W.data + size_t(r) * W.row_stride(), row.data(), cols);
     for (int64_t t = 0; t < T; ++t) {
       const float* xt = x + t * cols;
-      double acc = 0;
-      for (int64_t c = 0; c < cols; ++c) acc += double(row[size_t(c)]) * double(xt[c]);
-      y[t * rows + r] = float(acc);
+      // Four partial sums: the same double-precision result to rounding, but independent
+      // chains let the CPU overlap them (the reference is otherwise latency-bound).
+      double acc[4] = {0, 0, 0, 0};
+      int64_t c = 0;
+      for (; c + 4 <= cols; c += 4)
+        for (int u = 0; u < 4; ++u) acc[u] += double(row[size_t(c + u)]) * double(xt[c + u]);
+      for (; c < cols; ++c) acc[0] += double(row[size_t(c)]) * double(xt[c]);
+      y[t * rows + r] = float((acc[0] + acc[1]) + (acc[2] + acc[3]));
     }
   }
 }

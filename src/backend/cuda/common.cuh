@@ -1,0 +1,118 @@
+// Shared device helpers of the CUDA kernels: error checks, programmatic dependent launch
+// (PDL) hooks, warp/block reductions and streaming loads.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+
+namespace rwkv::cuda {
+
+// Throws Error(backend) naming the failed call; used after every CUDA API call.
+inline void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) fail(ErrorCode::backend, std::string("cuda: ") + what + ": " + cudaGetErrorString(err));
+}
+#define RWKV_CUDA_CHECK(call) ::rwkv::cuda::check((call), #call)
+// After a kernel launch: reports launch-configuration errors at once.
+#define RWKV_CUDA_LAUNCHED(name) ::rwkv::cuda::check(cudaGetLastError(), name)
+
+// PDL: a kernel launched with programmatic stream serialisation may start while the
+// previous one finishes. Every kernel calls pdl_wait() before it touches memory written by
+// an earlier kernel, and before it writes anything (the wait also orders kernels two apart).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// Lets the next kernel in the stream be scheduled now (its blocks wait in pdl_wait()).
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ int warp_sum_int(int v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024). `scratch` holds 32
+// floats of shared memory; every thread gets the total. Contains two __syncthreads.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous reduction
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < n_warps; ++w) total += scratch[w];
+  return total;
+}
+
+// 16-byte load of weight bytes that are streamed once: bypasses L1 allocation.
+__device__ __forceinline__ int4 ld_stream16(const void* p) {
+  int4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint32_t ld_stream4(const void* p) {
+  uint32_t v;
+  asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint16_t ld_stream2(const void* p) {
+  uint16_t v;
+  asm volatile("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
+// decay = exp(-e^-0.5 * sigmoid(z)), spec §2.2 step 4 (fp32 throughout).
+__device__ __forceinline__ float decay_from_logit(float z) {
+  return expf(-0.6065306597126334f / (1.f + expf(-z)));
+}
+
+}  // namespace rwkv::cuda
+
+namespace rwkv::cuda {
+
+// LayerNorm of one row by the whole block (population variance): dst[c] =
+// (src[c] - mean) / sqrt(var + eps) * w[c] + b[c]. dst may be shared or global memory and
+// may equal src. Thread i handles columns i, i + blockDim.x, ... in every pass, so a caller
+// that keeps that mapping needs no barrier before reading its own dst columns.
+__device__ __forceinline__ void block_layer_norm(const float* src, int C, const float* w, const float* b, float eps,
+                                                 float* dst, float* scratch) {
+  float s = 0.f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float v = src[c];
+    dst[c] = v;
+    s += v;
+  }
+  const float mean = block_sum(s, scratch) / float(C);
+  float q = 0.f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = dst[c] - mean;
+    q += d * d;
+  }
+  const float rs = rsqrtf(block_sum(q, scratch) / float(C) + eps);
+  for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = (dst[c] - mean) * rs * w[c] + b[c];
+}
+
+}  // namespace rwkv::cuda

@@ -1,0 +1,179 @@
+// The CUDA backend's operators, callable from host C++ without CUDA headers (the backend
+// and tests/test_cuda_ops.cpp use them). All pointers are device pointers unless named
+// host_*; every launcher is asynchronous on `stream` (nullptr = the legacy default stream).
+// Activations are fp32, row-major, one row per token; shapes are [rows x width].
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "backend/cuda/packed.h"
+
+struct CUstream_st;
+
+namespace rwkv::cuda {
+
+using Stream = CUstream_st*;
+
+// Number of usable CUDA devices; 0 with a one-line reason when there is none.
+int device_count(std::string* reason);
+
+// Owns device memory (cudaMalloc). Copies are synchronous.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return ptr_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t size() const { return bytes_; }
+  void upload(const void* host, size_t bytes, size_t offset = 0);
+  void download(void* host, size_t bytes, size_t offset = 0) const;
+  void fill(uint8_t byte);
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Repacks a GGUF-layout matrix (rows x cols of `type` at host_bytes) and uploads it.
+struct DeviceMatrix {
+  PackedLayout layout;
+  DeviceBuffer buffer;
+  PackedView view() const { return packed_view(layout, buffer.data()); }
+};
+DeviceMatrix upload_matrix(TensorType type, int64_t rows, int64_t cols, const uint8_t* host_bytes);
+
+// ---- matrix-vector products for few rows (decode) ------------------------------------------
+
+enum class InOp : int { none = 0, tanh = 1, sigmoid = 2 };  // applied to x before the product
+enum class OutOp : int {
+  store = 0,    // y = W x
+  add = 1,      // y += W x (residual); y_raw (if set) = W x
+  decay = 2,    // y = exp(-e^-0.5 sigmoid(bias + W x))
+  sigmoid = 3,  // y = sigmoid(bias + W x)
+  relu_sq = 4,  // y = max(W x, 0)^2
+};
+
+struct MatvecJob {
+  PackedView W;
+  const float* x = nullptr;  // T rows of W.cols floats, row t at x + t * x_stride
+  int64_t x_stride = 0;
+  float* y = nullptr;  // T rows of W.rows floats, row t at y + t * y_stride
+  int64_t y_stride = 0;
+  float* y_raw = nullptr;        // OutOp::add only, may be null
+  const float* bias = nullptr;   // OutOp::decay / sigmoid: [W.rows]
+  InOp in_op = InOp::none;
+  OutOp out_op = OutOp::store;
+};
+constexpr int kMatvecMaxJobs = 8;
+constexpr int kMatvecMaxRows = 8;
+// Runs up to kMatvecMaxJobs products in one launch, each for the same T <= kMatvecMaxRows
+// activation rows. Each weight byte is read once; quantised weights take int8-quantised x
+// (per 32, like Q8_0), float weights fp32 x.
+void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream);
+
+// ---- dequantisation and f16 conversion (prefill GEMM path) ----------------------------------
+
+// W (rows x cols) -> f16 row-major with leading dimension ld (>= cols).
+void dequant_to_f16(const PackedView& W, void* dst, int64_t ld, Stream stream);
+// dst[r][c] = f16(op(x[r * x_stride + c])) for r < rows, c < cols; dst row stride = cols.
+void to_f16(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, void* dst, Stream stream);
+// dst[r * stride + c] = op(src[r * stride + c] (+ bias[c])) for the store/decay/sigmoid/
+// relu_sq ops; for OutOp::add: dst += src.
+void epilogue(OutOp op, const float* src, float* dst, const float* bias, int rows, int64_t cols, int64_t stride,
+              Stream stream);
+
+// cuBLAS for f16 weights: Y[R x rows] (ld ldy, fp32) = X16[R x cols] W16^T (+ beta Y).
+// W16 is rows x cols, row stride ldw elements.
+class Blas {
+ public:
+  Blas();
+  ~Blas();
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+  void gemm_f16(const void* W16, int64_t ldw, int64_t rows, int64_t cols, const void* X16, int R, float* Y,
+                int64_t ldy, float beta, Stream stream);
+
+ private:
+  void* handle_ = nullptr;
+  void* workspace_ = nullptr;
+};
+
+// ---- per-token layer ops ----------------------------------------------------------------------
+
+// Which rows belong to which sequence, on the device. Rows of a sequence are consecutive.
+struct BatchDev {
+  const int32_t* row_seq = nullptr;    // [R] sequence index of each row
+  const int32_t* seq_start = nullptr;  // [B+1] first row of each sequence; seq_start[B] = R
+  const int32_t* seq_slot = nullptr;   // [B] state slot of each sequence
+  int R = 0, B = 0;
+};
+
+// Embedding row of each token (dequantised), then LayerNorm (ln0) into h [R x C].
+// raw (may be null) receives the embedding rows before the norm.
+void embed_ln(const PackedView& emb, const int32_t* tokens, int R, const float* ln_w, const float* ln_b, float eps,
+              float* raw, float* h, Stream stream);
+
+// x = LayerNorm(h[r]); prev = the previous token's x (from `shift` for a sequence's first
+// row); out_s[r] = x + (prev - x) * mix[s] for s < n_mix; xln[r] = x. Afterwards `shift`
+// holds x of each sequence's last row. shift of slot s: shift + s * state_stride.
+struct ShiftLerpArgs {
+  BatchDev batch;
+  const float* h = nullptr;
+  int C = 0;
+  const float* ln_w = nullptr;
+  const float* ln_b = nullptr;
+  float eps = 1e-5f;
+  const float* mix = nullptr;  // [n_mix x C]
+  int n_mix = 0;
+  float* out[6] = {};
+  float* xln = nullptr;
+  float* shift = nullptr;
+  size_t state_stride = 0;
+};
+void ln_shift_lerp(const ShiftLerpArgs& args, Stream stream);
+
+// y[i] = LayerNorm(x[rows[i]]) for i < n (rows may be null: row i itself).
+void layer_norm_rows(const float* x, const int32_t* rows, int n, int C, const float* w, const float* b, float eps,
+                     float* y, Stream stream);
+
+// The time-mix core after the projections (spec §2.2 steps 6, 9-13, §2.3), per head:
+// value-residual mix (layer 0: v_first := v; else v += nu (v_first - v), written back to v),
+// kk = normalise(k k_k), k_mod, the WKV7 state update and read-out y, group norm, bonus,
+// and xo = (group-norm output + bonus) * g. State of slot s, head h:
+// state + s * state_stride + h * N * N, [i][j] (value row i, key column j).
+struct WkvArgs {
+  BatchDev batch;
+  int H = 0, N = 0;
+  bool first_layer = false;
+  const float *r = nullptr, *decay = nullptr, *k = nullptr, *a = nullptr, *g = nullptr, *nu = nullptr;
+  float* v = nullptr;
+  float* v_first = nullptr;
+  const float *k_k = nullptr, *k_a = nullptr, *r_k = nullptr, *lnx_w = nullptr, *lnx_b = nullptr;
+  float gn_eps = 64e-5f;
+  float* state = nullptr;
+  size_t state_stride = 0;
+  float* xo = nullptr;
+  // Intermediates [R x C]: kk, k_mod, y (WKV read-out), lnx (group norm + bonus). The fused
+  // kernel writes those that are set; the prefill kernels need kk, k_mod and y as scratch.
+  float *kk = nullptr, *kmod = nullptr, *y = nullptr, *lnx = nullptr;
+};
+// One kernel, sequential over each sequence's tokens: for decode (few tokens per sequence).
+void wkv_fused(const WkvArgs& args, Stream stream);
+// Three kernels (per-token prep, sequential scan, per-token group norm): for prefill.
+void wkv_prefill(const WkvArgs& args, Stream stream);
+
+// Sets whether launches use programmatic dependent launch (default on, where supported).
+void set_pdl(bool enabled);
+
+}  // namespace rwkv::cuda

@@ -1,0 +1,63 @@
+// The CUDA backend's on-device weight layout. A matrix of `rows` x `cols` elements of a
+// GGUF type is split into "planes" (quant bytes, scales, high bits ...), each row-major
+// over rows, so that a thread can read its part of a row with aligned 16-byte loads. The
+// repacking only moves bytes (lossless): plane bytes sum to the GGUF bytes plus padding.
+//
+// Work item = the weights one thread consumes at a time (elements per item by type):
+//   F32 8 (32 B), F16/BF16 16 (32 B), Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 32 (one block),
+//   Q4_K/Q5_K/Q6_K 64 (a quarter super-block).
+// Planes by type (nb = cols/32 blocks, nk = cols/256 super-blocks, bytes per row):
+//   F32/F16/BF16  p0 values, row padded with zeros to a multiple of 32 B
+//   Q8_0  p0 qs int8 [cols]      p1 d f16 [nb]
+//   Q4_0  p0 qs [nb x 16]        p1 d f16 [nb]
+//   Q4_1  p0 qs [nb x 16]        p1 (d, m) f16 pairs [nb]
+//   Q5_0  p0 qs [nb x 16]        p1 qh u32 [nb]     p2 d f16 [nb]
+//   Q5_1  p0 qs [nb x 16]        p1 qh u32 [nb]     p2 (d, m) f16 pairs [nb]
+//   Q4_K  p0 qs [nk x 128]       p1 header [nk x 16] = d, dmin, scales[12] (block bytes 0..16)
+//   Q5_K  p0 qs [nk x 128]       p1 header [nk x 16]   p2 qh [nk x 32]
+//   Q6_K  p0 ql [nk x 128]       p1 qh [nk x 64]       p2 scales int8 [nk x 16]  p3 d f16 [nk]
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor/types.h"
+
+namespace rwkv::cuda {
+
+constexpr int kMaxPlanes = 4;
+
+// Where the planes of one packed matrix lie, relative to its base (host-side description).
+struct PackedLayout {
+  TensorType type = TensorType::F32;
+  int64_t rows = 0, cols = 0;
+  int item_elems = 0;  // weights per work item
+  int64_t items = 0;   // work items per row: ceil(cols / item_elems)
+  int n_planes = 0;
+  size_t plane_offset[kMaxPlanes] = {};  // bytes from the base, 256-aligned
+  size_t plane_stride[kMaxPlanes] = {};  // bytes per row within the plane
+  size_t bytes = 0;                      // total bytes to allocate
+};
+
+// A packed matrix on the device, as kernels take it (passed by value).
+struct PackedView {
+  TensorType type = TensorType::F32;
+  int64_t rows = 0, cols = 0, items = 0;
+  const uint8_t* plane[kMaxPlanes] = {};
+  size_t stride[kMaxPlanes] = {};
+};
+
+// True for the types this backend runs: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+// Q4_K, Q5_K, Q6_K.
+bool packable(TensorType type);
+// Layout of a rows x cols matrix; throws Error(unsupported) for other types and
+// Error(model) when cols is not a multiple of the type's block size.
+PackedLayout packed_layout(TensorType type, int64_t rows, int64_t cols);
+// Repacks rows [row_begin, row_end) of GGUF-layout bytes `src` (row r at
+// src + r * row_bytes(type, cols)) into the packed buffer `dst` (layout.bytes long,
+// padding bytes must be zero beforehand).
+void pack_rows(const PackedLayout& layout, const uint8_t* src, int64_t row_begin, int64_t row_end, uint8_t* dst);
+// The view of a packed buffer at device address `base`.
+PackedView packed_view(const PackedLayout& layout, const void* base);
+
+}  // namespace rwkv::cuda

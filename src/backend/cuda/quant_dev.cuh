@@ -1,0 +1,455 @@
+// Per-type device access to packed weights (layout: packed.h). Item<T> holds one work
+// item's raw bytes in registers and offers:
+//   load(W, row, item)      streaming 16-byte loads of the item (plus its scales)
+//   dot(x, t, item)         quantised types: dot product with activation row t, int8 in
+//                           shared memory (XQ), with __dp4a
+//   dot_f(x, cols, item)    float types: dot product with an fp32 activation row
+//   values(v)               the item's weights as floats, v[k] for k < kElems
+//   col(item, k)            the column of value k
+#pragma once
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/packed.h"
+#include "common/half.h"
+
+namespace rwkv::cuda {
+
+// Activations quantised to int8 per block of 32 (like Q8_0, scale kept in fp32), in shared
+// memory: row t has q[t*cols ..], and per block b: d[t*nb + b] (scale), s[t*nb + b] (sum of q).
+struct XQ {
+  const int8_t* q;
+  const float* d;
+  const int* s;
+  int cols, nb;
+  __device__ __forceinline__ const int4* block(int t, int64_t b) const {
+    return reinterpret_cast<const int4*>(q + size_t(t) * cols + 32 * b);
+  }
+  __device__ __forceinline__ float scale(int t, int64_t b) const { return d[t * nb + b]; }
+  __device__ __forceinline__ int sum(int t, int64_t b) const { return s[t * nb + b]; }
+};
+
+__device__ __forceinline__ float h2f(uint32_t bits16) { return __half2float(__ushort_as_half(uint16_t(bits16))); }
+
+__device__ __forceinline__ int dot8(const int (&w)[8], int4 a, int4 b) {
+  int s = __dp4a(w[0], a.x, 0);
+  s = __dp4a(w[1], a.y, s);
+  s = __dp4a(w[2], a.z, s);
+  s = __dp4a(w[3], a.w, s);
+  s = __dp4a(w[4], b.x, s);
+  s = __dp4a(w[5], b.y, s);
+  s = __dp4a(w[6], b.z, s);
+  return __dp4a(w[7], b.w, s);
+}
+__device__ __forceinline__ void unpack4(int4 v, int* out) {
+  out[0] = v.x;
+  out[1] = v.y;
+  out[2] = v.z;
+  out[3] = v.w;
+}
+// Bits 0..3 of b moved to bit 4 of bytes 0..3 (the fifth bit of four 5-bit quants).
+__device__ __forceinline__ int spread_bit4(uint32_t b) {
+  return int(((b & 1u) << 4) | ((b & 2u) << 11) | ((b & 4u) << 18) | ((b & 8u) << 25));
+}
+__device__ __forceinline__ float i8_byte(int word, int k) { return float(int8_t(uint32_t(word) >> (8 * k))); }
+
+template <TensorType T>
+struct Item;
+
+// ---- float types -------------------------------------------------------------------------
+
+// Reads n <= 16 floats of x starting at column c0 (zero beyond cols).
+template <int E>
+__device__ __forceinline__ void load_x(const float* x, int64_t cols, int64_t c0, float (&xv)[E]) {
+  if (c0 + E <= cols && (reinterpret_cast<uintptr_t>(x + c0) & 15) == 0) {
+#pragma unroll
+    for (int k = 0; k < E; k += 4) {
+      const float4 f = __ldg(reinterpret_cast<const float4*>(x + c0 + k));
+      xv[k] = f.x;
+      xv[k + 1] = f.y;
+      xv[k + 2] = f.z;
+      xv[k + 3] = f.w;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < E; ++k) xv[k] = c0 + k < cols ? __ldg(x + c0 + k) : 0.f;
+  }
+}
+
+template <>
+struct Item<TensorType::F32> {
+  static constexpr int kElems = 8, kUnroll = 4;
+  static constexpr bool kQuant = false;
+  int4 w0, w1;
+  __device__ void load(const PackedView& W, int64_t row, int64_t it) {
+    const uint8_t* p = W.plane[0] + W.stride[0] * row + 32 * it;
+    w0 = ld_stream16(p);
+    w1 = ld_stream16(p + 16);
+  }
+  __device__ void values(float* v) const {
+    int w[8];
+    unpack4(w0, w);
+    unpack4(w1, w + 4);
+    for (int k = 0; k < 8; ++k) v[k] = __int_as_float(w[k]);
+  }
+  __device__ float dot_f(const float* x, int64_t cols, int64_t it) const {
+    float xv[8], v[8];
+    load_x<8>(x, cols, 8 * it, xv);
+    values(v);
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) s = fmaf(v[k], xv[k], s);
+    return s;
+  }
+  static __device__ int64_t col(int64_t it, int k) { return 8 * it + k; }
+};
+
+// F16 and BF16 share the loads; only the conversion differs.
+template <bool kBF16>
+struct ItemHalf {
+  static constexpr int kElems = 16, kUnroll = 4;
+  static constexpr bool kQuant = false;
+  int4 w0, w1;
+  __device__ void load(const PackedView& W, int64_t row, int64_t it) {
+    const uint8_t* p = W.plane[0] + W.stride[0] * row + 32 * it;
+    w0 = ld_stream16(p);
+    w1 = ld_stream16(p + 16);
+  }
+  static __device__ __forceinline__ float2 pair(int w) {
+    if constexpr (kBF16) {
+      return make_float2(__uint_as_float(uint32_t(w) << 16), __uint_as_float(uint32_t(w) & 0xffff0000u));
+    } else {
+      return __half22float2(*reinterpret_cast<const __half2*>(&w));
+    }
+  }
+  __device__ void values(float* v) const {
+    int w[8];
+    unpack4(w0, w);
+    unpack4(w1, w + 4);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const float2 f = pair(w[k]);
+      v[2 * k] = f.x;
+      v[2 * k + 1] = f.y;
+    }
+  }
+  __device__ float dot_f(const float* x, int64_t cols, int64_t it) const {
+    float xv[16], v[16];
+    load_x<16>(x, cols, 16 * it, xv);
+    values(v);
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 16; k += 2) {
+      s0 = fmaf(v[k], xv[k], s0);
+      s1 = fmaf(v[k + 1], xv[k + 1], s1);
+    }
+    return s0 + s1;
+  }
+  static __device__ int64_t col(int64_t it, int k) { return 16 * it + k; }
+};
+template <>
+struct Item<TensorType::F16> : ItemHalf<false> {};
+template <>
+struct Item<TensorType::BF16> : ItemHalf<true> {};
+
+// ---- legacy 32-element blocks --------------------------------------------------------------
+
+template <>
+struct Item<TensorType::Q8_0> {
+  static constexpr int kElems = 32, kUnroll = 4;
+  static constexpr bool kQuant = true;
+  int4 q0, q1;
+  uint32_t d;
+  __device__ void load(const PackedView& W, int64_t row, int64_t it) {
+    const uint8_t* p = W.plane[0] + W.stride[0] * row + 32 * it;
+    q0 = ld_stream16(p);
+    q1 = ld_stream16(p + 16);
+    d = ld_stream2(W.plane[1] + W.stride[1] * row + 2 * it);
+  }
+  __device__ float dot(const XQ& x, int t, int64_t it) const {
+    const int4* xb = x.block(t, it);
+    int w[8];
+    unpack4(q0, w);
+    unpack4(q1, w + 4);
+    return h2f(d) * x.scale(t, it) * float(dot8(w, xb[0], xb[1]));
+  }
+  __device__ void values(float* v) const {
+    int w[8];
+    unpack4(q0, w);
+    unpack4(q1, w + 4);
+    const float dd = h2f(d);
+    for (int k = 0; k < 32; ++k) v[k] = dd * i8_byte(w[k / 4], k % 4);
+  }
+  static __device__ int64_t col(int64_t it, int k) { return 32 * it + k; }
+};
+
+// Q4_0, Q4_1, Q5_0, Q5_1: 16 bytes of nibbles (low: elements 0..15, high: 16..31),
+// optional fifth bits and a minimum.
+template <bool kFive, bool kMin>
+struct ItemLegacy4 {
+  static constexpr int kElems = 32, kUnroll = 4;
+  static constexpr bool kQuant = true;
+  int4 qs;
+  uint32_t qh;  // fifth bits (Q5 only)
+  uint32_t dm;  // d in the low half, m in the high half (m for Q4_1/Q5_1 only)
+  __device__ void load(const PackedView& W, int64_t row, int64_t it) {
+    qs = ld_stream16(W.plane[0] + W.stride[0] * row + 16 * it);
+    const int meta = kFive ? 2 : 1;
+    if constexpr (kFive) qh = ld_stream4(W.plane[1] + W.stride[1] * row + 4 * it);
+    if constexpr (kMin) {
+      dm = ld_stream4(W.plane[meta] + W.stride[meta] * row + 4 * it);
+    } else {
+      dm = ld_stream2(W.plane[meta] + W.stride[meta] * row + 2 * it);
+    }
+  }
+  // quants as bytes: w[0..3] elements 0..15, w[4..7] elements 16..31 (unsigned 0..15 / 0..31)
+  __device__ __forceinline__ void quants(int (&w)[8]) const {
+    int v[4];
+    unpack4(qs, v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      w[i] = v[i] & 0x0F0F0F0F;
+      w[4 + i] = (v[i] >> 4) & 0x0F0F0F0F;
+      if constexpr (kFive) {
+        w[i] |= spread_bit4(qh >> (4 * i));
+        w[4 + i] |= spread_bit4(qh >> (16 + 4 * i));
+      }
+    }
+  }
+  __device__ float dot(const XQ& x, int t, int64_t it) const {
+    int w[8];
+    quants(w);
+    const int4* xb = x.block(t, it);
+    const int sumi = dot8(w, xb[0], xb[1]);
+    const float dx = x.scale(t, it);
+    const float d = h2f(dm & 0xffff);
+    if constexpr (kMin) {
+      return d * dx * float(sumi) + h2f(dm >> 16) * dx * float(x.sum(t, it));
+    } else {
+      const int offset = kFive ? 16 : 8;
+      return d * dx * float(sumi - offset * x.sum(t, it));
+    }
+  }
+  __device__ void values(float* v) const {
+    int w[8];
+    quants(w);
+    const float d = h2f(dm & 0xffff);
+    const float m = kMin ? h2f(dm >> 16) : -d * (kFive ? 16.f : 8.f);
+    for (int k = 0; k < 32; ++k) v[k] = d * float((uint32_t(w[k / 4]) >> (8 * (k % 4))) & 0xff) + m;
+  }
+  static __device__ int64_t col(int64_t it, int k) { return 32 * it + k; }
+};
+template <>
+struct Item<TensorType::Q4_0> : ItemLegacy4<false, false> {};
+template <>
+struct Item<TensorType::Q4_1> : ItemLegacy4<false, true> {};
+template <>
+struct Item<TensorType::Q5_0> : ItemLegacy4<true, false> {};
+template <>
+struct Item<TensorType::Q5_1> : ItemLegacy4<true, true> {};
+
+// ---- k-quants ----------------------------------------------------------------------------
+
+// Six-bit scale and min j (0..7) of a Q4_K/Q5_K super-block from its 12 scale bytes (spec §4.3).
+__device__ __forceinline__ void k_scale_min(const uint8_t* q, int j, int& sc, int& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Q4_K / Q5_K: item k (0..3) of super-block sb = sub-blocks 2k (low nibbles of qs[32k..32k+32))
+// and 2k+1 (high nibbles), elements 64k .. 64k+63 of the super-block.
+template <bool kFive>
+struct ItemK45 {
+  static constexpr int kElems = 64, kUnroll = kFive ? 2 : 3;
+  static constexpr bool kQuant = true;
+  int4 q0, q1;  // 32 bytes of qs
+  int4 hdr;     // d, dmin, scales[12]
+  int4 h0, h1;  // qh[32] (Q5_K)
+  __device__ void load(const PackedView& W, int64_t row, int64_t it) {
+    const int64_t sb = it >> 2, k = it & 3;
+    const uint8_t* p = W.plane[0] + W.stride[0] * row + 128 * sb + 32 * k;
+    q0 = ld_stream16(p);
+    q1 = ld_stream16(p + 16);
+    hdr = ld_stream16(W.plane[1] + W.stride[1] * row + 16 * sb);
+    if constexpr (kFive) {
+      const uint8_t* h = W.plane[2] + W.stride[2] * row + 32 * sb;
+      h0 = ld_stream16(h);
+      h1 = ld_stream16(h + 16);
+    }
+  }
+  // lo: sub-block 2k, hi: sub-block 2k+1, 32 unsigned quants each as bytes
+  __device__ __forceinline__ void quants(int k, int (&lo)[8], int (&hi)[8]) const {
+    int v[8];
+    unpack4(q0, v);
+    unpack4(q1, v + 4);
+    int h[8];
+    if constexpr (kFive) {
+      unpack4(h0, h);
+      unpack4(h1, h + 4);
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      lo[i] = v[i] & 0x0F0F0F0F;
+      hi[i] = (v[i] >> 4) & 0x0F0F0F0F;
+      if constexpr (kFive) {
+        lo[i] |= ((h[i] >> (2 * k)) & 0x01010101) << 4;
+        hi[i] |= ((h[i] >> (2 * k + 1)) & 0x01010101) << 4;
+      }
+    }
+  }
+  __device__ __forceinline__ void scales(int k, float& d0, float& m0, float& d1, float& m1) const {
+    const float d = h2f(uint32_t(hdr.x) & 0xffff), dmin = h2f(uint32_t(hdr.x) >> 16);
+    const uint8_t* sc = reinterpret_cast<const uint8_t*>(&hdr) + 4;
+    int s, m;
+    k_scale_min(sc, 2 * k, s, m);
+    d0 = d * float(s);
+    m0 = dmin * float(m);
+    k_scale_min(sc, 2 * k + 1, s, m);
+    d1 = d * float(s);
+    m1 = dmin * float(m);
+  }
+  __device__ float dot(const XQ& x, int t, int64_t it) const {
+    const int k = int(it & 3);
+    int lo[8], hi[8];
+    quants(k, lo, hi);
+    float d0, m0, d1, m1;
+    scales(k, d0, m0, d1, m1);
+    const int64_t xb = 2 * it;  // x blocks of 32: sub-block 2k of super-block sb is block 8sb+2k
+    const int4* a = x.block(t, xb);
+    const int4* b = x.block(t, xb + 1);
+    const float dx0 = x.scale(t, xb), dx1 = x.scale(t, xb + 1);
+    return dx0 * (d0 * float(dot8(lo, a[0], a[1])) - m0 * float(x.sum(t, xb))) +
+           dx1 * (d1 * float(dot8(hi, b[0], b[1])) - m1 * float(x.sum(t, xb + 1)));
+  }
+  static __device__ int64_t col(int64_t it, int k) { return 64 * it + k; }
+};
+
+template <bool kFive>
+__device__ __forceinline__ void k45_values(const ItemK45<kFive>& item, int64_t it, float* v) {
+  const int k = int(it & 3);
+  int lo[8], hi[8];
+  item.quants(k, lo, hi);
+  float d0, m0, d1, m1;
+  item.scales(k, d0, m0, d1, m1);
+  for (int e = 0; e < 32; ++e) {
+    v[e] = d0 * float((uint32_t(lo[e / 4]) >> (8 * (e % 4))) & 0xff) - m0;
+    v[32 + e] = d1 * float((uint32_t(hi[e / 4]) >> (8 * (e % 4))) & 0xff) - m1;
+  }
+}
+
+template <>
+struct Item<TensorType::Q4_K> : ItemK45<false> {};
+template <>
+struct Item<TensorType::Q5_K> : ItemK45<true> {};
+
+// Q6_K: item (n, u) of super-block sb, it = 4 sb + 2 n + u: bytes l in [16u, 16u+16) of the
+// half n, giving elements 128n + 32q + l for q = 0..3 (four runs of 16).
+template <>
+struct Item<TensorType::Q6_K> {
+  static constexpr int kElems = 64, kUnroll = 2;
+  static constexpr bool kQuant = true;
+  int4 l0, l1, h;  // ql'[16u..], ql'[32+16u..], qh'[16u..]
+  uint32_t sc01, sc23;  // scales[8n .. 8n+8) (int8)
+  uint32_t d;
+  __device__ void load(const PackedView& W, int64_t row, int64_t it) {
+    const int64_t sb = it >> 2;
+    const int n = int(it >> 1) & 1, u = int(it & 1);
+    const uint8_t* ql = W.plane[0] + W.stride[0] * row + 128 * sb + 64 * n + 16 * u;
+    l0 = ld_stream16(ql);
+    l1 = ld_stream16(ql + 32);
+    h = ld_stream16(W.plane[1] + W.stride[1] * row + 64 * sb + 32 * n + 16 * u);
+    const uint8_t* sc = W.plane[2] + W.stride[2] * row + 16 * sb + 8 * n;
+    sc01 = ld_stream4(sc);
+    sc23 = ld_stream4(sc + 4);
+    d = ld_stream2(W.plane[3] + W.stride[3] * row + 2 * sb);
+  }
+  // signed quants (q - 32) of run q (0..3) as bytes, 16 values in w[0..4)
+  __device__ __forceinline__ void run(int q, int (&w)[4]) const {
+    int a[4], b[4], hh[4];
+    unpack4(l0, a);
+    unpack4(l1, b);
+    unpack4(h, hh);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int src = (q & 1) ? b[i] : a[i];
+      const int nib = (q & 2) ? (src >> 4) & 0x0F0F0F0F : src & 0x0F0F0F0F;
+      const int hi = ((hh[i] >> (2 * q)) & 0x03030303) << 4;
+      w[i] = int(__vsub4(uint32_t(nib | hi), 0x20202020u));
+    }
+  }
+  __device__ __forceinline__ float scale(int q, int u) const {
+    const int idx = u + 2 * q;  // scales[8n + u + 2q]
+    const uint32_t word = idx < 4 ? sc01 : sc23;
+    return float(int8_t(word >> (8 * (idx & 3))));
+  }
+  __device__ float dot(const XQ& x, int t, int64_t it) const {
+    const int64_t sb = it >> 2;
+    const int n = int(it >> 1) & 1, u = int(it & 1);
+    float s = 0.f;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      int w[4];
+      run(q, w);
+      const int64_t xb = 8 * sb + 4 * n + q;
+      const int4 a = x.block(t, xb)[u];  // ints 4u..4u+3 of the block = bytes 16u..16u+15
+      int si = __dp4a(w[0], a.x, 0);
+      si = __dp4a(w[1], a.y, si);
+      si = __dp4a(w[2], a.z, si);
+      si = __dp4a(w[3], a.w, si);
+      s += scale(q, u) * x.scale(t, xb) * float(si);
+    }
+    return h2f(d) * s;
+  }
+  __device__ void values(int64_t it, float* v) const {
+    const int u = int(it & 1);
+    const float dd = h2f(d);
+    for (int q = 0; q < 4; ++q) {
+      int w[4];
+      run(q, w);
+      const float sc = dd * scale(q, u);
+      for (int e = 0; e < 16; ++e) v[16 * q + e] = sc * i8_byte(w[e / 4], e % 4);
+    }
+  }
+  static __device__ int64_t col(int64_t it, int k) {
+    const int64_t sb = it >> 2;
+    const int n = int(it >> 1) & 1, u = int(it & 1);
+    return 256 * sb + 128 * n + 32 * (k / 16) + 16 * u + (k % 16);
+  }
+};
+
+// The item's weights as floats in item order (value k belongs to column Item::col(it, k)).
+template <TensorType T>
+__device__ __forceinline__ void item_values(const Item<T>& item, int64_t it, float* v) {
+  if constexpr (T == TensorType::Q4_K || T == TensorType::Q5_K) {
+    k45_values(item, it, v);
+  } else if constexpr (T == TensorType::Q6_K) {
+    item.values(it, v);
+  } else {
+    item.values(v);
+  }
+}
+
+// Calls f.template operator()<T>() for the runtime type (the packable types only).
+template <typename F>
+__device__ __forceinline__ void dispatch_type(TensorType type, F&& f) {
+  switch (type) {
+    case TensorType::F32: f.template operator()<TensorType::F32>(); break;
+    case TensorType::F16: f.template operator()<TensorType::F16>(); break;
+    case TensorType::BF16: f.template operator()<TensorType::BF16>(); break;
+    case TensorType::Q8_0: f.template operator()<TensorType::Q8_0>(); break;
+    case TensorType::Q4_0: f.template operator()<TensorType::Q4_0>(); break;
+    case TensorType::Q4_1: f.template operator()<TensorType::Q4_1>(); break;
+    case TensorType::Q5_0: f.template operator()<TensorType::Q5_0>(); break;
+    case TensorType::Q5_1: f.template operator()<TensorType::Q5_1>(); break;
+    case TensorType::Q4_K: f.template operator()<TensorType::Q4_K>(); break;
+    case TensorType::Q5_K: f.template operator()<TensorType::Q5_K>(); break;
+    case TensorType::Q6_K: f.template operator()<TensorType::Q6_K>(); break;
+    default: break;
+  }
+}
+
+}  // namespace rwkv::cuda

@@ -1,0 +1,274 @@
+// The time-mix core (spec §2.2 steps 6, 9-13 and §2.3) after the projections.
+//
+// wkv_fused: one block per (sequence, head), 4N threads; thread (i, part) keeps the state
+// columns [part*N/4, part*N/4 + N/4) of value row i in registers. Per token: channel
+// scalars (value-residual mix, kk, k_mod) by the first N threads, the state update and
+// read-out by all, then group norm + bonus + gate. For decode.
+//
+// wkv_prefill: the per-token work is split out of the recurrence: wkv_prep (warp per
+// (token, head)), wkv_scan (the sequential recurrence alone, tokens staged in shared memory
+// in chunks), wkv_post (warp per (token, head)).
+#include "backend/cuda/launch.cuh"
+#include "backend/cuda/ops.h"
+
+namespace rwkv::cuda {
+namespace {
+
+constexpr float kL2Eps = 1e-12f;
+
+// One token's state update for row i, columns [part*Q, part*Q+Q): returns y_i (summed
+// over the four parts). sa uses the old state, y the new one (spec §2.3).
+template <int Q>
+__device__ __forceinline__ float state_step(float (&st)[Q], int part, float vi, const float* r, const float* d,
+                                            const float* km, const float* al, const float* be) {
+  const int c0 = part * Q;
+  auto f4 = [](const float* p) { return *reinterpret_cast<const float4*>(p); };
+  float sa0 = 0.f, sa1 = 0.f;
+#pragma unroll
+  for (int j = 0; j < Q; j += 4) {
+    const float4 al4 = f4(al + c0 + j);
+    sa0 = fmaf(al4.x, st[j], sa0);
+    sa1 = fmaf(al4.y, st[j + 1], sa1);
+    sa0 = fmaf(al4.z, st[j + 2], sa0);
+    sa1 = fmaf(al4.w, st[j + 3], sa1);
+  }
+  float sa = sa0 + sa1;
+  sa += __shfl_xor_sync(0xffffffffu, sa, 1);
+  sa += __shfl_xor_sync(0xffffffffu, sa, 2);
+  float y0 = 0.f, y1 = 0.f;
+#pragma unroll
+  for (int j = 0; j < Q; j += 4) {
+    const float4 d4 = f4(d + c0 + j), k4 = f4(km + c0 + j), b4 = f4(be + c0 + j), r4 = f4(r + c0 + j);
+    st[j] = fmaf(st[j], d4.x, fmaf(vi, k4.x, sa * b4.x));
+    st[j + 1] = fmaf(st[j + 1], d4.y, fmaf(vi, k4.y, sa * b4.y));
+    st[j + 2] = fmaf(st[j + 2], d4.z, fmaf(vi, k4.z, sa * b4.z));
+    st[j + 3] = fmaf(st[j + 3], d4.w, fmaf(vi, k4.w, sa * b4.w));
+    y0 = fmaf(st[j], r4.x, y0);
+    y1 = fmaf(st[j + 1], r4.y, y1);
+    y0 = fmaf(st[j + 2], r4.z, y0);
+    y1 = fmaf(st[j + 3], r4.w, y1);
+  }
+  float y = y0 + y1;
+  y += __shfl_xor_sync(0xffffffffu, y, 1);
+  y += __shfl_xor_sync(0xffffffffu, y, 2);
+  return y;
+}
+
+template <int Q>
+__device__ __forceinline__ void load_state(const float* S, float (&st)[Q]) {
+#pragma unroll
+  for (int j = 0; j < Q; j += 4) {
+    const float4 f = *reinterpret_cast<const float4*>(S + j);
+    st[j] = f.x;
+    st[j + 1] = f.y;
+    st[j + 2] = f.z;
+    st[j + 3] = f.w;
+  }
+}
+template <int Q>
+__device__ __forceinline__ void store_state(float* S, const float (&st)[Q]) {
+#pragma unroll
+  for (int j = 0; j < Q; j += 4) *reinterpret_cast<float4*>(S + j) = make_float4(st[j], st[j + 1], st[j + 2], st[j + 3]);
+}
+
+template <int N>
+__global__ void __launch_bounds__(4 * N) wkv_fused_kernel(const __grid_constant__ WkvArgs a) {
+  constexpr int Q = N / 4;
+  __shared__ __align__(16) float s_r[N], s_d[N], s_km[N], s_al[N], s_be[N], s_v[N], s_y[N];
+  __shared__ float scratch[32];
+  const int h = blockIdx.x, b = blockIdx.y;
+  const int tid = threadIdx.x, i = tid >> 2, part = tid & 3;
+  const int C = a.H * N, hc = h * N + tid;  // hc: this thread's channel (tid < N)
+  pdl_wait();
+  pdl_trigger();
+  const int start = a.batch.seq_start[b], end = a.batch.seq_start[b + 1];
+  float* S = a.state + size_t(a.batch.seq_slot[b]) * a.state_stride + size_t(h) * N * N + size_t(i) * N + part * Q;
+  float st[Q];
+  load_state(S, st);
+  for (int r = start; r < end; ++r) {
+    const size_t at = size_t(r) * C + hc;
+    float kk = 0.f, vv = 0.f, aa = 0.f, kmod = 0.f, rr = 0.f;
+    if (tid < N) {
+      rr = a.r[at];
+      const float kv = a.k[at];
+      vv = a.v[at];
+      aa = a.a[at];
+      if (a.first_layer) {
+        a.v_first[at] = vv;
+      } else {
+        vv += a.nu[at] * (a.v_first[at] - vv);
+        a.v[at] = vv;
+      }
+      kk = kv * a.k_k[hc];
+      kmod = kv * (1.f + (aa - 1.f) * a.k_a[hc]);
+      s_r[tid] = rr;
+      s_d[tid] = a.decay[at];
+      s_km[tid] = kmod;
+      s_v[tid] = vv;
+    }
+    const float norm = sqrtf(block_sum(kk * kk, scratch));
+    if (tid < N) {
+      kk /= fmaxf(norm, kL2Eps);
+      s_al[tid] = -kk;
+      s_be[tid] = kk * aa;
+      if (a.kk) a.kk[at] = kk;
+      if (a.kmod) a.kmod[at] = kmod;
+    }
+    __syncthreads();
+    const float y = state_step<Q>(st, part, s_v[i], s_r, s_d, s_km, s_al, s_be);
+    if (part == 0) s_y[i] = y;
+    __syncthreads();
+    const float yv = tid < N ? s_y[tid] : 0.f;
+    const float bonus = block_sum(tid < N ? rr * kmod * a.r_k[hc] : 0.f, scratch);
+    const float mean = block_sum(yv, scratch) / float(N);
+    const float dv = tid < N ? yv - mean : 0.f;
+    const float var = block_sum(dv * dv, scratch) / float(N);
+    if (tid < N) {
+      const float o = dv * rsqrtf(var + a.gn_eps) * a.lnx_w[hc] + a.lnx_b[hc] + bonus * vv;
+      if (a.y) a.y[at] = yv;
+      if (a.lnx) a.lnx[at] = o;
+      a.xo[at] = o * a.g[at];
+    }
+  }
+  store_state(S, st);
+}
+
+// Warp per (token, head): value-residual mix, kk, k_mod (prefill).
+template <int N>
+__global__ void __launch_bounds__(256) wkv_prep_kernel(const __grid_constant__ WkvArgs a) {
+  constexpr int M = N / 32;  // channels per lane
+  pdl_wait();
+  pdl_trigger();
+  const int h = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (h >= a.H) return;
+  const int C = a.H * N;
+  const size_t row = size_t(blockIdx.y) * C;
+  float kk[M], ss = 0.f;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const int hc = h * N + lane + 32 * m;
+    const size_t at = row + hc;
+    const float kv = a.k[at], aa = a.a[at];
+    float vv = a.v[at];
+    if (a.first_layer) {
+      a.v_first[at] = vv;
+    } else {
+      vv += a.nu[at] * (a.v_first[at] - vv);
+      a.v[at] = vv;
+    }
+    kk[m] = kv * a.k_k[hc];
+    ss += kk[m] * kk[m];
+    a.kmod[at] = kv * (1.f + (aa - 1.f) * a.k_a[hc]);
+  }
+  const float inv = 1.f / fmaxf(sqrtf(warp_sum(ss)), kL2Eps);
+#pragma unroll
+  for (int m = 0; m < M; ++m) a.kk[row + h * N + lane + 32 * m] = kk[m] * inv;
+}
+
+// The recurrence alone: block per (sequence, head), tokens staged kChunk at a time.
+template <int N>
+__global__ void __launch_bounds__(4 * N) wkv_scan_kernel(const __grid_constant__ WkvArgs a) {
+  constexpr int Q = N / 4;
+  constexpr int kChunk = N <= 64 ? 16 : 8;
+  __shared__ __align__(16) float s_r[kChunk][N], s_d[kChunk][N], s_km[kChunk][N], s_al[kChunk][N], s_be[kChunk][N],
+      s_v[kChunk][N];
+  const int h = blockIdx.x, b = blockIdx.y;
+  const int tid = threadIdx.x, i = tid >> 2, part = tid & 3;
+  const int C = a.H * N;
+  pdl_wait();
+  pdl_trigger();
+  const int start = a.batch.seq_start[b], end = a.batch.seq_start[b + 1];
+  float* S = a.state + size_t(a.batch.seq_slot[b]) * a.state_stride + size_t(h) * N * N + size_t(i) * N + part * Q;
+  float st[Q];
+  load_state(S, st);
+  for (int r0 = start; r0 < end; r0 += kChunk) {
+    const int n = min(kChunk, end - r0);
+    for (int e = tid; e < n * N; e += 4 * N) {
+      const int t = e / N, ch = e - t * N;
+      const size_t at = size_t(r0 + t) * C + h * N + ch;
+      const float kk = a.kk[at];
+      s_r[t][ch] = a.r[at];
+      s_d[t][ch] = a.decay[at];
+      s_km[t][ch] = a.kmod[at];
+      s_al[t][ch] = -kk;
+      s_be[t][ch] = kk * a.a[at];
+      s_v[t][ch] = a.v[at];
+    }
+    __syncthreads();
+    for (int t = 0; t < n; ++t) {
+      const float y = state_step<Q>(st, part, s_v[t][i], s_r[t], s_d[t], s_km[t], s_al[t], s_be[t]);
+      if (part == 0) a.y[size_t(r0 + t) * C + h * N + i] = y;
+    }
+    __syncthreads();
+  }
+  store_state(S, st);
+}
+
+// Warp per (token, head): group norm, bonus, gate (prefill).
+template <int N>
+__global__ void __launch_bounds__(256) wkv_post_kernel(const __grid_constant__ WkvArgs a) {
+  constexpr int M = N / 32;
+  pdl_wait();
+  pdl_trigger();
+  const int h = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (h >= a.H) return;
+  const int C = a.H * N;
+  const size_t row = size_t(blockIdx.y) * C;
+  float y[M], sum = 0.f, bonus = 0.f;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const int hc = h * N + lane + 32 * m;
+    y[m] = a.y[row + hc];
+    sum += y[m];
+    bonus += a.r[row + hc] * a.kmod[row + hc] * a.r_k[hc];
+  }
+  const float mean = warp_sum(sum) / float(N);
+  bonus = warp_sum(bonus);
+  float q = 0.f;
+#pragma unroll
+  for (int m = 0; m < M; ++m) q += (y[m] - mean) * (y[m] - mean);
+  const float rs = rsqrtf(warp_sum(q) / float(N) + a.gn_eps);
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const int hc = h * N + lane + 32 * m;
+    const float o = (y[m] - mean) * rs * a.lnx_w[hc] + a.lnx_b[hc] + bonus * a.v[row + hc];
+    if (a.lnx) a.lnx[row + hc] = o;
+    a.xo[row + hc] = o * a.g[row + hc];
+  }
+}
+
+template <int N>
+void fused_n(const WkvArgs& a, Stream stream) {
+  launch("wkv_fused", wkv_fused_kernel<N>, dim3(a.H, a.batch.B), dim3(4 * N), 0, stream, a);
+}
+template <int N>
+void prefill_n(const WkvArgs& a, Stream stream) {
+  const dim3 per_token((a.H + 7) / 8, a.batch.R);
+  launch("wkv_prep", wkv_prep_kernel<N>, per_token, dim3(256), 0, stream, a);
+  launch("wkv_scan", wkv_scan_kernel<N>, dim3(a.H, a.batch.B), dim3(4 * N), 0, stream, a);
+  launch("wkv_post", wkv_post_kernel<N>, per_token, dim3(256), 0, stream, a);
+}
+
+void check_head_size(int N) {
+  if (N != 32 && N != 64 && N != 128)
+    fail(ErrorCode::unsupported, "cuda wkv: head size " + std::to_string(N) + " (supported: 32, 64, 128)");
+}
+
+}  // namespace
+
+void wkv_fused(const WkvArgs& a, Stream stream) {
+  check_head_size(a.N);
+  if (a.N == 32) fused_n<32>(a, stream);
+  else if (a.N == 64) fused_n<64>(a, stream);
+  else fused_n<128>(a, stream);
+}
+
+void wkv_prefill(const WkvArgs& a, Stream stream) {
+  check_head_size(a.N);
+  if (!a.kk || !a.kmod || !a.y) fail(ErrorCode::argument, "cuda wkv_prefill: kk, kmod and y scratch are required");
+  if (a.N == 32) prefill_n<32>(a, stream);
+  else if (a.N == 64) prefill_n<64>(a, stream);
+  else prefill_n<128>(a, stream);
+}
+
+}  // namespace rwkv::cuda

@@ -1,0 +1,158 @@
+#include "backend/vulkan/kernels.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "backend/vulkan/pipelines.h"
+#include "common/error.h"
+
+namespace rwkv::vk {
+namespace {
+
+// Descriptor interfaces of the shaders (binding counts in binding order) and push sizes.
+const ShaderInterface kMatrixIface{{4, 1, 1, 1, 1, 1}, 12};
+const ShaderInterface kEmbedIface{{4, 1, 1, 1}, sizeof(EmbedPush)};
+const ShaderInterface kLnMixIface{{1, 1, 1, 1, 1}, sizeof(LnMixPush)};
+const ShaderInterface kWkvIface{{1, 1, 1, 1}, sizeof(WkvPush)};
+
+uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+std::string shader_type_suffix(TensorType type) {
+  std::string s(type_name(type));
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool shader_supports(TensorType type) {
+  switch (type) {
+    case TensorType::F32:
+    case TensorType::F16:
+    case TensorType::BF16:
+    case TensorType::Q4_0:
+    case TensorType::Q4_1:
+    case TensorType::Q5_0:
+    case TensorType::Q5_1:
+    case TensorType::Q8_0:
+    case TensorType::Q4_K:
+    case TensorType::Q5_K:
+    case TensorType::Q6_K: return true;
+    default: return false;
+  }
+}
+
+Kernels::Kernels(Context& ctx) : ctx_(ctx) {
+  // One workgroup per couple of rows, a subgroup or two wide: enough invocations to stream a
+  // row of a few thousand elements, few enough that the reduction stays cheap.
+  matvec_wg_ = std::clamp<uint32_t>(ctx.limits().subgroup_size, 32, 64);
+  if (ctx.limits().subgroup_size < 4) {
+    fail(ErrorCode::backend, "vulkan: " + ctx.info().name + " has subgroups of " +
+                                 std::to_string(ctx.limits().subgroup_size) + " invocations; at least 4 are needed");
+  }
+}
+
+uint32_t Kernels::max_job_rows() const {
+  return std::min<uint64_t>(uint64_t(ctx_.limits().max_workgroup_count[0]) * matvec_rows, 1u << 20);
+}
+
+void Kernels::barrier(VkCommandBuffer cmd) const {
+  VkMemoryBarrier mb{};
+  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+  mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                     VK_ACCESS_TRANSFER_WRITE_BIT;
+  const VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+  ctx_.fn().vkCmdPipelineBarrier(cmd, stages, stages, 0, 1, &mb, 0, nullptr, 0, nullptr);
+}
+
+void Kernels::host_barrier(VkCommandBuffer cmd) const {
+  VkMemoryBarrier mb{};
+  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+  mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+  mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+  ctx_.fn().vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                                 VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+}
+
+void Kernels::push(VkCommandBuffer cmd, const Pipeline& p,
+                   std::initializer_list<std::pair<VkBuffer, uint32_t>> bindings, const void* constants,
+                   uint32_t bytes) const {
+  const Functions& fn = ctx_.fn();
+  fn.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipeline);
+  // (buffer, binding) pairs; consecutive pairs with the same binding fill its array elements.
+  std::vector<VkDescriptorBufferInfo> infos;
+  infos.reserve(bindings.size());
+  for (const auto& [buffer, binding] : bindings) infos.push_back({buffer, 0, VK_WHOLE_SIZE});
+  std::vector<VkWriteDescriptorSet> writes;
+  size_t i = 0;
+  for (auto it = bindings.begin(); it != bindings.end();) {
+    const uint32_t binding = it->second;
+    uint32_t count = 0;
+    const size_t first = i;
+    while (it != bindings.end() && it->second == binding) {
+      ++it;
+      ++i;
+      ++count;
+    }
+    VkWriteDescriptorSet w{};
+    w.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+    w.dstBinding = binding;
+    w.descriptorCount = count;
+    w.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    w.pBufferInfo = &infos[first];
+    writes.push_back(w);
+  }
+  fn.vkCmdPushDescriptorSetKHR(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, uint32_t(writes.size()),
+                               writes.data());
+  fn.vkCmdPushConstants(cmd, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, constants);
+}
+
+void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base,
+                     uint32_t n_jobs, uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path) {
+  if (n_jobs == 0 || n_tok == 0) return;
+  if (path == MatPath::automatic) path = n_tok <= matvec_max_tokens ? MatPath::matvec : MatPath::matmul;
+  const std::string suffix = shader_type_suffix(type);
+  const uint32_t push_data[3] = {job_base, n_tok, gather_off};
+  const auto bind = [&](const Pipeline& p) {
+    push(cmd, p,
+         {{b.weights[0], 0}, {b.weights[1], 0}, {b.weights[2], 0}, {b.weights[3], 0}, {b.vecs, 1}, {b.x, 2},
+          {b.y, 3}, {b.jobs, 4}, {b.meta, 5}},
+         push_data, sizeof(push_data));
+  };
+  if (path == MatPath::matvec) {
+    // One token at a time for decode; four at a time for small batches.
+    const uint32_t tok = n_tok == 1 ? 1 : 4;
+    const uint32_t spec[3] = {matvec_wg_, matvec_rows, tok};
+    bind(ctx_.pipelines().get("matvec_" + suffix, kMatrixIface, spec));
+    ctx_.fn().vkCmdDispatch(cmd, ceil_div(max_rows, matvec_rows), n_jobs, 1);
+  } else {
+    bind(ctx_.pipelines().get("matmul_" + suffix, kMatrixIface, {}));
+    ctx_.fn().vkCmdDispatch(cmd, ceil_div(max_rows, 64), ceil_div(n_tok, 64), n_jobs);
+  }
+}
+
+void Kernels::embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch,
+                    VkBuffer meta, const EmbedPush& p, uint32_t n_rows) {
+  const Pipeline& pl = ctx_.pipelines().get("embed_" + shader_type_suffix(type), kEmbedIface, {});
+  push(cmd, pl, {{weights, 0}, {weights, 0}, {weights, 0}, {weights, 0}, {vecs, 1}, {scratch, 2}, {meta, 3}}, &p,
+       sizeof(p));
+  ctx_.fn().vkCmdDispatch(cmd, n_rows, 1, 1);
+}
+
+void Kernels::ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state_in, VkBuffer state_commit,
+                     VkBuffer meta, const LnMixPush& p, uint32_t n_rows) {
+  const Pipeline& pl = ctx_.pipelines().get("ln_mix", kLnMixIface, {});
+  push(cmd, pl, {{scratch, 0}, {vecs, 1}, {state_in, 2}, {state_commit, 3}, {meta, 4}}, &p, sizeof(p));
+  ctx_.fn().vkCmdDispatch(cmd, ceil_div(p.C, 256), n_rows, 1);
+}
+
+void Kernels::wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta,
+                  const WkvPush& p, uint32_t n_head, uint32_t n_seq, uint32_t head_size) {
+  const uint32_t spec[1] = {head_size};
+  const Pipeline& pl = ctx_.pipelines().get("wkv", kWkvIface, spec);
+  push(cmd, pl, {{scratch, 0}, {vecs, 1}, {state, 2}, {meta, 3}}, &p, sizeof(p));
+  ctx_.fn().vkCmdDispatch(cmd, n_head, n_seq, 1);
+}
+
+}  // namespace rwkv::vk

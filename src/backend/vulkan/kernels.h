@@ -1,0 +1,97 @@
+// Recording of the backend's compute kernels into a command buffer. Each function binds one
+// pipeline, pushes its descriptors and constants, and dispatches; callers place barriers.
+// The parameter structs are the shaders' push-constant blocks, field for field.
+// Activation offsets are in floats of the bound buffer; weight offsets in bytes.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "backend/vulkan/context.h"
+#include "tensor/types.h"
+
+namespace rwkv::vk {
+
+constexpr uint32_t kNone = 0xFFFFFFFFu;  // an absent optional region (NONE in the shaders)
+
+// Matrix-product epilogues (ACT_* in common.glsl).
+enum Act : uint32_t { kActNone = 0, kActTanh = 1, kActSigmoid = 2, kActReluSq = 3, kActDecay = 4 };
+constexpr uint32_t kJobGather = 0x100;  // x row t is meta[gather_off + t] (JOB_GATHER)
+
+// One matrix job: struct Job in shaders/matrix_io.glsl.
+struct MatJob {
+  uint32_t wbind = 0, w_off = 0, row_bytes = 0, rows = 0, cols = 0;
+  uint32_t x_off = 0, x_stride = 0, y_off = 0, y_stride = 0;
+  uint32_t flags = 0, bias_off = kNone, pad = 0;
+};
+static_assert(sizeof(MatJob) == 48);
+
+struct EmbedPush {
+  uint32_t w_off, row_bytes, piece_start, piece_rows, C, emb_off, h_off, ln_w, ln_b;
+  float eps;
+  uint32_t tok_off;
+};
+struct LnMixPush {
+  uint32_t C, h_in, delta, h_out, xln, mix, mix_stride, nmix, mu, ln_w, ln_b;
+  float eps;
+  uint32_t slot_stride, shift_off, commit_src, commit_off, row_slot, row_flags;
+};
+struct WkvPush {
+  uint32_t C, r, k, v, a, decay, g, nu, v_first, xa, out, dbg, dbg_stride, k_k, k_a, r_k, lnx_w, lnx_b;
+  float gn_eps;
+  uint32_t slot_stride, seq_start, seq_rows, seq_slot;
+};
+static_assert(sizeof(WkvPush) <= 128 && sizeof(LnMixPush) <= 128 && sizeof(EmbedPush) <= 128);
+
+// Which matrix-product shader runs a group of jobs.
+enum class MatPath { automatic, matvec, matmul };
+
+// The buffers a matrix dispatch reads and writes. Weight slots that no job uses may repeat
+// another buffer (every slot must be bound).
+struct MatBindings {
+  std::array<VkBuffer, 4> weights{};
+  VkBuffer vecs = VK_NULL_HANDLE, x = VK_NULL_HANDLE, y = VK_NULL_HANDLE;
+  VkBuffer jobs = VK_NULL_HANDLE, meta = VK_NULL_HANDLE;
+};
+
+class Kernels {
+ public:
+  explicit Kernels(Context& ctx);
+
+  // Makes every earlier shader or transfer write visible to every later shader or transfer
+  // access: the one barrier placed between dependent dispatches.
+  void barrier(VkCommandBuffer cmd) const;
+  // Makes transfer writes visible to host reads (before a fence wait and a readback).
+  void host_barrier(VkCommandBuffer cmd) const;
+
+  // jobs[job_base, job_base + n_jobs), all of weight `type`, over n_tok activation rows.
+  // max_rows: the largest `rows` among them. automatic: matvec for n_tok <= matvec_max_tokens.
+  void matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base, uint32_t n_jobs,
+              uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path = MatPath::automatic);
+  // Embedding rows + ln0 for n_rows token rows (weights: the table piece; 1 binding).
+  void embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch, VkBuffer meta,
+             const EmbedPush& p, uint32_t n_rows);
+  void ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state_in, VkBuffer state_commit,
+              VkBuffer meta, const LnMixPush& p, uint32_t n_rows);
+  void wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta, const WkvPush& p,
+           uint32_t n_head, uint32_t n_seq, uint32_t head_size);
+
+  static constexpr uint32_t matvec_max_tokens = 16;
+  // Rows per workgroup of the matvec shader: the most rows one job may have is this times
+  // the device's workgroup-count limit (jobs are split to respect it).
+  static constexpr uint32_t matvec_rows = 2;
+  uint32_t max_job_rows() const;
+
+ private:
+  void push(VkCommandBuffer cmd, const Pipeline& p, std::initializer_list<std::pair<VkBuffer, uint32_t>> bindings,
+            const void* constants, uint32_t bytes) const;
+  Context& ctx_;
+  uint32_t matvec_wg_ = 32;
+};
+
+// "q4_K" -> "q4_k": the shader-variant suffix of a weight type.
+std::string shader_type_suffix(TensorType type);
+// True for the weight types the shaders read (every model type of types.cpp).
+bool shader_supports(TensorType type);
+
+}  // namespace rwkv::vk

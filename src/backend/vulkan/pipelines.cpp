@@ -1,0 +1,99 @@
+#include "backend/vulkan/pipelines.h"
+
+#include "backend/vulkan/context.h"
+#include "common/error.h"
+
+namespace rwkv::vk {
+
+Pipelines::~Pipelines() {
+  const Functions& fn = ctx_.fn();
+  for (auto& [key, p] : pipelines_) fn.vkDestroyPipeline(ctx_.device(), p.pipeline, nullptr);
+  for (auto& [key, l] : layouts_) {
+    fn.vkDestroyPipelineLayout(ctx_.device(), l.pipeline, nullptr);
+    fn.vkDestroyDescriptorSetLayout(ctx_.device(), l.set, nullptr);
+  }
+}
+
+const Pipelines::Layout& Pipelines::layout(const ShaderInterface& iface) {
+  std::string key = std::to_string(iface.push_bytes);
+  for (uint32_t c : iface.binding_counts) key += "," + std::to_string(c);
+  auto it = layouts_.find(key);
+  if (it != layouts_.end()) return it->second;
+
+  const Functions& fn = ctx_.fn();
+  std::vector<VkDescriptorSetLayoutBinding> bindings;
+  for (uint32_t b = 0; b < iface.binding_counts.size(); ++b) {
+    VkDescriptorSetLayoutBinding lb{};
+    lb.binding = b;
+    lb.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    lb.descriptorCount = iface.binding_counts[b];
+    lb.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+    bindings.push_back(lb);
+  }
+  Layout l;
+  VkDescriptorSetLayoutCreateInfo sci{};
+  sci.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO;
+  sci.flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR;
+  sci.bindingCount = uint32_t(bindings.size());
+  sci.pBindings = bindings.data();
+  check(fn.vkCreateDescriptorSetLayout(ctx_.device(), &sci, nullptr, &l.set), "vkCreateDescriptorSetLayout");
+  VkPushConstantRange range{};
+  range.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+  range.size = iface.push_bytes;
+  VkPipelineLayoutCreateInfo pci{};
+  pci.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO;
+  pci.setLayoutCount = 1;
+  pci.pSetLayouts = &l.set;
+  pci.pushConstantRangeCount = iface.push_bytes > 0 ? 1 : 0;
+  pci.pPushConstantRanges = &range;
+  const VkResult r = fn.vkCreatePipelineLayout(ctx_.device(), &pci, nullptr, &l.pipeline);
+  if (r != VK_SUCCESS) {
+    fn.vkDestroyDescriptorSetLayout(ctx_.device(), l.set, nullptr);
+    check(r, "vkCreatePipelineLayout");
+  }
+  return layouts_.emplace(key, l).first->second;
+}
+
+const Pipeline& Pipelines::get(const std::string& name, const ShaderInterface& iface, std::span<const uint32_t> spec) {
+  std::string key = name;
+  for (uint32_t v : spec) key += ":" + std::to_string(v);
+  auto it = pipelines_.find(key);
+  if (it != pipelines_.end()) return it->second;
+
+  const SpirvBlob* blob = find_spirv(name);
+  if (blob == nullptr) fail(ErrorCode::backend, "vulkan: no embedded shader named '" + name + "'");
+  const Layout& l = layout(iface);
+  const Functions& fn = ctx_.fn();
+
+  VkShaderModuleCreateInfo mci{};
+  mci.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
+  mci.codeSize = blob->n_words * 4;
+  mci.pCode = blob->words;
+  VkShaderModule module = VK_NULL_HANDLE;
+  check(fn.vkCreateShaderModule(ctx_.device(), &mci, nullptr, &module), ("vkCreateShaderModule of " + name).c_str());
+
+  std::vector<VkSpecializationMapEntry> entries;
+  for (uint32_t i = 0; i < spec.size(); ++i) entries.push_back({i, i * 4, 4});
+  VkSpecializationInfo si{};
+  si.mapEntryCount = uint32_t(entries.size());
+  si.pMapEntries = entries.data();
+  si.dataSize = spec.size() * 4;
+  si.pData = spec.data();
+
+  VkComputePipelineCreateInfo ci{};
+  ci.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO;
+  ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+  ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+  ci.stage.module = module;
+  ci.stage.pName = "main";
+  ci.stage.pSpecializationInfo = spec.empty() ? nullptr : &si;
+  ci.layout = l.pipeline;
+  Pipeline p;
+  p.layout = l.pipeline;
+  const VkResult r = fn.vkCreateComputePipelines(ctx_.device(), ctx_.pipeline_cache(), 1, &ci, nullptr, &p.pipeline);
+  fn.vkDestroyShaderModule(ctx_.device(), module, nullptr);
+  check(r, ("vkCreateComputePipelines of " + key).c_str());
+  return pipelines_.emplace(key, p).first->second;
+}
+
+}  // namespace rwkv::vk

@@ -1,0 +1,157 @@
+// Reading the stored weight bytes of one tensor type (compile with -DTYPE_<type>). The
+// block layouts come from blocks.glsl, generated from src/tensor/blocks.h at build time.
+// Weights are bound as arrays of 32-bit words (binding 0, four buffers: the jobs of one
+// dispatch may live in different device buffers). Blocks are only 2-byte aligned (Q8_0 is
+// 34 bytes), so 32-bit fields are read from two words where needed.
+#include "blocks.glsl"
+
+layout(std430, set = 0, binding = 0) readonly buffer WeightWords { uint w[]; } wq[4];
+layout(std430, set = 0, binding = 0) readonly buffer WeightQuads { uvec4 w[]; } wq4[4];
+
+// Byte `off` (any alignment), a 16-bit field at an even offset, a 32-bit field at an even offset.
+uint ld8(uint b, uint off) { return (wq[b].w[off >> 2] >> ((off & 3u) * 8u)) & 0xFFu; }
+uint ld16(uint b, uint off) { return (wq[b].w[off >> 2] >> ((off & 2u) * 8u)) & 0xFFFFu; }
+uint ld32(uint b, uint off) {
+  uint i = off >> 2;
+  if ((off & 2u) == 0u) return wq[b].w[i];
+  return (wq[b].w[i] >> 16) | (wq[b].w[i + 1u] << 16);
+}
+float f16(uint bits) { return unpackHalf2x16(bits).x; }
+// The four bytes of q as unsigned / sign-extended values, lowest byte first.
+vec4 u8x4(uint q) { return vec4(q & 0xFFu, (q >> 8) & 0xFFu, (q >> 16) & 0xFFu, q >> 24); }
+vec4 i8x4(uint q) {
+  int s = int(q);
+  return vec4(bitfieldExtract(s, 0, 8), bitfieldExtract(s, 8, 8), bitfieldExtract(s, 16, 8), bitfieldExtract(s, 24, 8));
+}
+
+// dq8: elements [e, e+8) of the row whose bytes start at `rb` in buffer b, e % 8 == 0.
+// Eight consecutive elements always share one block and one scale (sub-blocks are 16 or 32).
+
+#if defined(TYPE_F32)
+void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint i = (rb + e * 4u) >> 4;
+  lo = uintBitsToFloat(wq4[b].w[i]);
+  hi = uintBitsToFloat(wq4[b].w[i + 1u]);
+}
+#elif defined(TYPE_F16)
+void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uvec4 q = wq4[b].w[(rb + e * 2u) >> 4];
+  lo = vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y));
+  hi = vec4(unpackHalf2x16(q.z), unpackHalf2x16(q.w));
+}
+#elif defined(TYPE_BF16)
+vec2 bf16x2(uint q) { return uintBitsToFloat(uvec2(q << 16, q & 0xFFFF0000u)); }
+void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uvec4 q = wq4[b].w[(rb + e * 2u) >> 4];
+  lo = vec4(bf16x2(q.x), bf16x2(q.y));
+  hi = vec4(bf16x2(q.z), bf16x2(q.w));
+}
+#elif defined(TYPE_Q8_0)
+void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint bb = rb + (e >> 5) * Q8_0_BYTES;
+  uint off = bb + Q8_0_qs + (e & 31u);
+  float d = f16(ld16(b, bb + Q8_0_d));
+  lo = i8x4(ld32(b, off)) * d;
+  hi = i8x4(ld32(b, off + 4u)) * d;
+}
+#elif defined(TYPE_Q4_0)
+// Low nibbles of qs[0..16) are elements 0..15, high nibbles 16..31.
+void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint bb = rb + (e >> 5) * Q4_0_BYTES;
+  uint j = e & 31u;
+  uint off = bb + Q4_0_qs + (j & 15u);
+  uint shift = (j >> 4) * 4u;
+  float d = f16(ld16(b, bb + Q4_0_d));
+  lo = (u8x4((ld32(b, off) >> shift) & 0x0F0F0F0Fu) - 8.0) * d;
+  hi = (u8x4((ld32(b, off + 4u) >> shift) & 0x0F0F0F0Fu) - 8.0) * d;
+}
+#elif defined(TYPE_Q4_1)
+void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint bb = rb + (e >> 5) * Q4_1_BYTES;
+  uint j = e & 31u;
+  uint off = bb + Q4_1_qs + (j & 15u);
+  uint shift = (j >> 4) * 4u;
+  float d = f16(ld16(b, bb + Q4_1_d));
+  float m = f16(ld16(b, bb + Q4_1_m));
+  lo = u8x4((ld32(b, off) >> shift) & 0x0F0F0F0Fu) * d + m;
+  hi = u8x4((ld32(b, off + 4u) >> shift) & 0x0F0F0F0Fu) * d + m;
+}
+#elif defined(TYPE_Q5_0) || defined(TYPE_Q5_1)
+// Bit j of the little-endian u32 qh is the fifth bit of element j.
+vec4 fifth(uint hbits) { return vec4(uvec4(hbits) >> uvec4(0u, 1u, 2u, 3u) & 1u) * 16.0; }
+void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint j = e & 31u;
+  uint shift = (j >> 4) * 4u;
+#if defined(TYPE_Q5_0)
+  uint bb = rb + (e >> 5) * Q5_0_BYTES;
+  uint off = bb + Q5_0_qs + (j & 15u);
+  uint hb = ld32(b, bb + Q5_0_qh) >> j;
+  float d = f16(ld16(b, bb + Q5_0_d));
+  float m = -16.0 * d;
+#else
+  uint bb = rb + (e >> 5) * Q5_1_BYTES;
+  uint off = bb + Q5_1_qs + (j & 15u);
+  uint hb = ld32(b, bb + Q5_1_qh) >> j;
+  float d = f16(ld16(b, bb + Q5_1_d));
+  float m = f16(ld16(b, bb + Q5_1_m));
+#endif
+  lo = (u8x4((ld32(b, off) >> shift) & 0x0F0F0F0Fu) + fifth(hb)) * d + m;
+  hi = (u8x4((ld32(b, off + 4u) >> shift) & 0x0F0F0F0Fu) + fifth(hb >> 4)) * d + m;
+}
+#elif defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
+// Scale and minimum of sub-block j (0..7) from the 12 packed bytes at `so` (spec §4.3).
+uvec2 scale_min_k4(uint b, uint so, uint j) {
+  if (j < 4u) return uvec2(ld8(b, so + j) & 63u, ld8(b, so + j + 4u) & 63u);
+  uint hi = ld8(b, so + j + 4u);
+  return uvec2((hi & 0xFu) | ((ld8(b, so + j - 4u) >> 6) << 4), (hi >> 4) | ((ld8(b, so + j) >> 6) << 4));
+}
+// 64 outputs per chunk c: sub-block 2c from the low nibbles of qs[32c..32c+32), 2c+1 from the high.
+void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint p = e & 255u;
+  uint c = p >> 6;
+  uint high = (p >> 5) & 1u;
+  uint l = p & 31u;
+  uint j = 2u * c + high;
+#if defined(TYPE_Q4_K)
+  uint bb = rb + (e >> 8) * Q4_K_BYTES;
+  uvec2 sm = scale_min_k4(b, bb + Q4_K_scales, j);
+  float d = f16(ld16(b, bb + Q4_K_d)) * float(sm.x);
+  float m = f16(ld16(b, bb + Q4_K_dmin)) * float(sm.y);
+  uint off = bb + Q4_K_qs + 32u * c + l;
+  uint q0 = (ld32(b, off) >> (4u * high)) & 0x0F0F0F0Fu;
+  uint q1 = (ld32(b, off + 4u) >> (4u * high)) & 0x0F0F0F0Fu;
+#else
+  uint bb = rb + (e >> 8) * Q5_K_BYTES;
+  uvec2 sm = scale_min_k4(b, bb + Q5_K_scales, j);
+  float d = f16(ld16(b, bb + Q5_K_d)) * float(sm.x);
+  float m = f16(ld16(b, bb + Q5_K_dmin)) * float(sm.y);
+  uint off = bb + Q5_K_qs + 32u * c + l;
+  uint hoff = bb + Q5_K_qh + l;  // qh[l] bit j: the fifth bit of element l of sub-block j
+  uint q0 = ((ld32(b, off) >> (4u * high)) & 0x0F0F0F0Fu) | (((ld32(b, hoff) >> j) & 0x01010101u) << 4);
+  uint q1 = ((ld32(b, off + 4u) >> (4u * high)) & 0x0F0F0F0Fu) | (((ld32(b, hoff + 4u) >> j) & 0x01010101u) << 4);
+#endif
+  lo = u8x4(q0) * d - m;
+  hi = u8x4(q1) * d - m;
+}
+#elif defined(TYPE_Q6_K)
+// Two halves of 128; in each, quarter q of 32 outputs takes ql[l + 32(q&1)] (low nibble for
+// q < 2, high for q >= 2), qh[l] bits 2q..2q+1, and int8 scale [l/16 + 2q] (spec §4.3).
+void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint bb = rb + (e >> 8) * Q6_K_BYTES;
+  uint p = e & 255u;
+  uint n = p >> 7;
+  uint q = (p >> 5) & 3u;
+  uint l = p & 31u;
+  uint loff = bb + Q6_K_ql + 64u * n + 32u * (q & 1u) + l;
+  uint hoff = bb + Q6_K_qh + 32u * n + l;
+  uint shift = 4u * (q >> 1);
+  float sc = float(bitfieldExtract(int(ld8(b, bb + Q6_K_scales + 8u * n + (l >> 4) + 2u * q)), 0, 8));
+  float d = f16(ld16(b, bb + Q6_K_d)) * sc;
+  uint q0 = ((ld32(b, loff) >> shift) & 0x0F0F0F0Fu) | (((ld32(b, hoff) >> (2u * q)) & 0x03030303u) << 4);
+  uint q1 = ((ld32(b, loff + 4u) >> shift) & 0x0F0F0F0Fu) | (((ld32(b, hoff + 4u) >> (2u * q)) & 0x03030303u) << 4);
+  lo = (u8x4(q0) - 32.0) * d;
+  hi = (u8x4(q1) - 32.0) * d;
+}
+#else
+#error "define one TYPE_<type>"
+#endif

@@ -1,0 +1,41 @@
+// Resources shared by the matrix-product shaders. A job is one weight matrix (or one row
+// range of it) applied to T activation rows: y[t][row] = act(sum_c W[row][c] x[t][c] + bias[row]).
+// Offsets of x, y and bias are in floats; w_off and row_bytes in bytes of buffer `wbind`.
+struct Job {
+  uint wbind;      // which of the four weight bindings holds W
+  uint w_off;      // byte offset of row 0
+  uint row_bytes;  // bytes per row
+  uint rows;       // output rows of this job
+  uint cols;       // inner dimension, a multiple of 8
+  uint x_off;      // x row t starts at x_off + t * x_stride (a multiple of 4)
+  uint x_stride;
+  uint y_off;      // y[t][r] at y_off + t * y_stride + r
+  uint y_stride;
+  uint flags;      // low byte: ACT_*; JOB_GATHER: x row t is meta[gather_off + t]
+  uint bias_off;   // NONE or offset in vecs
+  uint pad;
+};
+#define JOB_GATHER 0x100u
+
+layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };
+layout(std430, set = 0, binding = 2) readonly buffer X { vec4 x4[]; };
+layout(std430, set = 0, binding = 3) writeonly buffer Y { float y[]; };
+layout(std430, set = 0, binding = 4) readonly buffer Jobs { Job jobs[]; };
+layout(std430, set = 0, binding = 5) readonly buffer Meta { uint meta[]; };
+
+layout(push_constant) uniform Push {
+  uint job_base;    // jobs[job_base + z] is the job of workgroup z (matvec: y)
+  uint n_tok;       // T, activation rows
+  uint gather_off;  // where the gathered row indices start in meta
+} pc;
+
+// The vec4 index where activation row t of job `jb` starts.
+uint x_row(Job jb, uint t) {
+  uint src = (jb.flags & JOB_GATHER) != 0u ? meta[pc.gather_off + t] : t;
+  return (jb.x_off + src * jb.x_stride) >> 2;
+}
+
+void store(Job jb, uint t, uint row, float acc) {
+  if (jb.bias_off != NONE) acc += vecs[jb.bias_off + row];
+  y[jb.y_off + t * jb.y_stride + row] = activate(acc, jb.flags & 0xFFu);
+}

@@ -1,0 +1,87 @@
+#version 450
+// The WKV7 recurrence fused with everything per head around it (spec §2.2 steps 6, 9-13,
+// §2.3): workgroup (h, s) runs head h of sequence s over the sequence's tokens in order,
+// invocation i owning row i (value channel) of the head's N x N state in registers.
+// Per token: value-residual mix, removal key kk = normalize(k * k_k), k_mod, the state
+// update and read-out y = S'r, group norm (ln_x), the bonus (sum r*k_mod*r_k) * v, and the
+// gate: out = (ln_x(y) + bonus * v) * g. Layer 0 stores v as v_first. Also commits the
+// attention shift state (the last row's ln1 output) for this head's channels.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint N = 64;
+
+layout(std430, set = 0, binding = 0) buffer Scratch { float act[]; };
+layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };
+layout(std430, set = 0, binding = 2) buffer State { float state[]; };
+layout(std430, set = 0, binding = 3) readonly buffer Meta { uint meta[]; };
+
+layout(push_constant) uniform Push {
+  uint C;
+  uint r, k, v, a, decay, g;  // [T x C] inputs
+  uint nu;                     // value-residual gate sigma(v0 + V2 V1 x_v), NONE on layer 0
+  uint v_first;                // written on layer 0, read after
+  uint xa;                     // ln1 output, source of the shift state
+  uint out_;                   // [T x C] output, the input of W_o
+  uint dbg;                    // NONE, or 5 consecutive [T x C] regions: kk, k_mod, v, wkv, lnx
+  uint dbg_stride;
+  uint k_k, k_a, r_k, lnx_w, lnx_b;  // in vecs
+  float gn_eps;
+  uint slot_stride;
+  uint seq_start, seq_rows, seq_slot;  // per-sequence tables in meta
+} pc;
+
+shared float sh_r[N], sh_d[N], sh_k[N], sh_a[N], sh_b[N];
+
+void main() {
+  uint h = gl_WorkGroupID.x, seq = gl_WorkGroupID.y, i = gl_LocalInvocationID.x;
+  uint c = h * N + i;
+  uint row0 = meta[pc.seq_start + seq], n = meta[pc.seq_rows + seq], slot = meta[pc.seq_slot + seq];
+  uint sbase = slot * pc.slot_stride + 2u * pc.C + (h * N + i) * N;  // S[h][i][*]
+  float st[N];
+  for (uint j = 0u; j < N; ++j) st[j] = state[sbase + j];
+  float kk_w = vecs[pc.k_k + c], ka_w = vecs[pc.k_a + c], rk_w = vecs[pc.r_k + c];
+  float lw = vecs[pc.lnx_w + c], lb = vecs[pc.lnx_b + c];
+
+  for (uint t = row0; t < row0 + n; ++t) {
+    uint o = t * pc.C + c;
+    float r = act[pc.r + o], k = act[pc.k + o], v = act[pc.v + o], a = act[pc.a + o];
+    if (pc.nu == NONE) {
+      act[pc.v_first + o] = v;
+    } else {
+      v += act[pc.nu + o] * (act[pc.v_first + o] - v);
+    }
+    float kk = k * kk_w;
+    float kmod = k * (1.0 + (a - 1.0) * ka_w);
+    vec2 red = wg_sum2(vec2(kk * kk, r * kmod * rk_w));
+    float kkh = kk / max(sqrt(red.x), 1e-12);
+    sh_r[i] = r;
+    sh_d[i] = act[pc.decay + o];
+    sh_k[i] = kmod;
+    sh_a[i] = -kkh;
+    sh_b[i] = kkh * a;
+    barrier();
+    float sa = 0.0;
+    for (uint j = 0u; j < N; ++j) sa += sh_a[j] * st[j];  // uses the state before decay
+    float y = 0.0;
+    for (uint j = 0u; j < N; ++j) {
+      st[j] = st[j] * sh_d[j] + v * sh_k[j] + sa * sh_b[j];
+      y += st[j] * sh_r[j];
+    }
+    float mean = wg_sum(y) / float(N);
+    float dy = y - mean;
+    float var = wg_sum(dy * dy) / float(N);
+    float lnx = dy * inversesqrt(var + pc.gn_eps) * lw + lb + red.y * v;
+    act[pc.out_ + o] = lnx * act[pc.g + o];
+    if (pc.dbg != NONE) {
+      act[pc.dbg + o] = kkh;
+      act[pc.dbg + pc.dbg_stride + o] = kmod;
+      act[pc.dbg + 2u * pc.dbg_stride + o] = v;
+      act[pc.dbg + 3u * pc.dbg_stride + o] = y;
+      act[pc.dbg + 4u * pc.dbg_stride + o] = lnx;
+    }
+  }
+  for (uint j = 0u; j < N; ++j) state[sbase + j] = st[j];
+  state[slot * pc.slot_stride + c] = act[pc.xa + (row0 + n - 1u) * pc.C + c];
+}

@@ -1,0 +1,65 @@
+// Build-time generator of blocks.glsl: the byte size of every quant block and the byte
+// offset of each of its fields, read from the C++ structs in src/tensor/blocks.h, so the
+// shaders can never disagree with the header. Usage: gen_blocks_glsl OUTPUT
+#include <cstddef>
+#include <cstdio>
+
+#include "tensor/blocks.h"
+
+#define FIELD(out, block, field, prefix) \
+  std::fprintf(out, "#define %s_%s %zu\n", prefix, #field, offsetof(rwkv::block, field))
+#define SIZE(out, block, prefix) std::fprintf(out, "#define %s_BYTES %zu\n", prefix, sizeof(rwkv::block))
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s OUTPUT\n", argv[0]);
+    return 2;
+  }
+  FILE* out = std::fopen(argv[1], "w");
+  if (out == nullptr) {
+    std::perror(argv[1]);
+    return 1;
+  }
+  std::fprintf(out, "// Generated from src/tensor/blocks.h by gen_blocks_glsl.cpp: do not edit.\n");
+  std::fprintf(out, "#define QK4_0 %d\n#define QK_K %d\n", rwkv::QK4_0, rwkv::QK_K);
+  SIZE(out, BlockQ4_0, "Q4_0");
+  FIELD(out, BlockQ4_0, d, "Q4_0");
+  FIELD(out, BlockQ4_0, qs, "Q4_0");
+  SIZE(out, BlockQ4_1, "Q4_1");
+  FIELD(out, BlockQ4_1, d, "Q4_1");
+  FIELD(out, BlockQ4_1, m, "Q4_1");
+  FIELD(out, BlockQ4_1, qs, "Q4_1");
+  SIZE(out, BlockQ5_0, "Q5_0");
+  FIELD(out, BlockQ5_0, d, "Q5_0");
+  FIELD(out, BlockQ5_0, qh, "Q5_0");
+  FIELD(out, BlockQ5_0, qs, "Q5_0");
+  SIZE(out, BlockQ5_1, "Q5_1");
+  FIELD(out, BlockQ5_1, d, "Q5_1");
+  FIELD(out, BlockQ5_1, m, "Q5_1");
+  FIELD(out, BlockQ5_1, qh, "Q5_1");
+  FIELD(out, BlockQ5_1, qs, "Q5_1");
+  SIZE(out, BlockQ8_0, "Q8_0");
+  FIELD(out, BlockQ8_0, d, "Q8_0");
+  FIELD(out, BlockQ8_0, qs, "Q8_0");
+  SIZE(out, BlockQ4_K, "Q4_K");
+  FIELD(out, BlockQ4_K, d, "Q4_K");
+  FIELD(out, BlockQ4_K, dmin, "Q4_K");
+  FIELD(out, BlockQ4_K, scales, "Q4_K");
+  FIELD(out, BlockQ4_K, qs, "Q4_K");
+  SIZE(out, BlockQ5_K, "Q5_K");
+  FIELD(out, BlockQ5_K, d, "Q5_K");
+  FIELD(out, BlockQ5_K, dmin, "Q5_K");
+  FIELD(out, BlockQ5_K, scales, "Q5_K");
+  FIELD(out, BlockQ5_K, qh, "Q5_K");
+  FIELD(out, BlockQ5_K, qs, "Q5_K");
+  SIZE(out, BlockQ6_K, "Q6_K");
+  FIELD(out, BlockQ6_K, ql, "Q6_K");
+  FIELD(out, BlockQ6_K, qh, "Q6_K");
+  FIELD(out, BlockQ6_K, scales, "Q6_K");
+  FIELD(out, BlockQ6_K, d, "Q6_K");
+  if (std::fclose(out) != 0) {
+    std::perror(argv[1]);
+    return 1;
+  }
+  return 0;
+}

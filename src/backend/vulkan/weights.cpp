@@ -1,0 +1,159 @@
+#include "backend/vulkan/weights.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "backend/vulkan/kernels.h"
+#include "common/error.h"
+#include "tensor/quant.h"
+
+namespace rwkv::vk {
+namespace {
+
+constexpr uint64_t kAlign = 256;                 // tensor start alignment inside an arena
+constexpr uint64_t kStagingBytes = 64ull << 20;  // one upload slice
+
+uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+}  // namespace
+
+WeightStore::WeightStore(Context& ctx, uint64_t arena_limit) : ctx_(ctx) {
+  const uint64_t device_limit = std::min<uint64_t>(ctx.limits().max_storage_range, 1ull << 30);
+  arena_limit_ = arena_limit == 0 ? device_limit : std::min(arena_limit, device_limit);
+  arena_limit_ = arena_limit_ / kAlign * kAlign;
+}
+
+DeviceMatrix WeightStore::add_matrix(const Weight& w) {
+  if (!shader_supports(w.type)) {
+    fail(ErrorCode::unsupported, "vulkan: tensor '" + w.name + "' has type " + std::string(type_name(w.type)) +
+                                     ", which the Vulkan shaders do not read");
+  }
+  if (w.cols() % 8 != 0 || w.cols() <= 0 || w.rows() <= 0) {
+    fail(ErrorCode::unsupported, "vulkan: tensor '" + w.name + "' has " + std::to_string(w.cols()) +
+                                     " columns; the Vulkan matrix shaders need a positive multiple of 8");
+  }
+  DeviceMatrix m;
+  m.type = w.type;
+  m.rows = uint32_t(w.rows());
+  m.cols = uint32_t(w.cols());
+  m.row_bytes = uint32_t(w.row_stride());
+  if (uint64_t(m.row_bytes) > arena_limit_) {
+    fail(ErrorCode::unsupported, "vulkan: one row of tensor '" + w.name + "' exceeds the device's buffer range");
+  }
+  if (w.nbytes < uint64_t(m.row_bytes) * m.rows) {
+    fail(ErrorCode::model, "vulkan: tensor '" + w.name + "' holds fewer bytes than its shape needs");
+  }
+  uint32_t row = 0;
+  while (row < m.rows) {
+    if (arena_sizes_.empty()) arena_sizes_.push_back(0);
+    uint64_t start = align_up(arena_sizes_.back(), kAlign);
+    uint64_t fit = start >= arena_limit_ ? 0 : (arena_limit_ - start) / m.row_bytes;
+    const uint32_t left = m.rows - row;
+    // A matrix that would fit whole in a fresh arena is not split across two.
+    if (fit < left && (fit == 0 || uint64_t(left) * m.row_bytes <= arena_limit_) && arena_sizes_.back() > 0) {
+      arena_sizes_.push_back(0);
+      continue;
+    }
+    const uint32_t n = uint32_t(std::min<uint64_t>(fit, left));
+    DeviceMatrix::Piece p;
+    p.arena = uint32_t(arena_sizes_.size() - 1);
+    p.offset = uint32_t(start);
+    p.row_begin = row;
+    p.rows = n;
+    m.pieces.push_back(p);
+    pending_.push_back({w.data + uint64_t(row) * m.row_bytes, p.arena, p.offset, uint64_t(n) * m.row_bytes});
+    arena_sizes_.back() = start + uint64_t(n) * m.row_bytes;
+    row += n;
+  }
+  return m;
+}
+
+uint32_t WeightStore::add_floats(const float* data, size_t n) {
+  // Each vector starts on a 16-byte boundary.
+  while (host_vectors_.size() % 4 != 0) host_vectors_.push_back(0.0f);
+  const size_t off = host_vectors_.size();
+  host_vectors_.insert(host_vectors_.end(), data, data + n);
+  return uint32_t(off);
+}
+
+uint32_t WeightStore::add_vector(const Weight& w) {
+  const int64_t n = w.n_elements();
+  std::vector<float> f(size_t(n), 0.0f);
+  if (w.type == TensorType::F32) {
+    std::memcpy(f.data(), w.data, size_t(n) * 4);
+  } else {
+    if (w.ne[0] % type_info(w.type).block_size != 0) {
+      fail(ErrorCode::model, "vulkan: tensor '" + w.name + "' has a row length that is not a whole number of blocks");
+    }
+    dequantize_row(w.type, w.data, f.data(), n);
+  }
+  return add_floats(f.data(), f.size());
+}
+
+uint64_t WeightStore::total_bytes() const {
+  uint64_t n = host_vectors_.size() * 4;
+  for (uint64_t s : arena_sizes_) n += s;
+  return n;
+}
+
+void WeightStore::upload(const ProgressFn& progress) {
+  for (size_t i = 0; i < arena_sizes_.size(); ++i) {
+    arenas_.emplace_back(ctx_, std::max<uint64_t>(arena_sizes_[i], 16), MemoryKind::device, "model weights");
+  }
+  if (host_vectors_.empty()) host_vectors_.assign(4, 0.0f);
+  vectors_ = Buffer(ctx_, host_vectors_.size() * 4, MemoryKind::device, "model vectors");
+
+  uint64_t total = host_vectors_.size() * 4;
+  for (const Pending& p : pending_) total += p.bytes;
+  const uint64_t staging_size = std::min<uint64_t>(kStagingBytes, std::max<uint64_t>(total, 16));
+  Buffer staging(ctx_, staging_size, MemoryKind::staging, "weight upload staging");
+  std::vector<std::pair<VkBuffer, VkBufferCopy>> copies;
+  uint64_t fill = 0, done = 0;
+  const auto flush = [&] {
+    if (copies.empty()) return;
+    ctx_.run([&](VkCommandBuffer cmd) {
+      for (const auto& [dst, region] : copies) ctx_.fn().vkCmdCopyBuffer(cmd, staging.handle(), dst, 1, &region);
+    });
+    done += fill;
+    copies.clear();
+    fill = 0;
+    if (progress) progress(done, total);
+  };
+  const auto stage = [&](VkBuffer dst, uint64_t dst_off, const uint8_t* src, uint64_t bytes) {
+    while (bytes > 0) {
+      if (fill == staging_size) flush();
+      const uint64_t n = std::min(bytes, staging_size - fill);
+      std::memcpy(staging.mapped() + fill, src, n);
+      copies.push_back({dst, VkBufferCopy{fill, dst_off, n}});
+      fill += n;
+      dst_off += n;
+      src += n;
+      bytes -= n;
+    }
+  };
+  for (const Pending& p : pending_) stage(arenas_[p.arena].handle(), p.offset, p.src, p.bytes);
+  stage(vectors_.handle(), 0, reinterpret_cast<const uint8_t*>(host_vectors_.data()), host_vectors_.size() * 4);
+  flush();
+  pending_.clear();
+  host_vectors_.clear();
+  host_vectors_.shrink_to_fit();
+}
+
+void upload_bytes(Context& ctx, VkBuffer dst, uint64_t dst_offset, const void* src, uint64_t bytes) {
+  const uint64_t slice = std::min<uint64_t>(kStagingBytes, std::max<uint64_t>(bytes, 16));
+  Buffer staging(ctx, slice, MemoryKind::staging, "upload staging");
+  const uint8_t* p = static_cast<const uint8_t*>(src);
+  while (bytes > 0) {
+    const uint64_t n = std::min(bytes, slice);
+    std::memcpy(staging.mapped(), p, n);
+    ctx.run([&](VkCommandBuffer cmd) {
+      const VkBufferCopy region{0, dst_offset, n};
+      ctx.fn().vkCmdCopyBuffer(cmd, staging.handle(), dst, 1, &region);
+    });
+    p += n;
+    dst_offset += n;
+    bytes -= n;
+  }
+}
+
+}  // namespace rwkv::vk

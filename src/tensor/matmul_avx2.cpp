@@ -1,0 +1,260 @@
+// AVX2 matmul kernels for float weights (F32, F16, BF16: float FMAs on converted weights)
+// and the legacy 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: integer dot
+// products against activations quantised to 8 bits per 32-element block).
+#include "tensor/matmul_kernels.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+#include <cmath>
+#include <cstring>
+
+#include "tensor/blocks.h"
+#include "tensor/matmul_avx2.h"
+
+namespace rwkv::matmul_detail {
+namespace {
+
+// ------------------------------------------------------------------ float weights
+
+struct LoadF32 {
+  using Elem = float;
+  static __m256 vec(const float* p) { return _mm256_loadu_ps(p); }
+  static float scalar(const float* p) { return *p; }
+};
+struct LoadF16 {
+  using Elem = uint16_t;
+  static __m256 vec(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static float scalar(const uint16_t* p) { return f16_scalar(*p); }
+};
+struct LoadBF16 {
+  using Elem = uint16_t;
+  static __m256 vec(const uint16_t* p) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+  static float scalar(const uint16_t* p) {
+    const uint32_t bits = uint32_t(*p) << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+  }
+};
+
+// y = W x with W converted to float 8 columns at a time; x is the float input itself.
+template <class Load>
+struct FloatFamily {
+  static constexpr int kRows = 4;
+  static constexpr int kTokens = kVectorRegisters == 32 ? 4 : 2;
+
+  template <int R, int TT>
+  static void tile(const Operands& op, int64_t r, int64_t t) {
+    using Elem = typename Load::Elem;
+    const int64_t cols = op.cols;
+    const Elem* w[R];
+    const float* x[TT];
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const Elem*>(op.w + size_t(r + i) * op.w_stride);
+    for (int j = 0; j < TT; ++j) x[j] = reinterpret_cast<const float*>(op.act + size_t(t + j) * op.act_stride);
+    __m256 acc[R][TT];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+      __m256 wv[R];
+      for (int i = 0; i < R; ++i) wv[i] = Load::vec(w[i] + c);
+      for (int j = 0; j < TT; ++j) {
+        const __m256 xv = _mm256_loadu_ps(x[j] + c);
+        for (int i = 0; i < R; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      for (int j = 0; j < TT; ++j) {
+        float sum = hsum(acc[i][j]);
+        for (int64_t k = c; k < cols; ++k) sum += Load::scalar(w[i] + k) * x[j][k];
+        op.y[size_t(t + j) * size_t(op.rows) + size_t(r + i)] = sum;
+      }
+    }
+  }
+};
+
+// ------------------------------------------------------------------ legacy blocks
+
+// Activations of one token, per 32-element block b: level a + 128 as a byte (so it can be
+// the unsigned operand of u8 x s8 products), the scale d and s = d * sum(a) (for types
+// with a min). Layout: [cols bytes of levels][nb floats d][nb floats s].
+size_t q8_act_bytes(int64_t cols) { return size_t(cols) + size_t(cols / QK4_0) * 2 * sizeof(float); }
+
+void q8_prepare(const float* x, int64_t cols, uint8_t* act) {
+  const int64_t nb = cols / QK4_0;
+  float* d_out = reinterpret_cast<float*>(act + cols);
+  float* s_out = d_out + nb;
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + b * QK4_0;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[k]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    const float max_abs = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    // d = amax / 127; levels round(x * 127 / amax) to nearest even; amax = 0 gives zeros.
+    const float d = max_abs / 127.0f;
+    const __m256 inv = _mm256_set1_ps(max_abs > 0.0f ? 127.0f / max_abs : 0.0f);
+    __m256i q[4];
+    __m256i sum = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k) {
+      q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv));
+      sum = _mm256_add_epi32(sum, q[k]);
+    }
+    const __m256i levels = pack_i32_to_i8(q[0], q[1], q[2], q[3]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(act + b * QK4_0),
+                        _mm256_xor_si256(levels, _mm256_set1_epi8(char(0x80))));
+    const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    const int total = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+    d_out[b] = d;
+    s_out[b] = d * float(total);
+  }
+}
+
+// 32 nibbles of a legacy block in element order: low nibbles are elements 0..15.
+inline __m256i unpack_nibbles(const uint8_t qs[16]) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i low = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), low), _mm_and_si128(raw, low));
+}
+
+// Byte j = 0x10 where bit j of the little-endian qh is set, else 0.
+inline __m256i unpack_fifth_bits(const uint8_t qh_bytes[4]) {
+  uint32_t qh;
+  memcpy(&qh, qh_bytes, 4);
+  // Byte j takes byte j / 8 of qh, then tests its bit j % 8.
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(int(qh)), _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// Each decoder gives a block's 32 levels as signed bytes (|level| <= 16 except Q8_0), its
+// scale d, and for the `_1` types its min m (value = d * level + m).
+struct DecodeQ4_0 {
+  using Block = BlockQ4_0;
+  static constexpr bool kHasMin = false, kWide = false;
+  static __m256i levels(const Block& b) { return _mm256_sub_epi8(unpack_nibbles(b.qs), _mm256_set1_epi8(8)); }
+};
+struct DecodeQ4_1 {
+  using Block = BlockQ4_1;
+  static constexpr bool kHasMin = true, kWide = false;
+  static __m256i levels(const Block& b) { return unpack_nibbles(b.qs); }
+};
+struct DecodeQ5_0 {
+  using Block = BlockQ5_0;
+  static constexpr bool kHasMin = false, kWide = false;
+  static __m256i levels(const Block& b) {
+    return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(b.qs), unpack_fifth_bits(b.qh)), _mm256_set1_epi8(16));
+  }
+};
+struct DecodeQ5_1 {
+  using Block = BlockQ5_1;
+  static constexpr bool kHasMin = true, kWide = false;
+  static __m256i levels(const Block& b) { return _mm256_or_si256(unpack_nibbles(b.qs), unpack_fifth_bits(b.qh)); }
+};
+struct DecodeQ8_0 {
+  using Block = BlockQ8_0;
+  static constexpr bool kHasMin = false, kWide = true;  // levels span -128..127
+  static __m256i levels(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+};
+
+template <class Decode>
+struct LegacyFamily {
+  using Block = typename Decode::Block;
+  // Without VNNI, full-range Q8_0 levels would saturate the int16 pair sums against
+  // biased activations: those use the sign trick on signed activations instead.
+  static constexpr bool kSignTrick = Decode::kWide && !kHaveVnni;
+  static constexpr int kRows = kVectorRegisters == 32 ? 4 : 2;
+  static constexpr int kTokens = kVectorRegisters == 32 ? 3 : 2;
+
+  template <int R, int TT>
+  static void tile(const Operands& op, int64_t r, int64_t t) {
+    const int64_t nb = op.cols / QK4_0;
+    const Block* w[R];
+    const uint8_t* a[TT];
+    const float* ad[TT];
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const Block*>(op.w + size_t(r + i) * op.w_stride);
+    for (int j = 0; j < TT; ++j) {
+      a[j] = op.act + size_t(t + j) * op.act_stride;
+      ad[j] = reinterpret_cast<const float*>(a[j] + op.cols);
+    }
+    __m256 acc[R][TT];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i wq[R], start[R];
+      __m256 dw[R];
+      for (int i = 0; i < R; ++i) {
+        wq[i] = Decode::levels(w[i][b]);
+        dw[i] = _mm256_set1_ps(f16_scalar(w[i][b].d));
+        if constexpr (kSignTrick) {
+          start[i] = _mm256_setzero_si256();
+        } else {
+          // Activations carry +128: start each dot at -128 * sum(levels) to cancel it.
+          start[i] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                      dot_u8s8(_mm256_setzero_si256(), _mm256_set1_epi8(char(0x80)), wq[i]));
+        }
+      }
+      for (int j = 0; j < TT; ++j) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[j] + b * QK4_0));
+        const __m256 da = _mm256_broadcast_ss(ad[j] + b);
+        for (int i = 0; i < R; ++i) {
+          __m256i p;
+          if constexpr (kSignTrick) {
+            const __m256i signed_a = _mm256_xor_si256(av, _mm256_set1_epi8(char(0x80)));
+            p = dot_u8s8(start[i], _mm256_sign_epi8(wq[i], wq[i]), _mm256_sign_epi8(signed_a, wq[i]));
+          } else {
+            p = dot_u8s8(start[i], av, wq[i]);
+          }
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[i], da), acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      for (int j = 0; j < TT; ++j) {
+        float sum = hsum(acc[i][j]);
+        if constexpr (Decode::kHasMin) {
+          // The m * sum(x) term: s = d_a * sum(a) per activation block.
+          const float* as = ad[j] + nb;
+          for (int64_t b = 0; b < nb; ++b) sum += f16_scalar(w[i][b].m) * as[b];
+        }
+        op.y[size_t(t + j) * size_t(op.rows) + size_t(r + i)] = sum;
+      }
+    }
+  }
+};
+
+template <class Family>
+constexpr Kernel float_kernel{[](int64_t) { return size_t(0); }, nullptr, &run_tiles<Family>, Family::kRows};
+template <class Family>
+constexpr Kernel legacy_kernel{&q8_act_bytes, &q8_prepare, &run_tiles<Family>, Family::kRows};
+
+}  // namespace
+
+const Kernel* simd_kernel(TensorType type) {
+  switch (type) {
+    case TensorType::F32: return &float_kernel<FloatFamily<LoadF32>>;
+    case TensorType::F16: return &float_kernel<FloatFamily<LoadF16>>;
+    case TensorType::BF16: return &float_kernel<FloatFamily<LoadBF16>>;
+    case TensorType::Q4_0: return &legacy_kernel<LegacyFamily<DecodeQ4_0>>;
+    case TensorType::Q4_1: return &legacy_kernel<LegacyFamily<DecodeQ4_1>>;
+    case TensorType::Q5_0: return &legacy_kernel<LegacyFamily<DecodeQ5_0>>;
+    case TensorType::Q5_1: return &legacy_kernel<LegacyFamily<DecodeQ5_1>>;
+    case TensorType::Q8_0: return &legacy_kernel<LegacyFamily<DecodeQ8_0>>;
+    default: return simd_kernel_k(type);
+  }
+}
+
+}  // namespace rwkv::matmul_detail
+
+#endif  // __AVX2__ && __FMA__ && __F16C__

@@ -1,0 +1,232 @@
+// Model-level tests of the CPU backends: cpu-ref against an independent float64 forward
+// pass, the fast path against cpu-ref, and the runtime invariants (prefill = token by
+// token, batch = singles, save/load = uninterrupted).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backend/backend.h"
+#include "common/error.h"
+#include "reference/f64_model.h"
+#include "runtime/engine.h"
+#include "testing/testing.h"
+
+namespace rwkv {
+namespace {
+
+using testing::rel_l2;
+
+std::vector<int32_t> random_tokens(int n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = int32_t(rng() % uint64_t(vocab));
+  return t;
+}
+
+std::unique_ptr<Backend> backend_for(const std::string& name, std::shared_ptr<const Model> m, int slots = 1) {
+  BackendOptions o;
+  o.n_threads = 2;
+  auto b = create_backend(name, o);
+  b->load(m, nullptr);
+  b->set_slots(slots);
+  return b;
+}
+
+// Logits of every position, one token per step.
+std::vector<float> token_by_token(Backend& b, int V, const std::vector<int32_t>& toks, int slot = 0) {
+  std::vector<float> out(toks.size() * size_t(V));
+  for (size_t i = 0; i < toks.size(); ++i) {
+    SeqTokens s{slot, &toks[i], 1, false};
+    b.step({&s, 1}, out.data() + i * size_t(V));
+  }
+  return out;
+}
+
+// Logits of every position from one multi-token step.
+std::vector<float> prefill(Backend& b, int V, const std::vector<int32_t>& toks, int slot = 0) {
+  std::vector<float> out(toks.size() * size_t(V));
+  SeqTokens s{slot, toks.data(), int(toks.size()), true};
+  b.step({&s, 1}, out.data());
+  return out;
+}
+
+struct TypeCase {
+  TensorType type;
+  int n_embd;
+  double tolerance;
+};
+
+class RefVsF64 : public ::testing::TestWithParam<TypeCase> {};
+
+TEST_P(RefVsF64, LogitsMatchFloat64Reference) {
+  SyntheticSpec spec;
+  spec.type = spec.head_type = GetParam().type;
+  spec.n_embd = GetParam().n_embd;
+  spec.n_ffn = 2 * spec.n_embd;
+  auto model = Model::load(testing::synthetic_model(spec));
+  auto ref = backend_for("cpu-ref", model);
+  testing::F64Model f64(*model);
+  const int V = model->hparams().n_vocab;
+  std::vector<float> logits(static_cast<size_t>(V));
+  for (int32_t tok : random_tokens(6, V, 7)) {
+    SeqTokens s{0, &tok, 1, false};
+    ref->step({&s, 1}, logits.data());
+    const std::vector<double> want = f64.step(tok);
+    const std::vector<float> wantf(want.begin(), want.end());
+    EXPECT_LE(rel_l2(logits, wantf), GetParam().tolerance) << "token " << tok;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, RefVsF64,
+                         ::testing::Values(TypeCase{TensorType::F32, 128, 1e-5}, TypeCase{TensorType::F16, 128, 1e-4},
+                                           TypeCase{TensorType::BF16, 128, 1e-4},
+                                           TypeCase{TensorType::Q8_0, 128, 1e-4},
+                                           TypeCase{TensorType::Q4_K, 256, 1e-4},
+                                           TypeCase{TensorType::Q6_K, 256, 1e-4}),
+                         [](const auto& info) { return std::string(type_name(info.param.type)); });
+
+SyntheticSpec small_spec(TensorType type) {
+  SyntheticSpec spec;
+  spec.type = spec.head_type = type;
+  spec.n_embd = 256;
+  spec.n_ffn = 512;
+  return spec;
+}
+
+class FastVsRef : public ::testing::TestWithParam<TensorType> {};
+
+// The fast path quantises activations, so it is held to a looser bound (issue: 5e-2 and
+// the same top-1 at 95% of positions on random models).
+TEST_P(FastVsRef, LogitsAgreeWithReference) {
+  auto model = Model::load(testing::synthetic_model(small_spec(GetParam())));
+  const int V = model->hparams().n_vocab;
+  auto ref = backend_for("cpu-ref", model);
+  auto fast = backend_for("cpu", model);
+  const auto toks = random_tokens(24, V, 3);
+  const auto a = token_by_token(*fast, V, toks);
+  const auto b = token_by_token(*ref, V, toks);
+  int same_top1 = 0;
+  for (size_t i = 0; i < toks.size(); ++i) {
+    const float* pa = a.data() + i * size_t(V);
+    const float* pb = b.data() + i * size_t(V);
+    EXPECT_LE(rel_l2(pa, pb, size_t(V)), 5e-2) << "position " << i;
+    same_top1 += testing::argmax(pa, size_t(V)) == testing::argmax(pb, size_t(V));
+  }
+  EXPECT_GE(same_top1, int(0.95 * double(toks.size())));
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, FastVsRef,
+                         ::testing::Values(TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0,
+                                           TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1,
+                                           TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K),
+                         [](const auto& info) { return std::string(type_name(info.param)); });
+
+class Invariants : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Invariants, PrefillEqualsTokenByToken) {
+  auto model = Model::load(testing::synthetic_model(small_spec(TensorType::Q8_0)));
+  const int V = model->hparams().n_vocab;
+  auto a = backend_for(GetParam(), model);
+  auto b = backend_for(GetParam(), model);
+  const auto toks = random_tokens(13, V, 11);
+  const auto one = token_by_token(*a, V, toks);
+  const auto all = prefill(*b, V, toks);
+  EXPECT_LE(rel_l2(all, one), 1e-5);
+  std::vector<float> sa(model->hparams().state_floats()), sb(sa.size());
+  a->get_state(0, sa);
+  b->get_state(0, sb);
+  EXPECT_LE(rel_l2(sb, sa), 1e-5);
+}
+
+TEST_P(Invariants, BatchEqualsSingles) {
+  auto model = Model::load(testing::synthetic_model(small_spec(TensorType::F16)));
+  const int V = model->hparams().n_vocab;
+  const std::vector<std::vector<int32_t>> seqs = {random_tokens(5, V, 1), random_tokens(1, V, 2),
+                                                   random_tokens(9, V, 3)};
+  auto batched = backend_for(GetParam(), model, 3);
+  // Slots in a different order than the batch, to catch slot/row mix-ups (spec P10).
+  const int slot_of[3] = {2, 0, 1};
+  std::vector<SeqTokens> batch;
+  size_t rows = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    batch.push_back({slot_of[i], seqs[i].data(), int(seqs[i].size()), i == 2});
+    rows += i == 2 ? seqs[i].size() : 1;
+  }
+  std::vector<float> got(rows * size_t(V));
+  batched->step(batch, got.data());
+  size_t row = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    auto single = backend_for(GetParam(), model);
+    const auto want = prefill(*single, V, seqs[i]);
+    const size_t n = i == 2 ? seqs[i].size() : 1;
+    const float* w = want.data() + (seqs[i].size() - n) * size_t(V);
+    EXPECT_LE(rel_l2(got.data() + row * size_t(V), w, n * size_t(V)), 1e-5) << "sequence " << i;
+    row += n;
+    std::vector<float> s1(model->hparams().state_floats()), s2(s1.size());
+    batched->get_state(slot_of[i], s1);
+    single->get_state(0, s2);
+    EXPECT_LE(rel_l2(s1, s2), 1e-5) << "state of sequence " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Invariants, ::testing::Values("cpu-ref", "cpu"),
+                         [](const auto& info) { return info.param == "cpu-ref" ? std::string("cpu_ref") : info.param; });
+
+TEST(State, SaveLoadContinuesIdentically) {
+  EngineOptions o;
+  o.backend = "cpu";
+  o.n_slots = 2;
+  auto e = Engine::open(testing::demo_model_q8_0(), o);
+  const auto first = e->tokenizer().encode("The jury said that the");
+  const auto second = e->tokenizer().encode(" city was");
+  e->feed(0, first, nullptr);
+  const std::string path = testing::temp_path("state.bin");
+  e->save_state(0, path);
+  const auto want = e->feed_all(0, second);
+  e->reset(1);
+  e->load_state(1, path);
+  const auto got = e->feed_all(1, second);
+  EXPECT_EQ(got, want);
+  // Clone gives the same continuation too.
+  e->reset(0);
+  e->load_state(0, path);
+  e->clone_state(0, 1);
+  EXPECT_EQ(e->feed_all(1, second), want);
+}
+
+TEST(State, RefusesAnotherModelsState) {
+  EngineOptions o;
+  o.backend = "cpu";
+  auto demo = Engine::open(testing::demo_model_q8_0(), o);
+  auto other = Engine::open(testing::demo_model_f16(), o);
+  const std::string path = testing::temp_path("state-other.bin");
+  demo->save_state(0, path);
+  try {
+    other->load_state(0, path);
+    FAIL() << "loaded a state saved from another model";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::state);
+    EXPECT_NE(std::string(e.what()).find("another model"), std::string::npos) << e.what();
+  }
+}
+
+TEST(State, RefusesCorruptFile) {
+  EngineOptions o;
+  o.backend = "cpu";
+  auto e = Engine::open(testing::demo_model_q8_0(), o);
+  const std::string path = testing::temp_path("state-corrupt.bin");
+  e->feed(0, e->tokenizer().encode("Hello"), nullptr);
+  e->save_state(0, path);
+  {
+    FILE* f = std::fopen(path.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 100, SEEK_SET);
+    std::fputc(0x5a, f);
+    std::fclose(f);
+  }
+  EXPECT_THROW(e->load_state(0, path), Error);
+}
+
+}  // namespace
+}  // namespace rwkv
