@@ -111,7 +111,7 @@ int64_t activation_block(TensorType type) {
 // step amax / 127 (blocks of 32), or the spec §4.4 Q8_K rule (blocks of 256). `step`
 // receives each input's quantisation step.
 std::vector<double> quantised_inputs(int64_t block, const float* x, int64_t cols, std::vector<double>& step) {
-  std::vector<double> out(size_t(cols));
+  std::vector<double> out(static_cast<size_t>(cols));
   step.assign(size_t(cols), 0.0);
   for (int64_t b0 = 0; b0 < cols; b0 += block) {
     const float* xb = x + b0;
@@ -152,7 +152,7 @@ void check_matmul(TensorType type, const std::vector<uint8_t>& w, int64_t rows, 
   for (size_t g = 0; g < kGuard; ++g) EXPECT_EQ(y[size_t(rows * T) + g], kGuardValue) << "guard " << g << " overwritten";
 
   const int64_t act_block = activation_block(type);
-  std::vector<std::vector<double>> xq(size_t(T)), steps(size_t(T));
+  std::vector<std::vector<double>> xq(static_cast<size_t>(T)), steps(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) {
     if (act_block > 0) xq[size_t(t)] = quantised_inputs(act_block, x.data() + t * cols, cols, steps[size_t(t)]);
     else xq[size_t(t)].assign(x.begin() + t * cols, x.begin() + (t + 1) * cols), steps[size_t(t)].assign(size_t(cols), 0.0);
@@ -233,8 +233,27 @@ TEST(Matmul, FloatColumnsNotAMultipleOfTheVectorWidth) {
   for (const TensorType type : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
     for (const int64_t cols : {1, 7, 37}) {
       const std::vector<uint8_t> w = make_weights(type, 10, cols, rng);
-      const std::vector<float> x = make_inputs(5, cols, rng);
-      check_matmul(type, w, 10, cols, x, 5, 2);
+      for (const int64_t T : {5, 40}) {
+        const std::vector<float> x = make_inputs(T, cols, rng);
+        check_matmul(type, w, 10, cols, x, T, 2);
+      }
+    }
+  }
+}
+
+TEST(Matmul, FloatWeightsManyTokens) {
+  // Prefill-sized T: token counts around the blocking of the float kernels (multiples of
+  // 8, 16, 24, 64 and one past), rows around a 4- or 6-row panel.
+  std::mt19937 rng(17);
+  for (const TensorType type : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
+    for (const int64_t rows : {1, 7, 13}) {
+      for (const int64_t cols : {45, 256}) {
+        const std::vector<uint8_t> w = make_weights(type, rows, cols, rng);
+        for (const int64_t T : {32, 33, 70, 130}) {
+          const std::vector<float> x = make_inputs(T, cols, rng);
+          for (const int threads : {1, 3}) check_matmul(type, w, rows, cols, x, T, threads);
+        }
+      }
     }
   }
 }

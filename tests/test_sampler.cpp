@@ -163,7 +163,7 @@ TEST(Sampler, TopPExcludesTheTail) {
   ASSERT_GT(nucleus, 250u);
   ASSERT_LT(nucleus, 300u);
   Sampler wide(params);
-  std::vector<int> wide_counts = histogram(wide, logits, 30000);
+  std::vector<int> wide_counts = histogram(wide, logits, 3000);
   int outside = 0;
   size_t distinct = 0;
   for (size_t i = 0; i < wide_counts.size(); ++i) {
@@ -171,7 +171,7 @@ TEST(Sampler, TopPExcludesTheTail) {
     distinct += wide_counts[i] > 0;
   }
   EXPECT_EQ(outside, 0);
-  EXPECT_GT(distinct, nucleus * 9 / 10);  // ~100 draws each: nearly all show up
+  EXPECT_GT(distinct, nucleus * 9 / 10);  // ~10 draws each: nearly all show up
 }
 
 TEST(Sampler, TopPKeepsTokensTiedWithTheCutoff) {

@@ -72,7 +72,7 @@ class Bench {
 
   // Seconds for `steps` decode steps of `batch` sequences.
   double decode_seconds(int batch, int steps) {
-    std::vector<int> slots(size_t(batch));
+    std::vector<int> slots(static_cast<size_t>(batch));
     std::iota(slots.begin(), slots.end(), 0);
     std::vector<float> logits(size_t(batch) * size_t(engine_.n_vocab()));
     const std::vector<int32_t> context = random_tokens(16);
@@ -88,7 +88,8 @@ class Bench {
   }
 
   TestResult prompt_test() {
-    TestResult r{"pp" + std::to_string(args_.n_prompt)};
+    TestResult r;
+    r.name = "pp" + std::to_string(args_.n_prompt);
     const std::vector<int32_t> prompt = random_tokens(size_t(args_.n_prompt));
     prompt_seconds(prompt);  // warm-up
     for (int i = 0; i < args_.reps; ++i) r.tokens_per_second.push_back(args_.n_prompt / prompt_seconds(prompt));
@@ -96,7 +97,9 @@ class Bench {
   }
 
   TestResult decode_test(int batch) {
-    TestResult r{"tg" + std::to_string(args_.n_gen) + (batch > 1 ? " x " + std::to_string(batch) : ""), batch};
+    TestResult r;
+    r.name = "tg" + std::to_string(args_.n_gen) + (batch > 1 ? " x " + std::to_string(batch) : "");
+    r.batch = batch;
     decode_seconds(batch, std::min(args_.n_gen, 16));  // warm-up
     // Each step reads every weight once (the embedding table only at one row per token).
     const Model& m = engine_.model();

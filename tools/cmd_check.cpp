@@ -2,6 +2,7 @@
 // and intermediate, how far the backend is from the reference; exits 1 naming the first
 // quantity over its tolerance (runtime/check.h).
 #include <cstdio>
+#include <optional>
 
 #include "commands.h"
 #include "common.h"
@@ -21,7 +22,7 @@ struct CheckArgs {
   std::string ref = "cpu-ref";
   std::vector<std::string> tokens;
   std::string text;
-  CheckTolerance tolerance;
+  std::optional<double> tolerance, logits_tolerance;  // absent: CheckTolerance::for_model
 };
 
 std::unique_ptr<Backend> load_backend(const std::string& name, const ModelArgs& args,
@@ -75,7 +76,10 @@ void run_check(const CheckArgs& args) {
                        std::to_string(model->hparams().n_vocab));
   auto test = load_backend(args.model.backend, args.model, model);
   auto ref = load_backend(args.ref, args.model, model);
-  const CheckReport report = compare_backends(*model, *test, *ref, ids, args.tolerance);
+  CheckTolerance tolerance = CheckTolerance::for_model(*model);
+  if (args.tolerance) tolerance.activations = *args.tolerance;
+  if (args.logits_tolerance) tolerance.logits = *args.logits_tolerance;
+  const CheckReport report = compare_backends(*model, *test, *ref, ids, tolerance);
   print_report(report);
   if (!report.passed()) fail(ErrorCode::backend, report.summary());
   std::printf("%s\n", report.summary().c_str());
@@ -93,11 +97,11 @@ void register_check(CLI::App& app) {
   cmd->add_option("--tokens", args->tokens, "Token ids to run: 1,2,3 or 1 2 3");
   cmd->add_option("--text", args->text,
                   std::string("Text to run instead of --tokens (default: \"") + kDefaultText + "\")");
-  cmd->add_option("--tolerance", args->tolerance.activations, "Largest rel L2 error of an intermediate or state")
-      ->capture_default_str()
+  cmd->add_option("--tolerance", args->tolerance,
+                  "Largest rel L2 error of an intermediate or state (default 1e-2, 5e-2 for quantised models)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--logits-tolerance", args->tolerance.logits, "Largest rel L2 error of the logits")
-      ->capture_default_str()
+  cmd->add_option("--logits-tolerance", args->logits_tolerance,
+                  "Largest rel L2 error of the logits (default 5e-3, 2e-2 for quantised models)")
       ->check(CLI::PositiveNumber);
   cmd->callback([args] { run_check(*args); });
 }

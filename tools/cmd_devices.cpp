@@ -3,10 +3,33 @@
 
 #include "commands.h"
 #include "common.h"
+#if defined(RWKV_HAVE_VULKAN)
+#include "backend/vulkan/vulkan_devices.h"
+#endif
 
 namespace rwkv::cli {
 
 namespace {
+
+#if defined(RWKV_HAVE_VULKAN)
+// Every Vulkan adapter, usable or not, with what --device picks it.
+void print_vulkan_adapters() {
+  std::vector<VulkanDeviceInfo> adapters;
+  try {
+    adapters = list_vulkan_devices();
+  } catch (const std::exception& e) {
+    std::printf("\nvulkan adapters: none (%s)\n", e.what());
+    return;
+  }
+  std::printf("\nvulkan adapters:%s\n", adapters.empty() ? " none" : "");
+  for (const VulkanDeviceInfo& d : adapters) {
+    std::printf("  --device %d: %s (%s, %s, Vulkan %s, driver %s, subgroup %u, fp16 %s, int8 %s)%s%s\n", d.index,
+                d.name.c_str(), d.type.c_str(), format_bytes(double(d.memory_bytes)).c_str(), d.api_version.c_str(),
+                d.driver.c_str(), d.subgroup_size, d.fp16 ? "yes" : "no", d.int8 ? "yes" : "no",
+                d.usable ? "" : " unusable: ", d.usable ? "" : d.missing.c_str());
+  }
+}
+#endif
 
 void run_devices(const ModelArgs& args) {
   std::printf("%-8s %-6s %s\n", "backend", "status", "device / reason");
@@ -19,6 +42,9 @@ void run_devices(const ModelArgs& args) {
       std::printf("%-8s %-6s %s\n", name.c_str(), "no", e.what());
     }
   }
+#if defined(RWKV_HAVE_VULKAN)
+  print_vulkan_adapters();
+#endif
 }
 
 }  // namespace

@@ -80,7 +80,7 @@ std::vector<uint8_t> convert(const gguf::TensorInfo& t, TensorType to, ThreadPoo
   const size_t in_stride = row_bytes(t.type, cols), out_stride = row_bytes(to, cols);
   std::vector<uint8_t> out(out_stride * size_t(rows));
   pool.parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
-    std::vector<float> row(size_t(cols));
+    std::vector<float> row(static_cast<size_t>(cols));
     for (int64_t r = r0; r < r1; ++r) {
       dequantize_row(t.type, t.data + size_t(r) * in_stride, row.data(), cols);
       quantize_row(to, row.data(), out.data() + size_t(r) * out_stride, cols);

@@ -106,6 +106,15 @@ void add_sampling_options(CLI::App& cmd, SamplerParams& p) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   cmd.add_option("--seed", p.seed, "Random seed")->capture_default_str();
+  // Defined after --temp and the penalties so that its callback runs last and wins.
+  cmd.add_flag_callback(
+      "--greedy",
+      [&p] {
+        p.temperature = 0;
+        p.presence_penalty = 0;
+        p.frequency_penalty = 0;
+      },
+      "Always pick the most likely token, with no penalties (overrides --temp and the penalties)");
 }
 
 bool stdout_is_tty() { return isatty(STDOUT_FILENO) == 1; }

@@ -1,7 +1,5 @@
 #include "model/model.h"
 
-#include <cstring>
-
 #include "common/error.h"
 #include "gguf/gguf.h"
 
@@ -21,10 +19,11 @@ class Loader {
   explicit Loader(const gguf::File& file) : file_(file) {}
 
   Hparams read_hparams() {
-    const std::string arch = file_.get_string_or("general.architecture", "");
-    if (arch.empty()) fail(ErrorCode::model, where() + "missing key 'general.architecture'");
+    if (!file_.find("general.architecture")) fail(ErrorCode::model, where() + "missing key 'general.architecture'");
+    const std::string arch = file_.get_string("general.architecture");
     if (arch != "rwkv7")
-      fail(ErrorCode::model, where() + "architecture '" + arch + "' is not supported (only 'rwkv7', RWKV-7 x070)");
+      fail(ErrorCode::model, where() + "general.architecture is '" + arch +
+                                 "', which is not supported (only 'rwkv7', RWKV-7 x070)");
     Hparams hp;
     hp.n_embd = positive("rwkv7.embedding_length");
     hp.n_layer = positive("rwkv7.block_count");
@@ -34,10 +33,14 @@ class Loader {
     hp.rank_a = positive("rwkv7.attention.iclr_lora_rank");
     hp.rank_v = positive("rwkv7.attention.value_residual_mix_lora_rank");
     // The gate rank key is optional in llama.cpp: fall back to the tensor's shape.
-    const int64_t g = file_.get_int_or("rwkv7.attention.gate_lora_rank", 0);
-    const gguf::TensorInfo* g1 = file_.tensor("blk.0.time_mix_g1.weight");
-    hp.rank_g = int(g > 0 ? g : (g1 ? g1->ne[1] : 0));
-    if (hp.rank_g <= 0) fail(ErrorCode::model, where() + "cannot determine the gate LoRA rank");
+    if (file_.find("rwkv7.attention.gate_lora_rank")) {
+      hp.rank_g = positive("rwkv7.attention.gate_lora_rank");
+    } else {
+      const gguf::TensorInfo* g1 = file_.tensor("blk.0.time_mix_g1.weight");
+      if (!g1 || g1->ne[1] < 1 || g1->ne[1] > (1 << 24))
+        fail(ErrorCode::model, where() + "cannot determine the gate LoRA rank (no key, no usable blk.0.time_mix_g1.weight)");
+      hp.rank_g = int(g1->ne[1]);
+    }
     const int64_t shift = file_.get_int_or("rwkv7.token_shift_count", 2);
     if (shift != 2)
       fail(ErrorCode::model, where() + "rwkv7.token_shift_count is " + std::to_string(shift) + ", expected 2");

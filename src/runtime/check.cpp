@@ -157,6 +157,17 @@ class Checker {
 
 }  // namespace
 
+CheckTolerance CheckTolerance::for_model(const Model& model) {
+  CheckTolerance t;
+  for (const Weight* w : model.all_weights())
+    if (w->type != TensorType::F32 && w->type != TensorType::F16 && w->type != TensorType::BF16) {
+      t.activations = 5e-2;
+      t.logits = 2e-2;
+      break;
+    }
+  return t;
+}
+
 std::string CheckReport::summary() const {
   char buf[256];
   if (first_divergence) {

@@ -48,6 +48,10 @@ uint64_t model_fingerprint(const Model& m) {
 std::unique_ptr<Engine> Engine::open(const std::string& model_path, const EngineOptions& options) {
   auto model = Model::load(model_path);
   Tokenizer tok = Tokenizer::from_gguf(model->file());
+  if (tok.vocab_size() != model->hparams().n_vocab)
+    fail(ErrorCode::model, model_path + ": tokenizer.ggml.tokens has " + std::to_string(tok.vocab_size()) +
+                               " entries but token_embd.weight has " + std::to_string(model->hparams().n_vocab) +
+                               " rows");
   std::vector<std::string> notes;
   auto backend = create_backend(options.backend, options.backend_options, &notes);
   if (options.on_note && options.backend == "auto")

@@ -37,6 +37,7 @@ class Sampler {
   std::vector<float> penalised_;                    // logits minus penalties, by id
   std::vector<std::pair<float, int32_t>> scratch_;  // (penalised logit, id) candidates
   std::vector<float> weights_;                      // unnormalised probabilities of scratch_
+  std::vector<uint8_t> buckets_;                    // top-p histogram bucket of scratch_
 };
 
 }  // namespace rwkv

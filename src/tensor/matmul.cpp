@@ -16,9 +16,9 @@ namespace rwkv {
 namespace {
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-const matmul_detail::Kernel* find_kernel(TensorType type) { return matmul_detail::simd_kernel(type); }
+const matmul_detail::Kernel* find_kernel(TensorType type, int64_t T) { return matmul_detail::simd_kernel(type, T); }
 #else
-const matmul_detail::Kernel* find_kernel(TensorType) { return nullptr; }
+const matmul_detail::Kernel* find_kernel(TensorType, int64_t) { return nullptr; }
 #endif
 
 // Eight independent partial sums so the compiler can keep them in one vector register.
@@ -53,6 +53,9 @@ void matmul_generic(ThreadPool& pool, TensorType type, const uint8_t* w, size_t 
 
 // Tokens below this are prepared on the calling thread: a pool round trip costs more.
 constexpr int64_t kParallelPrepareTokens = 8;
+// Token ranges prepared by different threads start at multiples of this, so that kernels
+// writing [column][token] layouts do not share cache lines between threads (16 floats).
+constexpr int64_t kPrepareTokenGrain = 16;
 
 }  // namespace
 
@@ -71,26 +74,22 @@ void matmul(ThreadPool& pool, TensorType type, const void* W, int64_t rows, int6
   }
   const auto* w = static_cast<const uint8_t*>(W);
   const size_t w_stride = row_bytes(type, cols);
-  const matmul_detail::Kernel* kernel = find_kernel(type);
+  const matmul_detail::Kernel* kernel = find_kernel(type, T);
   if (kernel == nullptr) {
     matmul_generic(pool, type, w, w_stride, rows, cols, x, T, y);
     return;
   }
 
-  matmul_detail::Operands op{w, w_stride, rows, cols, reinterpret_cast<const uint8_t*>(x), size_t(cols) * sizeof(float),
-                             y};
-  if (const size_t per_token = kernel->act_bytes(cols); per_token != 0) {
+  matmul_detail::Operands op{w, w_stride, rows, cols, reinterpret_cast<const uint8_t*>(x), y};
+  if (const size_t bytes = kernel->act_bytes(cols, T); bytes != 0) {
     // Reused across calls on this thread, so steady-state calls do not allocate.
     thread_local std::vector<uint8_t> activations;
-    if (activations.size() < per_token * size_t(T)) activations.resize(per_token * size_t(T));
+    if (activations.size() < bytes) activations.resize(bytes);
     uint8_t* act = activations.data();
-    const auto prepare = [&](int64_t t0, int64_t t1, int) {
-      for (int64_t t = t0; t < t1; ++t) kernel->prepare(x + t * cols, cols, act + size_t(t) * per_token);
-    };
+    const auto prepare = [&](int64_t t0, int64_t t1, int) { kernel->prepare(x, cols, T, t0, t1, act); };
     if (T < kParallelPrepareTokens) prepare(0, T, 0);
-    else pool.parallel_for(T, prepare);
+    else pool.parallel_for(T, prepare, kPrepareTokenGrain);
     op.act = act;
-    op.act_stride = per_token;
   }
   pool.parallel_for(rows, [&](int64_t r0, int64_t r1, int) { kernel->run(op, r0, r1, T); }, kernel->row_grain);
 }

@@ -1,6 +1,13 @@
 // AVX2 matmul kernels for float weights (F32, F16, BF16: float FMAs on converted weights)
 // and the legacy 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: integer dot
 // products against activations quantised to 8 bits per 32-element block).
+// GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
+// which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include "tensor/matmul_kernels.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -18,19 +25,25 @@ namespace {
 
 struct LoadF32 {
   using Elem = float;
-  static __m256 vec(const float* p) { return _mm256_loadu_ps(p); }
+  template <class P>
+  static typename P::F vec(const float* p) {
+    return P::load(p);
+  }
   static float scalar(const float* p) { return *p; }
 };
 struct LoadF16 {
   using Elem = uint16_t;
-  static __m256 vec(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  template <class P>
+  static typename P::F vec(const uint16_t* p) {
+    return P::load_f16(p);
+  }
   static float scalar(const uint16_t* p) { return f16_scalar(*p); }
 };
 struct LoadBF16 {
   using Elem = uint16_t;
-  static __m256 vec(const uint16_t* p) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  template <class P>
+  static typename P::F vec(const uint16_t* p) {
+    return P::load_bf16(p);
   }
   static float scalar(const uint16_t* p) {
     const uint32_t bits = uint32_t(*p) << 16;
@@ -40,8 +53,8 @@ struct LoadBF16 {
   }
 };
 
-// y = W x with W converted to float 8 columns at a time; x is the float input itself.
-template <class Load>
+// y = W x with W converted to float P::kFloats columns at a time; x is the float input.
+template <class P, class Load>
 struct FloatFamily {
   static constexpr int kRows = 4;
   static constexpr int kTokens = kVectorRegisters == 32 ? 4 : 2;
@@ -53,22 +66,22 @@ struct FloatFamily {
     const Elem* w[R];
     const float* x[TT];
     for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const Elem*>(op.w + size_t(r + i) * op.w_stride);
-    for (int j = 0; j < TT; ++j) x[j] = reinterpret_cast<const float*>(op.act + size_t(t + j) * op.act_stride);
-    __m256 acc[R][TT];
+    for (int j = 0; j < TT; ++j) x[j] = reinterpret_cast<const float*>(op.act) + (t + j) * cols;
+    typename P::F acc[R][TT];
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_setzero_ps();
+      for (int j = 0; j < TT; ++j) acc[i][j] = P::fzero();
     int64_t c = 0;
-    for (; c + 8 <= cols; c += 8) {
-      __m256 wv[R];
-      for (int i = 0; i < R; ++i) wv[i] = Load::vec(w[i] + c);
+    for (; c + P::kFloats <= cols; c += P::kFloats) {
+      typename P::F wv[R];
+      for (int i = 0; i < R; ++i) wv[i] = Load::template vec<P>(w[i] + c);
       for (int j = 0; j < TT; ++j) {
-        const __m256 xv = _mm256_loadu_ps(x[j] + c);
-        for (int i = 0; i < R; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+        const typename P::F xv = P::load(x[j] + c);
+        for (int i = 0; i < R; ++i) acc[i][j] = P::fma(wv[i], xv, acc[i][j]);
       }
     }
-    for (int i = 0; i < R; ++i) {
-      for (int j = 0; j < TT; ++j) {
-        float sum = hsum(acc[i][j]);
+    for (int j = 0; j < TT; ++j) {
+      for (int i = 0; i < R; ++i) {
+        float sum = P::hsum(acc[i][j]);
         for (int64_t k = c; k < cols; ++k) sum += Load::scalar(w[i] + k) * x[j][k];
         op.y[size_t(t + j) * size_t(op.rows) + size_t(r + i)] = sum;
       }
@@ -177,6 +190,37 @@ struct LegacyFamily {
   static constexpr int kRows = kVectorRegisters == 32 ? 4 : 2;
   static constexpr int kTokens = kVectorRegisters == 32 ? 3 : 2;
 
+  // Adds blocks [b, b + P::kBytes / 32) of rows w[] against tokens a[] to acc.
+  template <class P, int R, int TT>
+  static void accumulate(const Block* const* w, const uint8_t* const* a, const float* const* ad, int64_t b,
+                         typename P::F (&acc)[R][TT]) {
+    constexpr int kBlocks = P::kBytes / QK4_0;
+    typename P::I wq[R], start[R];
+    typename P::F dw[R];
+    for (int i = 0; i < R; ++i) {
+      wq[i] = P::per_block_bytes([&](int k) { return Decode::levels(w[i][b + k]); });
+      float d[kBlocks];
+      for (int k = 0; k < kBlocks; ++k) d[k] = f16_scalar(w[i][b + k].d);
+      dw[i] = P::per_block_floats(d);
+      // Activations carry +128: start each dot at -128 * sum(levels) to cancel it.
+      start[i] = kSignTrick ? P::izero() : P::sub32(P::izero(), P::dot_u8s8(P::izero(), P::set1_8(char(0x80)), wq[i]));
+    }
+    for (int j = 0; j < TT; ++j) {
+      const typename P::I av = P::load(a[j] + b * QK4_0);
+      const typename P::F da = P::per_block_floats(ad[j] + b);
+      for (int i = 0; i < R; ++i) {
+        typename P::I p;
+        if constexpr (kSignTrick) {
+          const __m256i signed_a = _mm256_xor_si256(av, _mm256_set1_epi8(char(0x80)));
+          p = P::dot_u8s8(start[i], _mm256_sign_epi8(wq[i], wq[i]), _mm256_sign_epi8(signed_a, wq[i]));
+        } else {
+          p = P::dot_u8s8(start[i], av, wq[i]);
+        }
+        acc[i][j] = P::fma(P::cvt(p), P::mul(dw[i], da), acc[i][j]);
+      }
+    }
+  }
+
   template <int R, int TT>
   static void tile(const Operands& op, int64_t r, int64_t t) {
     const int64_t nb = op.cols / QK4_0;
@@ -185,48 +229,29 @@ struct LegacyFamily {
     const float* ad[TT];
     for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const Block*>(op.w + size_t(r + i) * op.w_stride);
     for (int j = 0; j < TT; ++j) {
-      a[j] = op.act + size_t(t + j) * op.act_stride;
+      a[j] = op.act + size_t(t + j) * q8_act_bytes(op.cols);
       ad[j] = reinterpret_cast<const float*>(a[j] + op.cols);
     }
-    __m256 acc[R][TT];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      __m256i wq[R], start[R];
-      __m256 dw[R];
-      for (int i = 0; i < R; ++i) {
-        wq[i] = Decode::levels(w[i][b]);
-        dw[i] = _mm256_set1_ps(f16_scalar(w[i][b].d));
-        if constexpr (kSignTrick) {
-          start[i] = _mm256_setzero_si256();
-        } else {
-          // Activations carry +128: start each dot at -128 * sum(levels) to cancel it.
-          start[i] = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                      dot_u8s8(_mm256_setzero_si256(), _mm256_set1_epi8(char(0x80)), wq[i]));
-        }
-      }
-      for (int j = 0; j < TT; ++j) {
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[j] + b * QK4_0));
-        const __m256 da = _mm256_broadcast_ss(ad[j] + b);
-        for (int i = 0; i < R; ++i) {
-          __m256i p;
-          if constexpr (kSignTrick) {
-            const __m256i signed_a = _mm256_xor_si256(av, _mm256_set1_epi8(char(0x80)));
-            p = dot_u8s8(start[i], _mm256_sign_epi8(wq[i], wq[i]), _mm256_sign_epi8(signed_a, wq[i]));
-          } else {
-            p = dot_u8s8(start[i], av, wq[i]);
-          }
-          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[i], da), acc[i][j]);
-        }
-      }
-    }
+    // Whole groups of Wide::kBytes / 32 blocks, then single blocks at 256 bits.
+    constexpr int64_t kGroup = Wide::kBytes / QK4_0;
+    typename Wide::F acc[R][TT];
+    Avx2::F tail[R][TT];
     for (int i = 0; i < R; ++i) {
       for (int j = 0; j < TT; ++j) {
-        float sum = hsum(acc[i][j]);
+        acc[i][j] = Wide::fzero();
+        tail[i][j] = Avx2::fzero();
+      }
+    }
+    int64_t b = 0;
+    for (; b + kGroup <= nb; b += kGroup) accumulate<Wide, R, TT>(w, a, ad, b, acc);
+    for (; b < nb; ++b) accumulate<Avx2, R, TT>(w, a, ad, b, tail);
+    for (int j = 0; j < TT; ++j) {
+      for (int i = 0; i < R; ++i) {
+        float sum = Wide::hsum(acc[i][j]) + Avx2::hsum(tail[i][j]);
         if constexpr (Decode::kHasMin) {
           // The m * sum(x) term: s = d_a * sum(a) per activation block.
           const float* as = ad[j] + nb;
-          for (int64_t b = 0; b < nb; ++b) sum += f16_scalar(w[i][b].m) * as[b];
+          for (int64_t k = 0; k < nb; ++k) sum += f16_scalar(w[i][k].m) * as[k];
         }
         op.y[size_t(t + j) * size_t(op.rows) + size_t(r + i)] = sum;
       }
@@ -235,17 +260,24 @@ struct LegacyFamily {
 };
 
 template <class Family>
-constexpr Kernel float_kernel{[](int64_t) { return size_t(0); }, nullptr, &run_tiles<Family>, Family::kRows};
+constexpr Kernel float_kernel{[](int64_t, int64_t) { return size_t(0); }, nullptr, &run_tiles<Family>, Family::kRows};
+using Q8Activations = PerTokenActivations<&q8_act_bytes, &q8_prepare>;
 template <class Family>
-constexpr Kernel legacy_kernel{&q8_act_bytes, &q8_prepare, &run_tiles<Family>, Family::kRows};
+constexpr Kernel legacy_kernel{&Q8Activations::bytes, &Q8Activations::prepare, &run_tiles<Family>, Family::kRows};
+
+// From this many tokens, float weights use the blocked outer-product kernel.
+constexpr int64_t kGemmMinTokens = 32;
 
 }  // namespace
 
-const Kernel* simd_kernel(TensorType type) {
+const Kernel* simd_kernel(TensorType type, int64_t T) {
+  if (T >= kGemmMinTokens) {
+    if (const Kernel* gemm = simd_kernel_gemm(type)) return gemm;
+  }
   switch (type) {
-    case TensorType::F32: return &float_kernel<FloatFamily<LoadF32>>;
-    case TensorType::F16: return &float_kernel<FloatFamily<LoadF16>>;
-    case TensorType::BF16: return &float_kernel<FloatFamily<LoadBF16>>;
+    case TensorType::F32: return &float_kernel<FloatFamily<Wide, LoadF32>>;
+    case TensorType::F16: return &float_kernel<FloatFamily<Wide, LoadF16>>;
+    case TensorType::BF16: return &float_kernel<FloatFamily<Wide, LoadBF16>>;
     case TensorType::Q4_0: return &legacy_kernel<LegacyFamily<DecodeQ4_0>>;
     case TensorType::Q4_1: return &legacy_kernel<LegacyFamily<DecodeQ4_1>>;
     case TensorType::Q5_0: return &legacy_kernel<LegacyFamily<DecodeQ5_0>>;

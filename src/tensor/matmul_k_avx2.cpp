@@ -1,6 +1,13 @@
 // AVX2 matmul kernels for the k-quant weight types (Q4_K, Q5_K, Q6_K): activations are
 // quantised to Q8_K (spec §4.4) once per call and each super-block's dot product is summed
 // in int32 with the 6-/8-bit sub-block scales applied by madd, then scaled once in float.
+// GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
+// which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include "tensor/matmul_kernels.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -72,7 +79,7 @@ struct ActQ8K {
 };
 
 inline ActQ8K act_q8k(const Operands& op, int64_t t) {
-  const uint8_t* base = op.act + size_t(t) * op.act_stride;
+  const uint8_t* base = op.act + size_t(t) * q8k_act_bytes(op.cols);
   const int64_t nb = op.cols / QK_K;
   const auto* d = reinterpret_cast<const float*>(base + op.cols);
   return {reinterpret_cast<const int8_t*>(base), d, reinterpret_cast<const int16_t*>(d + nb)};
@@ -80,167 +87,241 @@ inline ActQ8K act_q8k(const Operands& op, int64_t t) {
 
 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-// Byte-shuffle control giving every int16 lane the zero-extended byte `index` (< 16) of
-// its 128-bit half: control bytes (index, 0x80), and 0x80 selects zero.
-inline __m256i broadcast_byte_as_i16(int index) { return _mm256_set1_epi16(int16_t(0x8000 | index)); }
+// A super-block format supplies, per policy P: Row<P> (a weight row's decoded super-block
+// header), levels() (the unsigned levels of chunk ch: P::kBytes elements in order),
+// scales() (int16 multipliers for the maddubs pair sums of that chunk) and start() (the
+// int32 sum to begin from, given the token's bsums).
 
 // ------------------------------------------------------------------ Q4_K and Q5_K
 
-// Q4_K and Q5_K: 8 sub-blocks of 32 levels with 6-bit scale and min; value =
-// d * scale * level - dmin * min. Level bytes of sub-blocks 2c and 2c + 1 share qs[32c..).
+// 8 sub-blocks of 32 levels with 6-bit scale and min; value = d * scale * level - dmin *
+// min. Levels of sub-blocks 2c and 2c + 1 share qs[32c..32c+32) (low, high nibbles); Q5_K
+// adds bit j of qh[l] as the fifth bit of element l of sub-block j.
 template <bool kFifthBit>
-struct AffineKFamily {
+struct AffineK {
   using Block = std::conditional_t<kFifthBit, BlockQ5_K, BlockQ4_K>;
-  static constexpr int kRows = kVectorRegisters == 32 ? 2 : 1;
-  static constexpr int kTokens = kVectorRegisters == 32 ? 4 : 3;
+  static constexpr bool kHasMin = true;
 
-  template <int R, int TT>
-  static void tile(const Operands& op, int64_t r, int64_t t) {
-    const int64_t nb = op.cols / QK_K;
-    const Block* w[R];
-    ActQ8K a[TT];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const Block*>(op.w + size_t(r + i) * op.w_stride);
-    for (int j = 0; j < TT; ++j) a[j] = act_q8k(op, t + j);
-    const __m256i nibble = _mm256_set1_epi8(0x0F);
-    // int16 lane k of either 128-bit half gets min k / 2 (byte 8 + k / 2) in the low half
-    // and min 4 + k / 2 in the high half: the mins matching bsums 0..7 and 8..15.
-    const __m256i min_control = _mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1,  //
-                                                 12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1);
-    __m256 acc[R][TT];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      __m256i scales[R];  // the 16 unpacked bytes (8 scales, 8 mins) in both halves
-      __m256i isum[R][TT];
-      for (int i = 0; i < R; ++i) {
-        alignas(16) uint8_t sm[16];
-        quant_detail::unpack_k_scales(w[i][b].scales, sm);
-        scales[i] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(sm)));
-        for (int j = 0; j < TT; ++j) isum[i][j] = _mm256_setzero_si256();
-      }
-      for (int c = 0; c < 4; ++c) {
-        __m256i q_lo[R], q_hi[R], s_lo[R], s_hi[R];
-        for (int i = 0; i < R; ++i) {
-          const __m256i raw = load256(w[i][b].qs + 32 * c);
-          q_lo[i] = _mm256_and_si256(raw, nibble);
-          q_hi[i] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble);
-          if constexpr (kFifthBit) {
-            // Fifth bit of sub-block j is bit j of qh[l]; move it to bit 4 of each byte.
-            const __m256i qh = load256(w[i][b].qh), one = _mm256_set1_epi8(1);
-            const __m256i h_lo = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one);
-            const __m256i h_hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one);
-            q_lo[i] = _mm256_or_si256(q_lo[i], _mm256_slli_epi16(h_lo, 4));
-            q_hi[i] = _mm256_or_si256(q_hi[i], _mm256_slli_epi16(h_hi, 4));
-          }
-          s_lo[i] = _mm256_shuffle_epi8(scales[i], broadcast_byte_as_i16(2 * c));
-          s_hi[i] = _mm256_shuffle_epi8(scales[i], broadcast_byte_as_i16(2 * c + 1));
-        }
-        for (int j = 0; j < TT; ++j) {
-          const __m256i a_lo = load256(a[j].levels + b * QK_K + 64 * c);
-          const __m256i a_hi = load256(a[j].levels + b * QK_K + 64 * c + 32);
-          for (int i = 0; i < R; ++i) {
-            const __m256i p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(q_lo[i], a_lo), s_lo[i]);
-            const __m256i p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(q_hi[i], a_hi), s_hi[i]);
-            isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_add_epi32(p_lo, p_hi));
-          }
-        }
-      }
-      for (int i = 0; i < R; ++i) {
-        const float d = f16_scalar(w[i][b].d), dmin = f16_scalar(w[i][b].dmin);
-        const __m256i mins = _mm256_shuffle_epi8(scales[i], min_control);
-        for (int j = 0; j < TT; ++j) {
-          const float da = a[j].d[b];
-          const __m256i msum = _mm256_madd_epi16(mins, load256(a[j].bsums + 16 * b));
-          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(d * da), acc[i][j]);
-          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(-dmin * da), acc[i][j]);
-        }
+  template <class P>
+  struct Row {
+    typename P::I scales;  // the 16 unpacked bytes (8 scales, 8 mins) in every 128-bit lane
+    typename P::I qh;      // Q5_K: the 32 qh bytes in every 256-bit half
+  };
+
+  template <class P>
+  static Row<P> begin(const Block& blk) {
+    alignas(16) uint8_t sm[16];
+    quant_detail::unpack_k_scales(blk.scales, sm);
+    Row<P> row{P::broadcast16(sm), P::izero()};
+    if constexpr (kFifthBit) {
+      if constexpr (P::kBytes == 32) row.qh = load256(blk.qh);
+#if defined(RWKV_MATMUL_AVX512)
+      else row.qh = _mm512_broadcast_i64x4(load256(blk.qh));
+#endif
+    }
+    return row;
+  }
+
+  template <class P>
+  static typename P::I levels(const Block& blk, const Row<P>& row, int ch) {
+    const typename P::I nibble = P::set1_8(0x0F);
+    typename P::I q;
+    if constexpr (P::kBytes == 32) {  // chunk = sub-block ch
+      const __m256i raw = load256(blk.qs + 32 * (ch / 2));
+      q = _mm256_and_si256(ch % 2 ? _mm256_srli_epi16(raw, 4) : raw, nibble);
+      if constexpr (kFifthBit)
+        q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(row.qh, ch), P::set1_8(1)), 4));
+    }
+#if defined(RWKV_MATMUL_AVX512)
+    else {  // chunk = sub-blocks 2ch (low nibbles) and 2ch + 1 (high nibbles)
+      const __m512i raw = _mm512_broadcast_i64x4(load256(blk.qs + 32 * ch));
+      const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+      q = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), nibble);
+      if constexpr (kFifthBit) {
+        const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi16(int16_t(2 * ch)), _mm256_set1_epi16(int16_t(2 * ch + 1)), 1);
+        q = _mm512_or_si512(q, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(row.qh, bit), P::set1_8(1)), 4));
       }
     }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < TT; ++j) op.y[size_t(t + j) * size_t(op.rows) + size_t(r + i)] = hsum(acc[i][j]);
+#endif
+    return q;
+  }
+
+  template <class P>
+  static typename P::I scales(const Row<P>& row, int ch) {
+    if constexpr (P::kBytes == 32) return P::shuffle(row.scales, P::i16_from_byte({ch, ch}));
+    else return P::shuffle(row.scales, P::i16_from_byte({2 * ch, 2 * ch, 2 * ch + 1, 2 * ch + 1}));
+  }
+
+  template <class P>
+  static typename P::I start(const Row<P>&, const int16_t*) {
+    return P::izero();
+  }
+
+  // int32 lanes summing min(j) * (bsums 2j + 2j + 1) over the 8 sub-blocks j.
+  template <class P>
+  static __m256i min_sums(const Row<P>& row, const int16_t* bsums) {
+    // int16 lane k (of 16) takes min k / 2, stored at byte 8 + k / 2 of each 128-bit lane.
+    const __m256i control = _mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1,  //
+                                             12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1);
+    __m256i scales;
+    if constexpr (P::kBytes == 32) scales = row.scales;
+    else scales = _mm512_castsi512_si256(row.scales);
+    return _mm256_madd_epi16(_mm256_shuffle_epi8(scales, control), load256(bsums));
   }
 };
 
 // ------------------------------------------------------------------ Q6_K
 
-// Q6_K: 16 sub-blocks of 16 levels 0..63 (value level - 32) with int8 scales. Group g of
-// 32 elements (half n = g / 4, k = g % 4) takes nibble k / 2 of ql[64n + 32 (k % 2) + l]
-// and bits 2k..2k+1 of qh[32n + l]; its two scales are 2g (first 16) and 2g + 1.
-struct Q6KFamily {
+// 16 sub-blocks of 16 levels 0..63 (value = d * scale * (level - 32)) with int8 scales.
+// Group g of 32 elements (half n = g / 4, k = g % 4) takes nibble k / 2 of
+// ql[64n + 32 (k % 2) + l] and bits 2k..2k+1 of qh[32n + l]; its scales are 2g and 2g + 1.
+struct Q6K {
+  using Block = BlockQ6_K;
+  static constexpr bool kHasMin = false;
+
+  template <class P>
+  struct Row {
+    __m256i scales16;          // the 16 scales as int16
+    typename P::I source[2];  // what scales() shuffles from
+  };
+
+  template <class P>
+  static Row<P> begin(const Block& blk) {
+    Row<P> row;
+    row.scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
+    if constexpr (P::kBytes == 32) {
+      // scales 8n..8n+7 in both 128-bit lanes, for half n
+      row.source[0] = _mm256_permute2x128_si256(row.scales16, row.scales16, 0x00);
+      row.source[1] = _mm256_permute2x128_si256(row.scales16, row.scales16, 0x11);
+    } else {
+      row.source[0] = row.source[1] = P::widen(row.scales16);
+    }
+    return row;
+  }
+
+  template <class P>
+  static typename P::I levels(const Block& blk, const Row<P>&, int ch) {
+    const typename P::I nibble = P::set1_8(0x0F), two_bits = P::set1_8(0x30);
+    if constexpr (P::kBytes == 32) {  // chunk = group ch
+      const int n = ch / 4, k = ch % 4;
+      const __m256i ql = load256(blk.ql + 64 * n + 32 * (k % 2));
+      const __m256i qh = load256(blk.qh + 32 * n);
+      const __m256i low = _mm256_and_si256(k / 2 ? _mm256_srli_epi16(ql, 4) : ql, nibble);
+      // bits 2k..2k+1 of qh moved to bits 4..5
+      const __m256i high = _mm256_and_si256(k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : _mm256_srli_epi16(qh, 2 * k - 4),
+                                            two_bits);
+      return _mm256_or_si256(low, high);
+    }
+#if defined(RWKV_MATMUL_AVX512)
+    else {  // chunk = groups 2ch (k even) and 2ch + 1 of half ch / 2
+      const int n = ch / 2, k = 2 * (ch % 2);
+      const __m512i ql = _mm512_loadu_si512(blk.ql + 64 * n);
+      const __m512i low = _mm512_and_si512(k ? _mm512_srli_epi16(ql, 4) : ql, nibble);
+      const __m512i qh = _mm512_broadcast_i64x4(load256(blk.qh + 32 * n));
+      // group k: bits 2k..2k+1 to 4..5; group k + 1: bits 2k+2..2k+3 to 4..5
+      const __m512i high = k == 0 ? _mm512_sllv_epi16(qh, _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1))
+                                  : _mm512_srlv_epi16(qh, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1));
+      return _mm512_or_si512(low, _mm512_and_si512(high, two_bits));
+    }
+#endif
+  }
+
+  template <class P>
+  static typename P::I scales(const Row<P>& row, int ch) {
+    if constexpr (P::kBytes == 32) {
+      // int16 lanes of the low 128 bits take scale 2k of half n, the high ones 2k + 1.
+      const int k = ch % 4;
+      return _mm256_shuffle_epi8(row.source[ch / 4], _mm256_setr_epi8(4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k,
+                                                            4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
+                                                            4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
+                                                            4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
+                                                            4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3));
+    }
+#if defined(RWKV_MATMUL_AVX512)
+    else {
+      // 128-bit lane m covers elements 64ch + 16m.. : scale 4ch + m
+      const __m512i index = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_setr_m128i(_mm_set1_epi16(int16_t(4 * ch)), _mm_set1_epi16(int16_t(4 * ch + 1)))),
+          _mm256_setr_m128i(_mm_set1_epi16(int16_t(4 * ch + 2)), _mm_set1_epi16(int16_t(4 * ch + 3))), 1);
+      return _mm512_permutexvar_epi16(index, row.source[0]);
+    }
+#endif
+  }
+
+  // Levels are stored + 32: begin from -32 * sum(scale * bsum) to cancel that.
+  template <class P>
+  static typename P::I start(const Row<P>& row, const int16_t* bsums) {
+    const __m256i bias = _mm256_madd_epi16(row.scales16, load256(bsums));
+    return P::widen(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(bias, 5)));
+  }
+};
+
+// ------------------------------------------------------------------ the tile
+
+template <class P, class Format>
+struct KQuantFamily {
+  using Block = typename Format::Block;
   static constexpr int kRows = kVectorRegisters == 32 ? 2 : 1;
   static constexpr int kTokens = kVectorRegisters == 32 ? 4 : 3;
+  static constexpr int kChunks = QK_K / P::kBytes;
 
   template <int R, int TT>
   static void tile(const Operands& op, int64_t r, int64_t t) {
+    using I = typename P::I;
     const int64_t nb = op.cols / QK_K;
-    const BlockQ6_K* w[R];
+    const Block* w[R];
     ActQ8K a[TT];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const BlockQ6_K*>(op.w + size_t(r + i) * op.w_stride);
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const Block*>(op.w + size_t(r + i) * op.w_stride);
     for (int j = 0; j < TT; ++j) a[j] = act_q8k(op, t + j);
-    const __m256i nibble = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(0x30);
-    __m256 acc[R][TT];
+    typename P::F acc[R][TT];
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < TT; ++j) acc[i][j] = _mm256_setzero_ps();
+      for (int j = 0; j < TT; ++j) acc[i][j] = P::fzero();
     for (int64_t b = 0; b < nb; ++b) {
-      __m256i isum[R][TT];
-      __m256i scales_half[R][2];  // int16 scales 8n..8n+7 in both 128-bit halves
+      typename Format::template Row<P> row[R];
+      I isum[R][TT];
       for (int i = 0; i < R; ++i) {
-        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].scales)));
-        scales_half[i][0] = _mm256_permute2x128_si256(s16, s16, 0x00);
-        scales_half[i][1] = _mm256_permute2x128_si256(s16, s16, 0x11);
-        // Levels are stored + 32: start from -32 * sum(scale * bsum) to cancel that.
-        for (int j = 0; j < TT; ++j) {
-          const __m256i bias = _mm256_madd_epi16(s16, load256(a[j].bsums + 16 * b));
-          isum[i][j] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(bias, 5));
-        }
+        row[i] = Format::template begin<P>(w[i][b]);
+        for (int j = 0; j < TT; ++j) isum[i][j] = Format::template start<P>(row[i], a[j].bsums + 16 * b);
       }
-      for (int n = 0; n < 2; ++n) {
-        for (int k = 0; k < 4; ++k) {
-          // int16 lanes of the low half take scale 2k (of this half's 8), high half 2k + 1.
-          const __m256i control = _mm256_setr_epi8(4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k,
-                                                   4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
-                                                   4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
-                                                   4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
-                                                   4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3);
-          __m256i q[R], sv[R];
-          for (int i = 0; i < R; ++i) {
-            const __m256i ql = load256(w[i][b].ql + 64 * n + 32 * (k % 2));
-            const __m256i qh = load256(w[i][b].qh + 32 * n);
-            const __m256i low = k / 2 ? _mm256_and_si256(_mm256_srli_epi16(ql, 4), nibble) : _mm256_and_si256(ql, nibble);
-            // bits 2k..2k+1 of qh moved to bits 4..5
-            const __m256i high = k < 2 ? _mm256_and_si256(_mm256_slli_epi16(qh, 4 - 2 * k), two_bits)
-                                       : _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k - 4), two_bits);
-            q[i] = _mm256_or_si256(low, high);
-            sv[i] = _mm256_shuffle_epi8(scales_half[i][n], control);
-          }
-          for (int j = 0; j < TT; ++j) {
-            const __m256i av = load256(a[j].levels + b * QK_K + 32 * (4 * n + k));
-            for (int i = 0; i < R; ++i)
-              isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], av), sv[i]));
-          }
+      for (int ch = 0; ch < kChunks; ++ch) {
+        I q[R], s[R];
+        for (int i = 0; i < R; ++i) {
+          q[i] = Format::template levels<P>(w[i][b], row[i], ch);
+          s[i] = Format::template scales<P>(row[i], ch);
+        }
+        for (int j = 0; j < TT; ++j) {
+          const I av = P::load(a[j].levels + b * QK_K + ch * P::kBytes);
+          for (int i = 0; i < R; ++i) isum[i][j] = P::add32(isum[i][j], P::madd(P::maddubs(q[i], av), s[i]));
         }
       }
       for (int i = 0; i < R; ++i) {
         const float d = f16_scalar(w[i][b].d);
-        for (int j = 0; j < TT; ++j)
-          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(d * a[j].d[b]), acc[i][j]);
+        for (int j = 0; j < TT; ++j) {
+          const float da = a[j].d[b];
+          acc[i][j] = P::fma(P::cvt(isum[i][j]), P::set1(d * da), acc[i][j]);
+          if constexpr (Format::kHasMin) {
+            const __m256i msum = Format::min_sums(row[i], a[j].bsums + 16 * b);
+            acc[i][j] = P::fma(P::cvt(P::widen(msum)), P::set1(-f16_scalar(w[i][b].dmin) * da), acc[i][j]);
+          }
+        }
       }
     }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < TT; ++j) op.y[size_t(t + j) * size_t(op.rows) + size_t(r + i)] = hsum(acc[i][j]);
+    for (int j = 0; j < TT; ++j)
+      for (int i = 0; i < R; ++i) op.y[size_t(t + j) * size_t(op.rows) + size_t(r + i)] = P::hsum(acc[i][j]);
   }
 };
 
+using Q8KActivations = PerTokenActivations<&q8k_act_bytes, &q8k_prepare>;
 template <class Family>
-constexpr Kernel k_kernel{&q8k_act_bytes, &q8k_prepare, &run_tiles<Family>, Family::kRows};
+constexpr Kernel k_kernel{&Q8KActivations::bytes, &Q8KActivations::prepare, &run_tiles<Family>, Family::kRows};
 
 }  // namespace
 
 const Kernel* simd_kernel_k(TensorType type) {
   switch (type) {
-    case TensorType::Q4_K: return &k_kernel<AffineKFamily<false>>;
-    case TensorType::Q5_K: return &k_kernel<AffineKFamily<true>>;
-    case TensorType::Q6_K: return &k_kernel<Q6KFamily>;
+    case TensorType::Q4_K: return &k_kernel<KQuantFamily<Wide, AffineK<false>>>;
+    case TensorType::Q5_K: return &k_kernel<KQuantFamily<Wide, AffineK<true>>>;
+    case TensorType::Q6_K: return &k_kernel<KQuantFamily<Wide, Q6K>>;
     default: return nullptr;
   }
 }

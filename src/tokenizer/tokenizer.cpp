@@ -12,6 +12,10 @@ namespace {
 
 const std::string kEmpty;
 
+// Nodes with more children than this get a direct 256-entry table; scanning a short sorted
+// edge list is as fast as the table and takes 1/50 of the memory.
+constexpr int32_t kMaxScannedChildren = 8;
+
 // A range of the lexicographically sorted token ids that share the prefix spelled by the
 // path to `node`; `depth` is that prefix's length in bytes.
 struct PendingNode {
@@ -52,7 +56,7 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<bool>& m
   // Breadth-first build: node n is expanded when it is popped, so its edges are appended
   // contiguously and in byte order, and node ids equal queue positions.
   std::vector<PendingNode> queue{{0, 0, order.size(), 0}};
-  nodes_.push_back({0, -1});
+  nodes_.push_back({0, -1, -1});
   for (size_t q = 0; q < queue.size(); ++q) {
     PendingNode pending = queue[q];
     nodes_[pending.node].first_edge = int32_t(edge_byte_.size());
@@ -66,22 +70,27 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<bool>& m
       size_t j = i + 1;
       while (j < pending.end && uint8_t(tokens_[order[j]][pending.depth]) == byte) ++j;
       int32_t child = int32_t(nodes_.size());
-      nodes_.push_back({0, -1});
+      nodes_.push_back({0, -1, -1});
       edge_byte_.push_back(byte);
       edge_target_.push_back(child);
       queue.push_back({child, i, j, pending.depth + 1});
       i = j;
     }
   }
-  nodes_.push_back({int32_t(edge_byte_.size()), -1});  // sentinel
+  nodes_.push_back({int32_t(edge_byte_.size()), -1, -1});  // sentinel
 
-  std::fill(std::begin(root_child_), std::end(root_child_), -1);
-  for (int32_t e = nodes_[0].first_edge; e < nodes_[1].first_edge; ++e) root_child_[edge_byte_[e]] = edge_target_[e];
+  for (size_t n = 0; n + 1 < nodes_.size(); ++n) {
+    const int32_t first = nodes_[n].first_edge, last = nodes_[n + 1].first_edge;
+    if (n != 0 && last - first <= kMaxScannedChildren) continue;
+    nodes_[n].table = int32_t(child_table_.size() / 256);
+    child_table_.resize(child_table_.size() + 256, -1);
+    int32_t* row = child_table_.data() + size_t(nodes_[n].table) * 256;
+    for (int32_t e = first; e < last; ++e) row[edge_byte_[e]] = edge_target_[e];
+  }
 }
 
 int32_t Tokenizer::find_child(int32_t node, uint8_t byte) const {
-  // Non-root nodes have few children (mostly 1-4), so a linear scan of the sorted edge
-  // bytes beats a binary search.
+  if (nodes_[node].table >= 0) return child_table_[size_t(nodes_[node].table) * 256 + byte];
   const uint8_t* first = edge_byte_.data() + nodes_[node].first_edge;
   const uint8_t* last = edge_byte_.data() + nodes_[node + 1].first_edge;
   for (const uint8_t* e = first; e != last && *e <= byte; ++e) {
@@ -98,16 +107,14 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   while (pos < text.size()) {
     int32_t best = -1;
     size_t best_len = 0;
-    int32_t node = root_child_[bytes[pos]];
-    size_t len = 1;
-    while (node >= 0) {
+    int32_t node = 0;
+    for (size_t len = 1; pos + len <= text.size(); ++len) {
+      node = find_child(node, bytes[pos + len - 1]);
+      if (node < 0) break;
       if (nodes_[node].token >= 0) {
         best = nodes_[node].token;
         best_len = len;
       }
-      if (pos + len == text.size()) break;
-      node = find_child(node, bytes[pos + len]);
-      ++len;
     }
     if (best < 0) {
       fail(ErrorCode::argument, "tokenizer: no token starts with byte " + std::to_string(bytes[pos]) +

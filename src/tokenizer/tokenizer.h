@@ -40,12 +40,15 @@ class Tokenizer {
   int32_t vocab_size() const { return int32_t(tokens_.size()); }
 
  private:
-  // Compact byte trie, nodes in breadth-first order. Node n's children are the edges
-  // [nodes_[n].first_edge, nodes_[n + 1].first_edge), sorted by byte; nodes_ ends with a
-  // sentinel. About 8 + 5 bytes per node instead of 1 KB for a 256-way child table.
+  // Compact byte trie, nodes in breadth-first order, node 0 the root. Node n's children are
+  // the edges [nodes_[n].first_edge, nodes_[n + 1].first_edge), sorted by byte; nodes_
+  // ends with a sentinel. Nodes with many children (the root, common first bytes) also get
+  // a 256-entry row of child_table_ so that lookups there stay O(1). About 12 + 5 bytes
+  // per node instead of 1 KB for a 256-way table everywhere.
   struct TrieNode {
     int32_t first_edge;
     int32_t token;  // -1 when no token ends here
+    int32_t table;  // row of child_table_, -1 when none
   };
   // tokens_[id] are the decoded bytes; matchable[id] says which enter the trie. Throws
   // Error(code) prefixed with `context` when two matchable tokens have the same bytes.
@@ -57,7 +60,7 @@ class Tokenizer {
   std::vector<TrieNode> nodes_;
   std::vector<uint8_t> edge_byte_;
   std::vector<int32_t> edge_target_;
-  int32_t root_child_[256];  // root's children as a direct table (-1 when absent)
+  std::vector<int32_t> child_table_;  // rows of 256 child nodes (-1 when absent)
 };
 
 // Turns a stream of token ids into text, holding back bytes until they form whole UTF-8

@@ -16,10 +16,11 @@ constexpr size_t kMaxTokenBytes = 1 << 16;
 class LineParser {
  public:
   LineParser(std::string_view line, const std::string& path, size_t line_number)
-      : line_(line), where_(path + ":" + std::to_string(line_number) + ": ") {}
+      : line_(line), path_(path), line_number_(line_number) {}
 
   [[noreturn]] void error(const std::string& what) const {
-    fail(ErrorCode::format, where_ + what + " at column " + std::to_string(pos_ + 1));
+    fail(ErrorCode::format,
+         path_ + ":" + std::to_string(line_number_) + ": " + what + " at column " + std::to_string(pos_ + 1));
   }
 
   // A decimal number of at most 9 digits.
@@ -171,7 +172,8 @@ class LineParser {
   }
 
   std::string_view line_;
-  std::string where_;
+  const std::string& path_;
+  size_t line_number_;
   size_t pos_ = 0;
 };
 

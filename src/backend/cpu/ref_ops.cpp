@@ -1,5 +1,6 @@
 #include "backend/cpu/ref_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 

@@ -8,8 +8,6 @@
 namespace rwkv::cuda {
 namespace {
 
-constexpr size_t kWorkspaceBytes = 32u << 20;  // fixed, so GEMMs can be graph-captured
-
 void check_blas(cublasStatus_t st, const char* what) {
   if (st != CUBLAS_STATUS_SUCCESS)
     fail(ErrorCode::backend, std::string("cuda: ") + what + ": " + cublasGetStatusString(st));
@@ -21,7 +19,7 @@ Blas::Blas() {
   cublasHandle_t h = nullptr;
   check_blas(cublasCreate(&h), "cublasCreate");
   handle_ = h;
-  if (cudaMalloc(&workspace_, kWorkspaceBytes) != cudaSuccess) {
+  if (cudaMalloc(&workspace_, Blas::kWorkspaceBytes) != cudaSuccess) {
     cublasDestroy(h);
     fail(ErrorCode::backend, "cuda: cannot allocate the cuBLAS workspace");
   }

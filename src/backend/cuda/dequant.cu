@@ -44,20 +44,12 @@ void dequant_to_f16(const PackedView& W, void* dst, int64_t ld, Stream stream) {
   const dim3 grid(unsigned((n + 255) / 256)), block(256);
   const bool vec = ld % 8 == 0 && (reinterpret_cast<uintptr_t>(dst) & 15) == 0;
   auto* out = static_cast<__half*>(dst);
+#define RWKV_GO(TY) launch("dequant_f16", dequant_f16_kernel<TY>, grid, block, 0, stream, W, out, ld, vec)
   switch (W.type) {
-    case TensorType::F32: launch("dequant_f16", dequant_f16_kernel<TensorType::F32>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::F16: launch("dequant_f16", dequant_f16_kernel<TensorType::F16>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::BF16: launch("dequant_f16", dequant_f16_kernel<TensorType::BF16>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::Q8_0: launch("dequant_f16", dequant_f16_kernel<TensorType::Q8_0>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::Q4_0: launch("dequant_f16", dequant_f16_kernel<TensorType::Q4_0>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::Q4_1: launch("dequant_f16", dequant_f16_kernel<TensorType::Q4_1>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::Q5_0: launch("dequant_f16", dequant_f16_kernel<TensorType::Q5_0>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::Q5_1: launch("dequant_f16", dequant_f16_kernel<TensorType::Q5_1>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::Q4_K: launch("dequant_f16", dequant_f16_kernel<TensorType::Q4_K>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::Q5_K: launch("dequant_f16", dequant_f16_kernel<TensorType::Q5_K>, grid, block, 0, stream, W, out, ld, vec); break;
-    case TensorType::Q6_K: launch("dequant_f16", dequant_f16_kernel<TensorType::Q6_K>, grid, block, 0, stream, W, out, ld, vec); break;
+    RWKV_CUDA_TYPE_CASES(RWKV_GO)
     default: fail(ErrorCode::unsupported, "cuda dequant_to_f16: unsupported type");
   }
+#undef RWKV_GO
 }
 
 }  // namespace rwkv::cuda

@@ -79,6 +79,17 @@ __device__ __forceinline__ void store_out(const MatvecJob& job, int t, int64_t r
   }
 }
 
+// Loads the U items base, base + tpr, ... of `row` (those that exist) into registers.
+template <typename It, int U>
+__device__ __forceinline__ void load_round(It (&w)[U], const PackedView& W, int64_t row, bool row_ok, int64_t base,
+                                           int tpr) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t it = base + int64_t(tpr) * u;
+    if (row_ok && it < W.items) w[u].load(W, row, it);
+  }
+}
+
 template <TensorType TY, int TM>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int T, uint8_t* smem) {
   using It = Item<TY>;
@@ -89,50 +100,51 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int T, uint8_
   const int64_t row = int64_t(blk) * (kThreads / tpr) + threadIdx.x / tpr;
   const bool row_ok = row < job.W.rows;
   const int64_t items = job.W.items;
-  const int64_t round_items = int64_t(tpr) * U;
 
-  It cur[U], nxt[U];
-  auto load_round = [&](It(&w)[U], int64_t base) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t it = base + int64_t(tpr) * u;
-      if (row_ok && it < items) w[u].load(job.W, row, it);
-    }
-  };
+  // The first round of weights is requested before waiting on the previous kernel.
+  It w[U];
   int64_t base = g_lane;
-  load_round(cur, base);
+  load_round(w, job.W, row, row_ok, base, tpr);
 
   pdl_wait();
   pdl_trigger();
   XQ xq{};
-  if constexpr (It::kQuant) stage_x(job, T, smem, xq);
+  const float* xf = job.x;  // float weights: fp32 activations, row t at xf + t * xf_stride
+  int64_t xf_stride = job.x_stride;
+  if constexpr (It::kQuant) {
+    stage_x(job, T, smem, xq);
+  } else if (job.in_op != InOp::none) {
+    float* xs = reinterpret_cast<float*>(smem);
+    const int64_t cols = job.W.cols;
+    for (int64_t e = threadIdx.x; e < T * cols; e += blockDim.x) {
+      const int64_t t = e / cols;
+      xs[e] = apply_in(job.in_op, job.x[t * job.x_stride + (e - t * cols)]);
+    }
+    xf = xs;
+    xf_stride = cols;
+  }
   __syncthreads();
 
   float acc[TM];
 #pragma unroll
   for (int t = 0; t < TM; ++t) acc[t] = 0.f;
-  for (;;) {
-    const int64_t next = base + round_items;
-    const bool more = next < items;
-    if (more) load_round(nxt, next);
+  while (row_ok && base < items) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t it = base + int64_t(tpr) * u;
-      if (!row_ok || it >= items) continue;
+      if (it >= items) break;
 #pragma unroll
       for (int t = 0; t < TM; ++t) {
         if (t >= T) break;
         if constexpr (It::kQuant) {
-          acc[t] += cur[u].dot(xq, t, it);
+          acc[t] += w[u].dot(xq, t, it);
         } else {
-          acc[t] += cur[u].dot_f(job.x + t * job.x_stride, job.W.cols, it);
+          acc[t] += w[u].dot_f(xf + t * xf_stride, job.W.cols, it);
         }
       }
     }
-    if (!more) break;
-#pragma unroll
-    for (int u = 0; u < U; ++u) cur[u] = nxt[u];
-    base = next;
+    base += int64_t(tpr) * U;
+    load_round(w, job.W, row, row_ok, base, tpr);
   }
 #pragma unroll
   for (int t = 0; t < TM; ++t) {
@@ -152,7 +164,12 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   while (j + 1 < batch.n_jobs && int(blockIdx.x) >= batch.jobs[j + 1].block_begin) ++j;
   const JobDev& jd = batch.jobs[j];
   const int blk = int(blockIdx.x) - jd.block_begin;
-  dispatch_type(jd.job.W.type, [&]<TensorType TY>() { run_job<TY, TM>(jd, blk, batch.T, smem); });
+#define RWKV_RUN_JOB(TY) run_job<TY, TM>(jd, blk, batch.T, smem)
+  switch (jd.job.W.type) {
+    RWKV_CUDA_TYPE_CASES(RWKV_RUN_JOB)
+    default: break;
+  }
+#undef RWKV_RUN_JOB
 }
 
 // Threads per row: prefer few idle lanes, then wide groups (coalescing).
@@ -196,7 +213,11 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     const int64_t rows_per_block = kThreads / tpr;
     blocks += int((j.W.rows + rows_per_block - 1) / rows_per_block);
     const bool quant = type_info(j.W.type).block_size > 1;
-    if (quant) smem = std::max(smem, size_t(T) * size_t(j.W.cols) / 32 * (32 + 8));  // q + scale + sum
+    if (quant) {
+      smem = std::max(smem, size_t(T) * size_t(j.W.cols) / 32 * (32 + 8));  // q + scale + sum
+    } else if (j.in_op != InOp::none) {
+      smem = std::max(smem, size_t(T) * size_t(j.W.cols) * sizeof(float));  // transformed fp32 x
+    }
   }
   smem = (smem + 15) / 16 * 16;
   if (smem > 200 * 1024) fail(ErrorCode::argument, "cuda matvec: activation rows too wide for shared memory");

@@ -131,20 +131,12 @@ void embed_ln(const PackedView& emb, const int32_t* tokens, int R, const float* 
     launch("embed_ln", kernel, dim3(R), dim3(kRowThreads), smem, stream, emb, tokens, ln_w, ln_b, eps, raw, h);
     launched = true;
   };
+#define RWKV_GO(TY) go(embed_ln_kernel<TY>)
   switch (emb.type) {
-    case TensorType::F32: go(embed_ln_kernel<TensorType::F32>); break;
-    case TensorType::F16: go(embed_ln_kernel<TensorType::F16>); break;
-    case TensorType::BF16: go(embed_ln_kernel<TensorType::BF16>); break;
-    case TensorType::Q8_0: go(embed_ln_kernel<TensorType::Q8_0>); break;
-    case TensorType::Q4_0: go(embed_ln_kernel<TensorType::Q4_0>); break;
-    case TensorType::Q4_1: go(embed_ln_kernel<TensorType::Q4_1>); break;
-    case TensorType::Q5_0: go(embed_ln_kernel<TensorType::Q5_0>); break;
-    case TensorType::Q5_1: go(embed_ln_kernel<TensorType::Q5_1>); break;
-    case TensorType::Q4_K: go(embed_ln_kernel<TensorType::Q4_K>); break;
-    case TensorType::Q5_K: go(embed_ln_kernel<TensorType::Q5_K>); break;
-    case TensorType::Q6_K: go(embed_ln_kernel<TensorType::Q6_K>); break;
+    RWKV_CUDA_TYPE_CASES(RWKV_GO)
     default: break;
   }
+#undef RWKV_GO
   if (!launched) fail(ErrorCode::unsupported, "cuda embed_ln: unsupported embedding type");
 }
 

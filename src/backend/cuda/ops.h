@@ -97,6 +97,7 @@ void epilogue(OutOp op, const float* src, float* dst, const float* bias, int row
 // W16 is rows x cols, row stride ldw elements.
 class Blas {
  public:
+  static constexpr size_t kWorkspaceBytes = 32u << 20;  // fixed, so GEMMs can be graph-captured
   Blas();
   ~Blas();
   Blas(const Blas&) = delete;

@@ -57,13 +57,13 @@ struct Item;
 
 // ---- float types -------------------------------------------------------------------------
 
-// Reads n <= 16 floats of x starting at column c0 (zero beyond cols).
+// Reads E floats of x (global or shared memory) from column c0, zero beyond cols.
 template <int E>
 __device__ __forceinline__ void load_x(const float* x, int64_t cols, int64_t c0, float (&xv)[E]) {
   if (c0 + E <= cols && (reinterpret_cast<uintptr_t>(x + c0) & 15) == 0) {
 #pragma unroll
     for (int k = 0; k < E; k += 4) {
-      const float4 f = __ldg(reinterpret_cast<const float4*>(x + c0 + k));
+      const float4 f = *reinterpret_cast<const float4*>(x + c0 + k);
       xv[k] = f.x;
       xv[k + 1] = f.y;
       xv[k + 2] = f.z;
@@ -71,7 +71,7 @@ __device__ __forceinline__ void load_x(const float* x, int64_t cols, int64_t c0,
     }
   } else {
 #pragma unroll
-    for (int k = 0; k < E; ++k) xv[k] = c0 + k < cols ? __ldg(x + c0 + k) : 0.f;
+    for (int k = 0; k < E; ++k) xv[k] = c0 + k < cols ? x[c0 + k] : 0.f;
   }
 }
 
@@ -249,14 +249,22 @@ struct Item<TensorType::Q5_1> : ItemLegacy4<true, true> {};
 
 // ---- k-quants ----------------------------------------------------------------------------
 
-// Six-bit scale and min j (0..7) of a Q4_K/Q5_K super-block from its 12 scale bytes (spec §4.3).
-__device__ __forceinline__ void k_scale_min(const uint8_t* q, int j, int& sc, int& m) {
+// Byte `idx` (0..11) of the scales of a Q4_K/Q5_K header held in registers (scales start at
+// byte 4 of the header). Selects instead of indexing keep the header out of local memory.
+__device__ __forceinline__ int k_scale_byte(const int4& hdr, int idx) {
+  const int b = 4 + idx;
+  const uint32_t word = b < 8 ? (b < 4 ? uint32_t(hdr.x) : uint32_t(hdr.y)) : (b < 12 ? uint32_t(hdr.z) : uint32_t(hdr.w));
+  return int((word >> (8 * (b & 3))) & 0xff);
+}
+
+// Six-bit scale and min j (0..7) of a Q4_K/Q5_K super-block (spec §4.3 get_scale_min).
+__device__ __forceinline__ void k_scale_min(const int4& hdr, int j, int& sc, int& m) {
   if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
+    sc = k_scale_byte(hdr, j) & 63;
+    m = k_scale_byte(hdr, j + 4) & 63;
   } else {
-    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    sc = (k_scale_byte(hdr, j + 4) & 0xF) | ((k_scale_byte(hdr, j - 4) >> 6) << 4);
+    m = (k_scale_byte(hdr, j + 4) >> 4) | ((k_scale_byte(hdr, j) >> 6) << 4);
   }
 }
 
@@ -303,12 +311,11 @@ struct ItemK45 {
   }
   __device__ __forceinline__ void scales(int k, float& d0, float& m0, float& d1, float& m1) const {
     const float d = h2f(uint32_t(hdr.x) & 0xffff), dmin = h2f(uint32_t(hdr.x) >> 16);
-    const uint8_t* sc = reinterpret_cast<const uint8_t*>(&hdr) + 4;
     int s, m;
-    k_scale_min(sc, 2 * k, s, m);
+    k_scale_min(hdr, 2 * k, s, m);
     d0 = d * float(s);
     m0 = dmin * float(m);
-    k_scale_min(sc, 2 * k + 1, s, m);
+    k_scale_min(hdr, 2 * k + 1, s, m);
     d1 = d * float(s);
     m1 = dmin * float(m);
   }
@@ -433,23 +440,18 @@ __device__ __forceinline__ void item_values(const Item<T>& item, int64_t it, flo
   }
 }
 
-// Calls f.template operator()<T>() for the runtime type (the packable types only).
-template <typename F>
-__device__ __forceinline__ void dispatch_type(TensorType type, F&& f) {
-  switch (type) {
-    case TensorType::F32: f.template operator()<TensorType::F32>(); break;
-    case TensorType::F16: f.template operator()<TensorType::F16>(); break;
-    case TensorType::BF16: f.template operator()<TensorType::BF16>(); break;
-    case TensorType::Q8_0: f.template operator()<TensorType::Q8_0>(); break;
-    case TensorType::Q4_0: f.template operator()<TensorType::Q4_0>(); break;
-    case TensorType::Q4_1: f.template operator()<TensorType::Q4_1>(); break;
-    case TensorType::Q5_0: f.template operator()<TensorType::Q5_0>(); break;
-    case TensorType::Q5_1: f.template operator()<TensorType::Q5_1>(); break;
-    case TensorType::Q4_K: f.template operator()<TensorType::Q4_K>(); break;
-    case TensorType::Q5_K: f.template operator()<TensorType::Q5_K>(); break;
-    case TensorType::Q6_K: f.template operator()<TensorType::Q6_K>(); break;
-    default: break;
-  }
-}
+// Expands MACRO(T) inside a switch over the packable types (case T: MACRO(T); break;).
+#define RWKV_CUDA_TYPE_CASES(MACRO)                    \
+  case TensorType::F32: MACRO(TensorType::F32); break;   \
+  case TensorType::F16: MACRO(TensorType::F16); break;   \
+  case TensorType::BF16: MACRO(TensorType::BF16); break; \
+  case TensorType::Q8_0: MACRO(TensorType::Q8_0); break; \
+  case TensorType::Q4_0: MACRO(TensorType::Q4_0); break; \
+  case TensorType::Q4_1: MACRO(TensorType::Q4_1); break; \
+  case TensorType::Q5_0: MACRO(TensorType::Q5_0); break; \
+  case TensorType::Q5_1: MACRO(TensorType::Q5_1); break; \
+  case TensorType::Q4_K: MACRO(TensorType::Q4_K); break; \
+  case TensorType::Q5_K: MACRO(TensorType::Q5_K); break; \
+  case TensorType::Q6_K: MACRO(TensorType::Q6_K); break;
 
 }  // namespace rwkv::cuda

@@ -80,6 +80,13 @@ std::unique_ptr<Context> Context::create(int device_index, bool allow_cpu_device
   ctx->info_ = chosen.info;
   ctx->limits_ = chosen.limits;
   ctx->queue_family_ = chosen.compute_queue_family;
+  // RWKV_VULKAN_MAX_BUFFER=<bytes> lowers the storage-buffer range the backend plans with,
+  // so that small test models exercise the paths of large ones: matrices split over
+  // buffers, prefill split into sub-steps, few logits rows per sub-step.
+  if (const char* cap = std::getenv("RWKV_VULKAN_MAX_BUFFER"); cap != nullptr && cap[0] != '\0') {
+    const uint64_t bytes = std::strtoull(cap, nullptr, 10);
+    if (bytes >= 4096) ctx->limits_.max_storage_range = std::min(ctx->limits_.max_storage_range, bytes);
+  }
   const Functions& fn = ctx->fn_;
   fn.vkGetPhysicalDeviceMemoryProperties(ctx->physical_, &ctx->memory_);
 

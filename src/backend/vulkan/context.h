@@ -18,7 +18,7 @@ class Pipelines;
 enum class MemoryKind { device, staging, readback };
 
 struct DeviceLimits {
-  uint64_t max_storage_range = 0;     // maxStorageBufferRange: the most bytes one binding may see
+  uint64_t max_storage_range = 0;     // maxStorageBufferRange (or RWKV_VULKAN_MAX_BUFFER): bytes one binding may see
   uint32_t max_shared_bytes = 0;      // maxComputeSharedMemorySize
   uint32_t max_workgroup_size_x = 0;  // maxComputeWorkGroupSize[0]
   uint32_t max_workgroup_count[3] = {0, 0, 0};

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "backend/vulkan/context.h"
+#include "backend/vulkan/pipelines.h"
 #include "tensor/types.h"
 
 namespace rwkv::vk {

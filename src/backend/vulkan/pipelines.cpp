@@ -16,7 +16,7 @@ Pipelines::~Pipelines() {
 
 const Pipelines::Layout& Pipelines::layout(const ShaderInterface& iface) {
   std::string key = std::to_string(iface.push_bytes);
-  for (uint32_t c : iface.binding_counts) key += "," + std::to_string(c);
+  for (uint32_t c : iface.binding_counts) key.append(",").append(std::to_string(c));
   auto it = layouts_.find(key);
   if (it != layouts_.end()) return it->second;
 
@@ -56,7 +56,7 @@ const Pipelines::Layout& Pipelines::layout(const ShaderInterface& iface) {
 
 const Pipeline& Pipelines::get(const std::string& name, const ShaderInterface& iface, std::span<const uint32_t> spec) {
   std::string key = name;
-  for (uint32_t v : spec) key += ":" + std::to_string(v);
+  for (uint32_t v : spec) key.append(":").append(std::to_string(v));
   auto it = pipelines_.find(key);
   if (it != pipelines_.end()) return it->second;
 

@@ -11,6 +11,9 @@ namespace rwkv::vk {
 namespace {
 
 constexpr uint64_t kAlign = 256;                 // tensor start alignment inside an arena
+// Bytes after an arena's last tensor: the shaders read whole 32-bit words (and 16-byte
+// quads), so a tensor ending inside a word needs that word in the buffer.
+constexpr uint64_t kTailPad = 16;
 constexpr uint64_t kStagingBytes = 64ull << 20;  // one upload slice
 
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
@@ -20,7 +23,7 @@ uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 WeightStore::WeightStore(Context& ctx, uint64_t arena_limit) : ctx_(ctx) {
   const uint64_t device_limit = std::min<uint64_t>(ctx.limits().max_storage_range, 1ull << 30);
   arena_limit_ = arena_limit == 0 ? device_limit : std::min(arena_limit, device_limit);
-  arena_limit_ = arena_limit_ / kAlign * kAlign;
+  arena_limit_ = (arena_limit_ - kTailPad) / kAlign * kAlign;
 }
 
 DeviceMatrix WeightStore::add_matrix(const Weight& w) {
@@ -98,9 +101,13 @@ uint64_t WeightStore::total_bytes() const {
 
 void WeightStore::upload(const ProgressFn& progress) {
   for (size_t i = 0; i < arena_sizes_.size(); ++i) {
-    arenas_.emplace_back(ctx_, std::max<uint64_t>(arena_sizes_[i], 16), MemoryKind::device, "model weights");
+    arenas_.emplace_back(ctx_, align_up(arena_sizes_[i], kTailPad) + kTailPad, MemoryKind::device, "model weights");
   }
   if (host_vectors_.empty()) host_vectors_.assign(4, 0.0f);
+  if (host_vectors_.size() * 4 > ctx_.limits().max_storage_range) {
+    fail(ErrorCode::unsupported, "vulkan: the model's 1-D weights (" + std::to_string(host_vectors_.size() * 4) +
+                                     " bytes) exceed the device's buffer range");
+  }
   vectors_ = Buffer(ctx_, host_vectors_.size() * 4, MemoryKind::device, "model vectors");
 
   uint64_t total = host_vectors_.size() * 4;

@@ -1,0 +1,228 @@
+// Encodes one step of the model (spec §2) as kernels on the backend's stream: embedding,
+// per layer time mix and channel mix, head. Few rows (decode): fused multi-matrix matvec
+// launches with their nonlinearities folded in; more rows: cuBLAS on f16 weights with
+// elementwise epilogues. With a debug hook every named intermediate is copied out.
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "backend/cuda/backend_impl.h"
+#include "common/error.h"
+
+namespace rwkv::cuda {
+namespace {
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) fail(ErrorCode::backend, std::string("cuda: ") + what + ": " + cudaGetErrorString(err));
+}
+
+MatvecJob job(const Mat& W, const float* x, int64_t x_stride, float* y, int64_t y_stride, OutOp out = OutOp::store,
+              const float* bias = nullptr, InOp in = InOp::none) {
+  MatvecJob j;
+  j.W = W.view();
+  j.x = x;
+  j.x_stride = x_stride;
+  j.y = y;
+  j.y_stride = y_stride;
+  j.bias = bias;
+  j.in_op = in;
+  j.out_op = out;
+  return j;
+}
+
+}  // namespace
+
+void CudaBackend::emit(int layer, const char* name, const float* data, int rows, int width) {
+  if (!hook_) return;
+  check(cudaStreamSynchronize(stream_), name);
+  std::vector<float> host(size_t(rows) * width);
+  check(cudaMemcpy(host.data(), data, host.size() * sizeof(float), cudaMemcpyDeviceToHost), name);
+  hook_(layer, name, rows, width, host.data());
+}
+
+void CudaBackend::matmul(const Mat& W, const float* x, int64_t x_stride, int R, InOp in, float* y, int64_t y_stride,
+                         OutOp out, const float* bias, float* y_raw) {
+  if (R <= kMatvecMaxRows) {
+    MatvecJob j = job(W, x, x_stride, y, y_stride, out, bias, in);
+    j.y_raw = y_raw;
+    matvec(&j, 1, R, stream_);
+    return;
+  }
+  to_f16(x, x_stride, R, W.cols(), in, scratch_.x16, stream_);
+  const void* w16 = W.f16;
+  int64_t ld = W.ld16;
+  if (!w16) {
+    dequant_to_f16(W.view(), w16_scratch_.data(), W.cols(), stream_);
+    w16 = w16_scratch_.data();
+    ld = W.cols();
+  }
+  if (out == OutOp::add && !y_raw) {
+    blas_->gemm_f16(w16, ld, W.rows(), W.cols(), scratch_.x16, R, y, y_stride, 1.f, stream_);
+  } else if (out == OutOp::add) {
+    blas_->gemm_f16(w16, ld, W.rows(), W.cols(), scratch_.x16, R, y_raw, y_stride, 0.f, stream_);
+    epilogue(OutOp::add, y_raw, y, nullptr, R, W.rows(), y_stride, stream_);
+  } else {
+    blas_->gemm_f16(w16, ld, W.rows(), W.cols(), scratch_.x16, R, y, y_stride, 0.f, stream_);
+    if (out != OutOp::store) epilogue(out, y, y, bias, R, W.rows(), y_stride, stream_);
+  }
+}
+
+void CudaBackend::encode(const ChunkPlan& p) {
+  Scratch& s = scratch_;
+  const int C = hp_.n_embd, R = p.R;
+  const size_t cap = size_t(s.rows);
+  BatchDev bd;
+  bd.row_seq = s.ints + cap;
+  bd.seq_start = s.ints + 2 * cap;
+  bd.seq_slot = s.ints + 3 * cap + 1;
+  bd.R = R;
+  bd.B = p.B;
+  embed_ln(tok_embd_.view(), s.ints, R, ln0_w_, ln0_b_, hp_.ln_eps, hook_ ? s.raw : nullptr, s.h, stream_);
+  emit(-1, "embed", s.raw, R, C);
+  emit(-1, "embed.ln", s.h, R, C);
+  for (int l = 0; l < hp_.n_layer; ++l) {
+    time_mix(l, p, bd);
+    channel_mix(l, p, bd);
+    emit(l, "layer.out", s.h, R, C);
+  }
+  if (p.n_out > 0) {
+    layer_norm_rows(s.h, s.ints + 4 * cap + 1, p.n_out, C, ln_out_w_, ln_out_b_, hp_.ln_eps, s.head_x, stream_);
+    emit(-1, "head.ln", s.head_x, p.n_out, C);
+    matmul(head_, s.head_x, C, p.n_out, InOp::none, s.logits, hp_.n_vocab, OutOp::store, nullptr, nullptr);
+    emit(-1, "logits", s.logits, p.n_out, hp_.n_vocab);
+  }
+}
+
+void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
+  Scratch& s = scratch_;
+  const LayerDev& L = layers_[l];
+  const int C = hp_.n_embd, R = p.R, D = d_max_;
+  float* state = states_.as<float>() + size_t(l) * hp_.state_floats_per_layer();
+
+  ShiftLerpArgs lerp;
+  lerp.batch = bd;
+  lerp.h = s.h;
+  lerp.C = C;
+  lerp.ln_w = L.att_ln_w;
+  lerp.ln_b = L.att_ln_b;
+  lerp.eps = hp_.ln_eps;
+  lerp.mix = L.att_mix;
+  lerp.n_mix = 6;
+  for (int m = 0; m < 6; ++m) lerp.out[m] = s.mix[m];
+  lerp.xln = s.xln;
+  lerp.shift = state;
+  lerp.state_stride = hp_.state_floats();
+  ln_shift_lerp(lerp, stream_);
+  emit(l, "att.ln", s.xln, R, C);
+  const char* mix_names[6] = {"att.xr", "att.xw", "att.xk", "att.xv", "att.xa", "att.xg"};
+  for (int m = 0; m < 6; ++m) emit(l, mix_names[m], s.mix[m], R, C);
+  float *xr = s.mix[0], *xw = s.mix[1], *xk = s.mix[2], *xv = s.mix[3], *xa = s.mix[4], *xg = s.mix[5];
+
+  const bool residual = l > 0;
+  if (R <= kMatvecMaxRows) {
+    // Projections and the first LoRA stages in one launch, the second stages (with
+    // tanh/sigmoid and the decay/sigmoid epilogues folded in) in another.
+    std::vector<MatvecJob> first{job(L.wr, xr, C, s.r, C),        job(L.wk, xk, C, s.k, C),
+                                 job(L.wv, xv, C, s.v, C),        job(L.w1, xw, C, s.w_lo, D),
+                                 job(L.a1, xa, C, s.a_lo, D),     job(L.g1, xg, C, s.g_lo, D)};
+    if (residual) first.push_back(job(L.v1, xv, C, s.v_lo, D));
+    matvec(first.data(), int(first.size()), R, stream_);
+    std::vector<MatvecJob> second{job(L.w2, s.w_lo, D, s.decay, C, OutOp::decay, L.w0, InOp::tanh),
+                                  job(L.a2, s.a_lo, D, s.a, C, OutOp::sigmoid, L.a0),
+                                  job(L.g2, s.g_lo, D, s.g, C, OutOp::store, nullptr, InOp::sigmoid)};
+    if (residual) second.push_back(job(L.v2, s.v_lo, D, s.nu, C, OutOp::sigmoid, L.v0));
+    matvec(second.data(), int(second.size()), R, stream_);
+  } else {
+    matmul(L.wr, xr, C, R, InOp::none, s.r, C, OutOp::store, nullptr, nullptr);
+    matmul(L.wk, xk, C, R, InOp::none, s.k, C, OutOp::store, nullptr, nullptr);
+    matmul(L.wv, xv, C, R, InOp::none, s.v, C, OutOp::store, nullptr, nullptr);
+    matmul(L.w1, xw, C, R, InOp::none, s.w_lo, D, OutOp::store, nullptr, nullptr);
+    matmul(L.w2, s.w_lo, D, R, InOp::tanh, s.decay, C, OutOp::decay, L.w0, nullptr);
+    matmul(L.a1, xa, C, R, InOp::none, s.a_lo, D, OutOp::store, nullptr, nullptr);
+    matmul(L.a2, s.a_lo, D, R, InOp::none, s.a, C, OutOp::sigmoid, L.a0, nullptr);
+    matmul(L.g1, xg, C, R, InOp::none, s.g_lo, D, OutOp::store, nullptr, nullptr);
+    matmul(L.g2, s.g_lo, D, R, InOp::sigmoid, s.g, C, OutOp::store, nullptr, nullptr);
+    if (residual) {
+      matmul(L.v1, xv, C, R, InOp::none, s.v_lo, D, OutOp::store, nullptr, nullptr);
+      matmul(L.v2, s.v_lo, D, R, InOp::none, s.nu, C, OutOp::sigmoid, L.v0, nullptr);
+    }
+  }
+  emit(l, "att.r", s.r, R, C);
+  emit(l, "att.decay", s.decay, R, C);
+  emit(l, "att.k", s.k, R, C);
+
+  WkvArgs w;
+  w.batch = bd;
+  w.H = hp_.n_head;
+  w.N = hp_.head_size;
+  w.first_layer = l == 0;
+  w.r = s.r;
+  w.decay = s.decay;
+  w.k = s.k;
+  w.a = s.a;
+  w.g = s.g;
+  w.nu = s.nu;
+  w.v = s.v;
+  w.v_first = s.v_first;
+  w.k_k = L.k_k;
+  w.k_a = L.k_a;
+  w.r_k = L.r_k;
+  w.lnx_w = L.lnx_w;
+  w.lnx_b = L.lnx_b;
+  w.gn_eps = hp_.gn_eps;
+  w.state = state + 2 * size_t(C);
+  w.state_stride = hp_.state_floats();
+  w.xo = s.xo;
+  const bool debug = bool(hook_);
+  w.kk = s.kk;
+  w.kmod = s.kmod;
+  w.y = s.y;
+  w.lnx = debug ? s.lnx : nullptr;
+  if (p.max_tokens <= 2) {
+    if (!debug) w.kk = w.kmod = w.y = nullptr;
+    wkv_fused(w, stream_);
+  } else {
+    wkv_prefill(w, stream_);
+  }
+  emit(l, "att.v", s.v, R, C);
+  emit(l, "att.a", s.a, R, C);
+  emit(l, "att.g", s.g, R, C);
+  emit(l, "att.kk", s.kk, R, C);
+  emit(l, "att.k_mod", s.kmod, R, C);
+  emit(l, "att.wkv", s.y, R, C);
+  emit(l, "att.lnx", s.lnx, R, C);
+
+  matmul(L.wo, s.xo, C, R, InOp::none, s.h, C, OutOp::add, nullptr, debug ? s.raw : nullptr);
+  emit(l, "att.out", s.raw, R, C);
+}
+
+void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
+  Scratch& s = scratch_;
+  const LayerDev& L = layers_[l];
+  const int C = hp_.n_embd, F = hp_.n_ffn, R = p.R;
+  float* state = states_.as<float>() + size_t(l) * hp_.state_floats_per_layer();
+
+  ShiftLerpArgs lerp;
+  lerp.batch = bd;
+  lerp.h = s.h;
+  lerp.C = C;
+  lerp.ln_w = L.ffn_ln_w;
+  lerp.ln_b = L.ffn_ln_b;
+  lerp.eps = hp_.ln_eps;
+  lerp.mix = L.ffn_mix;
+  lerp.n_mix = 1;
+  lerp.out[0] = s.mix[0];
+  lerp.xln = s.xln;
+  lerp.shift = state + C;
+  lerp.state_stride = hp_.state_floats();
+  ln_shift_lerp(lerp, stream_);
+  emit(l, "ffn.ln", s.xln, R, C);
+  emit(l, "ffn.xk", s.mix[0], R, C);
+
+  matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, OutOp::relu_sq, nullptr, nullptr);
+  emit(l, "ffn.hidden", s.hidden, R, F);
+  matmul(L.ffn_value, s.hidden, F, R, InOp::none, s.h, C, OutOp::add, nullptr, hook_ ? s.raw : nullptr);
+  emit(l, "ffn.out", s.raw, R, C);
+}
+
+}  // namespace rwkv::cuda

@@ -1,0 +1,319 @@
+// VulkanBackend: device selection, weight upload, the static plan of a step (scratch
+// layout, matrix jobs), and the state slots. Step recording is in step.cpp.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "backend/registry.h"
+#include "backend/vulkan/vulkan_backend.h"
+#include "common/error.h"
+
+namespace rwkv::vk {
+namespace {
+
+// Rows of activations one sub-step holds at most: prefill beyond this runs in several
+// sub-steps (the recurrence carries over through the state).
+constexpr uint32_t kMaxRowsPerStep = 512;
+
+}  // namespace
+
+VulkanBackend::VulkanBackend(const BackendOptions& options, bool allow_cpu_devices) {
+  ctx_ = Context::create(options.device, allow_cpu_devices);
+  kernels_ = std::make_unique<Kernels>(*ctx_);
+  if (options.verbose) {
+    const VulkanDeviceInfo& d = ctx_->info();
+    std::fprintf(stderr, "vulkan: device %d: %s (%s, %s, subgroup %u)\n", d.index, d.name.c_str(), d.type.c_str(),
+                 d.driver.c_str(), d.subgroup_size);
+  }
+}
+
+VulkanBackend::~VulkanBackend() {
+  if (ctx_ == nullptr) return;
+  ctx_->fn().vkDeviceWaitIdle(ctx_->device());
+  invalidate_commands();
+}
+
+void VulkanBackend::invalidate_commands() {
+  for (auto& [key, cmd] : commands_) ctx_->free_commands(cmd);
+  commands_.clear();
+}
+
+void VulkanBackend::plan_scratch() {
+  const uint32_t C = uint32_t(hp_.n_embd);
+  // Widths of the regions in the order of ScratchLayout.
+  struct Region {
+    uint32_t* field;
+    uint32_t width;
+  };
+  ScratchLayout& s = sl_;
+  const Region regions[] = {
+      {&s.h_a, C},    {&s.h_b, C},        {&s.att_out, C},      {&s.ffn_out, C},        {&s.xa, C},
+      {&s.mix, 6 * C}, {&s.r, C},         {&s.k, C},            {&s.v, C},              {&s.decay, C},
+      {&s.a, C},      {&s.nu, C},         {&s.g, C},            {&s.w_mid, uint32_t(hp_.rank_w)},
+      {&s.a_mid, uint32_t(hp_.rank_a)},   {&s.v_mid, uint32_t(hp_.rank_v)}, {&s.g_mid, uint32_t(hp_.rank_g)},
+      {&s.v_first, C}, {&s.att_y, C},     {&s.xf, C},           {&s.xk, C},             {&s.hidden, uint32_t(hp_.n_ffn)},
+      {&s.emb, C},    {&s.head_in, C},    {&s.dbg, 5 * C},      {&s.layer_out, C},
+  };
+  uint64_t per_row = 0;
+  for (const Region& r : regions) per_row += (r.width + 3) / 4 * 4;
+  const uint64_t fit = ctx_->limits().max_storage_range / 4 / (per_row + 4);
+  s.rows_cap = uint32_t(std::min<uint64_t>({kMaxRowsPerStep, fit, ctx_->limits().max_workgroup_count[1]}));
+  if (s.rows_cap == 0) {
+    fail(ErrorCode::unsupported, "vulkan: one row of activations (" + std::to_string(per_row * 4) +
+                                     " bytes) exceeds the device's buffer range");
+  }
+  uint64_t off = 0;
+  for (const Region& r : regions) {
+    *r.field = uint32_t(off);
+    off += uint64_t(s.rows_cap) * ((r.width + 3) / 4 * 4);
+  }
+  s.floats = off;
+  const uint64_t logits_fit = ctx_->limits().max_storage_range / 4 / uint64_t(hp_.n_vocab);
+  logits_rows_cap_ = uint32_t(std::min<uint64_t>(s.rows_cap, logits_fit));
+  if (logits_rows_cap_ == 0) fail(ErrorCode::unsupported, "vulkan: one row of logits exceeds the device's buffer range");
+}
+
+MatStage VulkanBackend::build_stage(const std::vector<JobSpec>& specs, std::vector<MatJob>& jobs) {
+  struct Pending {
+    MatGroup group;
+    std::vector<MatJob> jobs;
+    uint32_t used = 0;  // weight slots in use
+  };
+  std::vector<Pending> groups;
+  const uint32_t max_rows = kernels_->max_job_rows();
+  for (const JobSpec& spec : specs) {
+    const DeviceMatrix& m = *spec.m;
+    for (const DeviceMatrix::Piece& piece : m.pieces) {
+      const VkBuffer buffer = store_->arena(piece.arena);
+      for (uint32_t r = 0; r < piece.rows; r += max_rows) {
+        MatJob job;
+        job.w_off = piece.offset + r * m.row_bytes;
+        job.row_bytes = m.row_bytes;
+        job.rows = std::min(max_rows, piece.rows - r);
+        job.cols = m.cols;
+        job.x_off = spec.x_off;
+        job.x_stride = spec.x_stride;
+        job.y_off = spec.y_off + piece.row_begin + r;
+        job.y_stride = spec.y_stride;
+        job.flags = spec.flags;
+        job.bias_off = spec.bias_off == kNone ? kNone : spec.bias_off + piece.row_begin + r;
+        // A group of this type that already binds the buffer, or has a free weight slot.
+        Pending* g = nullptr;
+        for (Pending& p : groups) {
+          if (p.group.type != m.type) continue;
+          for (uint32_t i = 0; i < p.used && g == nullptr; ++i) {
+            if (p.group.weights[i] == buffer) {
+              g = &p;
+              job.wbind = i;
+            }
+          }
+          if (g == nullptr && p.used < 4) {
+            g = &p;
+            job.wbind = p.used;
+            p.group.weights[p.used++] = buffer;
+          }
+          if (g != nullptr) break;
+        }
+        if (g == nullptr) {
+          groups.emplace_back();
+          g = &groups.back();
+          g->group.type = m.type;
+          g->group.weights[0] = buffer;
+          g->used = 1;
+          job.wbind = 0;
+        }
+        g->group.max_rows = std::max(g->group.max_rows, job.rows);
+        g->jobs.push_back(job);
+      }
+    }
+  }
+  MatStage stage;
+  for (Pending& p : groups) {
+    for (uint32_t i = p.used; i < 4; ++i) p.group.weights[i] = p.group.weights[0];
+    p.group.job_base = uint32_t(jobs.size());
+    p.group.n_jobs = uint32_t(p.jobs.size());
+    jobs.insert(jobs.end(), p.jobs.begin(), p.jobs.end());
+    stage.push_back(p.group);
+  }
+  return stage;
+}
+
+void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& progress) {
+  if (model_ != nullptr) fail(ErrorCode::argument, "vulkan: load() called twice");
+  hp_ = model->hparams();
+  const uint32_t N = uint32_t(hp_.head_size);
+  if (N == 0 || N % 8 != 0 || N > 128 || N > ctx_->limits().max_workgroup_size_x) {
+    fail(ErrorCode::unsupported, "vulkan: head size " + std::to_string(N) + " is not supported (a multiple of 8 up to 128)");
+  }
+  store_ = std::make_unique<WeightStore>(*ctx_);
+  WeightStore& st = *store_;
+  tok_embd_ = st.add_matrix(model->tok_embd);
+  head_ = st.add_matrix(model->head);
+  embd_ln_w_ = st.add_vector(model->embd_norm_w);
+  embd_ln_b_ = st.add_vector(model->embd_norm_b);
+  out_ln_w_ = st.add_vector(model->out_norm_w);
+  out_ln_b_ = st.add_vector(model->out_norm_b);
+
+  // Matrices must outlive build_stage; a deque-like reserve keeps their addresses fixed.
+  struct LayerMats {
+    DeviceMatrix wr, wk, wv, wo, w1, w2, a1, a2, v1, v2, g1, g2, key, value;
+    uint32_t w0 = 0, a0 = 0, v0 = 0;
+  };
+  std::vector<LayerMats> mats(size_t(hp_.n_layer));
+  layers_.assign(size_t(hp_.n_layer), LayerPlan{});
+  for (int l = 0; l < hp_.n_layer; ++l) {
+    const LayerWeights& w = model->layers[size_t(l)];
+    LayerMats& m = mats[size_t(l)];
+    LayerPlan& p = layers_[size_t(l)];
+    m.wr = st.add_matrix(w.wr);
+    m.wk = st.add_matrix(w.wk);
+    m.wv = st.add_matrix(w.wv);
+    m.wo = st.add_matrix(w.wo);
+    m.w1 = st.add_matrix(w.w1);
+    m.w2 = st.add_matrix(w.w2);
+    m.a1 = st.add_matrix(w.a1);
+    m.a2 = st.add_matrix(w.a2);
+    if (l > 0) {  // layer 0's v0/v1/v2 are dummies (spec §3.2)
+      m.v1 = st.add_matrix(w.v1);
+      m.v2 = st.add_matrix(w.v2);
+      m.v0 = st.add_vector(w.v0);
+    }
+    m.g1 = st.add_matrix(w.g1);
+    m.g2 = st.add_matrix(w.g2);
+    m.key = st.add_matrix(w.ffn_key);
+    m.value = st.add_matrix(w.ffn_value);
+    m.w0 = st.add_vector(w.w0);
+    m.a0 = st.add_vector(w.a0);
+    p.ln1_w = st.add_vector(w.att_norm_w);
+    p.ln1_b = st.add_vector(w.att_norm_b);
+    p.ln2_w = st.add_vector(w.ffn_norm_w);
+    p.ln2_b = st.add_vector(w.ffn_norm_b);
+    p.mu6 = st.add_vector(w.lerp_fused);
+    p.ffn_mu = st.add_vector(w.ffn_lerp_k);
+    p.k_k = st.add_vector(w.k_k);
+    p.k_a = st.add_vector(w.k_a);
+    p.r_k = st.add_vector(w.r_k);
+    p.lnx_w = st.add_vector(w.lnx_w);
+    p.lnx_b = st.add_vector(w.lnx_b);
+  }
+
+  store_->upload(progress);  // the stages below name the device buffers
+  plan_scratch();
+  const ScratchLayout& s = sl_;
+  const uint32_t C = uint32_t(hp_.n_embd), F = uint32_t(hp_.n_ffn), ms = s.rows_cap * C;
+  const uint32_t Dw = uint32_t(hp_.rank_w), Da = uint32_t(hp_.rank_a), Dv = uint32_t(hp_.rank_v),
+                 Dg = uint32_t(hp_.rank_g);
+  std::vector<MatJob> jobs;
+  for (int l = 0; l < hp_.n_layer; ++l) {
+    LayerMats& m = mats[size_t(l)];
+    LayerPlan& p = layers_[size_t(l)];
+    // x slots of the lerp output: r, w, k, v, a, g.
+    const uint32_t xr = s.mix, xw = s.mix + ms, xk = s.mix + 2 * ms, xv = s.mix + 3 * ms, xa = s.mix + 4 * ms,
+                   xg = s.mix + 5 * ms;
+    std::vector<JobSpec> in = {
+        {&m.wr, xr, C, s.r, C, kActNone, kNone},        {&m.wk, xk, C, s.k, C, kActNone, kNone},
+        {&m.wv, xv, C, s.v, C, kActNone, kNone},        {&m.w1, xw, C, s.w_mid, Dw, kActTanh, kNone},
+        {&m.a1, xa, C, s.a_mid, Da, kActNone, kNone},   {&m.g1, xg, C, s.g_mid, Dg, kActSigmoid, kNone},
+    };
+    std::vector<JobSpec> lora = {
+        {&m.w2, s.w_mid, Dw, s.decay, C, kActDecay, m.w0},
+        {&m.a2, s.a_mid, Da, s.a, C, kActSigmoid, m.a0},
+        {&m.g2, s.g_mid, Dg, s.g, C, kActNone, kNone},
+    };
+    if (l > 0) {
+      in.push_back({&m.v1, xv, C, s.v_mid, Dv, kActNone, kNone});
+      lora.push_back({&m.v2, s.v_mid, Dv, s.nu, C, kActSigmoid, m.v0});
+    }
+    p.in = build_stage(in, jobs);
+    p.lora = build_stage(lora, jobs);
+    p.out = build_stage({{&m.wo, s.att_y, C, s.att_out, C, kActNone, kNone}}, jobs);
+    p.key = build_stage({{&m.key, s.xk, C, s.hidden, F, kActReluSq, kNone}}, jobs);
+    p.value = build_stage({{&m.value, s.hidden, F, s.ffn_out, C, kActNone, kNone}}, jobs);
+  }
+  head_stage_ = build_stage({{&head_, s.head_in, C, 0, uint32_t(hp_.n_vocab), kJobGather, kNone}}, jobs);
+
+  jobs_ = Buffer(*ctx_, jobs.size() * sizeof(MatJob), MemoryKind::device, "matrix jobs");
+  upload_bytes(*ctx_, jobs_.handle(), 0, jobs.data(), jobs.size() * sizeof(MatJob));
+  scratch_ = Buffer(*ctx_, s.floats * 4, MemoryKind::device, "activations");
+  meta_stride_ = s.rows_cap;
+  meta_ = Buffer(*ctx_, uint64_t(meta_stride_) * 7 * 4, MemoryKind::staging, "step tables");
+  model_ = std::move(model);
+  set_slots(1);
+}
+
+void VulkanBackend::set_slots(int n) {
+  if (model_ == nullptr) fail(ErrorCode::argument, "vulkan: set_slots() before load()");
+  if (n < 1) fail(ErrorCode::argument, "vulkan: set_slots(" + std::to_string(n) + "): at least one slot is needed");
+  const uint64_t per_layer = hp_.state_floats_per_layer() * 4;
+  const uint64_t bytes = per_layer * uint64_t(n);
+  if (bytes > ctx_->limits().max_storage_range) {
+    fail(ErrorCode::argument, "vulkan: " + std::to_string(n) + " slots need " + std::to_string(bytes) +
+                                  " bytes of state per layer; the device binds at most " +
+                                  std::to_string(ctx_->limits().max_storage_range) + " (" +
+                                  std::to_string(ctx_->limits().max_storage_range / per_layer) + " slots)");
+  }
+  ctx_->fn().vkDeviceWaitIdle(ctx_->device());
+  invalidate_commands();
+  states_.clear();
+  n_slots_ = 0;
+  for (int l = 0; l < hp_.n_layer; ++l) states_.emplace_back(*ctx_, bytes, MemoryKind::device, "recurrent state");
+  ctx_->run([&](VkCommandBuffer cmd) {
+    for (const Buffer& b : states_) ctx_->fn().vkCmdFillBuffer(cmd, b.handle(), 0, VK_WHOLE_SIZE, 0);
+  });
+  n_slots_ = n;
+}
+
+void VulkanBackend::check_slot(int slot, const char* what) const {
+  if (slot < 0 || slot >= n_slots_) {
+    fail(ErrorCode::argument, std::string("vulkan: ") + what + ": slot " + std::to_string(slot) + " out of range (" +
+                                  std::to_string(n_slots_) + " slots)");
+  }
+}
+
+void VulkanBackend::reset_slot(int slot) {
+  check_slot(slot, "reset_slot");
+  const uint64_t bytes = hp_.state_floats_per_layer() * 4;
+  ctx_->run([&](VkCommandBuffer cmd) {
+    for (const Buffer& b : states_) ctx_->fn().vkCmdFillBuffer(cmd, b.handle(), bytes * uint64_t(slot), bytes, 0);
+  });
+}
+
+void VulkanBackend::get_state(int slot, std::span<float> out) {
+  check_slot(slot, "get_state");
+  if (out.size() != hp_.state_floats()) fail(ErrorCode::argument, "vulkan: get_state: wrong buffer size");
+  const uint64_t bytes = hp_.state_floats_per_layer() * 4;
+  Buffer host(*ctx_, bytes * states_.size(), MemoryKind::readback, "state readback");
+  ctx_->run([&](VkCommandBuffer cmd) {
+    for (size_t l = 0; l < states_.size(); ++l) {
+      const VkBufferCopy region{bytes * uint64_t(slot), bytes * l, bytes};
+      ctx_->fn().vkCmdCopyBuffer(cmd, states_[l].handle(), host.handle(), 1, &region);
+    }
+    kernels_->host_barrier(cmd);
+  });
+  ctx_->invalidate(host);
+  std::memcpy(out.data(), host.mapped(), bytes * states_.size());
+}
+
+void VulkanBackend::set_state(int slot, std::span<const float> in) {
+  check_slot(slot, "set_state");
+  if (in.size() != hp_.state_floats()) fail(ErrorCode::argument, "vulkan: set_state: wrong buffer size");
+  const uint64_t bytes = hp_.state_floats_per_layer() * 4;
+  Buffer host(*ctx_, bytes * states_.size(), MemoryKind::staging, "state upload");
+  std::memcpy(host.mapped(), in.data(), bytes * states_.size());
+  ctx_->run([&](VkCommandBuffer cmd) {
+    for (size_t l = 0; l < states_.size(); ++l) {
+      const VkBufferCopy region{bytes * l, bytes * uint64_t(slot), bytes};
+      ctx_->fn().vkCmdCopyBuffer(cmd, host.handle(), states_[l].handle(), 1, &region);
+    }
+  });
+}
+
+}  // namespace rwkv::vk
+
+namespace rwkv {
+
+std::unique_ptr<Backend> make_vulkan_backend(const BackendOptions& options, bool allow_cpu_devices) {
+  return std::make_unique<vk::VulkanBackend>(options, allow_cpu_devices);
+}
+
+}  // namespace rwkv

@@ -1,0 +1,82 @@
+// Runs single kernels of the Vulkan backend on host data: the op parity tests compare them
+// with the reference ops (backend/cpu/ref_ops.h). Every region a kernel may touch sits in
+// one scratch buffer between guard words, and outputs start as a NaN pattern, so a kernel
+// that writes out of bounds trips guards_broken() and one that leaves an output element
+// unwritten shows a NaN.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "backend/vulkan/context.h"
+#include "backend/vulkan/kernels.h"
+#include "model/model.h"
+
+namespace rwkv::vk {
+
+// One sequence of a multi-sequence op: `rows` consecutive activation rows using state slot `slot`.
+struct OpSeq {
+  int slot = 0;
+  int rows = 1;
+};
+
+class OpRunner {
+ public:
+  // Opens the best Vulkan device, CPU-type ones (lavapipe) included. Throws Error(backend).
+  OpRunner();
+  ~OpRunner();
+  Context& context() { return *ctx_; }
+
+  // y [T x W.rows()] = act(W x + bias), x [T x W.cols()]. `arena_limit` > 0 splits W by rows
+  // over buffers of at most that many bytes (at most 4). With `gather`, y row t is computed
+  // from x row gather[t] (and T = gather.size()).
+  std::vector<float> matrix(const Weight& W, std::span<const float> x, int T, MatPath path, uint32_t act = kActNone,
+                            std::span<const float> bias = {}, uint64_t arena_limit = 0,
+                            std::span<const uint32_t> gather = {});
+
+  // Embedding rows of `tokens` (emb) and their LayerNorm (h), both [T x C].
+  void embed(const Weight& table, std::span<const int32_t> tokens, std::span<const float> ln_w,
+             std::span<const float> ln_b, float eps, std::vector<float>& emb, std::vector<float>& h);
+
+  struct LnMixIo {
+    // inputs
+    std::vector<float> h_in, delta;  // [T x C]; delta may be empty
+    std::vector<float> ln_w, ln_b;   // [C]
+    std::vector<float> mu;           // [nmix x C]
+    std::vector<float> state;        // [slots x slot_stride]: shift read at shift_off, commit at commit_off
+    std::vector<float> commit_src;   // [T x C] or empty
+    uint32_t slot_stride = 0, shift_off = 0, commit_off = 0;
+    float eps = 1e-5f;
+    // outputs
+    std::vector<float> h_out, xln, mix;  // mix [nmix x T x C]
+  };
+  void ln_mix(LnMixIo& io, int C, int nmix, std::span<const OpSeq> seqs);
+
+  struct WkvIo {
+    // inputs [T x C]; nu empty on layer 0 (then v_first is an output)
+    std::vector<float> r, k, v, a, decay, g, nu, v_first, xa;
+    std::vector<float> k_k, k_a, r_k, lnx_w, lnx_b;  // [C]
+    std::vector<float> state;                        // [slots x (2C + C*N)] per-layer layout
+    float gn_eps = 64e-5f;
+    // outputs [T x C]: out, and the debug intermediates
+    std::vector<float> out, kk, k_mod, v_mixed, wkv, lnx;
+  };
+  void wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs);
+
+  // Guard words overwritten by the last op (0 when every kernel stayed in bounds).
+  size_t guards_broken() const { return guards_broken_; }
+
+ private:
+  class Scratch;
+  // Uploads `scratch`, records `body`, runs, reads the scratch and state back.
+  template <class F>
+  void run(Scratch& scratch, const std::vector<uint32_t>& meta, F&& body);
+
+  std::unique_ptr<Context> ctx_;
+  std::unique_ptr<Kernels> kernels_;
+  size_t guards_broken_ = 0;
+};
+
+}  // namespace rwkv::vk

@@ -1,0 +1,143 @@
+// The Vulkan backend (internal). A step runs every layer for a batch of sequences in one
+// command buffer: about ten dispatches per layer separated by barriers, recorded once per
+// batch shape (rows, sequences, logits rows) and replayed; what changes from step to step
+// (token ids, slots, row layout) lives in a small host-visible "meta" buffer.
+//
+// Per layer (T = rows of the step, sequence-major):
+//   ln_mix(att)  h += ffn_out(l-1); xa = LN1(h); the six lerps with the token shift
+//   matrices     r, k, v = W x; LoRA down projections (tanh / sigmoid epilogues)
+//   matrices     LoRA up projections: decay, a, nu (value residual), g
+//   wkv          removal key, k_mod, value residual, recurrence, ln_x, bonus, gate
+//   matrices     att_out = W_o y
+//   ln_mix(ffn)  h += att_out; xf = LN2(h); xk lerp with the token shift
+//   matrices     hidden = relu(W_key xk)^2;  ffn_out = W_value hidden
+// then LN_out over h + ffn_out and the head for the rows that want logits.
+// Shift states are committed by a later dispatch than the one that reads them (wkv for the
+// attention shift, the next ln_mix for the FFN shift), so no dispatch reads a value that
+// another workgroup of the same dispatch overwrites.
+#pragma once
+
+#include <array>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/vulkan/context.h"
+#include "backend/vulkan/kernels.h"
+#include "backend/vulkan/weights.h"
+
+namespace rwkv::vk {
+
+// Offsets (floats) of the activation regions in the scratch buffer; region X holds up to
+// rows_cap rows of its width. mix holds six [rows_cap x C] slots (xr, xw, xk, xv, xa, xg),
+// dbg five (kk, k_mod, v, wkv, lnx: written only while a debug hook is set).
+struct ScratchLayout {
+  uint32_t rows_cap = 0;
+  uint32_t h_a = 0, h_b = 0, att_out = 0, ffn_out = 0, xa = 0, mix = 0;
+  uint32_t r = 0, k = 0, v = 0, decay = 0, a = 0, nu = 0, g = 0;
+  uint32_t w_mid = 0, a_mid = 0, v_mid = 0, g_mid = 0;
+  uint32_t v_first = 0, att_y = 0, xf = 0, xk = 0, hidden = 0, emb = 0, head_in = 0, dbg = 0, layer_out = 0;
+  uint64_t floats = 0;
+};
+
+// Jobs of one weight type run by one dispatch (jobs table entries [job_base, +n_jobs)).
+struct MatGroup {
+  TensorType type = TensorType::F32;
+  uint32_t job_base = 0, n_jobs = 0, max_rows = 0;
+  std::array<VkBuffer, 4> weights{};
+};
+// Matrix products with no dependencies among them: dispatched back to back, no barriers.
+using MatStage = std::vector<MatGroup>;
+
+struct LayerPlan {
+  uint32_t ln1_w = 0, ln1_b = 0, ln2_w = 0, ln2_b = 0, mu6 = 0, ffn_mu = 0;
+  uint32_t k_k = 0, k_a = 0, r_k = 0, lnx_w = 0, lnx_b = 0;
+  MatStage in, lora, out, key, value;
+};
+
+// One sequence's share of a sub-step.
+struct StepPart {
+  int slot = 0;
+  const int32_t* tokens = nullptr;
+  int n = 0;
+  bool all_logits = false;
+  bool ends = false;  // the sequence's last token is in this part
+};
+
+class VulkanBackend final : public Backend {
+ public:
+  VulkanBackend(const BackendOptions& options, bool allow_cpu_devices);
+  ~VulkanBackend() override;
+
+  std::string name() const override { return "vulkan"; }
+  std::string device_name() const override { return ctx_->info().name; }
+  void load(std::shared_ptr<const Model> model, const ProgressFn& progress) override;
+  void set_slots(int n) override;
+  int slots() const override { return n_slots_; }
+  void reset_slot(int slot) override;
+  void get_state(int slot, std::span<float> out) override;
+  void set_state(int slot, std::span<const float> in) override;
+  void step(std::span<const SeqTokens> batch, float* logits) override;
+  size_t memory_bytes() const override { return size_t(ctx_->device_bytes()); }
+
+ private:
+  // Debug capture while a hook is set (step.cpp).
+  struct Capture {
+    int layer;
+    const char* name;
+    uint64_t offset;  // bytes into the debug readback buffer
+    uint32_t rows, width;
+  };
+  struct JobSpec {
+    const DeviceMatrix* m;
+    uint32_t x_off, x_stride, y_off, y_stride, flags, bias_off;
+  };
+  MatStage build_stage(const std::vector<JobSpec>& specs, std::vector<MatJob>& jobs);
+  void plan_scratch();
+  void check_slot(int slot, const char* what) const;
+  void invalidate_commands();
+
+  std::vector<std::vector<StepPart>> split(std::span<const SeqTokens> batch) const;
+  void run_substep(const std::vector<StepPart>& parts, float* logits);
+  // Records a whole sub-step. With `captures`, flushes after the embedding and after every
+  // layer, handing the named intermediates to the hook (the command buffer is replaced).
+  void record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, bool debug);
+  void record_matrices(VkCommandBuffer cmd, const MatStage& stage, uint32_t n_tok, VkBuffer y, bool gather);
+  void capture(VkCommandBuffer cmd, int layer, const char* name, uint32_t region, uint32_t rows, uint32_t width,
+               VkBuffer source = VK_NULL_HANDLE);
+  void flush_captures(VkCommandBuffer& cmd);
+  void ensure_logits(uint32_t R);
+
+  std::unique_ptr<Context> ctx_;
+  std::unique_ptr<Kernels> kernels_;
+  std::shared_ptr<const Model> model_;
+  Hparams hp_;
+  std::unique_ptr<WeightStore> store_;
+
+  DeviceMatrix tok_embd_, head_;
+  std::vector<DeviceMatrix> matrices_;  // per layer, in a fixed order (backend.cpp)
+  std::vector<LayerPlan> layers_;
+  uint32_t embd_ln_w_ = 0, embd_ln_b_ = 0, out_ln_w_ = 0, out_ln_b_ = 0;
+  MatStage head_stage_;
+  ScratchLayout sl_;
+  uint32_t logits_rows_cap_ = 0;  // most logits rows one sub-step may produce
+
+  Buffer jobs_, scratch_, meta_;
+  Buffer logits_, readback_;  // sized for logits_rows_ rows, grown on demand
+  uint32_t logits_rows_ = 0;
+  std::vector<Buffer> states_;  // per layer: n_slots x state_floats_per_layer
+  int n_slots_ = 0;
+  uint32_t meta_stride_ = 0;  // = rows_cap: tokens, row_slot, row_flags, seq_start, seq_rows, seq_slot, logit_rows
+
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t>, VkCommandBuffer> commands_;
+
+  // Debug capture state (only while hook_ is set).
+  Buffer debug_;
+  uint64_t debug_used_ = 0;
+  std::vector<Capture> captures_;
+  std::vector<uint32_t> logit_rows_host_;
+};
+
+}  // namespace rwkv::vk

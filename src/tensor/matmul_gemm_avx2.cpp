@@ -1,0 +1,183 @@
+// Blocked outer-product kernel for float weights (F32, F16, BF16) when many tokens share
+// them (prefill). Dot-product tiles are load-bound there; instead the inputs are
+// transposed once per call into blocks of kBlockTokens tokens ([column][token] floats,
+// zero-padded past T), each thread converts kPanelRows weight rows at a time to float,
+// and a register-blocked micro-kernel accumulates kPanelRows rows x kBlockTokens tokens
+// over all columns: per column one broadcast weight per row and one load per vector of
+// tokens (zmm: 6 broadcasts + 4 loads feed 24 FMAs).
+
+// GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
+// which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "tensor/matmul_kernels.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "tensor/matmul_avx2.h"
+
+namespace rwkv::matmul_detail {
+namespace {
+
+using P = Wide;
+constexpr int kVecs = kVectorRegisters == 32 ? 4 : 3;       // token vectors per block
+constexpr int kBlockTokens = kVecs * P::kFloats;            // 64 (zmm), 24 (ymm)
+constexpr int kPanelRows = kVectorRegisters == 32 ? 6 : 4;  // weight rows per micro-kernel
+
+int64_t token_blocks(int64_t T) { return (T + kBlockTokens - 1) / kBlockTokens; }
+
+size_t gemm_act_bytes(int64_t cols, int64_t T) {
+  return size_t(token_blocks(T) * cols * kBlockTokens) * sizeof(float);
+}
+
+// Writes the 8 x 8 floats src[i * src_stride + j] to dst[j * dst_stride + i].
+inline void transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r[8], t[8], s[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);  // per 128-bit half: a0 b0 a1 b1
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);  // columns 0 and 4 of rows i..i+3
+    s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * dst_stride, _mm256_permute2f128_ps(s[j], s[j + 4], 0x20));
+    _mm256_storeu_ps(dst + (j + 4) * dst_stride, _mm256_permute2f128_ps(s[j], s[j + 4], 0x31));
+  }
+}
+
+// Token t, column c goes to block t / kBlockTokens at [c][t % kBlockTokens]. Whoever
+// prepares the last token also zeroes the padding tokens of the last block.
+void gemm_prepare(const float* x, int64_t cols, int64_t T, int64_t t0, int64_t t1, uint8_t* act) {
+  float* xt = reinterpret_cast<float*>(act);
+  const auto block_of = [&](int64_t t) { return xt + (t / kBlockTokens) * cols * kBlockTokens + t % kBlockTokens; };
+  int64_t t = t0;
+  // Groups of 8 tokens that stay within one block (t0 is a multiple of 8, and so is
+  // kBlockTokens): 8 x 8 transposes, then the leftover columns one by one.
+  for (; t + 8 <= t1 && t % 8 == 0; t += 8) {
+    float* dst = block_of(t);
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) transpose8x8(x + t * cols + c, cols, dst + c * kBlockTokens, kBlockTokens);
+    for (; c < cols; ++c)
+      for (int i = 0; i < 8; ++i) dst[c * kBlockTokens + i] = x[(t + i) * cols + c];
+  }
+  const int64_t end = t1 == T ? token_blocks(T) * kBlockTokens : t1;
+  for (; t < end; ++t) {
+    float* dst = block_of(t);
+    for (int64_t c = 0; c < cols; ++c) dst[c * kBlockTokens] = t < T ? x[t * cols + c] : 0.0f;
+  }
+}
+
+struct LoadF32 {
+  static P::F vec(const float* p) { return P::load(p); }
+  static float scalar(const float* p) { return *p; }
+};
+struct LoadF16 {
+  static P::F vec(const uint16_t* p) { return P::load_f16(p); }
+  static float scalar(const uint16_t* p) { return f16_scalar(*p); }
+};
+struct LoadBF16 {
+  static P::F vec(const uint16_t* p) { return P::load_bf16(p); }
+  static float scalar(const uint16_t* p) {
+    const uint32_t bits = uint32_t(*p) << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+  }
+};
+
+template <class Elem, class Load>
+struct FloatGemm {
+  // out[i * kBlockTokens + k] = sum_c w[i][c] * xt[c * kBlockTokens + k], for rows i < R
+  // and the first V vectors of tokens k.
+  template <int R, int V>
+  static void micro(const float* const* w, const float* xt, int64_t cols, float* out) {
+    P::F acc[R][V];
+    for (int i = 0; i < R; ++i)
+      for (int v = 0; v < V; ++v) acc[i][v] = P::fzero();
+    for (int64_t c = 0; c < cols; ++c) {
+      P::F xv[V];
+      for (int v = 0; v < V; ++v) xv[v] = P::load(xt + c * kBlockTokens + v * P::kFloats);
+      for (int i = 0; i < R; ++i) {
+        const P::F wb = P::set1(w[i][c]);
+        for (int v = 0; v < V; ++v) acc[i][v] = P::fma(wb, xv[v], acc[i][v]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int v = 0; v < V; ++v) P::store(out + i * kBlockTokens + v * P::kFloats, acc[i][v]);
+  }
+
+  using MicroFn = void (*)(const float* const*, const float*, int64_t, float*);
+  template <int R, size_t... V>
+  static constexpr std::array<MicroFn, sizeof...(V)> micro_row(std::index_sequence<V...>) {
+    return {&micro<R, int(V) + 1>...};
+  }
+  template <size_t... R>
+  static constexpr std::array<std::array<MicroFn, kVecs>, sizeof...(R)> micro_table(std::index_sequence<R...>) {
+    return {micro_row<int(R) + 1>(std::make_index_sequence<kVecs>{})...};
+  }
+
+  static void run(const Operands& op, int64_t r0, int64_t r1, int64_t T) {
+    static constexpr auto table = micro_table(std::make_index_sequence<kPanelRows>{});
+    const int64_t cols = op.cols;
+    const auto* xt = reinterpret_cast<const float*>(op.act);
+    thread_local std::vector<float> panel;  // kPanelRows converted weight rows
+    panel.resize(size_t(kPanelRows * cols));
+    alignas(64) float out[kPanelRows * kBlockTokens];
+    for (int64_t r = r0; r < r1; r += kPanelRows) {
+      const int R = int(std::min<int64_t>(kPanelRows, r1 - r));
+      const float* w[kPanelRows];
+      for (int i = 0; i < R; ++i) {
+        const auto* src = reinterpret_cast<const Elem*>(op.w + size_t(r + i) * op.w_stride);
+        if constexpr (std::is_same_v<Elem, float>) {
+          w[i] = src;
+        } else {
+          float* dst = panel.data() + i * cols;
+          int64_t c = 0;
+          for (; c + P::kFloats <= cols; c += P::kFloats) P::store(dst + c, Load::vec(src + c));
+          for (; c < cols; ++c) dst[c] = Load::scalar(src + c);
+          w[i] = dst;
+        }
+      }
+      for (int64_t block = 0; block < token_blocks(T); ++block) {
+        const int64_t t0 = block * kBlockTokens, n = std::min<int64_t>(kBlockTokens, T - t0);
+        const int V = int((n + P::kFloats - 1) / P::kFloats);
+        table[size_t(R - 1)][size_t(V - 1)](w, xt + block * cols * kBlockTokens, cols, out);
+        // Token-major: each token's R outputs are adjacent in y.
+        for (int64_t k = 0; k < n; ++k) {
+          float* yk = op.y + size_t(t0 + k) * size_t(op.rows) + size_t(r);
+          for (int i = 0; i < R; ++i) yk[i] = out[i * kBlockTokens + k];
+        }
+      }
+    }
+  }
+};
+
+template <class Gemm>
+constexpr Kernel gemm_kernel{&gemm_act_bytes, &gemm_prepare, &Gemm::run, kPanelRows};
+
+}  // namespace
+
+const Kernel* simd_kernel_gemm(TensorType type) {
+  switch (type) {
+    case TensorType::F32: return &gemm_kernel<FloatGemm<float, LoadF32>>;
+    case TensorType::F16: return &gemm_kernel<FloatGemm<uint16_t, LoadF16>>;
+    case TensorType::BF16: return &gemm_kernel<FloatGemm<uint16_t, LoadBF16>>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace rwkv::matmul_detail
+
+#endif  // __AVX2__ && __FMA__ && __F16C__

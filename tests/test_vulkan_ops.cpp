@@ -1,0 +1,339 @@
+// Vulkan kernels against the reference ops (backend/cpu/ref_ops.h) on the same encoded
+// bytes: every matrix shader for every weight type (odd row counts, T = 1 and T > 1, both
+// the matvec and the tiled path, row-split weights, gathered rows, every epilogue), the
+// embedding lookup for every type, the fused LayerNorm/shift/lerp kernel and the fused WKV
+// kernel with several sequences of different lengths. Every run also checks that no guard
+// word around the kernel's buffers was overwritten and that outputs are finite.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ref_ops.h"
+#include "backend/vulkan/op_runner.h"
+#include "common/error.h"
+#include "tensor/quant.h"
+#include "testing/testing.h"
+
+namespace rwkv {
+namespace {
+
+using vk::MatPath;
+using vk::OpRunner;
+using vk::OpSeq;
+
+const TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q4_0,
+                                TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q8_0,
+                                TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+
+// One device for the whole test program; null (tests skip) when there is none.
+OpRunner* runner() {
+  static std::unique_ptr<OpRunner> r = [] {
+    try {
+      return std::make_unique<OpRunner>();
+    } catch (const Error& e) {
+      std::fprintf(stderr, "no Vulkan device: %s\n", e.what());
+      return std::unique_ptr<OpRunner>();
+    }
+  }();
+  return r.get();
+}
+
+#define REQUIRE_DEVICE()                                      \
+  OpRunner* vk = runner();                                    \
+  if (vk == nullptr) GTEST_SKIP() << "no Vulkan device here"; \
+  static_assert(true)
+
+std::vector<float> random_vector(size_t n, float lo, float hi, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// A weight of `rows` x `cols` random values encoded as `type`; bytes owned by `storage`.
+Weight make_weight(TensorType type, int64_t rows, int64_t cols, uint64_t seed, std::vector<uint8_t>& storage) {
+  Weight w;
+  w.name = "test." + std::string(type_name(type));
+  w.type = type;
+  w.ne[0] = cols;
+  w.ne[1] = rows;
+  const std::vector<float> values = random_vector(size_t(rows * cols), -1.0f, 1.0f, seed);
+  storage.assign(row_bytes(type, cols) * size_t(rows), 0);
+  quantize_row(type, values.data(), storage.data(), rows * cols);
+  w.data = storage.data();
+  w.nbytes = storage.size();
+  return w;
+}
+
+bool all_finite(const std::vector<float>& v) {
+  for (float x : v) {
+    if (!std::isfinite(x)) return false;
+  }
+  return true;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  EXPECT_TRUE(all_finite(got)) << what << ": non-finite output (an element left unwritten?)";
+  EXPECT_LE(testing::rel_l2(got, want), tol) << what;
+}
+
+// Every type, both shader paths, T = 1, 3 (matvec sizes) and 70 (two token tiles).
+TEST(VulkanOps, MatrixEveryTypeMatchesReference) {
+  REQUIRE_DEVICE();
+  for (TensorType type : kAllTypes) {
+    const int64_t block = type_info(type).block_size;
+    const int64_t cols = block == 256 ? 512 : 96;
+    const int64_t rows = 37;  // odd: partial workgroups in both shaders
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(type, rows, cols, 11 + uint64_t(type), bytes);
+    for (int T : {1, 3, 70}) {
+      const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 100 + uint64_t(T));
+      std::vector<float> want(size_t(T * rows));
+      ref::matmul(w, x.data(), T, want.data());
+      for (MatPath path : {MatPath::matvec, MatPath::matmul}) {
+        if (T == 70 && path == MatPath::matvec) continue;
+        if (T == 1 && path == MatPath::matmul) continue;
+        const std::string what = std::string(type_name(type)) + " T=" + std::to_string(T) +
+                                 (path == MatPath::matvec ? " matvec" : " matmul");
+        const std::vector<float> got = vk->matrix(w, x, T, path);
+        expect_close(got, want, 1e-5, what);
+        EXPECT_EQ(vk->guards_broken(), 0u) << what;
+      }
+    }
+  }
+}
+
+// The epilogues: bias, then tanh / sigmoid / relu^2 / the decay formula (spec §2.2 step 4).
+TEST(VulkanOps, MatrixEpilogues) {
+  REQUIRE_DEVICE();
+  const int64_t rows = 45, cols = 64;
+  std::vector<uint8_t> bytes;
+  const Weight w = make_weight(TensorType::F16, rows, cols, 5, bytes);
+  const std::vector<float> bias = random_vector(size_t(rows), -2.0f, 2.0f, 6);
+  const auto sigmoid = [](double z) { return 1.0 / (1.0 + std::exp(-z)); };
+  for (int T : {1, 2, 20}) {
+    const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 7);
+    std::vector<float> y(size_t(T * rows));
+    ref::matmul(w, x.data(), T, y.data());
+    for (uint32_t act : {vk::kActNone, vk::kActTanh, vk::kActSigmoid, vk::kActReluSq, vk::kActDecay}) {
+      std::vector<float> want(y.size());
+      for (size_t i = 0; i < y.size(); ++i) {
+        const double z = double(y[i]) + double(bias[i % size_t(rows)]);
+        switch (act) {
+          case vk::kActTanh: want[i] = float(std::tanh(z)); break;
+          case vk::kActSigmoid: want[i] = float(sigmoid(z)); break;
+          case vk::kActReluSq: want[i] = float(z > 0 ? z * z : 0.0); break;
+          case vk::kActDecay: want[i] = float(std::exp(-0.6065306597126334 * sigmoid(z))); break;
+          default: want[i] = float(z);
+        }
+      }
+      const std::vector<float> got = vk->matrix(w, x, T, MatPath::automatic, act, bias);
+      expect_close(got, want, 1e-5, "act " + std::to_string(act) + " T=" + std::to_string(T));
+      EXPECT_EQ(vk->guards_broken(), 0u);
+    }
+  }
+}
+
+// A matrix split by rows over several buffers (as large matrices are on real devices).
+TEST(VulkanOps, MatrixSplitOverBuffers) {
+  REQUIRE_DEVICE();
+  for (TensorType type : {TensorType::Q8_0, TensorType::Q6_K}) {
+    const int64_t cols = 256, rows = 51;
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(type, rows, cols, 9, bytes);
+    const uint64_t limit = w.row_stride() * 20;  // 20 rows a buffer: three pieces
+    for (int T : {1, 5, 66}) {
+      const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 10);
+      std::vector<float> want(size_t(T * rows));
+      ref::matmul(w, x.data(), T, want.data());
+      const std::vector<float> got = vk->matrix(w, x, T, MatPath::automatic, vk::kActNone, {}, limit);
+      expect_close(got, want, 1e-5, std::string(type_name(type)) + " split, T=" + std::to_string(T));
+      EXPECT_EQ(vk->guards_broken(), 0u);
+    }
+  }
+}
+
+// Gathered activation rows (the head computes logits only for the rows that want them).
+TEST(VulkanOps, MatrixGatheredRows) {
+  REQUIRE_DEVICE();
+  const int64_t rows = 33, cols = 64;
+  std::vector<uint8_t> bytes;
+  const Weight w = make_weight(TensorType::Q4_0, rows, cols, 12, bytes);
+  const int T = 6;
+  const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 13);
+  const std::vector<uint32_t> gather = {5, 0, 3};
+  std::vector<float> all(size_t(T * rows)), want;
+  ref::matmul(w, x.data(), T, all.data());
+  for (uint32_t g : gather) want.insert(want.end(), all.begin() + g * rows, all.begin() + (g + 1) * rows);
+  for (MatPath path : {MatPath::matvec, MatPath::matmul}) {
+    const std::vector<float> got = vk->matrix(w, x, T, path, vk::kActNone, {}, 0, gather);
+    expect_close(got, want, 1e-5, path == MatPath::matvec ? "gather matvec" : "gather matmul");
+    EXPECT_EQ(vk->guards_broken(), 0u);
+  }
+}
+
+// Embedding rows of every type, and ln0 over them.
+TEST(VulkanOps, EmbedEveryTypeMatchesReference) {
+  REQUIRE_DEVICE();
+  const std::vector<int32_t> tokens = {0, 39, 17, 17, 5};
+  for (TensorType type : kAllTypes) {
+    const int64_t C = 256, V = 40;
+    std::vector<uint8_t> bytes;
+    const Weight table = make_weight(type, V, C, 21 + uint64_t(type), bytes);
+    const std::vector<float> ln_w = random_vector(size_t(C), 0.5f, 1.5f, 22);
+    const std::vector<float> ln_b = random_vector(size_t(C), -0.2f, 0.2f, 23);
+    std::vector<float> want_emb(tokens.size() * size_t(C)), want_h(want_emb.size());
+    for (size_t t = 0; t < tokens.size(); ++t) ref::weight_row(table, tokens[t], want_emb.data() + t * size_t(C));
+    ref::layer_norm(want_emb.data(), ln_w.data(), ln_b.data(), int64_t(tokens.size()), C, 1e-5f, want_h.data());
+    std::vector<float> emb, h;
+    vk->embed(table, tokens, ln_w, ln_b, 1e-5f, emb, h);
+    const std::string what(type_name(type));
+    expect_close(emb, want_emb, 1e-6, what + " embed");
+    expect_close(h, want_h, 1e-5, what + " embed.ln");
+    EXPECT_EQ(vk->guards_broken(), 0u) << what;
+  }
+}
+
+// Three sequences of 3, 1 and 4 rows in slots 2, 0, 1 (spec pitfall P10).
+const OpSeq kSeqs[] = {{2, 3}, {0, 1}, {1, 4}};
+constexpr int kSeqRowsTotal = 8;
+constexpr int kSlots = 3;
+
+// LN + token shift + lerps against ref::layer_norm and ref::token_shift_lerp, per sequence;
+// C = 320 is not a multiple of the kernel's 256-channel workgroups.
+TEST(VulkanOps, LnMixMatchesReference) {
+  REQUIRE_DEVICE();
+  const int C = 320, T = kSeqRowsTotal;
+  for (int nmix : {6, 1, 0}) {
+    OpRunner::LnMixIo io;
+    io.h_in = random_vector(size_t(T * C), -3.0f, 3.0f, 31);
+    if (nmix != 1) io.delta = random_vector(size_t(T * C), -1.0f, 1.0f, 32);
+    io.ln_w = random_vector(size_t(C), 0.5f, 1.5f, 33);
+    io.ln_b = random_vector(size_t(C), -0.3f, 0.3f, 34);
+    io.mu = random_vector(size_t(nmix * C), 0.0f, 1.0f, 35);
+    // A state slot: [att shift C][ffn shift C][something else C]; the shift read is the
+    // second vector, the commit goes to the first.
+    io.slot_stride = uint32_t(3 * C);
+    io.shift_off = uint32_t(C);
+    io.commit_off = 0;
+    io.state = random_vector(size_t(kSlots * 3 * C), -1.0f, 1.0f, 36);
+    if (nmix == 0) io.commit_src = random_vector(size_t(T * C), -1.0f, 1.0f, 37);
+    const std::vector<float> state_before = io.state;
+    const OpRunner::LnMixIo in = io;
+    vk->ln_mix(io, C, nmix, kSeqs);
+    EXPECT_EQ(vk->guards_broken(), 0u);
+
+    std::vector<float> h(in.h_in);
+    for (size_t i = 0; i < h.size() && !in.delta.empty(); ++i) h[i] += in.delta[i];
+    std::vector<float> xln(h.size());
+    ref::layer_norm(h.data(), in.ln_w.data(), in.ln_b.data(), T, C, in.eps, xln.data());
+    expect_close(io.h_out, h, 1e-7, "h_out nmix=" + std::to_string(nmix));
+    expect_close(io.xln, xln, 1e-5, "xln nmix=" + std::to_string(nmix));
+    std::vector<float> want_mix(size_t(nmix * T * C)), want_state = state_before;
+    int row = 0;
+    for (const OpSeq& s : kSeqs) {
+      const float* shift = state_before.data() + size_t(s.slot) * 3 * C + C;
+      for (int m = 0; m < nmix; ++m) {
+        ref::token_shift_lerp(xln.data() + size_t(row) * C, shift, in.mu.data() + size_t(m) * C, s.rows, C,
+                              want_mix.data() + (size_t(m) * T + size_t(row)) * C);
+      }
+      if (!in.commit_src.empty()) {
+        const float* last = in.commit_src.data() + size_t(row + s.rows - 1) * C;
+        std::copy(last, last + C, want_state.begin() + std::ptrdiff_t(size_t(s.slot) * 3 * C));
+      }
+      row += s.rows;
+    }
+    expect_close(io.mix, want_mix, 1e-5, "mix nmix=" + std::to_string(nmix));
+    EXPECT_EQ(io.state, want_state) << "state after nmix=" << nmix;
+  }
+}
+
+// The fused WKV kernel against the spec's per-token formulas built from the reference ops,
+// for layer 0 (v_first written) and a later layer (value residual read).
+TEST(VulkanOps, WkvMatchesReference) {
+  REQUIRE_DEVICE();
+  const int N = 64, H = 2, C = H * N, T = kSeqRowsTotal;
+  const size_t n = size_t(T * C), stride = size_t(2 * C + C * N);
+  for (bool layer0 : {true, false}) {
+    OpRunner::WkvIo io;
+    io.r = random_vector(n, -1.0f, 1.0f, 41);
+    io.k = random_vector(n, -1.0f, 1.0f, 42);
+    io.v = random_vector(n, -1.0f, 1.0f, 43);
+    io.a = random_vector(n, 0.0f, 1.0f, 44);
+    io.decay = random_vector(n, 0.55f, 1.0f, 45);
+    io.g = random_vector(n, -1.0f, 1.0f, 46);
+    io.xa = random_vector(n, -1.0f, 1.0f, 47);
+    if (!layer0) {
+      io.nu = random_vector(n, 0.0f, 1.0f, 48);
+      io.v_first = random_vector(n, -1.0f, 1.0f, 49);
+    }
+    io.k_k = random_vector(size_t(C), 0.5f, 1.5f, 50);
+    io.k_a = random_vector(size_t(C), 0.0f, 1.0f, 51);
+    io.r_k = random_vector(size_t(C), -0.5f, 0.5f, 52);
+    io.lnx_w = random_vector(size_t(C), 0.5f, 1.5f, 53);
+    io.lnx_b = random_vector(size_t(C), -0.2f, 0.2f, 54);
+    io.state = random_vector(size_t(kSlots) * stride, -0.5f, 0.5f, 55);
+    const OpRunner::WkvIo in = io;
+    vk->wkv(io, C, N, kSeqs);
+    EXPECT_EQ(vk->guards_broken(), 0u);
+
+    // Reference, spec §2.2 steps 6, 9-13 and §2.3.
+    std::vector<float> v(in.v), kk(n), kkh(n), kmod(n), alpha(n), beta(n);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t c = i % size_t(C);
+      if (!layer0) v[i] = in.v[i] + in.nu[i] * (in.v_first[i] - in.v[i]);
+      kk[i] = in.k[i] * in.k_k[c];
+      kmod[i] = in.k[i] * (1.0f + (in.a[i] - 1.0f) * in.k_a[c]);
+    }
+    ref::l2_normalize_heads(kk.data(), T, C, N, 1e-12f, kkh.data());
+    for (size_t i = 0; i < n; ++i) {
+      alpha[i] = -kkh[i];
+      beta[i] = kkh[i] * in.a[i];
+    }
+    std::vector<float> y(n), state = in.state;
+    int row = 0;
+    for (const OpSeq& s : kSeqs) {
+      const size_t o = size_t(row) * C;
+      float* S = state.data() + size_t(s.slot) * stride;
+      ref::wkv7(S + 2 * C, in.r.data() + o, in.decay.data() + o, kmod.data() + o, v.data() + o, alpha.data() + o,
+                beta.data() + o, s.rows, H, N, y.data() + o);
+      std::copy(in.xa.begin() + std::ptrdiff_t(o + size_t(s.rows - 1) * C),
+                in.xa.begin() + std::ptrdiff_t(o + size_t(s.rows) * C), S);  // attention shift commit
+      row += s.rows;
+    }
+    std::vector<float> lnx(n), out(n);
+    ref::group_norm(y.data(), in.lnx_w.data(), in.lnx_b.data(), T, C, N, in.gn_eps, lnx.data());
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < H; ++h) {
+        double bonus = 0;
+        for (int j = 0; j < N; ++j) {
+          const size_t i = size_t(t) * C + size_t(h * N + j);
+          bonus += double(in.r[i]) * kmod[i] * in.r_k[size_t(h * N + j)];
+        }
+        for (int j = 0; j < N; ++j) {
+          const size_t i = size_t(t) * C + size_t(h * N + j);
+          lnx[i] = float(lnx[i] + bonus * v[i]);
+          out[i] = lnx[i] * in.g[i];
+        }
+      }
+    }
+    const std::string what = layer0 ? "layer 0 " : "layer 1 ";
+    expect_close(io.kk, kkh, 1e-5, what + "kk");
+    expect_close(io.k_mod, kmod, 1e-6, what + "k_mod");
+    expect_close(io.v_mixed, v, 1e-6, what + "v");
+    expect_close(io.wkv, y, 1e-5, what + "wkv");
+    expect_close(io.lnx, lnx, 1e-5, what + "lnx");
+    expect_close(io.out, out, 1e-5, what + "out");
+    expect_close(io.state, state, 1e-5, what + "state");
+    if (layer0) expect_close(io.v_first, in.v, 0, what + "v_first");
+  }
+}
+
+}  // namespace
+}  // namespace rwkv
