@@ -80,6 +80,9 @@ static void test_tokenizer(const rwkv_model* model) {
   const int32_t expected[4] = {631, 309, 841, 1313};
   int32_t ids[8];
   size_t n = 0;
+  CHECK(rwkv_tokenize(model, "The jury said", NULL, 0, &n) == RWKV_ERR_BUFFER_TOO_SMALL);
+  CHECK(n == 4);
+  n = 0;
   CHECK(rwkv_tokenize(model, "The jury said", ids, 2, &n) == RWKV_ERR_BUFFER_TOO_SMALL);
   CHECK(n == 4);
   CHECK_OK(rwkv_tokenize(model, "The jury said", ids, 8, &n));

@@ -63,8 +63,8 @@ TEST(Quantize, F16RoundsToNearestEvenAndSaturatesToInf) {
 }
 
 TEST(Quantize, BF16RoundsToNearestEvenAndKeepsNaN) {
-  const float in[] = {1.0f + std::ldexp(1.0f, -8),      // halfway 0x3F80 .. 0x3F81: even 0x3F80
-                      1.0f + 3 * std::ldexp(1.0f, -8),  // halfway 0x3F81 .. 0x3F82: even 0x3F82
+  const float in[] = {1.0f + std::ldexp(1.0f, -8),                          // halfway 0x3F80 .. 0x3F81: even 0x3F80
+                      1.0f + 3 * std::ldexp(1.0f, -8),                      // halfway 0x3F81 .. 0x3F82: even 0x3F82
                       1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20),  // just above half
                       -5.0f, std::numeric_limits<float>::quiet_NaN()};
   uint16_t out[5];
@@ -179,8 +179,8 @@ TEST(Dequantize, Q3_KPerElement) {
   const uint8_t scale_bytes[12] = {0x21, 0x43, 0x65, 0x87, 0xA9, 0xCB, 0xED, 0x0F, 0xE4, 0x1B, 0x00, 0xFF};
   memcpy(b.scales, scale_bytes, 12);
   // The 16 six-bit scales these bytes encode (spec §4.3 unpacking, worked by hand), minus 32.
-  const int scales[16] = {1 - 32,  51 - 32, 5 - 32,  55 - 32, 25 - 32, 43 - 32, 13 - 32, 63 - 32,
-                          34 - 32, 20 - 32, 6 - 32,  56 - 32, 58 - 32, 12 - 32, 14 - 32, 48 - 32};
+  const int scales[16] = {1 - 32,  51 - 32, 5 - 32, 55 - 32, 25 - 32, 43 - 32, 13 - 32, 63 - 32,
+                          34 - 32, 20 - 32, 6 - 32, 56 - 32, 58 - 32, 12 - 32, 14 - 32, 48 - 32};
   b.d = f32_to_f16(0.5f);
   const auto y = dequantize_block(TensorType::Q3_K, b);
   for (int e = 0; e < 256; ++e) {
@@ -286,6 +286,8 @@ struct RoundTrip {
   double max_rel_rms;  // ||dequant(quant(x)) - x|| / ||x|| on N(0, 1) data
 };
 
+void PrintTo(const RoundTrip& p, std::ostream* os) { *os << type_name(p.type); }
+
 class QuantRoundTrip : public ::testing::TestWithParam<RoundTrip> {};
 
 double rel_rms(const std::vector<float>& a, const std::vector<float>& b) {
@@ -370,9 +372,9 @@ TEST(Quantize, KQuantSearchBeatsPlainRounding) {
 }
 
 TEST(Quantize, CanQuantize) {
-  for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0,
-                       TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q4_K, TensorType::Q5_K,
-                       TensorType::Q6_K, TensorType::Q8_K})
+  for (TensorType t :
+       {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1,
+        TensorType::Q5_0, TensorType::Q5_1, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K, TensorType::Q8_K})
     EXPECT_TRUE(can_quantize(t)) << type_name(t);
   EXPECT_FALSE(can_quantize(TensorType::Q2_K));
   EXPECT_FALSE(can_quantize(TensorType::Q3_K));

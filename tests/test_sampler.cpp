@@ -140,10 +140,10 @@ TEST(Sampler, TopPExcludesTheTail) {
   std::vector<int> counts = histogram(sampler, kFourWay, 40000);
   EXPECT_LT(chi_square(counts, {0.5, 0.3, 0, 0}), 10.83);  // 1 dof, p = 0.001
 
-  // A large vocabulary whose nucleus spans several of the sampler's sort chunks: 300
-  // distinct high logits hold ~93% of the mass, the flat rest ~7%.
-  std::vector<float> logits(65536, 0.0f);
-  for (int i = 0; i < 300; ++i) logits[size_t(i) * 200] = 8.0f - 0.001f * float(i);
+  // A larger vocabulary whose nucleus spreads over several histogram buckets: 300 distinct
+  // high logits hold ~98% of the mass, the flat rest ~2%.
+  std::vector<float> logits(16384, 0.0f);
+  for (int i = 0; i < 300; ++i) logits[size_t(i) * 50] = 8.0f - 0.002f * float(i);
   params.top_p = 0.9f;
   // Reference nucleus: smallest most-likely prefix whose softmax mass reaches 0.9.
   std::vector<std::pair<double, size_t>> ranked;
@@ -208,6 +208,23 @@ TEST(Sampler, FiltersUseTheUntemperedDistribution) {
   Sampler sampler(params);
   std::vector<int> counts = histogram(sampler, kFourWay, 40000);
   EXPECT_LT(chi_square(counts, {std::pow(0.5, 1 / 3.0), std::pow(0.3, 1 / 3.0), 0, 0}), 10.83);
+}
+
+TEST(Sampler, FiltersCombineOnTheFullDistribution) {
+  // p = 0.4, 0.3, 0.2, 0.1. min_p 0.3 drops token 3 (0.1 < 0.12). top_p 0.75 measured on
+  // the full distribution keeps tokens 0-2 (0.4 + 0.3 < 0.75); renormalising after min-p
+  // (0.44 + 0.33 >= 0.75) would wrongly drop token 2 as well.
+  const std::vector<float> logits = {std::log(0.4f), std::log(0.3f), std::log(0.2f), std::log(0.1f)};
+  SamplerParams params = plain(1.0f);
+  params.min_p = 0.3f;
+  params.top_p = 0.75f;
+  Sampler sampler(params);
+  std::vector<int> counts = histogram(sampler, logits, 40000);
+  EXPECT_LT(chi_square(counts, {0.4, 0.3, 0.2, 0}), 13.82);  // 2 dof, p = 0.001
+  params.top_k = 2;                                          // and top-k on top of both
+  Sampler capped(params);
+  counts = histogram(capped, logits, 40000);
+  EXPECT_LT(chi_square(counts, {0.4, 0.3, 0, 0}), 10.83);
 }
 
 TEST(Sampler, PenaltiesMoveTheArgmaxAndDecay) {

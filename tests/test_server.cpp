@@ -4,12 +4,16 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "backend/backend.h"
+#include "gguf/gguf.h"
 #include "runtime/engine.h"
 #include "server.h"
 #include "testing/testing.h"
@@ -262,6 +266,106 @@ TEST_F(ServerTest, UnknownRoutesGet404AndWrongMethods405) {
   const httplib::Result get = c.Get("/v1/completions");
   ASSERT_TRUE(get);
   EXPECT_EQ(get->status, 405);
+}
+
+// The cpu backend behind a gate: while closed, every step waits, which holds the
+// scheduler still so that slot and queue occupancy are known exactly.
+class GatedBackend final : public Backend {
+ public:
+  explicit GatedBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::string name() const override { return inner_->name(); }
+  std::string device_name() const override { return inner_->device_name(); }
+  void load(std::shared_ptr<const Model> model, const ProgressFn& progress) override { inner_->load(model, progress); }
+  void set_slots(int n) override { inner_->set_slots(n); }
+  int slots() const override { return inner_->slots(); }
+  void reset_slot(int slot) override { inner_->reset_slot(slot); }
+  void get_state(int slot, std::span<float> out) override { inner_->get_state(slot, out); }
+  void set_state(int slot, std::span<const float> in) override { inner_->set_state(slot, in); }
+  size_t memory_bytes() const override { return inner_->memory_bytes(); }
+  void step(std::span<const SeqTokens> batch, float* logits) override {
+    {
+      std::unique_lock lock(mutex_);
+      ++steps_waiting_;
+      changed_.notify_all();
+      changed_.wait(lock, [&] { return open_; });
+      --steps_waiting_;
+    }
+    inner_->step(batch, logits);
+  }
+
+  void set_open(bool open) {
+    std::lock_guard lock(mutex_);
+    open_ = open;
+    changed_.notify_all();
+  }
+  void wait_for_blocked_step() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return steps_waiting_ > 0; });
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool open_ = true;
+  int steps_waiting_ = 0;
+};
+
+TEST(ServerQueue, RequestsBeyondSlotsAndQueueGet503) {
+  auto model = Model::load(testing::demo_model_q8_0());
+  BackendOptions backend_options;
+  backend_options.n_threads = 1;
+  auto gated = std::make_unique<GatedBackend>(create_backend("cpu", backend_options));
+  GatedBackend* gate = gated.get();
+  gate->load(model, nullptr);
+  EngineOptions engine_options;
+  engine_options.n_slots = 1;
+  Engine engine(model, std::move(gated), Tokenizer::from_gguf(model->file()), engine_options);
+
+  ServerOptions options;
+  options.port = 0;
+  options.max_queue = 1;
+  Server server(engine, options);
+  const int port = server.bind();
+  std::thread serving([&] { server.serve(); });
+  auto request = [port](int* status) {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(30);
+    const auto res = c.Post("/v1/completions", R"({"prompt": "The jury", "max_tokens": 4})", "application/json");
+    *status = res ? res->status : 0;
+  };
+  auto queued = [port] {
+    httplib::Client c("127.0.0.1", port);
+    const auto res = c.Get("/health");
+    return res ? json::parse(res->body)["queued"].get<int>() : -1;
+  };
+
+  gate->set_open(false);
+  int first = 0, second = 0;
+  std::thread holds_the_slot(request, &first);
+  gate->wait_for_blocked_step();  // the first request is in its prompt step
+  std::thread waits(request, &second);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (queued() != 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_EQ(queued(), 1);
+
+  httplib::Client c("127.0.0.1", port);
+  const auto refused = c.Post("/v1/completions", R"({"prompt": "The jury"})", "application/json");
+  EXPECT_TRUE(refused);
+  if (refused) {
+    EXPECT_EQ(refused->status, 503);
+    EXPECT_EQ(refused->get_header_value("Retry-After"), "1");
+    EXPECT_EQ(json::parse(refused->body)["error"]["type"], "server_busy");
+  }
+
+  gate->set_open(true);
+  holds_the_slot.join();
+  waits.join();
+  EXPECT_EQ(first, 200);
+  EXPECT_EQ(second, 200);
+  server.stop();
+  serving.join();
 }
 
 }  // namespace

@@ -109,6 +109,31 @@ TEST(VulkanOps, MatrixEveryTypeMatchesReference) {
   }
 }
 
+// The mixed-type matvec (GPUs run each stage of independent products as one dispatch):
+// one matrix of every type, odd row counts that differ, in a single dispatch.
+TEST(VulkanOps, MixedTypeMatvecMatchesReference) {
+  REQUIRE_DEVICE();
+  const int64_t cols = 256;
+  std::vector<std::vector<uint8_t>> bytes(std::size(kAllTypes));
+  std::vector<Weight> ws;
+  for (size_t i = 0; i < std::size(kAllTypes); ++i) {
+    ws.push_back(make_weight(kAllTypes[i], 17 + 2 * int64_t(i), cols, 60 + i, bytes[i]));
+  }
+  std::vector<const Weight*> ptrs;
+  for (const Weight& w : ws) ptrs.push_back(&w);
+  for (int T : {1, 3}) {
+    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 70 + uint64_t(T));
+    const std::vector<std::vector<float>> got = vk->mixed_matvec(ptrs, x, T);
+    EXPECT_EQ(vk->guards_broken(), 0u);
+    for (size_t i = 0; i < ws.size(); ++i) {
+      std::vector<float> want(size_t(T * ws[i].rows()));
+      ref::matmul(ws[i], x.data(), T, want.data());
+      expect_close(got[i], want, 1e-5,
+                   std::string("mixed ") + std::string(type_name(ws[i].type)) + " T=" + std::to_string(T));
+    }
+  }
+}
+
 // The epilogues: bias, then tanh / sigmoid / relu^2 / the decay formula (spec §2.2 step 4).
 TEST(VulkanOps, MatrixEpilogues) {
   REQUIRE_DEVICE();
@@ -126,11 +151,20 @@ TEST(VulkanOps, MatrixEpilogues) {
       for (size_t i = 0; i < y.size(); ++i) {
         const double z = double(y[i]) + double(bias[i % size_t(rows)]);
         switch (act) {
-          case vk::kActTanh: want[i] = float(std::tanh(z)); break;
-          case vk::kActSigmoid: want[i] = float(sigmoid(z)); break;
-          case vk::kActReluSq: want[i] = float(z > 0 ? z * z : 0.0); break;
-          case vk::kActDecay: want[i] = float(std::exp(-0.6065306597126334 * sigmoid(z))); break;
-          default: want[i] = float(z);
+          case vk::kActTanh:
+            want[i] = float(std::tanh(z));
+            break;
+          case vk::kActSigmoid:
+            want[i] = float(sigmoid(z));
+            break;
+          case vk::kActReluSq:
+            want[i] = float(z > 0 ? z * z : 0.0);
+            break;
+          case vk::kActDecay:
+            want[i] = float(std::exp(-0.6065306597126334 * sigmoid(z)));
+            break;
+          default:
+            want[i] = float(z);
         }
       }
       const std::vector<float> got = vk->matrix(w, x, T, MatPath::automatic, act, bias);

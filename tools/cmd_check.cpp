@@ -29,8 +29,7 @@ std::unique_ptr<Backend> load_backend(const std::string& name, const ModelArgs& 
                                       const std::shared_ptr<const Model>& model) {
   std::vector<std::string> notes;
   auto backend = create_backend(name, args.backend_options(), &notes);
-  if (args.verbose)
-    for (const std::string& n : notes) std::fprintf(stderr, "note: %s\n", n.c_str());
+  for (const std::string& n : notes) std::fprintf(stderr, "note: %s\n", n.c_str());
   ProgressBar bar("loading " + backend->name());
   backend->load(model, [&](size_t done, size_t total) { bar.update(double(done), double(total)); });
   return backend;

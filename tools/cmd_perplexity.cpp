@@ -1,7 +1,6 @@
-// rwkv perplexity: scores a text file as models/README.md defines it. The whole file is
-// tokenised in one pass and fed as one sequence from a zero state; every token after the
-// first is predicted from all before it. Logits are taken a chunk at a time so that a
-// 65536-token vocabulary never needs n_tokens x V floats at once.
+// rwkv perplexity: scores a text file as models/README.md defines it (runtime/perplexity.h):
+// the whole file tokenised in one pass and fed as one sequence from a zero state, every
+// token after the first predicted from all before it.
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -11,6 +10,7 @@
 #include "commands.h"
 #include "common.h"
 #include "common/error.h"
+#include "runtime/perplexity.h"
 
 namespace rwkv::cli {
 
@@ -19,7 +19,7 @@ namespace {
 struct PerplexityArgs {
   ModelArgs model;
   std::string file;
-  int chunk = 512;
+  int chunk = 256;
 };
 
 std::string read_file(const std::string& path) {
@@ -30,51 +30,23 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-// -log softmax(logits)[target] in double.
-double token_nll(const float* logits, int n_vocab, int32_t target) {
-  float max_logit = logits[0];
-  for (int i = 1; i < n_vocab; ++i) max_logit = std::max(max_logit, logits[i]);
-  double sum = 0;
-  for (int i = 0; i < n_vocab; ++i) sum += std::exp(double(logits[i]) - double(max_logit));
-  return std::log(sum) + double(max_logit) - double(logits[target]);
-}
-
 void run_perplexity(const PerplexityArgs& args) {
   const std::string text = read_file(args.file);
   auto engine = open_engine(args.model, 1, args.chunk);
-  const Tokenizer& tok = engine->tokenizer();
-  const std::vector<int32_t> ids = tok.encode(text);
-  if (ids.size() < 2)
-    fail(ErrorCode::argument,
-         "'" + args.file + "' gives " + std::to_string(ids.size()) + " token(s); perplexity needs at least 2");
-  const int V = engine->n_vocab();
-  double total_nats = 0;
-  size_t predicted_bytes = 0;
   ProgressBar bar("scoring");
-  // Row r of a chunk starting at `begin` holds the prediction for token begin + r + 1.
-  for (size_t begin = 0; begin + 1 < ids.size(); begin += size_t(args.chunk)) {
-    const size_t n = std::min(size_t(args.chunk), ids.size() - 1 - begin);
-    const std::vector<float> logits = engine->feed_all(0, std::span(ids).subspan(begin, n));
-    for (size_t r = 0; r < n; ++r) {
-      const int32_t target = ids[begin + r + 1];
-      const double nll = token_nll(logits.data() + r * size_t(V), V, target);
-      if (!std::isfinite(nll))
-        fail(ErrorCode::backend, "non-finite log-probability at token " + std::to_string(begin + r + 1) + " (backend " +
-                                     engine->backend().name() + ")");
-      total_nats += nll;
-      predicted_bytes += tok.token_bytes(target).size();
-    }
-    bar.update(double(begin + n), double(ids.size() - 1), std::to_string(begin + n) + " tokens");
-  }
+  const PerplexityResult r = perplexity(*engine, text, 0, [&](int done, int total) {
+    bar.update(done, total, std::to_string(done) + " / " + std::to_string(total) + " tokens");
+  });
   bar.finish();
-  const double n_pred = double(ids.size() - 1);
-  const double nats = total_nats / n_pred;
+  if (!std::isfinite(r.total_nats))
+    fail(ErrorCode::backend, "the log-likelihood of '" + args.file + "' is not finite (backend " +
+                                 engine->backend().name() + " produced NaN or infinite logits)");
   std::printf("file:             %s (%zu bytes)\n", args.file.c_str(), text.size());
   std::printf("backend:          %s\n", engine->backend().name().c_str());
-  std::printf("tokens:           %zu (%zu predicted)\n", ids.size(), ids.size() - 1);
-  std::printf("nats/token:       %.5f\n", nats);
-  std::printf("perplexity/token: %.3f\n", std::exp(nats));
-  std::printf("bits/byte:        %.5f\n", total_nats / std::log(2.0) / double(predicted_bytes));
+  std::printf("tokens:           %d (%d predicted)\n", r.n_tokens, r.n_predicted);
+  std::printf("nats/token:       %.5f\n", r.nats_per_token());
+  std::printf("perplexity/token: %.3f\n", r.perplexity());
+  std::printf("bits/byte:        %.5f\n", r.bits_per_byte());
 }
 
 }  // namespace
@@ -85,7 +57,7 @@ void register_perplexity(CLI::App& app) {
   add_model_option(*cmd, args->model);
   add_backend_options(*cmd, args->model);
   cmd->add_option("-f,--file", args->file, "Text file")->required();
-  cmd->add_option("--ctx-chunk", args->chunk, "Tokens per step (the state carries over; this bounds memory)")
+  cmd->add_option("--ctx-chunk", args->chunk, "Tokens per model step (the state carries over between steps)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->callback([args] { run_perplexity(*args); });

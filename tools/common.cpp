@@ -14,6 +14,9 @@ namespace rwkv::cli {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Directories searched for models/<file> when -m is absent, best first.
 std::vector<std::string> default_model_candidates() {
   std::vector<std::string> dirs;
   std::error_code ec;
@@ -26,6 +29,8 @@ std::vector<std::string> default_model_candidates() {
   dirs.push_back(".");
   return dirs;
 }
+
+}  // namespace
 
 std::string default_model_help() {
   return std::string("Without -m, the demo model ") + kDefaultModel +
@@ -66,7 +71,7 @@ void add_backend_options(CLI::App& cmd, ModelArgs& args) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd.add_option("--device", args.device, "GPU adapter index (-1: the best one)")->capture_default_str();
-  cmd.add_flag("-v,--verbose", args.verbose, "Print backend selection notes");
+  cmd.add_flag("-v,--verbose", args.verbose, "Print the backend and device chosen");
 }
 
 std::unique_ptr<Engine> open_engine(const ModelArgs& args, int n_slots, int prefill_chunk) {
@@ -79,7 +84,8 @@ std::unique_ptr<Engine> open_engine(const ModelArgs& args, int n_slots, int pref
   options.progress = [bar](size_t done, size_t total) {
     bar->update(double(done), double(total), format_bytes(double(done)) + " / " + format_bytes(double(total)));
   };
-  if (args.verbose) options.on_note = [](const std::string& note) { std::cerr << "note: " << note << "\n"; };
+  // With --backend auto, each backend skipped is worth one line: it says why the GPU is not used.
+  options.on_note = [](const std::string& note) { std::cerr << "note: " << note << "\n"; };
   auto engine = Engine::open(resolve_model(args.model), options);
   bar->finish();
   if (args.verbose)
@@ -117,7 +123,6 @@ void add_sampling_options(CLI::App& cmd, SamplerParams& p) {
       "Always pick the most likely token, with no penalties (overrides --temp and the penalties)");
 }
 
-bool stdout_is_tty() { return isatty(STDOUT_FILENO) == 1; }
 bool stderr_is_tty() { return isatty(STDERR_FILENO) == 1; }
 
 ProgressBar::ProgressBar(std::string label) : label_(std::move(label)), enabled_(stderr_is_tty()) {}

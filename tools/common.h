@@ -21,7 +21,7 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The demo model used when -m is absent, looked up by default_model_candidates().
+// The demo model used when -m is absent, looked up as default_model_help() says.
 inline constexpr const char* kDefaultModel = "models/rwkv7-demo-6x256-q8_0.gguf";
 // One line for --help footers.
 std::string default_model_help();
@@ -42,8 +42,6 @@ void add_backend_options(CLI::App& cmd, ModelArgs& args);
 // The model path to open: `given`, or the default model. Throws Error(io) naming every place
 // looked in when the default model is not found.
 std::string resolve_model(const std::string& given);
-// Directories searched for models/<file> when -m is absent, best first.
-std::vector<std::string> default_model_candidates();
 
 // Opens an engine on the resolved model, drawing a progress bar on stderr while the
 // backend loads the weights (when stderr is a terminal) and printing backend notes with -v.
@@ -68,7 +66,6 @@ class ProgressBar {
   int last_permille_ = -1;
 };
 
-bool stdout_is_tty();
 bool stderr_is_tty();
 
 // "\n", "\t", "\\", "\r" and "\xHH" escapes as written on a command line -> bytes.

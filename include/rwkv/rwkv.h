@@ -115,12 +115,13 @@ RWKV_API rwkv_status rwkv_model_info(const rwkv_model* model, rwkv_info* out);
 
 /* Tokenises text (greedy longest match, no BOS). Writes the ids to ids[0..*n_ids) when
  * cap >= their count; otherwise returns RWKV_ERR_BUFFER_TOO_SMALL with *n_ids set to the
- * count needed and ids untouched (ids may then be NULL, e.g. cap 0 to ask the size). */
+ * count needed and ids untouched; ids may be NULL with cap 0 to ask the size. */
 RWKV_API rwkv_status rwkv_tokenize(const rwkv_model* model, const char* text, int32_t* ids, size_t cap, size_t* n_ids);
 
 /* Turns ids back into bytes, written to text with a terminating NUL; *len receives the byte
  * count without the NUL. The bytes may end inside a UTF-8 character. When cap < *len + 1,
- * returns RWKV_ERR_BUFFER_TOO_SMALL with *len set to the byte count needed (NUL excluded). */
+ * returns RWKV_ERR_BUFFER_TOO_SMALL with *len set to the byte count needed (NUL excluded);
+ * text may be NULL with cap 0 to ask the size. */
 RWKV_API rwkv_status rwkv_detokenize(const rwkv_model* model, const int32_t* ids, size_t n_ids, char* text, size_t cap,
                                      size_t* len);
 

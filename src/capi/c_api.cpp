@@ -201,9 +201,10 @@ rwkv_status rwkv_tokenize(const rwkv_model* model, const char* text, int32_t* id
     require(model != nullptr, "model is NULL");
     require(text != nullptr, "text is NULL");
     require(n_ids != nullptr, "n_ids is NULL");
+    require(ids != nullptr || cap == 0, "ids is NULL but cap is not 0");
     const std::vector<int32_t> tokens = model->engine->tokenizer().encode(text);
     *n_ids = tokens.size();
-    if (cap < tokens.size() || (!ids && !tokens.empty()))
+    if (cap < tokens.size())
       return report(RWKV_ERR_BUFFER_TOO_SMALL, __func__,
                     "the text has " + std::to_string(tokens.size()) + " tokens, cap is " + std::to_string(cap));
     std::copy(tokens.begin(), tokens.end(), ids);
@@ -217,9 +218,10 @@ rwkv_status rwkv_detokenize(const rwkv_model* model, const int32_t* ids, size_t 
     require(model != nullptr, "model is NULL");
     require(ids != nullptr || n_ids == 0, "ids is NULL");
     require(len != nullptr, "len is NULL");
+    require(text != nullptr || cap == 0, "text is NULL but cap is not 0");
     const std::string bytes = model->engine->tokenizer().decode(std::vector<int32_t>(ids, ids + n_ids));
     *len = bytes.size();
-    if (cap < bytes.size() + 1 || !text)
+    if (cap < bytes.size() + 1)
       return report(
           RWKV_ERR_BUFFER_TOO_SMALL, __func__,
           "the text needs " + std::to_string(bytes.size() + 1) + " bytes with its NUL, cap is " + std::to_string(cap));

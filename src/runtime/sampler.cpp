@@ -35,8 +35,8 @@ inline float clamp_magnitude(float x, float limit) {
 }
 
 // e^x for x <= 0 (x below -87 counts as -87), relative error about 1e-7. Written so that
-// GCC vectorises loops over it (std::exp, std::floor and float->int casts after a clamp all
-// block that): a 65536-token vocabulary costs ~20 us instead of ~250 us.
+// GCC vectorises loops over it; std::exp, std::floor and float->int casts after a clamp all
+// block that, and std::exp alone costs ~4 ns per token of a 65536-token vocabulary.
 inline float exp_nonpositive(float x) {
   x = clamp_magnitude(x, -87.0f);  // e^-87 is near float's smallest normal
   // x = k ln2 + r with k integer, |r| <= ln2 / 2. Adding 1.5 * 2^23 rounds x / ln2 to an
@@ -180,12 +180,7 @@ int32_t Sampler::sample(const float* logits, int32_t n_vocab) {
     }
   }
 
-  // Candidates: tokens above -inf (NaN fails every comparison) and, for min-p, not below
-  // min_p * p_max, i.e. logit >= max_logit + log(min_p). The filters are all measured on
-  // the temperature-1 softmax of every token and each keeps a most-likely prefix of the
-  // ranking, so their order does not matter.
-  const float floor =
-      params_.min_p > 0 ? max_logit + std::log(std::min(params_.min_p, 1.0f)) : -std::numeric_limits<float>::infinity();
+  // Candidates: the tokens above -inf (NaN fails every comparison).
   if (scratch_.size() < n) {
     scratch_.resize(n);
     weights_.resize(n);
@@ -195,12 +190,23 @@ int32_t Sampler::sample(const float* logits, int32_t n_vocab) {
   for (size_t id = 0; id < n; ++id) {  // branch-free compaction
     const float logit = penalised_[id];
     scratch_[n_candidates] = {logit, int32_t(id)};
-    n_candidates += size_t(logit > -std::numeric_limits<float>::infinity() && logit >= floor);
+    n_candidates += size_t(logit > -std::numeric_limits<float>::infinity());
   }
   std::span<Candidate> candidates(scratch_.data(), n_candidates);
+
+  // The filters are all measured on the temperature-1 softmax of every candidate (no
+  // renormalising in between) and each keeps a most-likely prefix of the ranking, so
+  // their order does not matter.
   if (params_.top_p < 1) {
     candidates =
         candidates.first(select_nucleus(candidates, max_logit, params_.top_p, weights_.data(), buckets_.data()));
+  }
+  if (params_.min_p > 0) {
+    // p < min_p * p_max  <=>  logit < max_logit + log(min_p).
+    const float floor = max_logit + std::log(std::min(params_.min_p, 1.0f));
+    auto kept =
+        std::remove_if(candidates.begin(), candidates.end(), [floor](const Candidate& c) { return c.first < floor; });
+    candidates = candidates.first(size_t(kept - candidates.begin()));
   }
   if (params_.top_k > 0 && size_t(params_.top_k) < candidates.size()) {
     std::nth_element(candidates.begin(), candidates.begin() + params_.top_k - 1, candidates.end(), ranks_before);

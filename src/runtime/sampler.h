@@ -1,4 +1,4 @@
-// Token sampling: penalties, then temperature / top-k / top-p / min-p, seeded.
+// Token sampling: penalties, then top-k / top-p / min-p, temperature, seeded.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +23,13 @@ struct SamplerParams {
 class Sampler {
  public:
   explicit Sampler(SamplerParams params = {});
-  // Picks a token from logits[0..n_vocab). logits is not modified.
+  // Picks a token from logits[0..n_vocab). logits is not modified. Penalties are
+  // subtracted first; temperature <= 0 then returns the argmax (lowest id among ties).
+  // Otherwise top-p, min-p and top-k are each measured on the temperature-1 softmax of all
+  // tokens (no renormalising in between, as RWKV's demos do top-p; a top-p cutoff keeps
+  // tokens tied with it), and the survivors are drawn with probabilities ~ p^(1/T). NaN and
+  // -inf logits are never returned; throws Error(argument) when n_vocab <= 0 or no logit
+  // is left.
   int32_t sample(const float* logits, int32_t n_vocab);
   // Records a token that entered the context (generated or not) for the penalties.
   void accept(int32_t token);

@@ -1,6 +1,7 @@
 // matmul(): validation, activation preparation and threading around the SIMD kernels
-// (matmul_avx2.cpp, matmul_k_avx2.cpp), plus the portable path used for types without a
-// kernel and for builds without AVX2: dequantise a weight row, then float dot products.
+// (matmul_avx2.cpp, matmul_k_avx2.cpp, matmul_gemm_avx2.cpp), plus the portable path used
+// for types without a kernel and for builds without AVX2: dequantise a weight row, then
+// float dot products.
 #include "tensor/matmul.h"
 
 #include <algorithm>
@@ -33,13 +34,26 @@ float dot(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
+// Calls below this many multiply-adds (a few microseconds on one core) run on the calling
+// thread: waking the pool's workers would cost about as much.
+constexpr double kSerialMultiplyAdds = 65536;
+
+// fn(begin, end, thread) over [0, n): split over the pool, or all on this thread.
+template <class Fn>
+void for_ranges(ThreadPool& pool, bool serial, int64_t n, const Fn& fn, int64_t grain) {
+  if (serial)
+    fn(0, n, 0);
+  else
+    pool.parallel_for(n, fn, grain);
+}
+
 // Rows handed to one thread at a time by the portable path.
 constexpr int64_t kGenericRowGrain = 4;
 
-void matmul_generic(ThreadPool& pool, TensorType type, const uint8_t* w, size_t w_stride, int64_t rows, int64_t cols,
-                    const float* x, int64_t T, float* y) {
-  pool.parallel_for(
-      rows,
+void matmul_generic(ThreadPool& pool, bool serial, TensorType type, const uint8_t* w, size_t w_stride, int64_t rows,
+                    int64_t cols, const float* x, int64_t T, float* y) {
+  for_ranges(
+      pool, serial, rows,
       [&](int64_t r0, int64_t r1, int) {
         thread_local std::vector<float> row;
         row.resize(size_t(cols));
@@ -74,9 +88,10 @@ void matmul(ThreadPool& pool, TensorType type, const void* W, int64_t rows, int6
   }
   const auto* w = static_cast<const uint8_t*>(W);
   const size_t w_stride = row_bytes(type, cols);
+  const bool serial = double(rows) * double(cols) * double(T) < kSerialMultiplyAdds;
   const matmul_detail::Kernel* kernel = find_kernel(type, T);
   if (kernel == nullptr) {
-    matmul_generic(pool, type, w, w_stride, rows, cols, x, T, y);
+    matmul_generic(pool, serial, type, w, w_stride, rows, cols, x, T, y);
     return;
   }
 
@@ -87,11 +102,11 @@ void matmul(ThreadPool& pool, TensorType type, const void* W, int64_t rows, int6
     if (activations.size() < bytes) activations.resize(bytes);
     uint8_t* act = activations.data();
     const auto prepare = [&](int64_t t0, int64_t t1, int) { kernel->prepare(x, cols, T, t0, t1, act); };
-    if (T < kParallelPrepareTokens) prepare(0, T, 0);
-    else pool.parallel_for(T, prepare, kPrepareTokenGrain);
+    for_ranges(pool, serial || T < kParallelPrepareTokens, T, prepare, kPrepareTokenGrain);
     op.act = act;
   }
-  pool.parallel_for(rows, [&](int64_t r0, int64_t r1, int) { kernel->run(op, r0, r1, T); }, kernel->row_grain);
+  for_ranges(
+      pool, serial, rows, [&](int64_t r0, int64_t r1, int) { kernel->run(op, r0, r1, T); }, kernel->row_grain);
 }
 
 }  // namespace rwkv

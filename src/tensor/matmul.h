@@ -14,7 +14,7 @@ namespace rwkv {
 // x: T x cols float32, row-major. y: T x rows float32, row-major (overwritten).
 // For quantised W the activations are quantised per row (Q8_0 for legacy types, Q8_K for
 // k-quants) as llama.cpp does; T > 1 reuses each weight block across all T rows.
-void matmul(ThreadPool& pool, TensorType type, const void* W, int64_t rows, int64_t cols, const float* x,
-            int64_t T, float* y);
+void matmul(ThreadPool& pool, TensorType type, const void* W, int64_t rows, int64_t cols, const float* x, int64_t T,
+            float* y);
 
 }  // namespace rwkv

@@ -1,6 +1,9 @@
-// AVX2 matmul kernels for float weights (F32, F16, BF16: float FMAs on converted weights)
-// and the legacy 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: integer dot
-// products against activations quantised to 8 bits per 32-element block).
+// SIMD matmul kernels (AVX2, or AVX-512 where built for it; see matmul_avx2.h) for float
+// weights (F32, F16, BF16: dot products of converted weights with the float inputs) and the
+// legacy 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: integer dot products
+// against activations quantised to 8 bits per 32-element block). Also picks the kernel
+// for every type and token count (simd_kernel).
+
 // GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
 // which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -12,7 +15,6 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
-#include <cmath>
 #include <cstring>
 
 #include "tensor/blocks.h"
@@ -132,53 +134,103 @@ void q8_prepare(const float* x, int64_t cols, uint8_t* act) {
   }
 }
 
-// 32 nibbles of a legacy block in element order: low nibbles are elements 0..15.
-inline __m256i unpack_nibbles(const uint8_t qs[16]) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m128i low = _mm_set1_epi8(0x0F);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), low), _mm_and_si128(raw, low));
+// Decoders give the levels of P::kBytes / 32 consecutive blocks (32 bytes each, in element
+// order) as signed bytes: |level| <= 16 except for Q8_0.
+
+inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+
+// The nibbles of each block: low nibbles are elements 0..15, high nibbles 16..31.
+template <class P, class Block>
+typename P::I unpack_nibbles(const Block* b) {
+  if constexpr (P::kBytes == 32) {
+    // qs in both halves; the high half shifted by 4 within each dword, then masked
+    const __m256i both = _mm256_broadcastsi128_si256(load128(b[0].qs));
+    return _mm256_and_si256(_mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), P::set1_8(0x0F));
+  }
+#if defined(RWKV_MATMUL_AVX512)
+  else {
+    // 128-bit lanes qs0 qs0 qs1 qs1; lanes 1 and 3 (int16 lanes 8..15, 24..31) shifted by 4
+    const __m512i pair = _mm512_zextsi256_si512(_mm256_setr_m128i(load128(b[0].qs), load128(b[1].qs)));
+    const __m512i lanes = _mm512_shuffle_i64x2(pair, pair, _MM_SHUFFLE(1, 1, 0, 0));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(lanes, 0xFF00FF00u, lanes, 4), P::set1_8(0x0F));
+  }
+#endif
 }
 
-// Byte j = 0x10 where bit j of the little-endian qh is set, else 0.
-inline __m256i unpack_fifth_bits(const uint8_t qh_bytes[4]) {
-  uint32_t qh;
-  memcpy(&qh, qh_bytes, 4);
-  // Byte j takes byte j / 8 of qh, then tests its bit j % 8.
-  const __m256i spread = _mm256_shuffle_epi8(
-      _mm256_set1_epi32(int(qh)), _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
-  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
-  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+// 0x10 in byte j of each block where bit j of its little-endian qh is set, else 0.
+template <class P, class Block>
+typename P::I unpack_fifth_bits(const Block* b) {
+  if constexpr (P::kBytes == 32) {
+    uint32_t qh;
+    memcpy(&qh, b[0].qh, 4);
+    // Byte j takes byte j / 8 of qh, then tests its bit j % 8.
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(int(qh)), _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    return _mm256_and_si256(set, P::set1_8(0x10));
+  }
+#if defined(RWKV_MATMUL_AVX512)
+  else {
+    uint32_t qh0, qh1;
+    memcpy(&qh0, b[0].qh, 4);
+    memcpy(&qh1, b[1].qh, 4);
+    return _mm512_maskz_mov_epi8(uint64_t(qh0) | uint64_t(qh1) << 32, P::set1_8(0x10));
+  }
+#endif
 }
 
-// Each decoder gives a block's 32 levels as signed bytes (|level| <= 16 except Q8_0), its
-// scale d, and for the `_1` types its min m (value = d * level + m).
+template <class P>
+typename P::I load_q8_levels(const BlockQ8_0* b) {
+  if constexpr (P::kBytes == 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs));
+#if defined(RWKV_MATMUL_AVX512)
+  else
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs))),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs)), 1);
+#endif
+}
+
+// Besides levels, each block has a scale d and, for the `_1` types, a min m: value = d *
+// level + m.
 struct DecodeQ4_0 {
   using Block = BlockQ4_0;
   static constexpr bool kHasMin = false, kWide = false;
-  static __m256i levels(const Block& b) { return _mm256_sub_epi8(unpack_nibbles(b.qs), _mm256_set1_epi8(8)); }
+  template <class P>
+  static typename P::I levels(const Block* b) {
+    return P::sub8(unpack_nibbles<P>(b), P::set1_8(8));
+  }
 };
 struct DecodeQ4_1 {
   using Block = BlockQ4_1;
   static constexpr bool kHasMin = true, kWide = false;
-  static __m256i levels(const Block& b) { return unpack_nibbles(b.qs); }
+  template <class P>
+  static typename P::I levels(const Block* b) {
+    return unpack_nibbles<P>(b);
+  }
 };
 struct DecodeQ5_0 {
   using Block = BlockQ5_0;
   static constexpr bool kHasMin = false, kWide = false;
-  static __m256i levels(const Block& b) {
-    return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(b.qs), unpack_fifth_bits(b.qh)), _mm256_set1_epi8(16));
+  template <class P>
+  static typename P::I levels(const Block* b) {
+    return P::sub8(P::or_(unpack_nibbles<P>(b), unpack_fifth_bits<P>(b)), P::set1_8(16));
   }
 };
 struct DecodeQ5_1 {
   using Block = BlockQ5_1;
   static constexpr bool kHasMin = true, kWide = false;
-  static __m256i levels(const Block& b) { return _mm256_or_si256(unpack_nibbles(b.qs), unpack_fifth_bits(b.qh)); }
+  template <class P>
+  static typename P::I levels(const Block* b) {
+    return P::or_(unpack_nibbles<P>(b), unpack_fifth_bits<P>(b));
+  }
 };
 struct DecodeQ8_0 {
   using Block = BlockQ8_0;
   static constexpr bool kHasMin = false, kWide = true;  // levels span -128..127
-  static __m256i levels(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+  template <class P>
+  static typename P::I levels(const Block* b) {
+    return load_q8_levels<P>(b);
+  }
 };
 
 template <class Decode>
@@ -188,7 +240,7 @@ struct LegacyFamily {
   // biased activations: those use the sign trick on signed activations instead.
   static constexpr bool kSignTrick = Decode::kWide && !kHaveVnni;
   static constexpr int kRows = kVectorRegisters == 32 ? 4 : 2;
-  static constexpr int kTokens = kVectorRegisters == 32 ? 3 : 2;
+  static constexpr int kTokens = kVectorRegisters == 32 ? 4 : 2;
 
   // Adds blocks [b, b + P::kBytes / 32) of rows w[] against tokens a[] to acc.
   template <class P, int R, int TT>
@@ -198,7 +250,7 @@ struct LegacyFamily {
     typename P::I wq[R], start[R];
     typename P::F dw[R];
     for (int i = 0; i < R; ++i) {
-      wq[i] = P::per_block_bytes([&](int k) { return Decode::levels(w[i][b + k]); });
+      wq[i] = Decode::template levels<P>(w[i] + b);
       float d[kBlocks];
       for (int k = 0; k < kBlocks; ++k) d[k] = f16_scalar(w[i][b + k].d);
       dw[i] = P::per_block_floats(d);
@@ -266,7 +318,7 @@ template <class Family>
 constexpr Kernel legacy_kernel{&Q8Activations::bytes, &Q8Activations::prepare, &run_tiles<Family>, Family::kRows};
 
 // From this many tokens, float weights use the blocked outer-product kernel.
-constexpr int64_t kGemmMinTokens = 32;
+constexpr int64_t kGemmMinTokens = 24;
 
 }  // namespace
 
@@ -275,15 +327,24 @@ const Kernel* simd_kernel(TensorType type, int64_t T) {
     if (const Kernel* gemm = simd_kernel_gemm(type)) return gemm;
   }
   switch (type) {
-    case TensorType::F32: return &float_kernel<FloatFamily<Wide, LoadF32>>;
-    case TensorType::F16: return &float_kernel<FloatFamily<Wide, LoadF16>>;
-    case TensorType::BF16: return &float_kernel<FloatFamily<Wide, LoadBF16>>;
-    case TensorType::Q4_0: return &legacy_kernel<LegacyFamily<DecodeQ4_0>>;
-    case TensorType::Q4_1: return &legacy_kernel<LegacyFamily<DecodeQ4_1>>;
-    case TensorType::Q5_0: return &legacy_kernel<LegacyFamily<DecodeQ5_0>>;
-    case TensorType::Q5_1: return &legacy_kernel<LegacyFamily<DecodeQ5_1>>;
-    case TensorType::Q8_0: return &legacy_kernel<LegacyFamily<DecodeQ8_0>>;
-    default: return simd_kernel_k(type);
+    case TensorType::F32:
+      return &float_kernel<FloatFamily<Wide, LoadF32>>;
+    case TensorType::F16:
+      return &float_kernel<FloatFamily<Wide, LoadF16>>;
+    case TensorType::BF16:
+      return &float_kernel<FloatFamily<Wide, LoadBF16>>;
+    case TensorType::Q4_0:
+      return &legacy_kernel<LegacyFamily<DecodeQ4_0>>;
+    case TensorType::Q4_1:
+      return &legacy_kernel<LegacyFamily<DecodeQ4_1>>;
+    case TensorType::Q5_0:
+      return &legacy_kernel<LegacyFamily<DecodeQ5_0>>;
+    case TensorType::Q5_1:
+      return &legacy_kernel<LegacyFamily<DecodeQ5_1>>;
+    case TensorType::Q8_0:
+      return &legacy_kernel<LegacyFamily<DecodeQ8_0>>;
+    default:
+      return simd_kernel_k(type);
   }
 }
 

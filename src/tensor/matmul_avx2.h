@@ -42,6 +42,7 @@ struct Avx2 {
   static I izero() { return _mm256_setzero_si256(); }
   static F set1(float v) { return _mm256_set1_ps(v); }
   static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F fnmadd(F a, F b, F c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a * b
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   static F cvt(I v) { return _mm256_cvtepi32_ps(v); }
   static float hsum(F v) {
@@ -61,6 +62,7 @@ struct Avx2 {
   static I set1_8(char v) { return _mm256_set1_epi8(v); }
   static I add32(I a, I b) { return _mm256_add_epi32(a, b); }
   static I sub32(I a, I b) { return _mm256_sub_epi32(a, b); }
+  static I sub8(I a, I b) { return _mm256_sub_epi8(a, b); }
   static I and_(I a, I b) { return _mm256_and_si256(a, b); }
   static I or_(I a, I b) { return _mm256_or_si256(a, b); }
   static I maddubs(I u, I s) { return _mm256_maddubs_epi16(u, s); }
@@ -76,21 +78,14 @@ struct Avx2 {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 #endif
   }
-  // The 16 bytes at p in every 128-bit lane.
-  static I broadcast16(const void* p) {
-    return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
-  }
+  // v in every 128-bit lane.
+  static I broadcast16(__m128i v) { return _mm256_broadcastsi128_si256(v); }
   static I shuffle(I v, I control) { return _mm256_shuffle_epi8(v, control); }
   static I widen(__m256i v) { return v; }
   // Control bytes for shuffle(): every int16 lane of 128-bit lane m takes byte index[m]
   // of its lane zero-extended.
   static I i16_from_byte(const std::array<int, 2>& index) {
     return _mm256_setr_m128i(_mm_set1_epi16(int16_t(0x8000 | index[0])), _mm_set1_epi16(int16_t(0x8000 | index[1])));
-  }
-  // One vector from the 32-byte values of each block in a group (one block here).
-  template <class Fn>
-  static I per_block_bytes(Fn&& block_bytes) {
-    return block_bytes(0);
   }
   // 8 lanes per block, each block's lanes set to v[block].
   static F per_block_floats(const float* v) { return _mm256_set1_ps(v[0]); }
@@ -108,11 +103,10 @@ struct Avx512 {
   static I izero() { return _mm512_setzero_si512(); }
   static F set1(float v) { return _mm512_set1_ps(v); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   static F cvt(I v) { return _mm512_cvtepi32_ps(v); }
-  static float hsum(F v) {
-    return Avx2::hsum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
-  }
+  static float hsum(F v) { return Avx2::hsum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1))); }
   static F load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
   static F load_f16(const uint16_t* p) {
@@ -127,23 +121,22 @@ struct Avx512 {
   static I set1_8(char v) { return _mm512_set1_epi8(v); }
   static I add32(I a, I b) { return _mm512_add_epi32(a, b); }
   static I sub32(I a, I b) { return _mm512_sub_epi32(a, b); }
+  static I sub8(I a, I b) { return _mm512_sub_epi8(a, b); }
   static I and_(I a, I b) { return _mm512_and_si512(a, b); }
   static I or_(I a, I b) { return _mm512_or_si512(a, b); }
   static I maddubs(I u, I s) { return _mm512_maddubs_epi16(u, s); }
   static I madd(I a, I b) { return _mm512_madd_epi16(a, b); }
   static I dot_u8s8(I acc, I u, I s) { return _mm512_dpbusd_epi32(acc, u, s); }
-  static I broadcast16(const void* p) { return _mm512_broadcast_i32x4(_mm_loadu_si128(static_cast<const __m128i*>(p))); }
+  static I broadcast16(__m128i v) { return _mm512_broadcast_i32x4(v); }
   static I shuffle(I v, I control) { return _mm512_shuffle_epi8(v, control); }
   static I widen(__m256i v) { return _mm512_zextsi256_si512(v); }
   static I i16_from_byte(const std::array<int, 4>& index) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(Avx2::i16_from_byte({index[0], index[1]})),
                               Avx2::i16_from_byte({index[2], index[3]}), 1);
   }
-  template <class Fn>
-  static I per_block_bytes(Fn&& block_bytes) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(block_bytes(0)), block_bytes(1), 1);
+  static F per_block_floats(const float* v) {
+    return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(v[0]), _mm512_set1_ps(v[1]));
   }
-  static F per_block_floats(const float* v) { return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(v[0]), _mm512_set1_ps(v[1])); }
 };
 using Wide = Avx512;
 #else

@@ -33,9 +33,7 @@ constexpr int kPanelRows = kVectorRegisters == 32 ? 6 : 4;  // weight rows per m
 
 int64_t token_blocks(int64_t T) { return (T + kBlockTokens - 1) / kBlockTokens; }
 
-size_t gemm_act_bytes(int64_t cols, int64_t T) {
-  return size_t(token_blocks(T) * cols * kBlockTokens) * sizeof(float);
-}
+size_t gemm_act_bytes(int64_t cols, int64_t T) { return size_t(token_blocks(T) * cols * kBlockTokens) * sizeof(float); }
 
 // Writes the 8 x 8 floats src[i * src_stride + j] to dst[j * dst_stride + i].
 inline void transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
@@ -171,10 +169,14 @@ constexpr Kernel gemm_kernel{&gemm_act_bytes, &gemm_prepare, &Gemm::run, kPanelR
 
 const Kernel* simd_kernel_gemm(TensorType type) {
   switch (type) {
-    case TensorType::F32: return &gemm_kernel<FloatGemm<float, LoadF32>>;
-    case TensorType::F16: return &gemm_kernel<FloatGemm<uint16_t, LoadF16>>;
-    case TensorType::BF16: return &gemm_kernel<FloatGemm<uint16_t, LoadBF16>>;
-    default: return nullptr;
+    case TensorType::F32:
+      return &gemm_kernel<FloatGemm<float, LoadF32>>;
+    case TensorType::F16:
+      return &gemm_kernel<FloatGemm<uint16_t, LoadF16>>;
+    case TensorType::BF16:
+      return &gemm_kernel<FloatGemm<uint16_t, LoadBF16>>;
+    default:
+      return nullptr;
   }
 }
 

@@ -1,6 +1,8 @@
-// AVX2 matmul kernels for the k-quant weight types (Q4_K, Q5_K, Q6_K): activations are
-// quantised to Q8_K (spec §4.4) once per call and each super-block's dot product is summed
-// in int32 with the 6-/8-bit sub-block scales applied by madd, then scaled once in float.
+// SIMD matmul kernels (AVX2, or AVX-512 where built for it; see matmul_avx2.h) for the
+// k-quant weight types (Q4_K, Q5_K, Q6_K): activations are quantised to Q8_K (spec §4.4)
+// once per call and each super-block's dot product is summed in int32 with the 6-/8-bit
+// sub-block scales applied by madd, then scaled once in float.
+
 // GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
 // which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -18,7 +20,6 @@
 
 #include "tensor/blocks.h"
 #include "tensor/matmul_avx2.h"
-#include "tensor/quant_k.h"
 
 namespace rwkv::matmul_detail {
 namespace {
@@ -60,7 +61,8 @@ void q8k_prepare(const float* x, int64_t cols, uint8_t* act) {
     for (int g = 0; g < QK_K / 32; ++g) {
       __m256i q[4];
       for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 32 * g + 8 * k), scale));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(levels + b * QK_K + 32 * g), pack_i32_to_i8(q[0], q[1], q[2], q[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(levels + b * QK_K + 32 * g),
+                          pack_i32_to_i8(q[0], q[1], q[2], q[3]));
     }
     for (int i = 0; i < 16; ++i) {
       int sum = 0;
@@ -89,8 +91,9 @@ inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<co
 
 // A super-block format supplies, per policy P: Row<P> (a weight row's decoded super-block
 // header), levels() (the unsigned levels of chunk ch: P::kBytes elements in order),
-// scales() (int16 multipliers for the maddubs pair sums of that chunk) and start() (the
-// int32 sum to begin from, given the token's bsums).
+// scales() (int16 multipliers for the maddubs pair sums of that chunk), start() (the int32
+// sum to begin from, given the token's bsums) and, where kHasMin, min_sums() (the int32
+// lanes of sum(min * bsums) that dmin scales).
 
 // ------------------------------------------------------------------ Q4_K and Q5_K
 
@@ -108,15 +111,27 @@ struct AffineK {
     typename P::I qh;      // Q5_K: the 32 qh bytes in every 256-bit half
   };
 
+  // The 8 scales and 8 mins unpacked as in quant_k.h's unpack_k_scales, on the words
+  // A0, A1, A2 of the 12 packed bytes (the 16-byte load also reads 4 qs bytes, unused).
+  static __m128i unpack_scales(const Block& blk) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales));
+    const __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));  // A0 A2 A1 A2
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));  // A0 A0 A1 A1
+    // low bits: A0 & 63, A2 & 15, A1 & 63, (A2 >> 4) & 15; bits 4-5 from the top bits of A0/A1
+    const __m128i low = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                                      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i high = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(low, high);
+  }
+
   template <class P>
   static Row<P> begin(const Block& blk) {
-    alignas(16) uint8_t sm[16];
-    quant_detail::unpack_k_scales(blk.scales, sm);
-    Row<P> row{P::broadcast16(sm), P::izero()};
+    Row<P> row{P::broadcast16(unpack_scales(blk)), P::izero()};
     if constexpr (kFifthBit) {
       if constexpr (P::kBytes == 32) row.qh = load256(blk.qh);
 #if defined(RWKV_MATMUL_AVX512)
-      else row.qh = _mm512_broadcast_i64x4(load256(blk.qh));
+      else
+        row.qh = _mm512_broadcast_i64x4(load256(blk.qh));
 #endif
     }
     return row;
@@ -138,7 +153,8 @@ struct AffineK {
       const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
       q = _mm512_and_si512(_mm512_srlv_epi16(raw, shift), nibble);
       if constexpr (kFifthBit) {
-        const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi16(int16_t(2 * ch)), _mm256_set1_epi16(int16_t(2 * ch + 1)), 1);
+        const __m512i bit =
+            _mm512_inserti64x4(_mm512_set1_epi16(int16_t(2 * ch)), _mm256_set1_epi16(int16_t(2 * ch + 1)), 1);
         q = _mm512_or_si512(q, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(row.qh, bit), P::set1_8(1)), 4));
       }
     }
@@ -148,8 +164,10 @@ struct AffineK {
 
   template <class P>
   static typename P::I scales(const Row<P>& row, int ch) {
-    if constexpr (P::kBytes == 32) return P::shuffle(row.scales, P::i16_from_byte({ch, ch}));
-    else return P::shuffle(row.scales, P::i16_from_byte({2 * ch, 2 * ch, 2 * ch + 1, 2 * ch + 1}));
+    if constexpr (P::kBytes == 32)
+      return P::shuffle(row.scales, P::i16_from_byte({ch, ch}));
+    else
+      return P::shuffle(row.scales, P::i16_from_byte({2 * ch, 2 * ch, 2 * ch + 1, 2 * ch + 1}));
   }
 
   template <class P>
@@ -164,8 +182,10 @@ struct AffineK {
     const __m256i control = _mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1,  //
                                              12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1);
     __m256i scales;
-    if constexpr (P::kBytes == 32) scales = row.scales;
-    else scales = _mm512_castsi512_si256(row.scales);
+    if constexpr (P::kBytes == 32)
+      scales = row.scales;
+    else
+      scales = _mm512_castsi512_si256(row.scales);
     return _mm256_madd_epi16(_mm256_shuffle_epi8(scales, control), load256(bsums));
   }
 };
@@ -181,7 +201,7 @@ struct Q6K {
 
   template <class P>
   struct Row {
-    __m256i scales16;          // the 16 scales as int16
+    __m256i scales16;         // the 16 scales as int16
     typename P::I source[2];  // what scales() shuffles from
   };
 
@@ -208,8 +228,8 @@ struct Q6K {
       const __m256i qh = load256(blk.qh + 32 * n);
       const __m256i low = _mm256_and_si256(k / 2 ? _mm256_srli_epi16(ql, 4) : ql, nibble);
       // bits 2k..2k+1 of qh moved to bits 4..5
-      const __m256i high = _mm256_and_si256(k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : _mm256_srli_epi16(qh, 2 * k - 4),
-                                            two_bits);
+      const __m256i high =
+          _mm256_and_si256(k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : _mm256_srli_epi16(qh, 2 * k - 4), two_bits);
       return _mm256_or_si256(low, high);
     }
 #if defined(RWKV_MATMUL_AVX512)
@@ -219,8 +239,9 @@ struct Q6K {
       const __m512i low = _mm512_and_si512(k ? _mm512_srli_epi16(ql, 4) : ql, nibble);
       const __m512i qh = _mm512_broadcast_i64x4(load256(blk.qh + 32 * n));
       // group k: bits 2k..2k+1 to 4..5; group k + 1: bits 2k+2..2k+3 to 4..5
-      const __m512i high = k == 0 ? _mm512_sllv_epi16(qh, _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1))
-                                  : _mm512_srlv_epi16(qh, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1));
+      const __m512i high =
+          k == 0 ? _mm512_sllv_epi16(qh, _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1))
+                 : _mm512_srlv_epi16(qh, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1));
       return _mm512_or_si512(low, _mm512_and_si512(high, two_bits));
     }
 #endif
@@ -231,17 +252,19 @@ struct Q6K {
     if constexpr (P::kBytes == 32) {
       // int16 lanes of the low 128 bits take scale 2k of half n, the high ones 2k + 1.
       const int k = ch % 4;
-      return _mm256_shuffle_epi8(row.source[ch / 4], _mm256_setr_epi8(4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k,
-                                                            4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
-                                                            4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
-                                                            4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
-                                                            4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3));
+      return _mm256_shuffle_epi8(
+          row.source[ch / 4],
+          _mm256_setr_epi8(4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
+                           4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2,
+                           4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2,
+                           4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3));
     }
 #if defined(RWKV_MATMUL_AVX512)
     else {
       // 128-bit lane m covers elements 64ch + 16m.. : scale 4ch + m
       const __m512i index = _mm512_inserti64x4(
-          _mm512_castsi256_si512(_mm256_setr_m128i(_mm_set1_epi16(int16_t(4 * ch)), _mm_set1_epi16(int16_t(4 * ch + 1)))),
+          _mm512_castsi256_si512(
+              _mm256_setr_m128i(_mm_set1_epi16(int16_t(4 * ch)), _mm_set1_epi16(int16_t(4 * ch + 1)))),
           _mm256_setr_m128i(_mm_set1_epi16(int16_t(4 * ch + 2)), _mm_set1_epi16(int16_t(4 * ch + 3))), 1);
       return _mm512_permutexvar_epi16(index, row.source[0]);
     }
@@ -262,7 +285,7 @@ template <class P, class Format>
 struct KQuantFamily {
   using Block = typename Format::Block;
   static constexpr int kRows = kVectorRegisters == 32 ? 2 : 1;
-  static constexpr int kTokens = kVectorRegisters == 32 ? 4 : 3;
+  static constexpr int kTokens = 3;
   static constexpr int kChunks = QK_K / P::kBytes;
 
   template <int R, int TT>
@@ -294,15 +317,19 @@ struct KQuantFamily {
           for (int i = 0; i < R; ++i) isum[i][j] = P::add32(isum[i][j], P::madd(P::maddubs(q[i], av), s[i]));
         }
       }
+      // acc += da * (d * isum - dmin * min_sums)
+      typename P::F d[R], dmin[R];
       for (int i = 0; i < R; ++i) {
-        const float d = f16_scalar(w[i][b].d);
-        for (int j = 0; j < TT; ++j) {
-          const float da = a[j].d[b];
-          acc[i][j] = P::fma(P::cvt(isum[i][j]), P::set1(d * da), acc[i][j]);
-          if constexpr (Format::kHasMin) {
-            const __m256i msum = Format::min_sums(row[i], a[j].bsums + 16 * b);
-            acc[i][j] = P::fma(P::cvt(P::widen(msum)), P::set1(-f16_scalar(w[i][b].dmin) * da), acc[i][j]);
-          }
+        d[i] = P::set1(f16_scalar(w[i][b].d));
+        if constexpr (Format::kHasMin) dmin[i] = P::set1(f16_scalar(w[i][b].dmin));
+      }
+      for (int j = 0; j < TT; ++j) {
+        const typename P::F da = P::set1(a[j].d[b]);
+        for (int i = 0; i < R; ++i) {
+          typename P::F v = P::mul(P::cvt(isum[i][j]), d[i]);
+          if constexpr (Format::kHasMin)
+            v = P::fnmadd(P::cvt(P::widen(Format::min_sums(row[i], a[j].bsums + 16 * b))), dmin[i], v);
+          acc[i][j] = P::fma(v, da, acc[i][j]);
         }
       }
     }
@@ -319,10 +346,14 @@ constexpr Kernel k_kernel{&Q8KActivations::bytes, &Q8KActivations::prepare, &run
 
 const Kernel* simd_kernel_k(TensorType type) {
   switch (type) {
-    case TensorType::Q4_K: return &k_kernel<KQuantFamily<Wide, AffineK<false>>>;
-    case TensorType::Q5_K: return &k_kernel<KQuantFamily<Wide, AffineK<true>>>;
-    case TensorType::Q6_K: return &k_kernel<KQuantFamily<Wide, Q6K>>;
-    default: return nullptr;
+    case TensorType::Q4_K:
+      return &k_kernel<KQuantFamily<Wide, AffineK<false>>>;
+    case TensorType::Q5_K:
+      return &k_kernel<KQuantFamily<Wide, AffineK<true>>>;
+    case TensorType::Q6_K:
+      return &k_kernel<KQuantFamily<Wide, Q6K>>;
+    default:
+      return nullptr;
   }
 }
 

@@ -175,25 +175,51 @@ void dequantize_row(TensorType type, const void* src, float* dst, int64_t n) {
   const int64_t nb = whole_blocks("dequantize_row", type, n);
   const auto* half = static_cast<const uint16_t*>(src);
   switch (type) {
-    case TensorType::F32: memcpy(dst, src, size_t(n) * sizeof(float)); return;
+    case TensorType::F32:
+      memcpy(dst, src, size_t(n) * sizeof(float));
+      return;
     case TensorType::F16:
       for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(half[i]);
       return;
     case TensorType::BF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(half[i]);
       return;
-    case TensorType::Q4_0: dequantize_q4_0(src, dst, nb); return;
-    case TensorType::Q4_1: dequantize_q4_1(src, dst, nb); return;
-    case TensorType::Q5_0: dequantize_q5_0(src, dst, nb); return;
-    case TensorType::Q5_1: dequantize_q5_1(src, dst, nb); return;
-    case TensorType::Q8_0: dequantize_q8<BlockQ8_0>(src, dst, nb); return;
-    case TensorType::Q8_1: dequantize_q8<BlockQ8_1>(src, dst, nb); return;
-    case TensorType::Q2_K: quant_detail::dequantize_q2_k(src, dst, nb); return;
-    case TensorType::Q3_K: quant_detail::dequantize_q3_k(src, dst, nb); return;
-    case TensorType::Q4_K: quant_detail::dequantize_q4_k(src, dst, nb); return;
-    case TensorType::Q5_K: quant_detail::dequantize_q5_k(src, dst, nb); return;
-    case TensorType::Q6_K: quant_detail::dequantize_q6_k(src, dst, nb); return;
-    case TensorType::Q8_K: quant_detail::dequantize_q8_k(src, dst, nb); return;
+    case TensorType::Q4_0:
+      dequantize_q4_0(src, dst, nb);
+      return;
+    case TensorType::Q4_1:
+      dequantize_q4_1(src, dst, nb);
+      return;
+    case TensorType::Q5_0:
+      dequantize_q5_0(src, dst, nb);
+      return;
+    case TensorType::Q5_1:
+      dequantize_q5_1(src, dst, nb);
+      return;
+    case TensorType::Q8_0:
+      dequantize_q8<BlockQ8_0>(src, dst, nb);
+      return;
+    case TensorType::Q8_1:
+      dequantize_q8<BlockQ8_1>(src, dst, nb);
+      return;
+    case TensorType::Q2_K:
+      quant_detail::dequantize_q2_k(src, dst, nb);
+      return;
+    case TensorType::Q3_K:
+      quant_detail::dequantize_q3_k(src, dst, nb);
+      return;
+    case TensorType::Q4_K:
+      quant_detail::dequantize_q4_k(src, dst, nb);
+      return;
+    case TensorType::Q5_K:
+      quant_detail::dequantize_q5_k(src, dst, nb);
+      return;
+    case TensorType::Q6_K:
+      quant_detail::dequantize_q6_k(src, dst, nb);
+      return;
+    case TensorType::Q8_K:
+      quant_detail::dequantize_q8_k(src, dst, nb);
+      return;
   }
 }
 
@@ -211,9 +237,11 @@ bool can_quantize(TensorType type) {
     case TensorType::Q4_K:
     case TensorType::Q5_K:
     case TensorType::Q6_K:
-    case TensorType::Q8_K: return true;
+    case TensorType::Q8_K:
+      return true;
     case TensorType::Q2_K:
-    case TensorType::Q3_K: return false;
+    case TensorType::Q3_K:
+      return false;
   }
   return false;
 }
@@ -223,25 +251,48 @@ size_t quantize_row(TensorType type, const float* src, void* dst, int64_t n) {
   if (!can_quantize(type)) fail(ErrorCode::unsupported, "quantize_row: cannot encode " + describe(type));
   auto* half = static_cast<uint16_t*>(dst);
   switch (type) {
-    case TensorType::F32: memcpy(dst, src, size_t(n) * sizeof(float)); break;
+    case TensorType::F32:
+      memcpy(dst, src, size_t(n) * sizeof(float));
+      break;
     case TensorType::F16:
       for (int64_t i = 0; i < n; ++i) half[i] = f32_to_f16(src[i]);
       break;
     case TensorType::BF16:
       for (int64_t i = 0; i < n; ++i) half[i] = f32_to_bf16(src[i]);
       break;
-    case TensorType::Q4_0: quantize_symmetric<BlockQ4_0, 8>(src, dst, nb); break;
-    case TensorType::Q4_1: quantize_affine<BlockQ4_1, 15>(src, dst, nb); break;
-    case TensorType::Q5_0: quantize_symmetric<BlockQ5_0, 16>(src, dst, nb); break;
-    case TensorType::Q5_1: quantize_affine<BlockQ5_1, 31>(src, dst, nb); break;
-    case TensorType::Q8_0: quantize_q8<BlockQ8_0>(src, dst, nb); break;
-    case TensorType::Q8_1: quantize_q8<BlockQ8_1>(src, dst, nb); break;
-    case TensorType::Q4_K: quant_detail::quantize_q4_k(src, dst, nb); break;
-    case TensorType::Q5_K: quant_detail::quantize_q5_k(src, dst, nb); break;
-    case TensorType::Q6_K: quant_detail::quantize_q6_k(src, dst, nb); break;
-    case TensorType::Q8_K: quant_detail::quantize_q8_k(src, dst, nb); break;
+    case TensorType::Q4_0:
+      quantize_symmetric<BlockQ4_0, 8>(src, dst, nb);
+      break;
+    case TensorType::Q4_1:
+      quantize_affine<BlockQ4_1, 15>(src, dst, nb);
+      break;
+    case TensorType::Q5_0:
+      quantize_symmetric<BlockQ5_0, 16>(src, dst, nb);
+      break;
+    case TensorType::Q5_1:
+      quantize_affine<BlockQ5_1, 31>(src, dst, nb);
+      break;
+    case TensorType::Q8_0:
+      quantize_q8<BlockQ8_0>(src, dst, nb);
+      break;
+    case TensorType::Q8_1:
+      quantize_q8<BlockQ8_1>(src, dst, nb);
+      break;
+    case TensorType::Q4_K:
+      quant_detail::quantize_q4_k(src, dst, nb);
+      break;
+    case TensorType::Q5_K:
+      quant_detail::quantize_q5_k(src, dst, nb);
+      break;
+    case TensorType::Q6_K:
+      quant_detail::quantize_q6_k(src, dst, nb);
+      break;
+    case TensorType::Q8_K:
+      quant_detail::quantize_q8_k(src, dst, nb);
+      break;
     case TensorType::Q2_K:
-    case TensorType::Q3_K: break;  // rejected by can_quantize above
+    case TensorType::Q3_K:
+      break;  // rejected by can_quantize above
   }
   return row_bytes(type, n);
 }

@@ -1,5 +1,5 @@
 // Internal to src/tensor: the k-quant block converters behind quant.h's dispatch, and the
-// scale unpacking the SIMD kernels share with them so both read a block the same way.
+// Q4_K/Q5_K scale unpacking (matmul_k_avx2.cpp does the same word arithmetic in SIMD).
 // `nblocks` counts whole 256-element super-blocks.
 #pragma once
 

@@ -12,8 +12,8 @@ namespace {
 
 const std::string kEmpty;
 
-// Nodes with more children than this get a direct 256-entry table; scanning a short sorted
-// edge list is as fast as the table and takes 1/50 of the memory.
+// Nodes with more children than this get a direct 256-entry table (1 KB); the others are
+// searched by scanning their sorted edge list (5 bytes an edge).
 constexpr int32_t kMaxScannedChildren = 8;
 
 // A range of the lexicographically sorted token ids that share the prefix spelled by the

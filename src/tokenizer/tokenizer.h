@@ -43,8 +43,8 @@ class Tokenizer {
   // Compact byte trie, nodes in breadth-first order, node 0 the root. Node n's children are
   // the edges [nodes_[n].first_edge, nodes_[n + 1].first_edge), sorted by byte; nodes_
   // ends with a sentinel. Nodes with many children (the root, common first bytes) also get
-  // a 256-entry row of child_table_ so that lookups there stay O(1). About 12 + 5 bytes
-  // per node instead of 1 KB for a 256-way table everywhere.
+  // a 256-entry row of child_table_ so that lookups there stay O(1). The World vocabulary
+  // needs 116k nodes and 1.2k rows: 3.2 MB, against 116 MB for 256-way nodes everywhere.
   struct TrieNode {
     int32_t first_edge;
     int32_t token;  // -1 when no token ends here

@@ -34,31 +34,101 @@ __device__ __forceinline__ float apply_in(InOp op, float v) {
   }
 }
 
-// Quantises T rows of x (cols a multiple of 32) into shared memory: one warp per block.
-__device__ void stage_x(const MatvecJob& job, int T, uint8_t* smem, XQ& xq) {
+constexpr int kStageBatch = 8;               // float4 loads in flight per thread while staging
+constexpr size_t kFloatStageBytes = 64 << 10;  // float weights: stage fp32 x up to this size
+
+// Row t, column c of the job's activations (4 floats, or 0 past the rows). Aligned jobs
+// use one 16-byte load.
+__device__ __forceinline__ float4 load_x4(const MatvecJob& job, int64_t e, int64_t cols, bool aligned) {
+  const int64_t t = e / cols, c = e - t * cols;
+  const float* p = job.x + t * job.x_stride + c;
+  if (aligned) return *reinterpret_cast<const float4*>(p);
+  return make_float4(p[0], p[1], p[2], p[3]);
+}
+
+// Quantises T rows of x (cols a multiple of 32) into shared memory as two int8 terms (XQ).
+// Thread i takes float4 chunks i, i + 256, ...; the 8 chunks of one block of 32 are 8
+// neighbouring lanes. All loads of a batch are issued before the first is used.
+__device__ void stage_quant(const MatvecJob& job, int T, uint8_t* smem, XQ (&xq)[2]) {
   const int cols = int(job.W.cols), nb = cols / 32;
-  int8_t* q = reinterpret_cast<int8_t*>(smem);
-  float* d = reinterpret_cast<float*>(smem + size_t(T) * cols);
-  int* s = reinterpret_cast<int*>(d + T * nb);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-  for (int bi = warp; bi < T * nb; bi += n_warps) {
-    const int t = bi / nb, b = bi - t * nb;
-    const float v = apply_in(job.in_op, job.x[t * job.x_stride + 32 * b + lane]);
-    const float amax = warp_max(fabsf(v));
-    const float scale = amax / 127.f;
-    const int qi = amax > 0.f ? __float2int_rn(v / scale) : 0;
-    q[size_t(t) * cols + 32 * b + lane] = int8_t(qi);
-    const int sum = warp_sum_int(qi);
-    if (lane == 0) {
-      d[bi] = scale;
-      s[bi] = sum;
+  const int64_t n4 = int64_t(T) * cols / 4;
+  int8_t* q0 = reinterpret_cast<int8_t*>(smem);
+  int8_t* q1 = q0 + size_t(T) * cols;
+  float* d0 = reinterpret_cast<float*>(q1 + size_t(T) * cols);
+  float* d1 = d0 + T * nb;
+  int* s0 = reinterpret_cast<int*>(d1 + T * nb);
+  int* s1 = s0 + T * nb;
+  const bool aligned = ((reinterpret_cast<uintptr_t>(job.x) | uintptr_t(job.x_stride * 4)) & 15) == 0;
+  for (int64_t b0 = 0; b0 < n4; b0 += int64_t(kThreads) * kStageBatch) {
+    float4 v[kStageBatch];
+#pragma unroll
+    for (int k = 0; k < kStageBatch; ++k) {
+      const int64_t idx = b0 + int64_t(k) * kThreads + threadIdx.x;
+      v[k] = idx < n4 ? load_x4(job, idx * 4, cols, aligned) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int k = 0; k < kStageBatch; ++k) {
+      const int64_t idx = b0 + int64_t(k) * kThreads + threadIdx.x;
+      float f[4] = {apply_in(job.in_op, v[k].x), apply_in(job.in_op, v[k].y), apply_in(job.in_op, v[k].z),
+                    apply_in(job.in_op, v[k].w)};
+      float amax = fmaxf(fmaxf(fabsf(f[0]), fabsf(f[1])), fmaxf(fabsf(f[2]), fabsf(f[3])));
+      for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      const float dq0 = amax / 127.f, inv0 = amax > 0.f ? 127.f / amax : 0.f;
+      int qa[4];
+      float r[4], ramax = 0.f;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        qa[e] = __float2int_rn(f[e] * inv0);
+        r[e] = f[e] - float(qa[e]) * dq0;
+        ramax = fmaxf(ramax, fabsf(r[e]));
+      }
+      for (int o = 1; o < 8; o <<= 1) ramax = fmaxf(ramax, __shfl_xor_sync(0xffffffffu, ramax, o));
+      const float dq1 = ramax / 127.f, inv1 = ramax > 0.f ? 127.f / ramax : 0.f;
+      int qb[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) qb[e] = __float2int_rn(r[e] * inv1);
+      int sa = qa[0] + qa[1] + qa[2] + qa[3], sb = qb[0] + qb[1] + qb[2] + qb[3];
+      for (int o = 1; o < 8; o <<= 1) {
+        sa += __shfl_xor_sync(0xffffffffu, sa, o);
+        sb += __shfl_xor_sync(0xffffffffu, sb, o);
+      }
+      if (idx < n4) {
+        auto pack = [](const int(&q)[4]) {
+          return int((q[0] & 0xff) | ((q[1] & 0xff) << 8) | ((q[2] & 0xff) << 16) | (uint32_t(q[3]) << 24));
+        };
+        reinterpret_cast<int*>(q0)[idx] = pack(qa);
+        reinterpret_cast<int*>(q1)[idx] = pack(qb);
+        if ((threadIdx.x & 7) == 0) {
+          const int64_t blk = idx / 8;  // = t * nb + c / 32
+          d0[blk] = dq0;
+          d1[blk] = dq1;
+          s0[blk] = sa;
+          s1[blk] = sb;
+        }
+      }
     }
   }
-  xq.q = q;
-  xq.d = d;
-  xq.s = s;
-  xq.cols = cols;
-  xq.nb = nb;
+  xq[0] = XQ{q0, d0, s0, cols, nb};
+  xq[1] = XQ{q1, d1, s1, cols, nb};
+}
+
+// Copies T rows of x (with the input transform) to shared memory as fp32, row stride cols.
+__device__ void stage_float(const MatvecJob& job, int T, float* xs) {
+  const int64_t cols = job.W.cols, n = int64_t(T) * cols;
+  for (int64_t b0 = 0; b0 < n; b0 += int64_t(kThreads) * kStageBatch) {
+    float v[kStageBatch];
+#pragma unroll
+    for (int k = 0; k < kStageBatch; ++k) {
+      const int64_t e = b0 + int64_t(k) * kThreads + threadIdx.x;
+      const int64_t t = e / cols;
+      v[k] = e < n ? job.x[t * job.x_stride + (e - t * cols)] : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < kStageBatch; ++k) {
+      const int64_t e = b0 + int64_t(k) * kThreads + threadIdx.x;
+      if (e < n) xs[e] = apply_in(job.in_op, v[k]);
+    }
+  }
 }
 
 __device__ __forceinline__ void store_out(const MatvecJob& job, int t, int64_t row, float v) {
@@ -90,6 +160,26 @@ __device__ __forceinline__ void load_round(It (&w)[U], const PackedView& W, int6
   }
 }
 
+template <typename It, int TM, int U>
+__device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, int64_t items, int tpr, int T,
+                                              const XQ (&xq)[2], const float* xf, int64_t xf_stride, int64_t cols,
+                                              float (&acc)[TM]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t it = base + int64_t(tpr) * u;
+    if (it >= items) break;
+#pragma unroll
+    for (int t = 0; t < TM; ++t) {
+      if (t >= T) break;
+      if constexpr (It::kQuant) {
+        acc[t] += w[u].dot(xq[0], t, it) + w[u].dot(xq[1], t, it);
+      } else {
+        acc[t] += w[u].dot_f(xf + t * xf_stride, cols, it);
+      }
+    }
+  }
+}
+
 template <TensorType TY, int TM>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int T, uint8_t* smem) {
   using It = Item<TY>;
@@ -99,52 +189,40 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int T, uint8_
   const int g_lane = threadIdx.x & (tpr - 1);
   const int64_t row = int64_t(blk) * (kThreads / tpr) + threadIdx.x / tpr;
   const bool row_ok = row < job.W.rows;
-  const int64_t items = job.W.items;
+  const int64_t items = job.W.items, step = int64_t(tpr) * U, cols = job.W.cols;
 
   // The first round of weights is requested before waiting on the previous kernel.
-  It w[U];
+  It wa[U], wb[U];
   int64_t base = g_lane;
-  load_round(w, job.W, row, row_ok, base, tpr);
+  load_round(wa, job.W, row, row_ok, base, tpr);
 
   pdl_wait();
   pdl_trigger();
-  XQ xq{};
+  XQ xq[2] = {};
   const float* xf = job.x;  // float weights: fp32 activations, row t at xf + t * xf_stride
   int64_t xf_stride = job.x_stride;
   if constexpr (It::kQuant) {
-    stage_x(job, T, smem, xq);
-  } else if (job.in_op != InOp::none) {
-    float* xs = reinterpret_cast<float*>(smem);
-    const int64_t cols = job.W.cols;
-    for (int64_t e = threadIdx.x; e < T * cols; e += blockDim.x) {
-      const int64_t t = e / cols;
-      xs[e] = apply_in(job.in_op, job.x[t * job.x_stride + (e - t * cols)]);
-    }
-    xf = xs;
+    stage_quant(job, T, smem, xq);
+  } else if (size_t(T) * size_t(cols) * sizeof(float) <= kFloatStageBytes) {
+    stage_float(job, T, reinterpret_cast<float*>(smem));
+    xf = reinterpret_cast<const float*>(smem);
     xf_stride = cols;
   }
   __syncthreads();
 
+  // Two register buffers: the next round's loads are in flight while this one computes.
   float acc[TM];
 #pragma unroll
   for (int t = 0; t < TM; ++t) acc[t] = 0.f;
-  while (row_ok && base < items) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t it = base + int64_t(tpr) * u;
-      if (it >= items) break;
-#pragma unroll
-      for (int t = 0; t < TM; ++t) {
-        if (t >= T) break;
-        if constexpr (It::kQuant) {
-          acc[t] += w[u].dot(xq, t, it);
-        } else {
-          acc[t] += w[u].dot_f(xf + t * xf_stride, job.W.cols, it);
-        }
-      }
-    }
-    base += int64_t(tpr) * U;
-    load_round(w, job.W, row, row_ok, base, tpr);
+  while (row_ok) {
+    load_round(wb, job.W, row, row_ok, base + step, tpr);
+    compute_round<It, TM, U>(wa, base, items, tpr, T, xq, xf, xf_stride, cols, acc);
+    base += step;
+    if (base >= items) break;
+    load_round(wa, job.W, row, row_ok, base + step, tpr);
+    compute_round<It, TM, U>(wb, base, items, tpr, T, xq, xf, xf_stride, cols, acc);
+    base += step;
+    if (base >= items) break;
   }
 #pragma unroll
   for (int t = 0; t < TM; ++t) {
@@ -194,16 +272,42 @@ void launch_tm(const Batch& batch, int blocks, size_t smem, Stream stream) {
   launch("matvec", matvec_kernel<TM>, dim3(blocks), dim3(kThreads), smem, stream, batch);
 }
 
+// Shared memory a job needs for T rows (0: reads x from global memory).
+size_t job_smem(const MatvecJob& j, int T) {
+  const size_t tc = size_t(T) * size_t(j.W.cols);
+  if (type_info(j.W.type).block_size > 1) return 2 * tc + tc / 32 * 16;  // q0, q1, d0, d1, s0, s1
+  if (tc * sizeof(float) <= kFloatStageBytes) return tc * sizeof(float);
+  if (j.in_op != InOp::none) fail(ErrorCode::argument, "cuda matvec: input transform on too wide a float matrix");
+  return 0;
+}
+
+constexpr size_t kMaxSmem = 160 << 10;
+
 }  // namespace
 
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
   if (n_jobs < 1 || n_jobs > kMatvecMaxJobs || T < 1 || T > kMatvecMaxRows)
     fail(ErrorCode::argument, "cuda matvec: bad job count " + std::to_string(n_jobs) + " or rows " + std::to_string(T));
+  size_t smem = 0;
+  for (int i = 0; i < n_jobs; ++i) smem = std::max(smem, job_smem(jobs[i], T));
+  if (smem > kMaxSmem) {  // too many wide rows at once: two launches over halves of the rows
+    if (T == 1) fail(ErrorCode::argument, "cuda matvec: activation row too wide for shared memory");
+    const int T1 = T / 2;
+    MatvecJob second[kMatvecMaxJobs];
+    for (int i = 0; i < n_jobs; ++i) {
+      second[i] = jobs[i];
+      second[i].x += T1 * jobs[i].x_stride;
+      second[i].y += T1 * jobs[i].y_stride;
+      if (second[i].y_raw) second[i].y_raw += T1 * jobs[i].y_stride;
+    }
+    matvec(jobs, n_jobs, T1, stream);
+    matvec(second, n_jobs, T - T1, stream);
+    return;
+  }
   Batch batch{};
   batch.n_jobs = n_jobs;
   batch.T = T;
   int blocks = 0;
-  size_t smem = 0;
   for (int i = 0; i < n_jobs; ++i) {
     const MatvecJob& j = jobs[i];
     const int tpr = choose_tpr(j.W.items);
@@ -212,15 +316,8 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     batch.jobs[i].block_begin = blocks;
     const int64_t rows_per_block = kThreads / tpr;
     blocks += int((j.W.rows + rows_per_block - 1) / rows_per_block);
-    const bool quant = type_info(j.W.type).block_size > 1;
-    if (quant) {
-      smem = std::max(smem, size_t(T) * size_t(j.W.cols) / 32 * (32 + 8));  // q + scale + sum
-    } else if (j.in_op != InOp::none) {
-      smem = std::max(smem, size_t(T) * size_t(j.W.cols) * sizeof(float));  // transformed fp32 x
-    }
   }
   smem = (smem + 15) / 16 * 16;
-  if (smem > 200 * 1024) fail(ErrorCode::argument, "cuda matvec: activation rows too wide for shared memory");
   if (T == 1) launch_tm<1>(batch, blocks, smem, stream);
   else if (T == 2) launch_tm<2>(batch, blocks, smem, stream);
   else if (T <= 4) launch_tm<4>(batch, blocks, smem, stream);

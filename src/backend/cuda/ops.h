@@ -152,7 +152,8 @@ void layer_norm_rows(const float* x, const int32_t* rows, int n, int C, const fl
 // value-residual mix (layer 0: v_first := v; else v += nu (v_first - v), written back to v),
 // kk = normalise(k k_k), k_mod, the WKV7 state update and read-out y, group norm, bonus,
 // and xo = (group-norm output + bonus) * g. State of slot s, head h:
-// state + s * state_stride + h * N * N, [i][j] (value row i, key column j).
+// state + s * state_stride + h * N * N, [i][j] (value row i, key column j); state and
+// state_stride must be 16-byte aligned (multiples of 4 floats). N is 32, 64 or 128.
 struct WkvArgs {
   BatchDev batch;
   int H = 0, N = 0;

@@ -249,22 +249,25 @@ void prefill_n(const WkvArgs& a, Stream stream) {
   launch("wkv_post", wkv_post_kernel<N>, per_token, dim3(256), 0, stream, a);
 }
 
-void check_head_size(int N) {
-  if (N != 32 && N != 64 && N != 128)
-    fail(ErrorCode::unsupported, "cuda wkv: head size " + std::to_string(N) + " (supported: 32, 64, 128)");
+// Head size supported, and the state 16-byte aligned (the kernels move it as float4).
+void check_args(const WkvArgs& a) {
+  if (a.N != 32 && a.N != 64 && a.N != 128)
+    fail(ErrorCode::unsupported, "cuda wkv: head size " + std::to_string(a.N) + " (supported: 32, 64, 128)");
+  if ((reinterpret_cast<uintptr_t>(a.state) & 15) != 0 || a.state_stride % 4 != 0)
+    fail(ErrorCode::argument, "cuda wkv: state not 16-byte aligned");
 }
 
 }  // namespace
 
 void wkv_fused(const WkvArgs& a, Stream stream) {
-  check_head_size(a.N);
+  check_args(a);
   if (a.N == 32) fused_n<32>(a, stream);
   else if (a.N == 64) fused_n<64>(a, stream);
   else fused_n<128>(a, stream);
 }
 
 void wkv_prefill(const WkvArgs& a, Stream stream) {
-  check_head_size(a.N);
+  check_args(a);
   if (!a.kk || !a.kmod || !a.y) fail(ErrorCode::argument, "cuda wkv_prefill: kk, kmod and y scratch are required");
   if (a.N == 32) prefill_n<32>(a, stream);
   else if (a.N == 64) prefill_n<64>(a, stream);

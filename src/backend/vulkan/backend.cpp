@@ -20,6 +20,7 @@ constexpr uint32_t kMaxRowsPerStep = 512;
 VulkanBackend::VulkanBackend(const BackendOptions& options, bool allow_cpu_devices) {
   ctx_ = Context::create(options.device, allow_cpu_devices);
   kernels_ = std::make_unique<Kernels>(*ctx_);
+  profiler_ = std::make_unique<Profiler>(*ctx_);
   if (options.verbose) {
     const VulkanDeviceInfo& d = ctx_->info();
     std::fprintf(stderr, "vulkan: device %d: %s (%s, %s, subgroup %u)\n", d.index, d.name.c_str(), d.type.c_str(),
@@ -34,7 +35,7 @@ VulkanBackend::~VulkanBackend() {
 }
 
 void VulkanBackend::invalidate_commands() {
-  for (auto& [key, cmd] : commands_) ctx_->free_commands(cmd);
+  for (auto& [key, rec] : commands_) ctx_->free_commands(rec.cmd);
   commands_.clear();
 }
 
@@ -47,12 +48,32 @@ void VulkanBackend::plan_scratch() {
   };
   ScratchLayout& s = sl_;
   const Region regions[] = {
-      {&s.h_a, C},    {&s.h_b, C},        {&s.att_out, C},      {&s.ffn_out, C},        {&s.xa, C},
-      {&s.mix, 6 * C}, {&s.r, C},         {&s.k, C},            {&s.v, C},              {&s.decay, C},
-      {&s.a, C},      {&s.nu, C},         {&s.g, C},            {&s.w_mid, uint32_t(hp_.rank_w)},
-      {&s.a_mid, uint32_t(hp_.rank_a)},   {&s.v_mid, uint32_t(hp_.rank_v)}, {&s.g_mid, uint32_t(hp_.rank_g)},
-      {&s.v_first, C}, {&s.att_y, C},     {&s.xf, C},           {&s.xk, C},             {&s.hidden, uint32_t(hp_.n_ffn)},
-      {&s.emb, C},    {&s.head_in, C},    {&s.dbg, 5 * C},      {&s.layer_out, C},
+      {&s.h_a, C},
+      {&s.h_b, C},
+      {&s.att_out, C},
+      {&s.ffn_out, C},
+      {&s.xa, C},
+      {&s.mix, 6 * C},
+      {&s.r, C},
+      {&s.k, C},
+      {&s.v, C},
+      {&s.decay, C},
+      {&s.a, C},
+      {&s.nu, C},
+      {&s.g, C},
+      {&s.w_mid, uint32_t(hp_.rank_w)},
+      {&s.a_mid, uint32_t(hp_.rank_a)},
+      {&s.v_mid, uint32_t(hp_.rank_v)},
+      {&s.g_mid, uint32_t(hp_.rank_g)},
+      {&s.v_first, C},
+      {&s.att_y, C},
+      {&s.xf, C},
+      {&s.xk, C},
+      {&s.hidden, uint32_t(hp_.n_ffn)},
+      {&s.emb, C},
+      {&s.head_in, C},
+      {&s.dbg, 5 * C},
+      {&s.layer_out, C},
   };
   uint64_t per_row = 0;
   for (const Region& r : regions) per_row += (r.width + 3) / 4 * 4;
@@ -70,21 +91,17 @@ void VulkanBackend::plan_scratch() {
   s.floats = off;
   const uint64_t logits_fit = ctx_->limits().max_storage_range / 4 / uint64_t(hp_.n_vocab);
   logits_rows_cap_ = uint32_t(std::min<uint64_t>(s.rows_cap, logits_fit));
-  if (logits_rows_cap_ == 0) fail(ErrorCode::unsupported, "vulkan: one row of logits exceeds the device's buffer range");
+  if (logits_rows_cap_ == 0)
+    fail(ErrorCode::unsupported, "vulkan: one row of logits exceeds the device's buffer range");
 }
 
 MatStage VulkanBackend::build_stage(const std::vector<JobSpec>& specs, std::vector<MatJob>& jobs) {
-  struct Pending {
-    MatGroup group;
-    std::vector<MatJob> jobs;
-    uint32_t used = 0;  // weight slots in use
-  };
-  std::vector<Pending> groups;
+  // Every job of the stage: one per matrix piece, split to the workgroup-count limit.
+  std::vector<std::pair<MatJob, VkBuffer>> all;
   const uint32_t max_rows = kernels_->max_job_rows();
   for (const JobSpec& spec : specs) {
     const DeviceMatrix& m = *spec.m;
     for (const DeviceMatrix::Piece& piece : m.pieces) {
-      const VkBuffer buffer = store_->arena(piece.arena);
       for (uint32_t r = 0; r < piece.rows; r += max_rows) {
         MatJob job;
         job.w_off = piece.offset + r * m.row_bytes;
@@ -97,44 +114,60 @@ MatStage VulkanBackend::build_stage(const std::vector<JobSpec>& specs, std::vect
         job.y_stride = spec.y_stride;
         job.flags = spec.flags;
         job.bias_off = spec.bias_off == kNone ? kNone : spec.bias_off + piece.row_begin + r;
-        // A group of this type that already binds the buffer, or has a free weight slot.
-        Pending* g = nullptr;
-        for (Pending& p : groups) {
-          if (p.group.type != m.type) continue;
-          for (uint32_t i = 0; i < p.used && g == nullptr; ++i) {
-            if (p.group.weights[i] == buffer) {
-              g = &p;
-              job.wbind = i;
-            }
-          }
-          if (g == nullptr && p.used < 4) {
-            g = &p;
-            job.wbind = p.used;
-            p.group.weights[p.used++] = buffer;
-          }
-          if (g != nullptr) break;
-        }
-        if (g == nullptr) {
-          groups.emplace_back();
-          g = &groups.back();
-          g->group.type = m.type;
-          g->group.weights[0] = buffer;
-          g->used = 1;
-          job.wbind = 0;
-        }
-        g->group.max_rows = std::max(g->group.max_rows, job.rows);
-        g->jobs.push_back(job);
+        job.type = uint32_t(m.type);
+        all.emplace_back(job, store_->arena(piece.arena));
       }
     }
   }
+  // Groups of jobs that one dispatch can run: at most four weight buffers, and with
+  // `by_type` a single weight type. Each group's jobs are contiguous in the table.
+  const auto group = [&](bool by_type) {
+    struct Pending {
+      MatGroup group;
+      std::vector<MatJob> jobs;
+      uint32_t used = 0;  // weight slots in use
+    };
+    std::vector<Pending> groups;
+    for (auto [job, buffer] : all) {
+      Pending* g = nullptr;
+      for (Pending& p : groups) {
+        if (by_type && p.group.type != TensorType(job.type)) continue;
+        for (uint32_t i = 0; i < p.used && g == nullptr; ++i) {
+          if (p.group.weights[i] == buffer) {
+            g = &p;
+            job.wbind = i;
+          }
+        }
+        if (g == nullptr && p.used < 4) {
+          g = &p;
+          job.wbind = p.used;
+          p.group.weights[p.used++] = buffer;
+        }
+        if (g != nullptr) break;
+      }
+      if (g == nullptr) {
+        g = &groups.emplace_back();
+        g->group.type = TensorType(job.type);
+        g->group.weights[0] = buffer;
+        g->used = 1;
+        job.wbind = 0;
+      }
+      g->group.max_rows = std::max(g->group.max_rows, job.rows);
+      g->jobs.push_back(job);
+    }
+    std::vector<MatGroup> out;
+    for (Pending& p : groups) {
+      for (uint32_t i = p.used; i < 4; ++i) p.group.weights[i] = p.group.weights[0];
+      p.group.job_base = uint32_t(jobs.size());
+      p.group.n_jobs = uint32_t(p.jobs.size());
+      jobs.insert(jobs.end(), p.jobs.begin(), p.jobs.end());
+      out.push_back(p.group);
+    }
+    return out;
+  };
   MatStage stage;
-  for (Pending& p : groups) {
-    for (uint32_t i = p.used; i < 4; ++i) p.group.weights[i] = p.group.weights[0];
-    p.group.job_base = uint32_t(jobs.size());
-    p.group.n_jobs = uint32_t(p.jobs.size());
-    jobs.insert(jobs.end(), p.jobs.begin(), p.jobs.end());
-    stage.push_back(p.group);
-  }
+  stage.typed = group(true);
+  stage.mixed = group(false);
   return stage;
 }
 
@@ -143,7 +176,8 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
   hp_ = model->hparams();
   const uint32_t N = uint32_t(hp_.head_size);
   if (N == 0 || N % 8 != 0 || N > 128 || N > ctx_->limits().max_workgroup_size_x) {
-    fail(ErrorCode::unsupported, "vulkan: head size " + std::to_string(N) + " is not supported (a multiple of 8 up to 128)");
+    fail(ErrorCode::unsupported,
+         "vulkan: head size " + std::to_string(N) + " is not supported (a multiple of 8 up to 128)");
   }
   store_ = std::make_unique<WeightStore>(*ctx_);
   WeightStore& st = *store_;
@@ -211,9 +245,9 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
     const uint32_t xr = s.mix, xw = s.mix + ms, xk = s.mix + 2 * ms, xv = s.mix + 3 * ms, xa = s.mix + 4 * ms,
                    xg = s.mix + 5 * ms;
     std::vector<JobSpec> in = {
-        {&m.wr, xr, C, s.r, C, kActNone, kNone},        {&m.wk, xk, C, s.k, C, kActNone, kNone},
-        {&m.wv, xv, C, s.v, C, kActNone, kNone},        {&m.w1, xw, C, s.w_mid, Dw, kActTanh, kNone},
-        {&m.a1, xa, C, s.a_mid, Da, kActNone, kNone},   {&m.g1, xg, C, s.g_mid, Dg, kActSigmoid, kNone},
+        {&m.wr, xr, C, s.r, C, kActNone, kNone},      {&m.wk, xk, C, s.k, C, kActNone, kNone},
+        {&m.wv, xv, C, s.v, C, kActNone, kNone},      {&m.w1, xw, C, s.w_mid, Dw, kActTanh, kNone},
+        {&m.a1, xa, C, s.a_mid, Da, kActNone, kNone}, {&m.g1, xg, C, s.g_mid, Dg, kActSigmoid, kNone},
     };
     std::vector<JobSpec> lora = {
         {&m.w2, s.w_mid, Dw, s.decay, C, kActDecay, m.w0},
@@ -237,6 +271,7 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
   scratch_ = Buffer(*ctx_, s.floats * 4, MemoryKind::device, "activations");
   meta_stride_ = s.rows_cap;
   meta_ = Buffer(*ctx_, uint64_t(meta_stride_) * 7 * 4, MemoryKind::staging, "step tables");
+  meta_device_ = Buffer(*ctx_, uint64_t(meta_stride_) * 7 * 4, MemoryKind::device, "step tables");
   model_ = std::move(model);
   set_slots(1);
 }

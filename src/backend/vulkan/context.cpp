@@ -33,7 +33,8 @@ const ProbedDevice& choose(const std::vector<ProbedDevice>& devices, int index, 
     }
     const ProbedDevice& d = devices[size_t(index)];
     if (!d.info.usable) {
-      fail(ErrorCode::backend, "vulkan: device " + std::to_string(index) + " (" + d.info.name + ") lacks " + d.info.missing);
+      fail(ErrorCode::backend,
+           "vulkan: device " + std::to_string(index) + " (" + d.info.name + ") lacks " + d.info.missing);
     }
     return d;
   }
@@ -237,9 +238,15 @@ uint32_t Context::memory_type(uint32_t allowed_bits, MemoryKind kind, bool* cohe
   const VkMemoryPropertyFlags coh = VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
   const VkMemoryPropertyFlags cached = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
   switch (kind) {
-    case MemoryKind::device: wanted = {VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0}; break;
-    case MemoryKind::staging: wanted = {host | coh}; break;
-    case MemoryKind::readback: wanted = {host | cached | coh, host | cached, host | coh}; break;
+    case MemoryKind::device:
+      wanted = {VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0};
+      break;
+    case MemoryKind::staging:
+      wanted = {host | coh};
+      break;
+    case MemoryKind::readback:
+      wanted = {host | cached | coh, host | cached, host | coh};
+      break;
   }
   for (VkMemoryPropertyFlags flags : wanted) {
     for (uint32_t i = 0; i < memory_.memoryTypeCount; ++i) {

@@ -23,11 +23,16 @@ std::string version_string(uint32_t v) {
 
 std::string type_string(VkPhysicalDeviceType type) {
   switch (type) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return "cpu";
+    default:
+      return "other";
   }
 }
 
@@ -120,17 +125,25 @@ ProbedDevice probe(const Functions& fn, VkPhysicalDevice pd, int index) {
   for (int i = 0; i < 3; ++i) d.limits.max_workgroup_count[i] = lim.maxComputeWorkGroupCount[i];
   d.limits.subgroup_size = subgroup.subgroupSize;
   d.limits.non_coherent_atom = std::max<uint64_t>(1, lim.nonCoherentAtomSize);
+  if (has_compute && queues[d.compute_queue_family].timestampValidBits > 0 && lim.timestampComputeAndGraphics) {
+    d.limits.timestamp_period_ns = lim.timestampPeriod;
+  }
 
   std::string& missing = info.missing;
   if (!v11) add_missing(missing, "Vulkan 1.1 (device has " + info.api_version + ")");
   if (!has_compute) add_missing(missing, "a compute queue");
-  if (!has_extension(exts, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME)) add_missing(missing, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
+  if (!has_extension(exts, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME))
+    add_missing(missing, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
   if (!feats2.features.shaderStorageBufferArrayDynamicIndexing) {
     add_missing(missing, "shaderStorageBufferArrayDynamicIndexing");
   }
-  if (v11 && !(subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT)) add_missing(missing, "subgroups in compute shaders");
+  if (v11 && !(subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT))
+    add_missing(missing, "subgroups in compute shaders");
   const VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
   if (v11 && (subgroup.supportedOperations & ops) != ops) add_missing(missing, "subgroup arithmetic operations");
+  // The shaders' reductions keep one partial sum per subgroup of a 256-invocation workgroup
+  // in a 64-entry array.
+  if (v11 && subgroup.subgroupSize < 4) add_missing(missing, "subgroups of at least 4 invocations");
   if (lim.maxComputeWorkGroupInvocations < 256 || lim.maxComputeWorkGroupSize[0] < 256) {
     add_missing(missing, "compute workgroups of 256 invocations");
   }

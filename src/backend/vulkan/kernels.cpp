@@ -37,18 +37,17 @@ bool shader_supports(TensorType type) {
     case TensorType::Q8_0:
     case TensorType::Q4_K:
     case TensorType::Q5_K:
-    case TensorType::Q6_K: return true;
-    default: return false;
+    case TensorType::Q6_K:
+      return true;
+    default:
+      return false;
   }
 }
 
 Kernels::Kernels(Context& ctx) : ctx_(ctx) {
-  // One workgroup per couple of rows, a subgroup or two wide: enough invocations to stream a
-  // row of a few thousand elements, few enough that the reduction stays cheap.
-  matvec_wg_ = std::clamp<uint32_t>(ctx.limits().subgroup_size, 32, 64);
-  if (ctx.limits().subgroup_size < 4) {
-    fail(ErrorCode::backend, "vulkan: " + ctx.info().name + " has subgroups of " +
-                                 std::to_string(ctx.limits().subgroup_size) + " invocations; at least 4 are needed");
+  if (ctx.info().type == "cpu") {
+    matvec_wg_ = 32;
+    mixed_matvec_ = false;
   }
 }
 
@@ -108,16 +107,24 @@ void Kernels::push(VkCommandBuffer cmd, const Pipeline& p,
   fn.vkCmdPushConstants(cmd, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, constants);
 }
 
-void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base,
-                     uint32_t n_jobs, uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path) {
+void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base, uint32_t n_jobs,
+                     uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path, bool mixed) {
   if (n_jobs == 0 || n_tok == 0) return;
   if (path == MatPath::automatic) path = n_tok <= matvec_max_tokens ? MatPath::matvec : MatPath::matmul;
-  const std::string suffix = shader_type_suffix(type);
+  if (mixed && path != MatPath::matvec) fail(ErrorCode::argument, "vulkan: mixed-type jobs run only as matvec");
+  const std::string suffix = mixed ? "any" : shader_type_suffix(type);
   const uint32_t push_data[3] = {job_base, n_tok, gather_off};
   const auto bind = [&](const Pipeline& p) {
     push(cmd, p,
-         {{b.weights[0], 0}, {b.weights[1], 0}, {b.weights[2], 0}, {b.weights[3], 0}, {b.vecs, 1}, {b.x, 2},
-          {b.y, 3}, {b.jobs, 4}, {b.meta, 5}},
+         {{b.weights[0], 0},
+          {b.weights[1], 0},
+          {b.weights[2], 0},
+          {b.weights[3], 0},
+          {b.vecs, 1},
+          {b.x, 2},
+          {b.y, 3},
+          {b.jobs, 4},
+          {b.meta, 5}},
          push_data, sizeof(push_data));
   };
   if (path == MatPath::matvec) {
@@ -147,8 +154,8 @@ void Kernels::ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuf
   ctx_.fn().vkCmdDispatch(cmd, ceil_div(p.C, 256), n_rows, 1);
 }
 
-void Kernels::wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta,
-                  const WkvPush& p, uint32_t n_head, uint32_t n_seq, uint32_t head_size) {
+void Kernels::wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta, const WkvPush& p,
+                  uint32_t n_head, uint32_t n_seq, uint32_t head_size) {
   const uint32_t spec[1] = {head_size};
   const Pipeline& pl = ctx_.pipelines().get("wkv", kWkvIface, spec);
   push(cmd, pl, {{scratch, 0}, {vecs, 1}, {state, 2}, {meta, 3}}, &p, sizeof(p));

@@ -23,7 +23,7 @@ constexpr uint32_t kJobGather = 0x100;  // x row t is meta[gather_off + t] (JOB_
 struct MatJob {
   uint32_t wbind = 0, w_off = 0, row_bytes = 0, rows = 0, cols = 0;
   uint32_t x_off = 0, x_stride = 0, y_off = 0, y_stride = 0;
-  uint32_t flags = 0, bias_off = kNone, pad = 0;
+  uint32_t flags = 0, bias_off = kNone, type = 0;  // type: GGUF id, read by the mixed matvec
 };
 static_assert(sizeof(MatJob) == 48);
 
@@ -67,8 +67,10 @@ class Kernels {
 
   // jobs[job_base, job_base + n_jobs), all of weight `type`, over n_tok activation rows.
   // max_rows: the largest `rows` among them. automatic: matvec for n_tok <= matvec_max_tokens.
+  // With `mixed`, the jobs may have any types (MatJob::type) and the matvec path is taken.
   void matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base, uint32_t n_jobs,
-              uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path = MatPath::automatic);
+              uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path = MatPath::automatic,
+              bool mixed = false);
   // Embedding rows + ln0 for n_rows token rows (weights: the table piece; 1 binding).
   void embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch, VkBuffer meta,
              const EmbedPush& p, uint32_t n_rows);
@@ -78,6 +80,10 @@ class Kernels {
            uint32_t n_head, uint32_t n_seq, uint32_t head_size);
 
   static constexpr uint32_t matvec_max_tokens = 16;
+  // Whether stages of independent products should use the mixed-type matvec (one dispatch
+  // per stage). True on GPUs; CPU-type devices (llvmpipe) run a uniform switch as masked
+  // code for every case, so they take one dispatch per weight type instead.
+  bool mixed_matvec() const { return mixed_matvec_; }
   // Rows per workgroup of the matvec shader: the most rows one job may have is this times
   // the device's workgroup-count limit (jobs are split to respect it).
   static constexpr uint32_t matvec_rows = 2;
@@ -87,7 +93,11 @@ class Kernels {
   void push(VkCommandBuffer cmd, const Pipeline& p, std::initializer_list<std::pair<VkBuffer, uint32_t>> bindings,
             const void* constants, uint32_t bytes) const;
   Context& ctx_;
-  uint32_t matvec_wg_ = 32;
+  // Matvec workgroup: a couple of rows, several subgroups wide on GPUs, where many small
+  // workgroups keep enough loads in flight to stream the weights at full bandwidth; one
+  // SIMD-width group or so on CPU-type devices, where each barrier costs a context switch.
+  uint32_t matvec_wg_ = 128;
+  bool mixed_matvec_ = true;
 };
 
 // "q4_K" -> "q4_k": the shader-variant suffix of a weight type.

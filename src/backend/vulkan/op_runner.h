@@ -36,6 +36,10 @@ class OpRunner {
                             std::span<const float> bias = {}, uint64_t arena_limit = 0,
                             std::span<const uint32_t> gather = {});
 
+  // The mixed-type matvec: every matrix of `ws` (any types, equal column counts) applied to
+  // the same x [T x cols] in one dispatch; returns each product [T x rows], in order.
+  std::vector<std::vector<float>> mixed_matvec(std::span<const Weight* const> ws, std::span<const float> x, int T);
+
   // Embedding rows of `tokens` (emb) and their LayerNorm (h), both [T x C].
   void embed(const Weight& table, std::span<const int32_t> tokens, std::span<const float> ln_w,
              std::span<const float> ln_b, float eps, std::vector<float>& emb, std::vector<float>& h);

@@ -120,17 +120,21 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
     if (it == commands_.end()) {
       // Keeps a handful of shapes; a workload with many shapes re-records now and then.
       if (commands_.size() >= 32) invalidate_commands();
-      VkCommandBuffer cmd = ctx_->begin_commands();
+      Recorded rec;
+      rec.cmd = ctx_->begin_commands();
       try {
-        record(cmd, T, S, R, false);
-        check(ctx_->fn().vkEndCommandBuffer(cmd), "vkEndCommandBuffer");
+        profiler_->begin(rec.cmd);
+        record(rec.cmd, T, S, R, false);
+        check(ctx_->fn().vkEndCommandBuffer(rec.cmd), "vkEndCommandBuffer");
       } catch (...) {
-        ctx_->free_commands(cmd);
+        ctx_->free_commands(rec.cmd);
         throw;
       }
-      it = commands_.emplace(key, cmd).first;
+      rec.labels = profiler_->take_labels();
+      it = commands_.emplace(key, std::move(rec)).first;
     }
-    ctx_->submit_and_wait(it->second, false);
+    ctx_->submit_and_wait(it->second.cmd, false);
+    profiler_->collect(it->second.labels, T);
   } else {
     VkCommandBuffer cmd = ctx_->begin_commands();
     try {
@@ -156,11 +160,12 @@ void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, 
   b.x = scratch_.handle();
   b.y = y;
   b.jobs = jobs_.handle();
-  b.meta = meta_.handle();
-  for (const MatGroup& g : stage) {
+  b.meta = meta_device_.handle();
+  const bool mixed = kernels_->mixed_matvec() && n_tok <= Kernels::matvec_max_tokens;
+  for (const MatGroup& g : mixed ? stage.mixed : stage.typed) {
     b.weights = g.weights;
     kernels_->matrix(cmd, g.type, b, g.job_base, g.n_jobs, g.max_rows, n_tok,
-                     gather ? uint32_t(kLogitRows) * meta_stride_ : 0);
+                     gather ? uint32_t(kLogitRows) * meta_stride_ : 0, MatPath::automatic, mixed);
   }
 }
 
@@ -169,8 +174,19 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
   const uint32_t C = uint32_t(hp_.n_embd), F = uint32_t(hp_.n_ffn), ms = s.rows_cap * C;
   const uint32_t M = meta_stride_;
   const uint32_t slot_stride = uint32_t(hp_.state_floats_per_layer());
-  const VkBuffer scratch = scratch_.handle(), vecs = store_->vectors(), meta = meta_.handle();
+  const VkBuffer scratch = scratch_.handle(), vecs = store_->vectors(), meta = meta_device_.handle();
   Kernels& k = *kernels_;
+  // A barrier between dependent dispatches; with profiling, also the end of an interval.
+  const auto sync = [&](const char* label) {
+    k.barrier(cmd);
+    if (!debug) profiler_->mark(cmd, label);
+  };
+
+  // The step's tables, written by the host before the submit, into device memory: the
+  // shaders read them often, and host-visible memory may sit across the PCIe bus.
+  const VkBufferCopy tables{0, 0, uint64_t(M) * 7 * 4};
+  ctx_->fn().vkCmdCopyBuffer(cmd, meta_.handle(), meta, 1, &tables);
+  sync("tables");
 
   for (const DeviceMatrix::Piece& piece : tok_embd_.pieces) {
     const EmbedPush p{.w_off = piece.offset,
@@ -186,7 +202,7 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                       .tok_off = kTokens * M};
     k.embed(cmd, tok_embd_.type, store_->arena(piece.arena), vecs, scratch, meta, p, T);
   }
-  k.barrier(cmd);
+  sync("embed");
   if (debug) {
     capture(cmd, -1, "embed", s.emb, T, C);
     capture(cmd, -1, "embed.ln", s.h_a, T, C);
@@ -217,11 +233,11 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                         .row_slot = kRowSlot * M,
                         .row_flags = kRowFlags * M};
     k.ln_mix(cmd, scratch, vecs, state, prev_state, meta, att, T);
-    k.barrier(cmd);
+    sync("ln_mix");
     record_matrices(cmd, L.in, T, scratch, false);
-    k.barrier(cmd);
+    sync("mat.in");
     record_matrices(cmd, L.lora, T, scratch, false);
-    k.barrier(cmd);
+    sync("mat.lora");
     const WkvPush wkv{.C = C,
                       .r = s.r,
                       .k = s.k,
@@ -246,9 +262,9 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                       .seq_rows = kSeqRows * M,
                       .seq_slot = kSeqSlot * M};
     k.wkv(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, uint32_t(hp_.head_size));
-    k.barrier(cmd);
+    sync("wkv");
     record_matrices(cmd, L.out, T, scratch, false);
-    k.barrier(cmd);
+    sync("mat.out");
     const LnMixPush ffn{.C = C,
                         .h_in = s.h_b,
                         .delta = s.att_out,
@@ -268,11 +284,11 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                         .row_slot = kRowSlot * M,
                         .row_flags = kRowFlags * M};
     k.ln_mix(cmd, scratch, vecs, state, state, meta, ffn, T);
-    k.barrier(cmd);
+    sync("ln_mix");
     record_matrices(cmd, L.key, T, scratch, false);
-    k.barrier(cmd);
+    sync("mat.key");
     record_matrices(cmd, L.value, T, scratch, false);
-    k.barrier(cmd);
+    sync("mat.value");
     if (debug) {
       // The layer's output h_a + ffn_out, materialised only for the hook.
       const LnMixPush sum{.C = C,
@@ -294,7 +310,7 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                           .row_slot = kRowSlot * M,
                           .row_flags = kRowFlags * M};
       k.ln_mix(cmd, scratch, vecs, state, state, meta, sum, T);
-      k.barrier(cmd);
+      sync("debug");
       const char* mix_names[6] = {"att.xr", "att.xw", "att.xk", "att.xv", "att.xa", "att.xg"};
       capture(cmd, l, "att.ln", s.xa, T, C);
       for (uint32_t i = 0; i < 6; ++i) capture(cmd, l, mix_names[i], s.mix + i * ms, T, C);
@@ -339,10 +355,10 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                       .row_slot = kRowSlot * M,
                       .row_flags = kRowFlags * M};
   k.ln_mix(cmd, scratch, vecs, last_state, last_state, meta, fin, T);
-  k.barrier(cmd);
+  sync("ln_out");
   if (R > 0) {
     record_matrices(cmd, head_stage_, R, logits_.handle(), true);
-    k.barrier(cmd);
+    sync("head");
     const VkBufferCopy region{0, 0, uint64_t(R) * uint64_t(hp_.n_vocab) * 4};
     ctx_->fn().vkCmdCopyBuffer(cmd, logits_.handle(), readback_.handle(), 1, &region);
   }
@@ -351,6 +367,7 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
     if (R > 0) capture(cmd, -1, "logits", 0, R, uint32_t(hp_.n_vocab), logits_.handle());
   }
   k.host_barrier(cmd);
+  if (!debug) profiler_->mark(cmd, "readback");
 }
 
 void VulkanBackend::capture(VkCommandBuffer cmd, int layer, const char* name, uint32_t region, uint32_t rows,
@@ -387,9 +404,10 @@ void VulkanBackend::flush_captures(VkCommandBuffer& cmd) {
     if (std::strcmp(c.name, "head.ln") == 0) {
       // Only the rows that produce logits, as the hook's contract says.
       selected.clear();
-      for (uint32_t row : logit_rows_host_) selected.insert(selected.end(), data + size_t(row) * c.width,
-                                                            data + size_t(row + 1) * c.width);
-      if (!logit_rows_host_.empty()) hook_(c.layer, c.name, int(logit_rows_host_.size()), int(c.width), selected.data());
+      for (uint32_t row : logit_rows_host_)
+        selected.insert(selected.end(), data + size_t(row) * c.width, data + size_t(row + 1) * c.width);
+      if (!logit_rows_host_.empty())
+        hook_(c.layer, c.name, int(logit_rows_host_.size()), int(c.width), selected.data());
       continue;
     }
     hook_(c.layer, c.name, int(c.rows), int(c.width), data);

@@ -26,6 +26,7 @@
 #include "backend/backend.h"
 #include "backend/vulkan/context.h"
 #include "backend/vulkan/kernels.h"
+#include "backend/vulkan/profile.h"
 #include "backend/vulkan/weights.h"
 
 namespace rwkv::vk {
@@ -49,7 +50,11 @@ struct MatGroup {
   std::array<VkBuffer, 4> weights{};
 };
 // Matrix products with no dependencies among them: dispatched back to back, no barriers.
-using MatStage = std::vector<MatGroup>;
+// `typed` groups them by weight type (any T); `mixed` by weight buffer only, for the
+// mixed-type matvec (T <= Kernels::matvec_max_tokens): usually one dispatch per stage.
+struct MatStage {
+  std::vector<MatGroup> typed, mixed;
+};
 
 struct LayerPlan {
   uint32_t ln1_w = 0, ln1_b = 0, ln2_w = 0, ln2_b = 0, mu6 = 0, ffn_mu = 0;
@@ -124,14 +129,21 @@ class VulkanBackend final : public Backend {
   ScratchLayout sl_;
   uint32_t logits_rows_cap_ = 0;  // most logits rows one sub-step may produce
 
-  Buffer jobs_, scratch_, meta_;
-  Buffer logits_, readback_;  // sized for logits_rows_ rows, grown on demand
+  Buffer jobs_, scratch_;
+  Buffer meta_, meta_device_;  // step tables: written by the host, copied to the device per step
+  Buffer logits_, readback_;   // sized for logits_rows_ rows, grown on demand
   uint32_t logits_rows_ = 0;
   std::vector<Buffer> states_;  // per layer: n_slots x state_floats_per_layer
   int n_slots_ = 0;
   uint32_t meta_stride_ = 0;  // = rows_cap: tokens, row_slot, row_flags, seq_start, seq_rows, seq_slot, logit_rows
 
-  std::map<std::tuple<uint32_t, uint32_t, uint32_t>, VkCommandBuffer> commands_;
+  // Recorded steps by shape (rows, sequences, logits rows), with their profiler labels.
+  struct Recorded {
+    VkCommandBuffer cmd = VK_NULL_HANDLE;
+    std::vector<const char*> labels;
+  };
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t>, Recorded> commands_;
+  std::unique_ptr<Profiler> profiler_;
 
   // Debug capture state (only while hook_ is set).
   Buffer debug_;

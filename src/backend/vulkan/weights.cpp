@@ -10,7 +10,7 @@
 namespace rwkv::vk {
 namespace {
 
-constexpr uint64_t kAlign = 256;                 // tensor start alignment inside an arena
+constexpr uint64_t kAlign = 256;  // tensor start alignment inside an arena
 // Bytes after an arena's last tensor: the shaders read whole 32-bit words (and 16-byte
 // quads), so a tensor ending inside a word needs that word in the buffer.
 constexpr uint64_t kTailPad = 16;

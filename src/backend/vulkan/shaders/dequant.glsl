@@ -1,4 +1,4 @@
-// Reading the stored weight bytes of one tensor type (compile with -DTYPE_<type>). The
+// Reading the stored weight bytes of the tensor types (compile with -DTYPE_<type> or -DTYPE_ANY). The
 // block layouts come from blocks.glsl, generated from src/tensor/blocks.h at build time.
 // Weights are bound as arrays of 32-bit words (binding 0, four buffers: the jobs of one
 // dispatch may live in different device buffers). Blocks are only 2-byte aligned (Q8_0 is
@@ -24,119 +24,146 @@ vec4 i8x4(uint q) {
   return vec4(bitfieldExtract(s, 0, 8), bitfieldExtract(s, 8, 8), bitfieldExtract(s, 16, 8), bitfieldExtract(s, 24, 8));
 }
 
-// dq8: elements [e, e+8) of the row whose bytes start at `rb` in buffer b, e % 8 == 0.
+// dq8_<type>: elements [e, e+8) of the row whose bytes start at `rb` in buffer b, e % 8 == 0.
 // Eight consecutive elements always share one block and one scale (sub-blocks are 16 or 32).
+// A TYPE_<type> build defines dq8 as that type's reader; a TYPE_ANY build (the mixed-type
+// matvec) defines them all and dq8_any(type, ...), which picks one by GGUF type id.
+#if defined(TYPE_ANY)
+#define TYPE_F32
+#define TYPE_F16
+#define TYPE_BF16
+#define TYPE_Q8_0
+#define TYPE_Q4_0
+#define TYPE_Q4_1
+#define TYPE_Q5_0
+#define TYPE_Q5_1
+#define TYPE_Q4_K
+#define TYPE_Q5_K
+#define TYPE_Q6_K
+#endif
 
 #if defined(TYPE_F32)
-void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+void dq8_f32(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
   uint i = (rb + e * 4u) >> 4;
   lo = uintBitsToFloat(wq4[b].w[i]);
   hi = uintBitsToFloat(wq4[b].w[i + 1u]);
 }
-#elif defined(TYPE_F16)
-void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+#endif
+#if defined(TYPE_F16)
+void dq8_f16(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
   uvec4 q = wq4[b].w[(rb + e * 2u) >> 4];
   lo = vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y));
   hi = vec4(unpackHalf2x16(q.z), unpackHalf2x16(q.w));
 }
-#elif defined(TYPE_BF16)
+#endif
+#if defined(TYPE_BF16)
 vec2 bf16x2(uint q) { return uintBitsToFloat(uvec2(q << 16, q & 0xFFFF0000u)); }
-void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+void dq8_bf16(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
   uvec4 q = wq4[b].w[(rb + e * 2u) >> 4];
   lo = vec4(bf16x2(q.x), bf16x2(q.y));
   hi = vec4(bf16x2(q.z), bf16x2(q.w));
 }
-#elif defined(TYPE_Q8_0)
-void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+#endif
+#if defined(TYPE_Q8_0)
+void dq8_q8_0(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
   uint bb = rb + (e >> 5) * Q8_0_BYTES;
   uint off = bb + Q8_0_qs + (e & 31u);
   float d = f16(ld16(b, bb + Q8_0_d));
   lo = i8x4(ld32(b, off)) * d;
   hi = i8x4(ld32(b, off + 4u)) * d;
 }
-#elif defined(TYPE_Q4_0)
-// Low nibbles of qs[0..16) are elements 0..15, high nibbles 16..31.
-void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  uint bb = rb + (e >> 5) * Q4_0_BYTES;
-  uint j = e & 31u;
-  uint off = bb + Q4_0_qs + (j & 15u);
+#endif
+#if defined(TYPE_Q4_0) || defined(TYPE_Q4_1)
+// Low nibbles of qs[0..16) are elements 0..15, high nibbles 16..31: y = q * d + m.
+void dq8_nibbles(uint b, uint qs, uint j, float d, float m, out vec4 lo, out vec4 hi) {
+  uint off = qs + (j & 15u);
   uint shift = (j >> 4) * 4u;
-  float d = f16(ld16(b, bb + Q4_0_d));
-  lo = (u8x4((ld32(b, off) >> shift) & 0x0F0F0F0Fu) - 8.0) * d;
-  hi = (u8x4((ld32(b, off + 4u) >> shift) & 0x0F0F0F0Fu) - 8.0) * d;
-}
-#elif defined(TYPE_Q4_1)
-void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  uint bb = rb + (e >> 5) * Q4_1_BYTES;
-  uint j = e & 31u;
-  uint off = bb + Q4_1_qs + (j & 15u);
-  uint shift = (j >> 4) * 4u;
-  float d = f16(ld16(b, bb + Q4_1_d));
-  float m = f16(ld16(b, bb + Q4_1_m));
   lo = u8x4((ld32(b, off) >> shift) & 0x0F0F0F0Fu) * d + m;
   hi = u8x4((ld32(b, off + 4u) >> shift) & 0x0F0F0F0Fu) * d + m;
 }
-#elif defined(TYPE_Q5_0) || defined(TYPE_Q5_1)
-// Bit j of the little-endian u32 qh is the fifth bit of element j.
-vec4 fifth(uint hbits) { return vec4(uvec4(hbits) >> uvec4(0u, 1u, 2u, 3u) & 1u) * 16.0; }
-void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  uint j = e & 31u;
-  uint shift = (j >> 4) * 4u;
-#if defined(TYPE_Q5_0)
-  uint bb = rb + (e >> 5) * Q5_0_BYTES;
-  uint off = bb + Q5_0_qs + (j & 15u);
-  uint hb = ld32(b, bb + Q5_0_qh) >> j;
-  float d = f16(ld16(b, bb + Q5_0_d));
-  float m = -16.0 * d;
-#else
-  uint bb = rb + (e >> 5) * Q5_1_BYTES;
-  uint off = bb + Q5_1_qs + (j & 15u);
-  uint hb = ld32(b, bb + Q5_1_qh) >> j;
-  float d = f16(ld16(b, bb + Q5_1_d));
-  float m = f16(ld16(b, bb + Q5_1_m));
 #endif
+#if defined(TYPE_Q4_0)
+void dq8_q4_0(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint bb = rb + (e >> 5) * Q4_0_BYTES;
+  float d = f16(ld16(b, bb + Q4_0_d));
+  dq8_nibbles(b, bb + Q4_0_qs, e & 31u, d, -8.0 * d, lo, hi);
+}
+#endif
+#if defined(TYPE_Q4_1)
+void dq8_q4_1(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint bb = rb + (e >> 5) * Q4_1_BYTES;
+  dq8_nibbles(b, bb + Q4_1_qs, e & 31u, f16(ld16(b, bb + Q4_1_d)), f16(ld16(b, bb + Q4_1_m)), lo, hi);
+}
+#endif
+#if defined(TYPE_Q5_0) || defined(TYPE_Q5_1)
+// As the 4-bit types, plus bit j of the little-endian u32 at `qh` as the fifth bit of element j.
+vec4 fifth(uint hbits) { return vec4(uvec4(hbits) >> uvec4(0u, 1u, 2u, 3u) & 1u) * 16.0; }
+void dq8_q5(uint b, uint qh, uint qs, uint j, float d, float m, out vec4 lo, out vec4 hi) {
+  uint off = qs + (j & 15u);
+  uint shift = (j >> 4) * 4u;
+  uint hb = ld32(b, qh) >> j;
   lo = (u8x4((ld32(b, off) >> shift) & 0x0F0F0F0Fu) + fifth(hb)) * d + m;
   hi = (u8x4((ld32(b, off + 4u) >> shift) & 0x0F0F0F0Fu) + fifth(hb >> 4)) * d + m;
 }
-#elif defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
+#endif
+#if defined(TYPE_Q5_0)
+void dq8_q5_0(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint bb = rb + (e >> 5) * Q5_0_BYTES;
+  float d = f16(ld16(b, bb + Q5_0_d));
+  dq8_q5(b, bb + Q5_0_qh, bb + Q5_0_qs, e & 31u, d, -16.0 * d, lo, hi);
+}
+#endif
+#if defined(TYPE_Q5_1)
+void dq8_q5_1(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint bb = rb + (e >> 5) * Q5_1_BYTES;
+  dq8_q5(b, bb + Q5_1_qh, bb + Q5_1_qs, e & 31u, f16(ld16(b, bb + Q5_1_d)), f16(ld16(b, bb + Q5_1_m)), lo, hi);
+}
+#endif
+#if defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
 // Scale and minimum of sub-block j (0..7) from the 12 packed bytes at `so` (spec §4.3).
 uvec2 scale_min_k4(uint b, uint so, uint j) {
   if (j < 4u) return uvec2(ld8(b, so + j) & 63u, ld8(b, so + j + 4u) & 63u);
   uint hi = ld8(b, so + j + 4u);
   return uvec2((hi & 0xFu) | ((ld8(b, so + j - 4u) >> 6) << 4), (hi >> 4) | ((ld8(b, so + j) >> 6) << 4));
 }
-// 64 outputs per chunk c: sub-block 2c from the low nibbles of qs[32c..32c+32), 2c+1 from the high.
-void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+// 64 outputs per chunk c: sub-block 2c from the low nibbles of qs[32c..32c+32), 2c+1 from the
+// high ones; y = d * sc * q - dmin * m. With qh != NONE, qh[l] bit j is the fifth bit of
+// element l of sub-block j (Q5_K).
+void dq8_k4(uint b, uint bb, uint d_off, uint dmin_off, uint scales, uint qh, uint qs, uint e, out vec4 lo,
+            out vec4 hi) {
   uint p = e & 255u;
   uint c = p >> 6;
   uint high = (p >> 5) & 1u;
   uint l = p & 31u;
   uint j = 2u * c + high;
-#if defined(TYPE_Q4_K)
-  uint bb = rb + (e >> 8) * Q4_K_BYTES;
-  uvec2 sm = scale_min_k4(b, bb + Q4_K_scales, j);
-  float d = f16(ld16(b, bb + Q4_K_d)) * float(sm.x);
-  float m = f16(ld16(b, bb + Q4_K_dmin)) * float(sm.y);
-  uint off = bb + Q4_K_qs + 32u * c + l;
+  uvec2 sm = scale_min_k4(b, bb + scales, j);
+  float d = f16(ld16(b, bb + d_off)) * float(sm.x);
+  float m = f16(ld16(b, bb + dmin_off)) * float(sm.y);
+  uint off = bb + qs + 32u * c + l;
   uint q0 = (ld32(b, off) >> (4u * high)) & 0x0F0F0F0Fu;
   uint q1 = (ld32(b, off + 4u) >> (4u * high)) & 0x0F0F0F0Fu;
-#else
-  uint bb = rb + (e >> 8) * Q5_K_BYTES;
-  uvec2 sm = scale_min_k4(b, bb + Q5_K_scales, j);
-  float d = f16(ld16(b, bb + Q5_K_d)) * float(sm.x);
-  float m = f16(ld16(b, bb + Q5_K_dmin)) * float(sm.y);
-  uint off = bb + Q5_K_qs + 32u * c + l;
-  uint hoff = bb + Q5_K_qh + l;  // qh[l] bit j: the fifth bit of element l of sub-block j
-  uint q0 = ((ld32(b, off) >> (4u * high)) & 0x0F0F0F0Fu) | (((ld32(b, hoff) >> j) & 0x01010101u) << 4);
-  uint q1 = ((ld32(b, off + 4u) >> (4u * high)) & 0x0F0F0F0Fu) | (((ld32(b, hoff + 4u) >> j) & 0x01010101u) << 4);
-#endif
+  if (qh != NONE) {
+    q0 |= ((ld32(b, bb + qh + l) >> j) & 0x01010101u) << 4;
+    q1 |= ((ld32(b, bb + qh + l + 4u) >> j) & 0x01010101u) << 4;
+  }
   lo = u8x4(q0) * d - m;
   hi = u8x4(q1) * d - m;
 }
-#elif defined(TYPE_Q6_K)
+#endif
+#if defined(TYPE_Q4_K)
+void dq8_q4_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  dq8_k4(b, rb + (e >> 8) * Q4_K_BYTES, Q4_K_d, Q4_K_dmin, Q4_K_scales, NONE, Q4_K_qs, e, lo, hi);
+}
+#endif
+#if defined(TYPE_Q5_K)
+void dq8_q5_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  dq8_k4(b, rb + (e >> 8) * Q5_K_BYTES, Q5_K_d, Q5_K_dmin, Q5_K_scales, Q5_K_qh, Q5_K_qs, e, lo, hi);
+}
+#endif
+#if defined(TYPE_Q6_K)
 // Two halves of 128; in each, quarter q of 32 outputs takes ql[l + 32(q&1)] (low nibble for
 // q < 2, high for q >= 2), qh[l] bits 2q..2q+1, and int8 scale [l/16 + 2q] (spec §4.3).
-void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+void dq8_q6_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
   uint bb = rb + (e >> 8) * Q6_K_BYTES;
   uint p = e & 255u;
   uint n = p >> 7;
@@ -152,6 +179,47 @@ void dq8(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
   lo = (u8x4(q0) - 32.0) * d;
   hi = (u8x4(q1) - 32.0) * d;
 }
+#endif
+
+#if defined(TYPE_ANY)
+// GGUF type ids (tensor/types.h).
+void dq8_any(uint type, uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  switch (type) {
+    case 0u: dq8_f32(b, rb, e, lo, hi); break;
+    case 1u: dq8_f16(b, rb, e, lo, hi); break;
+    case 30u: dq8_bf16(b, rb, e, lo, hi); break;
+    case 2u: dq8_q4_0(b, rb, e, lo, hi); break;
+    case 3u: dq8_q4_1(b, rb, e, lo, hi); break;
+    case 6u: dq8_q5_0(b, rb, e, lo, hi); break;
+    case 7u: dq8_q5_1(b, rb, e, lo, hi); break;
+    case 8u: dq8_q8_0(b, rb, e, lo, hi); break;
+    case 12u: dq8_q4_k(b, rb, e, lo, hi); break;
+    case 13u: dq8_q5_k(b, rb, e, lo, hi); break;
+    default: dq8_q6_k(b, rb, e, lo, hi); break;  // 14
+  }
+}
+#elif defined(TYPE_F32)
+#define dq8 dq8_f32
+#elif defined(TYPE_F16)
+#define dq8 dq8_f16
+#elif defined(TYPE_BF16)
+#define dq8 dq8_bf16
+#elif defined(TYPE_Q8_0)
+#define dq8 dq8_q8_0
+#elif defined(TYPE_Q4_0)
+#define dq8 dq8_q4_0
+#elif defined(TYPE_Q4_1)
+#define dq8 dq8_q4_1
+#elif defined(TYPE_Q5_0)
+#define dq8 dq8_q5_0
+#elif defined(TYPE_Q5_1)
+#define dq8 dq8_q5_1
+#elif defined(TYPE_Q4_K)
+#define dq8 dq8_q4_k
+#elif defined(TYPE_Q5_K)
+#define dq8 dq8_q5_k
+#elif defined(TYPE_Q6_K)
+#define dq8 dq8_q6_k
 #else
-#error "define one TYPE_<type>"
+#error "define one TYPE_<type> or TYPE_ANY"
 #endif

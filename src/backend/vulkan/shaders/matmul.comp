@@ -41,7 +41,7 @@ void main() {
   for (uint i = 0u; i < 16u; ++i) acc[i] = 0.0;
   for (uint k0 = 0u; k0 < jb.cols; k0 += BK) {
     vec4 lo = vec4(0.0), hi = vec4(0.0);
-    if (w_ok && k0 + wk < jb.cols) dq8(jb.wbind, wrb, k0 + wk, lo, hi);
+    if (w_ok && k0 + wk < jb.cols) DQ8(jb, wrb, k0 + wk, lo, hi);
     for (uint i = 0u; i < 4u; ++i) {
       ws[(wk + i) * BM + wm] = lo[i];
       ws[(wk + 4u + i) * BM + wm] = hi[i];

@@ -13,9 +13,16 @@ struct Job {
   uint y_stride;
   uint flags;      // low byte: ACT_*; JOB_GATHER: x row t is meta[gather_off + t]
   uint bias_off;   // NONE or offset in vecs
-  uint pad;
+  uint type;       // GGUF type id of W (read by the mixed-type matvec)
 };
 #define JOB_GATHER 0x100u
+
+// Elements [e, e+8) of a row of the job's matrix (see dequant.glsl).
+#if defined(TYPE_ANY)
+#define DQ8(jb, rb, e, lo, hi) dq8_any(jb.type, jb.wbind, rb, e, lo, hi)
+#else
+#define DQ8(jb, rb, e, lo, hi) dq8(jb.wbind, rb, e, lo, hi)
+#endif
 
 layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };
 layout(std430, set = 0, binding = 2) readonly buffer X { vec4 x4[]; };

@@ -1,6 +1,7 @@
 #version 450
 // Matrix x few vectors (decode: T small). Workgroup (x, job) computes ROWS output rows for
-// TOK tokens at a time; its invocations stride over the row in units of 8 elements, so each
+// TOK tokens at a time. Built per weight type, and once for all types (TYPE_ANY: each job
+// names its type) so that independent products of different types share one dispatch; its invocations stride over the row in units of 8 elements, so each
 // weight byte is read from memory once per TOK tokens; partial sums meet through subgroup
 // adds and one shared-memory step.
 #extension GL_GOOGLE_include_directive : require
@@ -37,7 +38,7 @@ void main() {
       }
       for (uint r = 0u; r < ROWS; ++r) {
         vec4 lo, hi;
-        dq8(jb.wbind, rb[r], 8u * u, lo, hi);
+        DQ8(jb, rb[r], 8u * u, lo, hi);
         for (uint j = 0u; j < TOK; ++j) acc[r * TOK + j] += dot(lo, xl[j]) + dot(hi, xh[j]);
       }
     }

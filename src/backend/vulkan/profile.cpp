@@ -1,0 +1,67 @@
+#include "backend/vulkan/profile.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace rwkv::vk {
+
+Profiler::Profiler(Context& ctx) : ctx_(ctx) {
+  const char* env = std::getenv("RWKV_VULKAN_PROFILE");
+  if (env == nullptr || env[0] == '\0' || env[0] == '0' || ctx.limits().timestamp_period_ns <= 0) return;
+  capacity_ = 4096;
+  VkQueryPoolCreateInfo ci{};
+  ci.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO;
+  ci.queryType = VK_QUERY_TYPE_TIMESTAMP;
+  ci.queryCount = capacity_;
+  if (ctx.fn().vkCreateQueryPool(ctx.device(), &ci, nullptr, &pool_) != VK_SUCCESS) pool_ = VK_NULL_HANDLE;
+  ns_per_tick_ = ctx.limits().timestamp_period_ns;
+}
+
+Profiler::~Profiler() {
+  if (pool_ == VK_NULL_HANDLE) return;
+  ctx_.fn().vkDestroyQueryPool(ctx_.device(), pool_, nullptr);
+  double all = 0;
+  for (const auto& [label, ns] : total_ns_) all += ns;
+  std::fprintf(stderr, "vulkan profile (GPU time between barriers):\n");
+  for (const auto& [rows, v] : steps_by_rows_) {
+    std::fprintf(stderr, "  steps of %u rows: %llu, %.3f ms each\n", rows, static_cast<unsigned long long>(v.first),
+                 v.second / 1e6 / double(v.first));
+  }
+  for (const auto& [label, ns] : total_ns_) {
+    std::fprintf(stderr, "  %-10s %10.3f ms  %5.1f%%\n", label.c_str(), ns / 1e6, all > 0 ? 100 * ns / all : 0.0);
+  }
+}
+
+void Profiler::begin(VkCommandBuffer cmd) {
+  if (!enabled()) return;
+  labels_.clear();
+  ctx_.fn().vkCmdResetQueryPool(cmd, pool_, 0, capacity_);
+  ctx_.fn().vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool_, 0);
+  labels_.push_back("start");
+}
+
+void Profiler::mark(VkCommandBuffer cmd, const char* label) {
+  if (!enabled() || labels_.empty() || labels_.size() >= capacity_) return;
+  ctx_.fn().vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool_, uint32_t(labels_.size()));
+  labels_.push_back(label);
+}
+
+void Profiler::collect(const std::vector<const char*>& labels, uint32_t rows) {
+  if (!enabled() || labels.size() < 2) return;
+  std::vector<uint64_t> ticks(labels.size());
+  if (ctx_.fn().vkGetQueryPoolResults(ctx_.device(), pool_, 0, uint32_t(labels.size()), ticks.size() * 8, ticks.data(),
+                                      8, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) != VK_SUCCESS) {
+    return;
+  }
+  double step = 0;
+  for (size_t i = 1; i < labels.size(); ++i) {
+    const double ns = double(ticks[i] - ticks[i - 1]) * ns_per_tick_;
+    total_ns_[labels[i]] += ns;
+    step += ns;
+  }
+  auto& s = steps_by_rows_[rows];
+  s.first += 1;
+  s.second += step;
+}
+
+}  // namespace rwkv::vk

@@ -1,0 +1,43 @@
+// Optional GPU timing of a step's kernels (RWKV_VULKAN_PROFILE=1): a timestamp after each
+// barrier, so each interval holds the dispatches recorded since the previous mark and the
+// barrier's own bubble. Totals per label are printed to stderr when the backend is destroyed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "backend/vulkan/context.h"
+
+namespace rwkv::vk {
+
+class Profiler {
+ public:
+  // Enabled when RWKV_VULKAN_PROFILE is set and the queue has timestamps.
+  explicit Profiler(Context& ctx);
+  ~Profiler();
+  Profiler(const Profiler&) = delete;
+  Profiler& operator=(const Profiler&) = delete;
+
+  bool enabled() const { return pool_ != VK_NULL_HANDLE; }
+  // Starts the marks of one command buffer (recorded with it, so replays reuse them).
+  void begin(VkCommandBuffer cmd);
+  // Ends the interval since the previous mark and charges it to `label` (a literal).
+  void mark(VkCommandBuffer cmd, const char* label);
+  // After the command buffer recorded with `labels` ran: adds its intervals to the totals.
+  void collect(const std::vector<const char*>& labels, uint32_t rows);
+  // The labels of the command buffer being recorded (take them after recording).
+  std::vector<const char*> take_labels() { return std::move(labels_); }
+
+ private:
+  Context& ctx_;
+  VkQueryPool pool_ = VK_NULL_HANDLE;
+  double ns_per_tick_ = 1;
+  uint32_t capacity_ = 0;
+  std::vector<const char*> labels_;
+  std::map<std::string, double> total_ns_;
+  std::map<uint32_t, std::pair<uint64_t, double>> steps_by_rows_;  // rows -> (steps, ns)
+};
+
+}  // namespace rwkv::vk

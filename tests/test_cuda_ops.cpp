@@ -1,0 +1,572 @@
+// Op parity of the CUDA kernels against the reference ops (src/backend/cpu/ref_ops.h) on
+// the same encoded bytes: every kernel x every weight type, odd shapes, one and several
+// rows, several sequences. Outputs live between guard regions and start poisoned (NaN),
+// so an out-of-bounds write or an unwritten element fails. Skipped without a CUDA device.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ref_ops.h"
+#include "backend/cuda/ops.h"
+#include "common/error.h"
+#include "common/half.h"
+#include "tensor/quant.h"
+
+namespace rwkv::cuda {
+namespace {
+
+#define REQUIRE_GPU()                                \
+  do {                                               \
+    std::string why;                                 \
+    if (device_count(&why) == 0) GTEST_SKIP() << why; \
+  } while (0)
+
+const TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0,
+                                TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1,
+                                TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+
+bool is_float(TensorType t) { return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16; }
+
+std::mt19937_64& rng() {
+  static std::mt19937_64 r(std::random_device{}());
+  return r;
+}
+
+std::vector<float> randn(size_t n, float scale = 1.f, float mean = 0.f) {
+  std::normal_distribution<float> d(mean, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng());
+  return v;
+}
+std::vector<float> uniform(size_t n, float lo, float hi) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng());
+  return v;
+}
+
+// A rows x cols weight in GGUF layout on the host.
+struct HostWeight {
+  std::vector<uint8_t> bytes;
+  Weight w;
+};
+HostWeight make_weight(TensorType type, int64_t rows, int64_t cols, float scale = 0.1f) {
+  EXPECT_TRUE(can_quantize(type)) << type_name(type);
+  HostWeight h;
+  const std::vector<float> v = randn(size_t(rows * cols), scale);
+  const size_t rb = row_bytes(type, cols);
+  h.bytes.resize(rb * size_t(rows));
+  for (int64_t r = 0; r < rows; ++r) quantize_row(type, v.data() + r * cols, h.bytes.data() + size_t(r) * rb, cols);
+  h.w.name = "test";
+  h.w.type = type;
+  h.w.ne[0] = cols;
+  h.w.ne[1] = rows;
+  h.w.data = h.bytes.data();
+  h.w.nbytes = h.bytes.size();
+  return h;
+}
+
+// Device floats with guard regions on both sides; contents start as NaN (0xFF bytes).
+class Guarded {
+ public:
+  static constexpr size_t kGuard = 64;
+  explicit Guarded(size_t n) : n_(n), buf_((n + 2 * kGuard) * sizeof(float)) { buf_.fill(0xFF); }
+  explicit Guarded(const std::vector<float>& init) : Guarded(init.size()) {
+    buf_.upload(init.data(), init.size() * sizeof(float), kGuard * sizeof(float));
+  }
+  float* data() { return buf_.as<float>() + kGuard; }
+  // The contents; fails the test if a guard byte changed.
+  std::vector<float> read() const {
+    std::vector<uint32_t> all(n_ + 2 * kGuard);
+    buf_.download(all.data(), all.size() * 4);
+    for (size_t i = 0; i < kGuard; ++i) {
+      EXPECT_EQ(all[i], 0xFFFFFFFFu) << "write before the buffer at -" << (kGuard - i);
+      EXPECT_EQ(all[kGuard + n_ + i], 0xFFFFFFFFu) << "write past the buffer at +" << i;
+    }
+    std::vector<float> out(n_);
+    std::memcpy(out.data(), all.data() + kGuard, n_ * sizeof(float));
+    return out;
+  }
+
+ private:
+  size_t n_;
+  DeviceBuffer buf_;
+};
+
+// Normalised mean squared error sum((a-b)^2) / sum(b^2); +inf on NaN/Inf in a.
+double nmse(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return den > 0 ? num / den : num;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double limit, const std::string& what) {
+  const double e = nmse(got, want);
+  EXPECT_LE(e, limit) << what << ": normalised MSE " << e;
+}
+
+// Quantised weights take x as two int8 terms per 32 (relative error ~1e-5 per element).
+double matvec_limit(TensorType t) { return is_float(t) ? 1e-11 : 1e-8; }
+
+std::vector<float> ref_matmul(const Weight& w, const std::vector<float>& x, int T) {
+  std::vector<float> y(size_t(T) * size_t(w.rows()));
+  ref::matmul(w, x.data(), T, y.data());
+  return y;
+}
+
+// Squared error of y = W x over the energy of its terms, sum_t,r,k (W[r][k] x[t][k])^2:
+// unlike a plain normalised MSE it does not blow up where a row's terms cancel.
+void expect_matvec_close(const std::vector<float>& got, const Weight& w, const std::vector<float>& x, int T,
+                         double limit, const std::string& what) {
+  const int64_t rows = w.rows(), cols = w.cols();
+  const std::vector<float> want = ref_matmul(w, x, T);
+  std::vector<float> wr(static_cast<size_t>(cols));
+  double num = 0, den = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    ref::weight_row(w, r, wr.data());
+    for (int t = 0; t < T; ++t) {
+      const size_t i = size_t(t * rows + r);
+      if (!std::isfinite(got[i])) {
+        ADD_FAILURE() << what << ": non-finite output " << got[i] << " at row " << r << " t " << t;
+        return;
+      }
+      num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+      for (int64_t k = 0; k < cols; ++k) den += double(wr[size_t(k)]) * x[size_t(t * cols + k)] * wr[size_t(k)] * x[size_t(t * cols + k)];
+    }
+  }
+  EXPECT_LE(num / den, limit) << what << ": error energy " << num / den;
+}
+
+std::vector<int64_t> test_cols(TensorType t) {
+  if (type_info(t).block_size == 256) return {256, 512, 768};
+  if (is_float(t)) return {16, 40, 96, 100, 768, 2560};
+  return {32, 96, 544, 2560};
+}
+
+// ---- packing and dequantisation -----------------------------------------------------------
+
+TEST(CudaPack, LayoutKeepsEveryByte) {
+  for (TensorType t : kAllTypes) {
+    for (int64_t cols : test_cols(t)) {
+      const PackedLayout L = packed_layout(t, 3, cols);
+      size_t plane_bytes = 0;
+      for (int p = 0; p < L.n_planes; ++p) {
+        plane_bytes += L.plane_stride[p] * 3;
+        EXPECT_EQ(L.plane_offset[p] % 256, 0u);
+        if (p == 0) {
+          EXPECT_EQ(L.plane_stride[p] % 16, 0u) << type_name(t) << " cols " << cols;
+        }
+      }
+      EXPECT_GE(plane_bytes, row_bytes(t, cols) * 3) << type_name(t);
+      EXPECT_LT(plane_bytes, row_bytes(t, cols) * 3 + 3 * 32) << type_name(t);
+      EXPECT_EQ(L.items * L.item_elems >= cols, true);
+    }
+  }
+  EXPECT_THROW(packed_layout(TensorType::Q8_0, 2, 48), Error);
+  EXPECT_THROW(packed_layout(TensorType::Q2_K, 2, 256), Error);
+}
+
+TEST(CudaOps, DequantToF16MatchesReference) {
+  REQUIRE_GPU();
+  for (TensorType t : kAllTypes) {
+    for (int64_t cols : test_cols(t)) {
+      const int64_t rows = 7;
+      HostWeight h = make_weight(t, rows, cols, 0.5f);
+      DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
+      DeviceBuffer out(size_t(rows * cols) * 2 + 64);
+      out.fill(0xFF);
+      dequant_to_f16(m.view(), out.data(), cols, nullptr);
+      std::vector<uint16_t> got16(size_t(rows * cols) + 32);
+      out.download(got16.data(), got16.size() * 2);
+      for (size_t i = size_t(rows * cols); i < got16.size(); ++i) ASSERT_EQ(got16[i], 0xFFFF) << "write past the end";
+      std::vector<float> got(size_t(rows * cols)), want(size_t(rows * cols));
+      for (size_t i = 0; i < got.size(); ++i) got[i] = f16_to_f32(got16[i]);
+      for (int64_t r = 0; r < rows; ++r) ref::weight_row(h.w, r, want.data() + r * cols);
+      expect_close(got, want, 1e-6, std::string(type_name(t)) + " cols " + std::to_string(cols));
+    }
+  }
+}
+
+// ---- matrix-vector products ---------------------------------------------------------------
+
+TEST(CudaOps, MatvecEveryTypeAndRowCount) {
+  REQUIRE_GPU();
+  for (TensorType t : kAllTypes) {
+    for (int64_t cols : test_cols(t)) {
+      for (int64_t rows : {int64_t(1), int64_t(67), int64_t(300)}) {
+        HostWeight h = make_weight(t, rows, cols);
+        DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
+        for (int T : {1, 2, 5, 8}) {
+          const std::vector<float> x = randn(size_t(T * cols));
+          Guarded dx(x), dy(size_t(T * rows));
+          MatvecJob j;
+          j.W = m.view();
+          j.x = dx.data();
+          j.x_stride = cols;
+          j.y = dy.data();
+          j.y_stride = rows;
+          matvec(&j, 1, T, nullptr);
+          expect_matvec_close(dy.read(), h.w, x, T, matvec_limit(t),
+                              std::string(type_name(t)) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
+                                  " T=" + std::to_string(T));
+        }
+      }
+    }
+  }
+}
+
+float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
+
+// Several matrices of different types in one launch, with every input transform and
+// epilogue, strided activations and outputs.
+TEST(CudaOps, MatvecMultiJobWithTransformsAndEpilogues) {
+  REQUIRE_GPU();
+  const int T = 3;
+  struct Case {
+    TensorType type;
+    int64_t rows, cols;
+    InOp in;
+    OutOp out;
+  };
+  const Case cases[] = {{TensorType::F32, 192, 96, InOp::tanh, OutOp::decay},
+                        {TensorType::F16, 192, 64, InOp::none, OutOp::sigmoid},
+                        {TensorType::F16, 192, 40, InOp::sigmoid, OutOp::store},
+                        {TensorType::Q8_0, 256, 192, InOp::none, OutOp::add},
+                        {TensorType::Q4_K, 512, 256, InOp::none, OutOp::relu_sq},
+                        {TensorType::Q6_K, 100, 512, InOp::sigmoid, OutOp::add},
+                        {TensorType::Q5_0, 64, 64, InOp::tanh, OutOp::store}};
+  constexpr int n = sizeof(cases) / sizeof(cases[0]);
+  std::vector<HostWeight> hw;
+  std::vector<DeviceMatrix> dm;
+  std::vector<std::unique_ptr<Guarded>> xs, ys, raws, biases;
+  std::vector<std::vector<float>> x_host, y_init, bias_host;
+  MatvecJob jobs[n];
+  for (int i = 0; i < n; ++i) {
+    const Case& c = cases[i];
+    hw.push_back(make_weight(c.type, c.rows, c.cols));
+    dm.push_back(upload_matrix(c.type, c.rows, c.cols, hw.back().bytes.data()));
+    const int64_t xs_stride = c.cols + 8, ys_stride = c.rows + 5;  // strided rows
+    x_host.push_back(randn(size_t(T * xs_stride)));
+    y_init.push_back(randn(size_t(T * ys_stride)));
+    bias_host.push_back(randn(size_t(c.rows)));
+    xs.push_back(std::make_unique<Guarded>(x_host.back()));
+    ys.push_back(std::make_unique<Guarded>(y_init.back()));
+    raws.push_back(std::make_unique<Guarded>(y_init.back()));
+    biases.push_back(std::make_unique<Guarded>(bias_host.back()));
+    MatvecJob& j = jobs[i];
+    j.W = dm.back().view();
+    j.x = xs.back()->data();
+    j.x_stride = xs_stride;
+    j.y = ys.back()->data();
+    j.y_stride = ys_stride;
+    j.y_raw = c.out == OutOp::add ? raws.back()->data() : nullptr;
+    j.bias = biases.back()->data();
+    j.in_op = c.in;
+    j.out_op = c.out;
+  }
+  matvec(jobs, n, T, nullptr);
+  for (int i = 0; i < n; ++i) {
+    const Case& c = cases[i];
+    const int64_t xs_stride = c.cols + 8, ys_stride = c.rows + 5;
+    std::vector<float> xin(size_t(T * c.cols));
+    for (int t = 0; t < T; ++t)
+      for (int64_t k = 0; k < c.cols; ++k) {
+        const float v = x_host[i][size_t(t * xs_stride + k)];
+        xin[size_t(t * c.cols + k)] = c.in == InOp::tanh ? std::tanh(v) : c.in == InOp::sigmoid ? sigmoid(v) : v;
+      }
+    const std::vector<float> prod = ref_matmul(hw[i].w, xin, T);
+    std::vector<float> want = y_init[i], want_raw = y_init[i];
+    for (int t = 0; t < T; ++t)
+      for (int64_t r = 0; r < c.rows; ++r) {
+        const float p = prod[size_t(t * c.rows + r)];
+        float& y = want[size_t(t * ys_stride + r)];
+        switch (c.out) {
+          case OutOp::store: y = p; break;
+          case OutOp::add:
+            y += p;
+            want_raw[size_t(t * ys_stride + r)] = p;
+            break;
+          case OutOp::decay: y = std::exp(-0.6065306597126334f * sigmoid(bias_host[i][size_t(r)] + p)); break;
+          case OutOp::sigmoid: y = sigmoid(bias_host[i][size_t(r)] + p); break;
+          case OutOp::relu_sq: y = std::max(p, 0.f) * std::max(p, 0.f); break;
+        }
+      }
+    const std::string what = "job " + std::to_string(i) + " " + std::string(type_name(c.type));
+    expect_close(ys[size_t(i)]->read(), want, matvec_limit(c.type), what);
+    if (c.out == OutOp::add) expect_close(raws[size_t(i)]->read(), want_raw, matvec_limit(c.type), what + " raw");
+  }
+}
+
+// ---- elementwise ----------------------------------------------------------------------------
+
+TEST(CudaOps, EpilogueAndF16Conversion) {
+  REQUIRE_GPU();
+  const int rows = 5;
+  const int64_t cols = 77, stride = 80;
+  const std::vector<float> src = randn(size_t(rows * stride)), bias = randn(size_t(cols));
+  for (OutOp op : {OutOp::store, OutOp::add, OutOp::decay, OutOp::sigmoid, OutOp::relu_sq}) {
+    const std::vector<float> init = randn(size_t(rows * stride));
+    Guarded dsrc(src), ddst(init), dbias(bias);
+    epilogue(op, dsrc.data(), ddst.data(), dbias.data(), rows, cols, stride, nullptr);
+    std::vector<float> want = init;
+    for (int r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = src[size_t(r * stride + c)];
+        float& y = want[size_t(r * stride + c)];
+        switch (op) {
+          case OutOp::store: y = v; break;
+          case OutOp::add: y += v; break;
+          case OutOp::decay: y = std::exp(-0.6065306597126334f * sigmoid(bias[size_t(c)] + v)); break;
+          case OutOp::sigmoid: y = sigmoid(bias[size_t(c)] + v); break;
+          case OutOp::relu_sq: y = std::max(v, 0.f) * std::max(v, 0.f); break;
+        }
+      }
+    expect_close(ddst.read(), want, 1e-12, "epilogue " + std::to_string(int(op)));
+  }
+  for (InOp op : {InOp::none, InOp::tanh, InOp::sigmoid}) {
+    Guarded dsrc(src);
+    DeviceBuffer out(size_t(rows * cols) * 2);
+    to_f16(dsrc.data(), stride, rows, cols, op, out.data(), nullptr);
+    std::vector<uint16_t> h(size_t(rows * cols));
+    out.download(h.data(), h.size() * 2);
+    std::vector<float> got(h.size()), want(h.size());
+    for (int r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = src[size_t(r * stride + c)];
+        want[size_t(r * cols + c)] = op == InOp::tanh ? std::tanh(v) : op == InOp::sigmoid ? sigmoid(v) : v;
+        got[size_t(r * cols + c)] = f16_to_f32(h[size_t(r * cols + c)]);
+      }
+    expect_close(got, want, 1e-6, "to_f16 " + std::to_string(int(op)));
+  }
+}
+
+// ---- row ops over several sequences ----------------------------------------------------------
+
+// Sequences of lengths `lens` in state slots `slots`, on the device.
+struct DeviceBatch {
+  std::vector<int32_t> row_seq, seq_start, seq_slot;
+  DeviceBuffer buf;
+  BatchDev bd;
+  DeviceBatch(const std::vector<int>& lens, const std::vector<int>& slots) {
+    int R = 0;
+    for (size_t s = 0; s < lens.size(); ++s) {
+      seq_start.push_back(R);
+      seq_slot.push_back(slots[s]);
+      for (int t = 0; t < lens[s]; ++t) row_seq.push_back(int32_t(s));
+      R += lens[s];
+    }
+    seq_start.push_back(R);
+    std::vector<int32_t> all = row_seq;
+    all.insert(all.end(), seq_start.begin(), seq_start.end());
+    all.insert(all.end(), seq_slot.begin(), seq_slot.end());
+    buf = DeviceBuffer(all.size() * 4);
+    buf.upload(all.data(), all.size() * 4);
+    bd.row_seq = buf.as<int32_t>();
+    bd.seq_start = bd.row_seq + row_seq.size();
+    bd.seq_slot = bd.seq_start + seq_start.size();
+    bd.R = R;
+    bd.B = int(lens.size());
+  }
+};
+
+TEST(CudaOps, EmbedLayerNormEveryType) {
+  REQUIRE_GPU();
+  for (TensorType t : kAllTypes) {
+    const int64_t C = type_info(t).block_size == 256 ? 512 : 96, V = 50;
+    HostWeight emb = make_weight(t, V, C, 1.f);
+    DeviceMatrix m = upload_matrix(t, V, C, emb.bytes.data());
+    const std::vector<int32_t> tokens = {3, 49, 0, 17, 3};
+    const int R = int(tokens.size());
+    DeviceBuffer dtok(tokens.size() * 4);
+    dtok.upload(tokens.data(), tokens.size() * 4);
+    const std::vector<float> w = randn(size_t(C), 0.3f, 1.f), b = randn(size_t(C), 0.1f);
+    Guarded dw(w), db(b), raw(size_t(R * C)), h(size_t(R * C));
+    embed_ln(m.view(), dtok.as<int32_t>(), R, dw.data(), db.data(), 1e-5f, raw.data(), h.data(), nullptr);
+    std::vector<float> want_raw(size_t(R * C)), want(size_t(R * C));
+    for (int r = 0; r < R; ++r) ref::weight_row(emb.w, tokens[size_t(r)], want_raw.data() + r * C);
+    ref::layer_norm(want_raw.data(), w.data(), b.data(), R, C, 1e-5f, want.data());
+    expect_close(raw.read(), want_raw, 1e-12, std::string(type_name(t)) + " embedding rows");
+    expect_close(h.read(), want, 1e-10, std::string(type_name(t)) + " ln0");
+  }
+}
+
+TEST(CudaOps, LayerNormShiftLerpSeveralSequences) {
+  REQUIRE_GPU();
+  const int C = 160, n_slots = 4;
+  const size_t stride = 3 * C;  // a state slot holds more than the shift vector
+  const std::vector<int> lens = {1, 4, 2, 3}, slots = {2, 0, 3, 1};
+  DeviceBatch batch(lens, slots);
+  const int R = batch.bd.R;
+  for (int n_mix : {6, 1}) {
+    const std::vector<float> h = randn(size_t(R * C), 2.f, 0.5f), w = randn(size_t(C), 0.3f, 1.f),
+                             b = randn(size_t(C), 0.1f), mix = uniform(size_t(n_mix * C), 0.f, 1.f),
+                             state = randn(stride * n_slots);
+    Guarded dh(h), dw(w), db(b), dmix(mix), dstate(state), xln(size_t(R * C));
+    std::vector<std::unique_ptr<Guarded>> outs;
+    ShiftLerpArgs a;
+    a.batch = batch.bd;
+    a.h = dh.data();
+    a.C = C;
+    a.ln_w = dw.data();
+    a.ln_b = db.data();
+    a.eps = 1e-5f;
+    a.mix = dmix.data();
+    a.n_mix = n_mix;
+    for (int m = 0; m < n_mix; ++m) {
+      outs.push_back(std::make_unique<Guarded>(size_t(R * C)));
+      a.out[m] = outs.back()->data();
+    }
+    a.xln = xln.data();
+    a.shift = dstate.data() + C;  // shift vector at offset C within a slot
+    a.state_stride = stride;
+    ln_shift_lerp(a, nullptr);
+
+    std::vector<float> x(size_t(R * C));
+    ref::layer_norm(h.data(), w.data(), b.data(), R, C, 1e-5f, x.data());
+    std::vector<float> want_state = state;
+    std::vector<std::vector<float>> want(size_t(n_mix), std::vector<float>(size_t(R * C)));
+    for (size_t s = 0; s < lens.size(); ++s) {
+      const int r0 = batch.seq_start[s], T = lens[s];
+      float* shift = want_state.data() + size_t(slots[s]) * stride + C;
+      for (int m = 0; m < n_mix; ++m)
+        ref::token_shift_lerp(x.data() + size_t(r0) * C, shift, mix.data() + size_t(m) * C, T, C,
+                              want[size_t(m)].data() + size_t(r0) * C);
+      std::memcpy(shift, x.data() + size_t(r0 + T - 1) * C, C * sizeof(float));
+    }
+    expect_close(xln.read(), x, 1e-11, "xln");
+    for (int m = 0; m < n_mix; ++m) expect_close(outs[size_t(m)]->read(), want[size_t(m)], 1e-11, "lerp " + std::to_string(m));
+    expect_close(dstate.read(), want_state, 1e-12, "shift states (and the untouched rest of each slot)");
+  }
+}
+
+TEST(CudaOps, LayerNormSelectedRows) {
+  REQUIRE_GPU();
+  const int C = 200, R = 6;
+  const std::vector<float> x = randn(size_t(R * C), 3.f, 1.f), w = randn(size_t(C)), b = randn(size_t(C));
+  const std::vector<int32_t> rows = {5, 0, 3};
+  DeviceBuffer drows(rows.size() * 4);
+  drows.upload(rows.data(), rows.size() * 4);
+  Guarded dx(x), dw(w), db(b), y(rows.size() * C);
+  layer_norm_rows(dx.data(), drows.as<int32_t>(), int(rows.size()), C, dw.data(), db.data(), 1e-5f, y.data(), nullptr);
+  std::vector<float> want(rows.size() * C);
+  for (size_t i = 0; i < rows.size(); ++i)
+    ref::layer_norm(x.data() + size_t(rows[i]) * C, w.data(), b.data(), 1, C, 1e-5f, want.data() + i * C);
+  expect_close(y.read(), want, 1e-11, "layer_norm_rows");
+}
+
+// ---- WKV -----------------------------------------------------------------------------------
+
+struct WkvCase {
+  int H, N;
+  std::vector<int> lens, slots;
+  bool first_layer;
+};
+
+void run_wkv_case(const WkvCase& c, bool fused) {
+  const int H = c.H, N = c.N, C = H * N, n_slots = 4;
+  DeviceBatch batch(c.lens, c.slots);
+  const int R = batch.bd.R;
+  const size_t RC = size_t(R) * C, stride = size_t(C) * N + 4;  // slots apart by more than a state
+  const std::vector<float> r = randn(RC), decay = uniform(RC, 0.55f, 1.f), k = randn(RC), a = uniform(RC, 0.f, 1.f),
+                           g = randn(RC), nu = uniform(RC, 0.f, 1.f), v0 = randn(RC), vfirst0 = randn(RC),
+                           k_k = randn(size_t(C), 0.5f, 1.f), k_a = uniform(size_t(C), 0.f, 1.f),
+                           r_k = randn(size_t(C), 0.5f), lnx_w = randn(size_t(C), 0.3f, 1.f),
+                           lnx_b = randn(size_t(C), 0.1f), state0 = randn(stride * n_slots, 0.3f);
+  Guarded dr(r), dd(decay), dk(k), da(a), dg(g), dnu(nu), dv(v0), dvf(vfirst0), dkk_k(k_k), dk_a(k_a), dr_k(r_k),
+      dlw(lnx_w), dlb(lnx_b), dstate(state0), xo(RC), kk(RC), kmod(RC), y(RC), lnx(RC);
+  WkvArgs w;
+  w.batch = batch.bd;
+  w.H = H;
+  w.N = N;
+  w.first_layer = c.first_layer;
+  w.r = dr.data();
+  w.decay = dd.data();
+  w.k = dk.data();
+  w.a = da.data();
+  w.g = dg.data();
+  w.nu = dnu.data();
+  w.v = dv.data();
+  w.v_first = dvf.data();
+  w.k_k = dkk_k.data();
+  w.k_a = dk_a.data();
+  w.r_k = dr_k.data();
+  w.lnx_w = dlw.data();
+  w.lnx_b = dlb.data();
+  w.gn_eps = 64e-5f;
+  w.state = dstate.data();
+  w.state_stride = stride;
+  w.xo = xo.data();
+  w.kk = kk.data();
+  w.kmod = kmod.data();
+  w.y = y.data();
+  w.lnx = lnx.data();
+  if (fused) wkv_fused(w, nullptr);
+  else wkv_prefill(w, nullptr);
+
+  // Reference: spec §2.2 steps 6, 9-13 with the reference ops, sequence by sequence.
+  std::vector<float> v = v0, vfirst = vfirst0, state = state0;
+  std::vector<float> want_kk(RC), want_kmod(RC), want_y(RC), want_lnx(RC), want_xo(RC), kraw(RC), alpha(RC), beta(RC);
+  for (size_t i = 0; i < RC; ++i) {
+    const size_t ch = i % size_t(C);
+    if (c.first_layer) vfirst[i] = v[i];
+    else v[i] += nu[i] * (vfirst[i] - v[i]);
+    kraw[i] = k[i] * k_k[ch];
+    want_kmod[i] = k[i] * (1.f + (a[i] - 1.f) * k_a[ch]);
+  }
+  ref::l2_normalize_heads(kraw.data(), R, C, N, 1e-12f, want_kk.data());
+  for (size_t i = 0; i < RC; ++i) {
+    alpha[i] = -want_kk[i];
+    beta[i] = want_kk[i] * a[i];
+  }
+  for (size_t s = 0; s < c.lens.size(); ++s) {
+    const size_t o = size_t(batch.seq_start[s]) * C;
+    ref::wkv7(state.data() + size_t(c.slots[s]) * stride, r.data() + o, decay.data() + o, want_kmod.data() + o,
+              v.data() + o, alpha.data() + o, beta.data() + o, c.lens[s], H, N, want_y.data() + o);
+  }
+  ref::group_norm(want_y.data(), lnx_w.data(), lnx_b.data(), R, C, N, 64e-5f, want_lnx.data());
+  for (int row = 0; row < R; ++row)
+    for (int h = 0; h < H; ++h) {
+      const size_t o = size_t(row) * C + size_t(h) * N;
+      double bonus = 0;
+      for (int n = 0; n < N; ++n) bonus += double(r[o + n]) * want_kmod[o + n] * r_k[size_t(h * N + n)];
+      for (int n = 0; n < N; ++n) {
+        want_lnx[o + n] += float(bonus) * v[o + n];
+        want_xo[o + n] = want_lnx[o + n] * g[o + n];
+      }
+    }
+  const std::string what = std::string(fused ? "fused" : "prefill") + " H=" + std::to_string(H) +
+                           " N=" + std::to_string(N) + (c.first_layer ? " layer 0" : "");
+  expect_close(xo.read(), want_xo, 1e-9, what + " xo");
+  expect_close(dstate.read(), state, 1e-10, what + " state");
+  expect_close(dv.read(), v, 1e-12, what + " v");
+  expect_close(dvf.read(), vfirst, 1e-12, what + " v_first");
+  expect_close(kk.read(), want_kk, 1e-11, what + " kk");
+  expect_close(kmod.read(), want_kmod, 1e-11, what + " k_mod");
+  expect_close(y.read(), want_y, 1e-9, what + " y");
+  expect_close(lnx.read(), want_lnx, 1e-9, what + " lnx");
+}
+
+TEST(CudaOps, WkvFusedAndPrefillMatchReference) {
+  REQUIRE_GPU();
+  const WkvCase cases[] = {{3, 64, {1, 3, 7}, {2, 0, 3}, false},
+                           {3, 64, {1, 1}, {1, 3}, true},
+                           {2, 32, {5, 1, 20}, {0, 1, 2}, false},
+                           {2, 128, {2, 9}, {3, 1}, true},
+                           {1, 64, {40}, {1}, false}};
+  for (const WkvCase& c : cases) {
+    run_wkv_case(c, true);
+    run_wkv_case(c, false);
+  }
+}
+
+}  // namespace
+}  // namespace rwkv::cuda
