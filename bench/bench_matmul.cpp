@@ -1,7 +1,8 @@
 // matmul() throughput for the shapes of a 0.1B RWKV-7 model (C = 768, FFN 3072, vocab
 // 65536) at decode (T = 1) and prefill (T = 128). Counters: weight bytes streamed per
 // second (GB/s) and multiply-adds x 2 per second (GFLOP/s).
-//   bench_matmul --benchmark_filter='q4_K/65536x768'
+//   bench_matmul --benchmark_filter='q4_K/65536x768' --benchmark_repetitions=5
+// (repetitions add a median, steadier than single runs on a machine shared with other work)
 #include <benchmark/benchmark.h>
 
 #include <map>

@@ -97,6 +97,42 @@ class Guarded {
   DeviceBuffer buf_;
 };
 
+// A QuantX on the device, and its host reading: x ~= d0 q0 + d1 q1 per block of 32.
+struct DeviceQuantX {
+  DeviceBuffer buf;
+  QuantX q;
+  int rows;
+  int64_t cols;
+  DeviceQuantX(int rows_, int64_t cols_) : buf(quant_x_bytes(rows_, cols_)), rows(rows_), cols(cols_) {
+    buf.fill(0xFF);
+    q = quant_x_view(buf.data(), rows, cols);
+  }
+  // Dequantised values; checks each block's sums of quants.
+  std::vector<float> read() const {
+    std::vector<uint8_t> h(buf.size());
+    buf.download(h.data(), h.size());
+    auto at = [&](const void* p) { return h.data() + (static_cast<const uint8_t*>(p) - buf.as<uint8_t>()); };
+    const auto* q0 = reinterpret_cast<const int8_t*>(at(q.q0));
+    const auto* q1 = reinterpret_cast<const int8_t*>(at(q.q1));
+    const auto* d0 = reinterpret_cast<const float*>(at(q.d0));
+    const auto* d1 = reinterpret_cast<const float*>(at(q.d1));
+    const auto* s0 = reinterpret_cast<const int32_t*>(at(q.s0));
+    const auto* s1 = reinterpret_cast<const int32_t*>(at(q.s1));
+    std::vector<float> x(size_t(rows) * size_t(cols));
+    for (size_t b = 0; b < x.size() / 32; ++b) {
+      int sum0 = 0, sum1 = 0;
+      for (size_t e = 32 * b; e < 32 * b + 32; ++e) {
+        x[e] = d0[b] * q0[e] + d1[b] * q1[e];
+        sum0 += q0[e];
+        sum1 += q1[e];
+      }
+      EXPECT_EQ(sum0, s0[b]) << "block " << b;
+      EXPECT_EQ(sum1, s1[b]) << "block " << b;
+    }
+    return x;
+  }
+};
+
 // Normalised mean squared error sum((a-b)^2) / sum(b^2); +inf on NaN/Inf in a.
 double nmse(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
@@ -220,6 +256,47 @@ TEST(CudaOps, MatvecEveryTypeAndRowCount) {
                                   " T=" + std::to_string(T));
         }
       }
+    }
+  }
+}
+
+TEST(CudaOps, QuantizeRowsIsNearlyExact) {
+  REQUIRE_GPU();
+  const int rows = 3;
+  const int64_t cols = 96, stride = 100;
+  std::vector<float> x = randn(size_t(rows * stride), 2.f);
+  for (int64_t c = 0; c < 32; ++c) x[size_t(stride + c)] = 0.f;  // an all-zero block
+  Guarded dx(x);
+  DeviceQuantX q(rows, cols);
+  quantize_rows(dx.data(), stride, rows, cols, InOp::none, q.q, nullptr);
+  std::vector<float> want(size_t(rows * cols));
+  for (int r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) want[size_t(r * cols + c)] = x[size_t(r * stride + c)];
+  expect_close(q.read(), want, 1e-9, "two-term int8 quantisation");
+}
+
+// The production decode path: x quantised once (quantize_rows), read by the matvec.
+TEST(CudaOps, MatvecWithQuantisedInput) {
+  REQUIRE_GPU();
+  for (TensorType t : kAllTypes) {
+    if (is_float(t)) continue;
+    const int64_t cols = type_info(t).block_size == 256 ? 768 : 544, rows = 300;
+    HostWeight h = make_weight(t, rows, cols);
+    DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
+    for (int T : {1, 3, 8}) {
+      const std::vector<float> x = randn(size_t(T * cols));
+      Guarded dx(x), dy(size_t(T * rows));
+      DeviceQuantX q(T, cols);
+      quantize_rows(dx.data(), cols, T, cols, InOp::none, q.q, nullptr);
+      MatvecJob j;
+      j.W = m.view();
+      j.xq = q.q;
+      j.x = dx.data();
+      j.x_stride = cols;
+      j.y = dy.data();
+      j.y_stride = rows;
+      matvec(&j, 1, T, nullptr);
+      expect_matvec_close(dy.read(), h.w, x, T, matvec_limit(t), std::string(type_name(t)) + " T=" + std::to_string(T));
     }
   }
 }
@@ -401,8 +478,8 @@ TEST(CudaOps, EmbedLayerNormEveryType) {
 
 TEST(CudaOps, LayerNormShiftLerpSeveralSequences) {
   REQUIRE_GPU();
-  const int C = 160, n_slots = 4;
-  const size_t stride = 3 * C;  // a state slot holds more than the shift vector
+  const int C = 160, n_slots = 4;  // C: a multiple of 32 that is not one of 256
+  const size_t stride = 3 * C;     // a state slot holds more than the shift vector
   const std::vector<int> lens = {1, 4, 2, 3}, slots = {2, 0, 3, 1};
   DeviceBatch batch(lens, slots);
   const int R = batch.bd.R;
@@ -412,6 +489,7 @@ TEST(CudaOps, LayerNormShiftLerpSeveralSequences) {
                              state = randn(stride * n_slots);
     Guarded dh(h), dw(w), db(b), dmix(mix), dstate(state), xln(size_t(R * C));
     std::vector<std::unique_ptr<Guarded>> outs;
+    DeviceQuantX q0(R, C), q2(R, C);
     ShiftLerpArgs a;
     a.batch = batch.bd;
     a.h = dh.data();
@@ -428,6 +506,8 @@ TEST(CudaOps, LayerNormShiftLerpSeveralSequences) {
     a.xln = xln.data();
     a.shift = dstate.data() + C;  // shift vector at offset C within a slot
     a.state_stride = stride;
+    a.out_q[0] = q0.q;
+    if (n_mix > 2) a.out_q[2] = q2.q;
     ln_shift_lerp(a, nullptr);
 
     std::vector<float> x(size_t(R * C));
@@ -444,13 +524,15 @@ TEST(CudaOps, LayerNormShiftLerpSeveralSequences) {
     }
     expect_close(xln.read(), x, 1e-11, "xln");
     for (int m = 0; m < n_mix; ++m) expect_close(outs[size_t(m)]->read(), want[size_t(m)], 1e-11, "lerp " + std::to_string(m));
+    expect_close(q0.read(), want[0], 1e-9, "lerp 0 quantised");
+    if (n_mix > 2) expect_close(q2.read(), want[2], 1e-9, "lerp 2 quantised");
     expect_close(dstate.read(), want_state, 1e-12, "shift states (and the untouched rest of each slot)");
   }
 }
 
 TEST(CudaOps, LayerNormSelectedRows) {
   REQUIRE_GPU();
-  const int C = 200, R = 6;
+  const int C = 224, R = 6;
   const std::vector<float> x = randn(size_t(R * C), 3.f, 1.f), w = randn(size_t(C)), b = randn(size_t(C));
   const std::vector<int32_t> rows = {5, 0, 3};
   DeviceBuffer drows(rows.size() * 4);
@@ -481,6 +563,7 @@ void run_wkv_case(const WkvCase& c, bool fused) {
                            k_k = randn(size_t(C), 0.5f, 1.f), k_a = uniform(size_t(C), 0.f, 1.f),
                            r_k = randn(size_t(C), 0.5f), lnx_w = randn(size_t(C), 0.3f, 1.f),
                            lnx_b = randn(size_t(C), 0.1f), state0 = randn(stride * n_slots, 0.3f);
+  DeviceQuantX xo_q(R, C);
   Guarded dr(r), dd(decay), dk(k), da(a), dg(g), dnu(nu), dv(v0), dvf(vfirst0), dkk_k(k_k), dk_a(k_a), dr_k(r_k),
       dlw(lnx_w), dlb(lnx_b), dstate(state0), xo(RC), kk(RC), kmod(RC), y(RC), lnx(RC);
   WkvArgs w;
@@ -509,6 +592,7 @@ void run_wkv_case(const WkvCase& c, bool fused) {
   w.kmod = kmod.data();
   w.y = y.data();
   w.lnx = lnx.data();
+  if (fused) w.xo_q = xo_q.q;
   if (fused) wkv_fused(w, nullptr);
   else wkv_prefill(w, nullptr);
 
@@ -546,6 +630,7 @@ void run_wkv_case(const WkvCase& c, bool fused) {
   const std::string what = std::string(fused ? "fused" : "prefill") + " H=" + std::to_string(H) +
                            " N=" + std::to_string(N) + (c.first_layer ? " layer 0" : "");
   expect_close(xo.read(), want_xo, 1e-9, what + " xo");
+  if (fused) expect_close(xo_q.read(), want_xo, 1e-8, what + " xo quantised");
   expect_close(dstate.read(), state, 1e-10, what + " state");
   expect_close(dv.read(), v, 1e-12, what + " v");
   expect_close(dvf.read(), vfirst, 1e-12, what + " v_first");

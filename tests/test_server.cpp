@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "common/error.h"
 #include "gguf/gguf.h"
 #include "runtime/engine.h"
 #include "server.h"
@@ -268,11 +269,12 @@ TEST_F(ServerTest, UnknownRoutesGet404AndWrongMethods405) {
   EXPECT_EQ(get->status, 405);
 }
 
-// The cpu backend behind a gate: while closed, every step waits, which holds the
-// scheduler still so that slot and queue occupancy are known exactly.
-class GatedBackend final : public Backend {
+// The cpu backend under the test's control: while the gate is closed every step waits,
+// which holds the scheduler still so that slot and queue occupancy are known exactly; while
+// failing, every step throws as a lost device would.
+class ControlledBackend final : public Backend {
  public:
-  explicit GatedBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  explicit ControlledBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
   std::string name() const override { return inner_->name(); }
   std::string device_name() const override { return inner_->device_name(); }
   void load(std::shared_ptr<const Model> model, const ProgressFn& progress) override { inner_->load(model, progress); }
@@ -289,6 +291,7 @@ class GatedBackend final : public Backend {
       changed_.notify_all();
       changed_.wait(lock, [&] { return open_; });
       --steps_waiting_;
+      if (failing_) fail(ErrorCode::backend, "simulated device failure");
     }
     inner_->step(batch, logits);
   }
@@ -297,6 +300,10 @@ class GatedBackend final : public Backend {
     std::lock_guard lock(mutex_);
     open_ = open;
     changed_.notify_all();
+  }
+  void set_failing(bool failing) {
+    std::lock_guard lock(mutex_);
+    failing_ = failing;
   }
   void wait_for_blocked_step() {
     std::unique_lock lock(mutex_);
@@ -307,51 +314,74 @@ class GatedBackend final : public Backend {
   std::unique_ptr<Backend> inner_;
   std::mutex mutex_;
   std::condition_variable changed_;
-  bool open_ = true;
+  bool open_ = true, failing_ = false;
   int steps_waiting_ = 0;
 };
 
-TEST(ServerQueue, RequestsBeyondSlotsAndQueueGet503) {
-  auto model = Model::load(testing::demo_model_q8_0());
-  BackendOptions backend_options;
-  backend_options.n_threads = 1;
-  auto gated = std::make_unique<GatedBackend>(create_backend("cpu", backend_options));
-  GatedBackend* gate = gated.get();
-  gate->load(model, nullptr);
-  EngineOptions engine_options;
-  engine_options.n_slots = 1;
-  Engine engine(model, std::move(gated), Tokenizer::from_gguf(model->file()), engine_options);
+// A one-slot server on the demo model over a ControlledBackend, serving on its own thread.
+class ControlledServer {
+ public:
+  explicit ControlledServer(int max_queue) {
+    auto model = Model::load(testing::demo_model_q8_0());
+    BackendOptions backend_options;
+    backend_options.n_threads = 1;
+    auto backend = std::make_unique<ControlledBackend>(create_backend("cpu", backend_options));
+    backend_ = backend.get();
+    backend_->load(model, nullptr);
+    EngineOptions engine_options;
+    engine_options.n_slots = 1;
+    engine_ = std::make_unique<Engine>(model, std::move(backend), Tokenizer::from_gguf(model->file()), engine_options);
+    ServerOptions options;
+    options.port = 0;
+    options.max_queue = max_queue;
+    server_ = std::make_unique<Server>(*engine_, options);
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->serve(); });
+  }
+  ~ControlledServer() {
+    backend_->set_open(true);
+    server_->stop();
+    thread_.join();
+  }
 
-  ServerOptions options;
-  options.port = 0;
-  options.max_queue = 1;
-  Server server(engine, options);
-  const int port = server.bind();
-  std::thread serving([&] { server.serve(); });
-  auto request = [port](int* status) {
-    httplib::Client c("127.0.0.1", port);
+  ControlledBackend& backend() { return *backend_; }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
     c.set_read_timeout(30);
-    const auto res = c.Post("/v1/completions", R"({"prompt": "The jury", "max_tokens": 4})", "application/json");
-    *status = res ? res->status : 0;
-  };
-  auto queued = [port] {
-    httplib::Client c("127.0.0.1", port);
-    const auto res = c.Get("/health");
+    return c;
+  }
+  // Status and body of a completion request.
+  std::pair<int, std::string> complete(const std::string& body) const {
+    const auto res = client().Post("/v1/completions", body, "application/json");
+    return res ? std::pair(res->status, res->body) : std::pair(0, std::string());
+  }
+  int queued() const {
+    const auto res = client().Get("/health");
     return res ? json::parse(res->body)["queued"].get<int>() : -1;
-  };
+  }
 
-  gate->set_open(false);
+ private:
+  ControlledBackend* backend_ = nullptr;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Server> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+TEST(ServerQueue, RequestsBeyondSlotsAndQueueGet503) {
+  ControlledServer server(/*max_queue=*/1);
+  const std::string request = R"({"prompt": "The jury", "max_tokens": 4})";
+  server.backend().set_open(false);
   int first = 0, second = 0;
-  std::thread holds_the_slot(request, &first);
-  gate->wait_for_blocked_step();  // the first request is in its prompt step
-  std::thread waits(request, &second);
+  std::thread holds_the_slot([&] { first = server.complete(request).first; });
+  server.backend().wait_for_blocked_step();  // the first request is in its prompt step
+  std::thread waits([&] { second = server.complete(request).first; });
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (queued() != 1 && std::chrono::steady_clock::now() < deadline)
+  while (server.queued() != 1 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  EXPECT_EQ(queued(), 1);
+  EXPECT_EQ(server.queued(), 1);
 
-  httplib::Client c("127.0.0.1", port);
-  const auto refused = c.Post("/v1/completions", R"({"prompt": "The jury"})", "application/json");
+  const auto refused = server.client().Post("/v1/completions", request, "application/json");
   EXPECT_TRUE(refused);
   if (refused) {
     EXPECT_EQ(refused->status, 503);
@@ -359,13 +389,28 @@ TEST(ServerQueue, RequestsBeyondSlotsAndQueueGet503) {
     EXPECT_EQ(json::parse(refused->body)["error"]["type"], "server_busy");
   }
 
-  gate->set_open(true);
+  server.backend().set_open(true);
   holds_the_slot.join();
   waits.join();
   EXPECT_EQ(first, 200);
   EXPECT_EQ(second, 200);
-  server.stop();
-  serving.join();
+}
+
+TEST(ServerFailures, EngineErrorsGive500AndFreeTheSlot) {
+  ControlledServer server(/*max_queue=*/1);
+  server.backend().set_failing(true);
+  const auto [status, body] = server.complete(R"({"prompt": "The jury", "max_tokens": 4})");
+  EXPECT_NE(error_message(status, body, 500).find("simulated device failure"), std::string::npos);
+
+  // A stream that fails after its headers ends with an error event, then [DONE].
+  const auto [stream_status, stream_body] =
+      server.complete(R"({"prompt": "The jury", "max_tokens": 4, "stream": true})");
+  EXPECT_EQ(stream_status, 200);
+  EXPECT_NE(stream_body.find("simulated device failure"), std::string::npos) << stream_body;
+  EXPECT_TRUE(stream_body.ends_with("data: [DONE]\n\n")) << stream_body;
+
+  server.backend().set_failing(false);
+  EXPECT_EQ(server.complete(R"({"prompt": "The jury", "max_tokens": 4})").first, 200);
 }
 
 }  // namespace

@@ -83,9 +83,11 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
   EXPECT_LE(testing::rel_l2(got, want), tol) << what;
 }
 
-// Every type, both shader paths, T = 1, 3 (matvec sizes) and 70 (two token tiles).
+// Every type, every shader path, T = 1, 3 (matvec sizes) and 70 (two token tiles). The
+// tensor-core path (where the device has one) rounds W and x to float16: looser tolerance.
 TEST(VulkanOps, MatrixEveryTypeMatchesReference) {
   REQUIRE_DEVICE();
+  const bool coopmat = vk->context().info().coopmat;
   for (TensorType type : kAllTypes) {
     const int64_t block = type_info(type).block_size;
     const int64_t cols = block == 256 ? 512 : 96;
@@ -96,13 +98,16 @@ TEST(VulkanOps, MatrixEveryTypeMatchesReference) {
       const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 100 + uint64_t(T));
       std::vector<float> want(size_t(T * rows));
       ref::matmul(w, x.data(), T, want.data());
-      for (MatPath path : {MatPath::matvec, MatPath::matmul}) {
+      for (MatPath path : {MatPath::matvec, MatPath::matmul, MatPath::matmul_coopmat}) {
         if (T == 70 && path == MatPath::matvec) continue;
-        if (T == 1 && path == MatPath::matmul) continue;
+        if (T == 1 && path != MatPath::matvec) continue;
+        if (path == MatPath::matmul_coopmat && !coopmat) continue;
         const std::string what = std::string(type_name(type)) + " T=" + std::to_string(T) +
-                                 (path == MatPath::matvec ? " matvec" : " matmul");
+                                 (path == MatPath::matvec   ? " matvec"
+                                  : path == MatPath::matmul ? " matmul"
+                                                            : " coopmat");
         const std::vector<float> got = vk->matrix(w, x, T, path);
-        expect_close(got, want, 1e-5, what);
+        expect_close(got, want, path == MatPath::matmul_coopmat ? 3e-3 : 1e-5, what);
         EXPECT_EQ(vk->guards_broken(), 0u) << what;
       }
     }
@@ -172,6 +177,23 @@ TEST(VulkanOps, MatrixEpilogues) {
       EXPECT_EQ(vk->guards_broken(), 0u);
     }
   }
+}
+
+// The tensor-core path with activations far beyond float16's range, kept in range by the
+// job's x scale (as for the FFN's relu^2 values).
+TEST(VulkanOps, CoopmatScalesLargeActivations) {
+  REQUIRE_DEVICE();
+  if (!vk->context().info().coopmat) GTEST_SKIP() << "no cooperative matrices on this device";
+  const int64_t rows = 70, cols = 512;
+  std::vector<uint8_t> bytes;
+  const Weight w = make_weight(TensorType::F16, rows, cols, 80, bytes);
+  const int T = 33;
+  const std::vector<float> x = random_vector(size_t(T * cols), -2e5f, 2e5f, 81);
+  std::vector<float> want(size_t(T * rows));
+  ref::matmul(w, x.data(), T, want.data());
+  const std::vector<float> got = vk->matrix(w, x, T, MatPath::matmul_coopmat, vk::kActNone, {}, 0, {}, 1.0f / 256);
+  expect_close(got, want, 3e-3, "coopmat, |x| up to 2e5");
+  EXPECT_EQ(vk->guards_broken(), 0u);
 }
 
 // A matrix split by rows over several buffers (as large matrices are on real devices).

@@ -23,22 +23,20 @@ struct QuantizeArgs {
   bool pure = false;
 };
 
-// A target as llama-quantize names it: the main type, the type output.weight gets, and the
-// llama_ftype number written to general.file_type.
+// A target as llama-quantize names it: the main type and the type output.weight gets.
 struct Target {
   const char* name;
   TensorType main, output;
-  uint32_t file_type;
 };
 
 constexpr Target kTargets[] = {
-    {"f32", TensorType::F32, TensorType::F32, 0},     {"f16", TensorType::F16, TensorType::F16, 1},
-    {"bf16", TensorType::BF16, TensorType::BF16, 32}, {"q8_0", TensorType::Q8_0, TensorType::Q8_0, 7},
-    {"q4_0", TensorType::Q4_0, TensorType::Q6_K, 2},  {"q4_1", TensorType::Q4_1, TensorType::Q6_K, 3},
-    {"q5_0", TensorType::Q5_0, TensorType::Q6_K, 8},  {"q5_1", TensorType::Q5_1, TensorType::Q6_K, 9},
-    {"q4_k", TensorType::Q4_K, TensorType::Q6_K, 15}, {"q4_k_m", TensorType::Q4_K, TensorType::Q6_K, 15},
-    {"q5_k", TensorType::Q5_K, TensorType::Q6_K, 17}, {"q5_k_m", TensorType::Q5_K, TensorType::Q6_K, 17},
-    {"q6_k", TensorType::Q6_K, TensorType::Q6_K, 18},
+    {"f32", TensorType::F32, TensorType::F32},    {"f16", TensorType::F16, TensorType::F16},
+    {"bf16", TensorType::BF16, TensorType::BF16}, {"q8_0", TensorType::Q8_0, TensorType::Q8_0},
+    {"q4_0", TensorType::Q4_0, TensorType::Q6_K}, {"q4_1", TensorType::Q4_1, TensorType::Q6_K},
+    {"q5_0", TensorType::Q5_0, TensorType::Q6_K}, {"q5_1", TensorType::Q5_1, TensorType::Q6_K},
+    {"q4_k", TensorType::Q4_K, TensorType::Q6_K}, {"q4_k_m", TensorType::Q4_K, TensorType::Q6_K},
+    {"q5_k", TensorType::Q5_K, TensorType::Q6_K}, {"q5_k_m", TensorType::Q5_K, TensorType::Q6_K},
+    {"q6_k", TensorType::Q6_K, TensorType::Q6_K},
 };
 
 const Target& find_target(const std::string& name) {
@@ -99,7 +97,7 @@ void run_quantize(const QuantizeArgs& args) {
   gguf::Writer w;
   for (const gguf::KeyValue& kv : in.metadata())
     if (kv.key != "general.file_type" && kv.key != "general.quantization_version") w.copy_value(kv.key, kv.value);
-  w.set_u32("general.file_type", target.file_type);
+  w.set_u32("general.file_type", llama_file_type(target.main));
   w.set_u32("general.quantization_version", 2);
 
   ThreadPool pool(args.threads);

@@ -47,9 +47,7 @@ int main(int argc, char** argv) {
   register_bench(app);
   register_check(app);
   register_devices(app);
-#if defined(RWKV_CLI_HAVE_SERVE)
   register_serve(app);
-#endif
 
   try {
     app.parse(argc, argv);

@@ -1,8 +1,12 @@
 // A fixed pool of worker threads for data-parallel loops. parallel_for splits [0, n) into
 // one contiguous range per thread (the caller's thread takes part), and returns when all
 // ranges are done. Not re-entrant: one parallel_for at a time per pool.
+//
+// Decode issues hundreds of small loops per token, so both sides spin briefly before they
+// block: a wake-up through a condition variable alone costs about 5 us, a spin about 0.1 us.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -34,8 +38,8 @@ class ThreadPool {
   std::condition_variable start_cv_, done_cv_;
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
   int64_t job_n_ = 0, job_grain_ = 1;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
   bool stop_ = false;
 };
 

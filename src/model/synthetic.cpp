@@ -112,7 +112,7 @@ class Generator {
     w_.set_u32("rwkv7.attention.iclr_lora_rank", uint32_t(s.rank_a));
     w_.set_u32("rwkv7.attention.value_residual_mix_lora_rank", uint32_t(s.rank_v));
     w_.set_u32("rwkv7.attention.gate_lora_rank", uint32_t(s.rank_g));
-    w_.set_u32("general.file_type", uint32_t(s.type));
+    w_.set_u32("general.file_type", llama_file_type(s.type));
     vocabulary();
 
     add("token_embd.weight", s.type, C, V, -1.0f, 1.0f);

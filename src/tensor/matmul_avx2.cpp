@@ -75,7 +75,10 @@ struct FloatFamily {
     int64_t c = 0;
     for (; c + P::kFloats <= cols; c += P::kFloats) {
       typename P::F wv[R];
-      for (int i = 0; i < R; ++i) wv[i] = Load::template vec<P>(w[i] + c);
+      for (int i = 0; i < R; ++i) {
+        if (op.prefetch) prefetch_ahead(w[i] + c);
+        wv[i] = Load::template vec<P>(w[i] + c);
+      }
       for (int j = 0; j < TT; ++j) {
         const typename P::F xv = P::load(x[j] + c);
         for (int i = 0; i < R; ++i) acc[i][j] = P::fma(wv[i], xv, acc[i][j]);
@@ -245,11 +248,12 @@ struct LegacyFamily {
   // Adds blocks [b, b + P::kBytes / 32) of rows w[] against tokens a[] to acc.
   template <class P, int R, int TT>
   static void accumulate(const Block* const* w, const uint8_t* const* a, const float* const* ad, int64_t b,
-                         typename P::F (&acc)[R][TT]) {
+                         bool prefetch, typename P::F (&acc)[R][TT]) {
     constexpr int kBlocks = P::kBytes / QK4_0;
     typename P::I wq[R], start[R];
     typename P::F dw[R];
     for (int i = 0; i < R; ++i) {
+      if (prefetch) prefetch_ahead(w[i] + b, kBlocks * sizeof(Block));
       wq[i] = Decode::template levels<P>(w[i] + b);
       float d[kBlocks];
       for (int k = 0; k < kBlocks; ++k) d[k] = f16_scalar(w[i][b + k].d);
@@ -295,8 +299,8 @@ struct LegacyFamily {
       }
     }
     int64_t b = 0;
-    for (; b + kGroup <= nb; b += kGroup) accumulate<Wide, R, TT>(w, a, ad, b, acc);
-    for (; b < nb; ++b) accumulate<Avx2, R, TT>(w, a, ad, b, tail);
+    for (; b + kGroup <= nb; b += kGroup) accumulate<Wide, R, TT>(w, a, ad, b, op.prefetch, acc);
+    for (; b < nb; ++b) accumulate<Avx2, R, TT>(w, a, ad, b, op.prefetch, tail);
     for (int j = 0; j < TT; ++j) {
       for (int i = 0; i < R; ++i) {
         float sum = Wide::hsum(acc[i][j]) + Avx2::hsum(tail[i][j]);

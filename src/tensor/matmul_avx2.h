@@ -160,6 +160,16 @@ struct PerTokenActivations {
   }
 };
 
+// When few tokens share the weights, decoding streams every weight byte once, mostly from
+// DRAM. Hardware prefetchers lose track of the many short row streams when memory is busy,
+// so the kernels also prefetch this far ahead of the bytes they read (rows are adjacent).
+constexpr size_t kPrefetchBytes = 8192;
+
+inline void prefetch_ahead(const void* p, size_t bytes = 64) {
+  for (size_t offset = 0; offset < bytes; offset += 64)
+    _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes + offset, _MM_HINT_T0);
+}
+
 // A tile computes y for rows [r, r + R) and tokens [t, t + TT).
 using TileFn = void (*)(const Operands& op, int64_t r, int64_t t);
 
@@ -172,9 +182,11 @@ constexpr std::array<TileFn, sizeof...(I)> tile_table(std::index_sequence<I...>)
 // every token in Family::kTokens-token tiles: a tile's weight rows stay in L1 while the
 // activations of all tokens stream past them.
 template <class Family>
-void run_tiles(const Operands& op, int64_t r0, int64_t r1, int64_t T) {
+void run_tiles(const Operands& operands, int64_t r0, int64_t r1, int64_t T) {
   static constexpr auto full = tile_table<Family, Family::kRows>(std::make_index_sequence<Family::kTokens>{});
   static constexpr auto single = tile_table<Family, 1>(std::make_index_sequence<Family::kTokens>{});
+  Operands op = operands;
+  op.prefetch = T <= Family::kTokens;  // one token tile: each weight row is read once
   int64_t r = r0;
   for (; r + Family::kRows <= r1; r += Family::kRows) {
     for (int64_t t = 0; t < T; t += Family::kTokens) full[std::min<int64_t>(Family::kTokens, T - t) - 1](op, r, t);

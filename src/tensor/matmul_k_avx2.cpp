@@ -303,6 +303,7 @@ struct KQuantFamily {
       typename Format::template Row<P> row[R];
       I isum[R][TT];
       for (int i = 0; i < R; ++i) {
+        if (op.prefetch) prefetch_ahead(w[i] + b, sizeof(Block));
         row[i] = Format::template begin<P>(w[i][b]);
         for (int j = 0; j < TT; ++j) isum[i][j] = Format::template start<P>(row[i], a[j].bsums + 16 * b);
       }

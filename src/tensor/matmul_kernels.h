@@ -15,8 +15,9 @@ struct Operands {
   const uint8_t* w;  // `rows` weight rows of w_stride bytes (row_bytes(type, cols))
   size_t w_stride;
   int64_t rows, cols;
-  const uint8_t* act;  // the prepared activations (layout private to the kernel)
-  float* y;            // T x rows, row-major
+  const uint8_t* act;     // the prepared activations (layout private to the kernel)
+  float* y;               // T x rows, row-major
+  bool prefetch = false;  // weights are read once (few tokens): prefetch ahead of the rows
 };
 
 // A SIMD kernel for one weight type.

@@ -91,7 +91,19 @@ float signed_absmax(const float* x, int n) {
 
 // Quantises x to round(x / d) + offset clamped to [0, qmax], with d the f16-rounded scale.
 int quantize_level(float x, float inv_d, int offset, int qmax) {
-  return std::clamp(int(std::lround(x * inv_d)) + offset, 0, qmax);
+  return quant_detail::round_clamped(x * inv_d + float(offset), 0, qmax);
+}
+
+// Packs 32 levels (< 32) into the nibbles of qs (elements j and j + 16 share byte j) and
+// returns their fifth bits as qh (bit j = element j).
+uint32_t pack_levels(const int q[32], uint8_t qs[16]) {
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    qs[j] = uint8_t((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+    qh |= uint32_t(q[j] >> 4) << j;
+    qh |= uint32_t(q[j + 16] >> 4) << (j + 16);
+  }
+  return qh;
 }
 
 // Symmetric 4/5-bit: d = -absmax / 2^(bits-1) so the extreme value lands on level 0.
@@ -105,12 +117,7 @@ void quantize_symmetric(const float* x, void* dst, int64_t nblocks) {
     const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
     int q[32];
     for (int j = 0; j < 32; ++j) q[j] = quantize_level(x[j], inv_d, kHalf, 2 * kHalf - 1);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-      out.qs[j] = uint8_t((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
-      qh |= uint32_t(q[j] >> 4) << j;
-      qh |= uint32_t(q[j + 16] >> 4) << (j + 16);
-    }
+    const uint32_t qh = pack_levels(q, out.qs);
     if constexpr (kHalf == 16) memcpy(out.qh, &qh, 4);
   }
 }
@@ -128,12 +135,7 @@ void quantize_affine(const float* x, void* dst, int64_t nblocks) {
     const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
     int q[32];
     for (int j = 0; j < 32; ++j) q[j] = quantize_level(x[j] - m, inv_d, 0, kMax);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-      out.qs[j] = uint8_t((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
-      qh |= uint32_t(q[j] >> 4) << j;
-      qh |= uint32_t(q[j + 16] >> 4) << (j + 16);
-    }
+    const uint32_t qh = pack_levels(q, out.qs);
     if constexpr (kMax == 31) memcpy(out.qh, &qh, 4);
   }
 }
@@ -149,7 +151,7 @@ void quantize_q8(const float* x, void* dst, int64_t nblocks) {
     const float inv_d = d != 0.0f ? 1.0f / d : 0.0f;
     int sum = 0;
     for (int j = 0; j < 32; ++j) {
-      out.qs[j] = int8_t(std::clamp(int(std::lround(x[j] * inv_d)), -127, 127));
+      out.qs[j] = int8_t(quant_detail::round_clamped(x[j] * inv_d, -127, 127));
       sum += out.qs[j];
     }
     out.d = f32_to_f16(d);

@@ -151,19 +151,27 @@ AffineFit fit_affine(const float* x, int n, int qmax) {
   const float lo = std::min(0.0f, *std::min_element(x, x + n));
   const float hi = *std::max_element(x, x + n);
   if (hi <= lo) return {0.0f, -lo};
+  double sx = 0, sxx = 0;
+  for (int i = 0; i < n; ++i) {
+    sx += x[i];
+    sxx += double(x[i]) * x[i];
+  }
   AffineFit best;
   double best_err = std::numeric_limits<double>::infinity();
   for (int k = -kSweep; k <= kSweep; ++k) {
     const float inv = (float(qmax) + kSweepStep * float(k)) / (hi - lo);
-    double sq = 0, sqq = 0, sx = 0, sxq = 0;
+    // Separate passes so the compiler can vectorise them: levels, integer sums, then the
+    // float sum over four partial sums.
     int q[32];
+    for (int i = 0; i < n; ++i) q[i] = round_clamped(inv * (x[i] - lo), 0, qmax);
+    int isq = 0, isqq = 0;
     for (int i = 0; i < n; ++i) {
-      q[i] = std::clamp(int(std::lround(inv * (x[i] - lo))), 0, qmax);
-      sq += q[i];
-      sqq += double(q[i]) * q[i];
-      sx += x[i];
-      sxq += double(x[i]) * q[i];
+      isq += q[i];
+      isqq += q[i] * q[i];
     }
+    double part[4] = {};
+    for (int i = 0; i < n; ++i) part[i % 4] += double(x[i]) * q[i];
+    const double sq = isq, sqq = isqq, sxq = part[0] + part[1] + part[2] + part[3];
     // Least squares x ≈ a * q + b, with b forced to <= 0.
     // When every q is equal (det = 0) only the slope through the origin is determined.
     const double det = n * sqq - sq * sq;
@@ -172,11 +180,8 @@ AffineFit fit_affine(const float* x, int n, int qmax) {
       b = 0;
       a = sqq > 0 ? sxq / sqq : 0.0;
     }
-    double err = 0;
-    for (int i = 0; i < n; ++i) {
-      const double e = a * q[i] + b - x[i];
-      err += e * e;
-    }
+    // sum (a q + b - x)^2, expanded over the sums above
+    const double err = a * a * sqq + 2 * a * b * sq + n * b * b - 2 * a * sxq - 2 * b * sx + sxx;
     if (err < best_err) {
       best_err = err;
       best = {float(a), float(-b)};
@@ -192,28 +197,24 @@ float fit_symmetric6(const float* x) {
     if (std::fabs(x[i]) > std::fabs(xm)) xm = x[i];
   if (xm == 0.0f) return 0.0f;
   float best_scale = 0.0f;
-  double best_err = std::numeric_limits<double>::infinity();
+  double best_gain = -1.0;
   // Map xm either onto level -32 (the longer side) or onto +31.
   for (const float levels : {-32.0f, 31.0f}) {
     for (int k = -kSweep; k <= kSweep; ++k) {
       const float inv = (levels + (levels < 0 ? -1.0f : 1.0f) * kSweepStep * float(k)) / xm;
-      double sxq = 0, sqq = 0;
-      for (int i = 0; i < 16; ++i) {
-        const int q = std::clamp(int(std::lround(inv * x[i])), -32, 31);
-        sxq += double(x[i]) * q;
-        sqq += double(q) * q;
-      }
+      int q[16], isqq = 0;
+      for (int i = 0; i < 16; ++i) q[i] = round_clamped(inv * x[i], -32, 31);
+      for (int i = 0; i < 16; ++i) isqq += q[i] * q[i];
+      double part[4] = {};
+      for (int i = 0; i < 16; ++i) part[i % 4] += double(x[i]) * q[i];
+      const double sqq = isqq, sxq = part[0] + part[1] + part[2] + part[3];
       if (sqq == 0) continue;
-      const double scale = sxq / sqq;
-      double err = 0;
-      for (int i = 0; i < 16; ++i) {
-        const int q = std::clamp(int(std::lround(inv * x[i])), -32, 31);
-        const double e = scale * q - x[i];
-        err += e * e;
-      }
-      if (err < best_err) {
-        best_err = err;
-        best_scale = float(scale);
+      // With the optimal scale sxq / sqq the squared error is sum(x^2) - sxq^2 / sqq:
+      // the largest sxq^2 / sqq wins.
+      const double gain = sxq * sxq / sqq;
+      if (gain > best_gain) {
+        best_gain = gain;
+        best_scale = float(sxq / sqq);
       }
     }
   }
@@ -246,12 +247,12 @@ void quantize_affine_k(const float* x, Block& out, int qmax, uint8_t q[QK_K]) {
   const float d = f16_to_f32(out.d), dmin = f16_to_f32(out.dmin);
   int scale_q[8], min_q[8];
   for (int j = 0; j < 8; ++j) {
-    scale_q[j] = d > 0.0f ? std::clamp(int(std::lround(fits[j].scale / d)), 0, 63) : 0;
-    min_q[j] = dmin > 0.0f ? std::clamp(int(std::lround(fits[j].min_sub / dmin)), 0, 63) : 0;
+    scale_q[j] = d > 0.0f ? round_clamped(fits[j].scale / d, 0, 63) : 0;
+    min_q[j] = dmin > 0.0f ? round_clamped(fits[j].min_sub / dmin, 0, 63) : 0;
     const float step = d * float(scale_q[j]), offset = dmin * float(min_q[j]);
     for (int i = 0; i < 32; ++i) {
       const float v = step > 0.0f ? (x[32 * j + i] + offset) / step : 0.0f;
-      q[32 * j + i] = uint8_t(std::clamp(int(std::lround(v)), 0, qmax));
+      q[32 * j + i] = uint8_t(round_clamped(v, 0, qmax));
     }
   }
   pack_k_scales(scale_q, min_q, out.scales);
@@ -299,12 +300,12 @@ void quantize_q6_k(const float* x, void* dst, int64_t nblocks) {
     const float d = f16_to_f32(out.d);
     uint8_t q[QK_K];  // stored levels 0..63 (value + 32), element order
     for (int j = 0; j < 16; ++j) {
-      const int sc = d > 0.0f ? std::clamp(int(std::lround(scales[j] / d)), -127, 127) : 0;
+      const int sc = d > 0.0f ? round_clamped(scales[j] / d, -127, 127) : 0;
       out.scales[j] = int8_t(sc);
       const float step = d * float(sc);
       for (int i = 0; i < 16; ++i) {
         const float v = step != 0.0f ? x[16 * j + i] / step : 0.0f;
-        q[16 * j + i] = uint8_t(std::clamp(int(std::lround(v)), -32, 31) + 32);
+        q[16 * j + i] = uint8_t(round_clamped(v, -32, 31) + 32);
       }
     }
     // Spec §4.3 layout: per half n, element 128n + l + 32k takes ql nibble k / 2 of byte
@@ -334,7 +335,7 @@ void quantize_q8_k(const float* x, void* dst, int64_t nblocks) {
     }
     // Spec §4.4: iscale = -127 / xm, round half to even, d = 1 / iscale (sign opposite xm).
     const float iscale = -127.0f / xm;
-    for (int j = 0; j < QK_K; ++j) out.qs[j] = int8_t(std::min(127, int(std::nearbyint(iscale * x[j]))));
+    for (int j = 0; j < QK_K; ++j) out.qs[j] = int8_t(round_clamped(iscale * x[j], -128, 127));
     for (int i = 0; i < QK_K / 16; ++i) {
       int sum = 0;
       for (int j = 0; j < 16; ++j) sum += out.qs[16 * i + j];

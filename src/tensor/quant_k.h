@@ -3,11 +3,19 @@
 // `nblocks` counts whole 256-element super-blocks.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 namespace rwkv::quant_detail {
+
+// v rounded to the nearest integer (ties to even, like the SIMD activation quantisers)
+// and clamped to [lo, hi] before conversion, so huge values and NaN (-> lo) stay defined.
+inline int round_clamped(float v, int lo, int hi) {
+  const float r = std::nearbyint(v);
+  return r >= float(hi) ? hi : r > float(lo) ? int(r) : lo;
+}
 
 // The 8 six-bit scales and 8 six-bit mins of a Q4_K/Q5_K block (spec §4.3 get_scale_min),
 // unpacked from its 12 packed bytes: out[0..8) = scales, out[8..16) = mins. Works on the

@@ -85,4 +85,37 @@ std::optional<TensorType> parse_type(std::string_view name) {
   return std::nullopt;
 }
 
+uint32_t llama_file_type(TensorType main) {
+  switch (main) {
+    case TensorType::F32:
+      return 0;
+    case TensorType::F16:
+      return 1;
+    case TensorType::Q4_0:
+      return 2;
+    case TensorType::Q4_1:
+      return 3;
+    case TensorType::Q8_0:
+      return 7;
+    case TensorType::Q5_0:
+      return 8;
+    case TensorType::Q5_1:
+      return 9;
+    case TensorType::Q2_K:
+      return 10;
+    case TensorType::Q3_K:
+      return 12;
+    case TensorType::Q4_K:
+      return 15;
+    case TensorType::Q5_K:
+      return 17;
+    case TensorType::Q6_K:
+      return 18;
+    case TensorType::BF16:
+      return 32;
+    default:
+      return 0;
+  }
+}
+
 }  // namespace rwkv

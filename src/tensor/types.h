@@ -40,6 +40,10 @@ std::string_view type_name(TensorType type);
 // Parses "f16", "Q8_0", "q4_k", "Q4_K_M" (a mix name: its main type) ... case-insensitively.
 std::optional<TensorType> parse_type(std::string_view name);
 
+// llama.cpp's llama_ftype number for a file whose large matrices are `main` (the mostly-X
+// number; k-quants give their _M mix), written to general.file_type.
+uint32_t llama_file_type(TensorType main);
+
 // Bytes of a row of n elements; n must be a multiple of the block size.
 inline size_t row_bytes(TensorType type, int64_t n) {
   const TypeInfo& t = type_info(type);

@@ -264,6 +264,8 @@ void CudaBackend::ensure_scratch(int rows) {
   sizes.push_back(align256(R * F * 4));                 // hidden
   sizes.push_back(align256(R * V * 4));                 // logits
   sizes.push_back(align256(R * wide * 2));              // x16
+  for (int i = 0; i < 4; ++i) sizes.push_back(align256(quant_x_bytes(cap, C)));
+  sizes.push_back(align256(quant_x_bytes(cap, F)));     // qx_hidden
   sizes.push_back(align256((5 * R + 1) * 4));           // ints
   size_t total = 0;
   for (size_t s : sizes) total += s;
@@ -285,6 +287,8 @@ void CudaBackend::ensure_scratch(int rows) {
   s.hidden = reinterpret_cast<float*>(next());
   s.logits = reinterpret_cast<float*>(next());
   s.x16 = next();
+  for (QuantX& q : s.qx) q = quant_x_view(next(), cap, C);
+  s.qx_hidden = quant_x_view(next(), cap, F);
   s.ints = reinterpret_cast<int32_t*>(next());
   s.rows = cap;
   // nu is read for layers >= 1 only; zero everything once so no kernel reads garbage.

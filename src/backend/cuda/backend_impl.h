@@ -39,6 +39,8 @@ struct Scratch {
   float *h, *xln, *mix[6], *r, *k, *v, *decay, *a, *g, *nu, *v_first;
   float *w_lo, *a_lo, *v_lo, *g_lo, *kk, *kmod, *y, *lnx, *xo, *raw, *hidden, *head_x, *logits;
   void* x16;       // f16 GEMM input, rows x max(C, F, Dmax)
+  QuantX qx[4];    // quantised activations (matvec path): xr / xk / xv (or ffn xk, head x), xo
+  QuantX qx_hidden;
   int32_t* ints;            // tokens [rows], row_seq [rows], seq_start [rows+1], seq_slot [rows], out_rows [rows]
 };
 
@@ -77,9 +79,10 @@ class CudaBackend final : public Backend {
   void encode(const ChunkPlan& plan);
   void time_mix(int l, const ChunkPlan& plan, const BatchDev& bd);
   void channel_mix(int l, const ChunkPlan& plan, const BatchDev& bd);
-  // y = W op(x) for R rows, by matvec (R <= 8) or cuBLAS; epilogue `out` with `bias`.
+  // y = W op(x) for R rows, by matvec (R <= 8; with x pre-quantised in `xq` if set) or
+  // cuBLAS; epilogue `out` with `bias`.
   void matmul(const Mat& W, const float* x, int64_t x_stride, int R, InOp in, float* y, int64_t y_stride, OutOp out,
-              const float* bias, float* y_raw);
+              const float* bias, float* y_raw, const QuantX* xq = nullptr);
   void emit(int layer, const char* name, const float* data, int rows, int width);
 
   std::string device_name_;

@@ -91,28 +91,3 @@ __device__ __forceinline__ float decay_from_logit(float z) {
 
 }  // namespace rwkv::cuda
 
-namespace rwkv::cuda {
-
-// LayerNorm of one row by the whole block (population variance): dst[c] =
-// (src[c] - mean) / sqrt(var + eps) * w[c] + b[c]. dst may be shared or global memory and
-// may equal src. Thread i handles columns i, i + blockDim.x, ... in every pass, so a caller
-// that keeps that mapping needs no barrier before reading its own dst columns.
-__device__ __forceinline__ void block_layer_norm(const float* src, int C, const float* w, const float* b, float eps,
-                                                 float* dst, float* scratch) {
-  float s = 0.f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const float v = src[c];
-    dst[c] = v;
-    s += v;
-  }
-  const float mean = block_sum(s, scratch) / float(C);
-  float q = 0.f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const float d = dst[c] - mean;
-    q += d * d;
-  }
-  const float rs = rsqrtf(block_sum(q, scratch) / float(C) + eps);
-  for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = (dst[c] - mean) * rs * w[c] + b[c];
-}
-
-}  // namespace rwkv::cuda

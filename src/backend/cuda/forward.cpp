@@ -16,8 +16,10 @@ void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) fail(ErrorCode::backend, std::string("cuda: ") + what + ": " + cudaGetErrorString(err));
 }
 
+bool quantised(const Mat& W) { return type_info(W.packed.layout.type).block_size > 1; }
+
 MatvecJob job(const Mat& W, const float* x, int64_t x_stride, float* y, int64_t y_stride, OutOp out = OutOp::store,
-              const float* bias = nullptr, InOp in = InOp::none) {
+              const float* bias = nullptr, InOp in = InOp::none, const QuantX* xq = nullptr) {
   MatvecJob j;
   j.W = W.view();
   j.x = x;
@@ -27,6 +29,7 @@ MatvecJob job(const Mat& W, const float* x, int64_t x_stride, float* y, int64_t 
   j.bias = bias;
   j.in_op = in;
   j.out_op = out;
+  if (xq && xq->q0 && quantised(W)) j.xq = *xq;
   return j;
 }
 
@@ -41,9 +44,9 @@ void CudaBackend::emit(int layer, const char* name, const float* data, int rows,
 }
 
 void CudaBackend::matmul(const Mat& W, const float* x, int64_t x_stride, int R, InOp in, float* y, int64_t y_stride,
-                         OutOp out, const float* bias, float* y_raw) {
+                         OutOp out, const float* bias, float* y_raw, const QuantX* xq) {
   if (R <= kMatvecMaxRows) {
-    MatvecJob j = job(W, x, x_stride, y, y_stride, out, bias, in);
+    MatvecJob j = job(W, x, x_stride, y, y_stride, out, bias, in, xq);
     j.y_raw = y_raw;
     matvec(&j, 1, R, stream_);
     return;
@@ -88,7 +91,10 @@ void CudaBackend::encode(const ChunkPlan& p) {
   if (p.n_out > 0) {
     layer_norm_rows(s.h, s.ints + 4 * cap + 1, p.n_out, C, ln_out_w_, ln_out_b_, hp_.ln_eps, s.head_x, stream_);
     emit(-1, "head.ln", s.head_x, p.n_out, C);
-    matmul(head_, s.head_x, C, p.n_out, InOp::none, s.logits, hp_.n_vocab, OutOp::store, nullptr, nullptr);
+    const bool q = p.n_out <= kMatvecMaxRows && quantised(head_);
+    if (q) quantize_rows(s.head_x, C, p.n_out, C, InOp::none, s.qx[1], stream_);
+    matmul(head_, s.head_x, C, p.n_out, InOp::none, s.logits, hp_.n_vocab, OutOp::store, nullptr, nullptr,
+           q ? &s.qx[1] : nullptr);
     emit(-1, "logits", s.logits, p.n_out, hp_.n_vocab);
   }
 }
@@ -112,6 +118,10 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   lerp.xln = s.xln;
   lerp.shift = state;
   lerp.state_stride = hp_.state_floats();
+  const bool mv = R <= kMatvecMaxRows;  // matvec path: quantised weights take QuantX inputs
+  if (mv && quantised(L.wr)) lerp.out_q[0] = s.qx[0];
+  if (mv && quantised(L.wk)) lerp.out_q[2] = s.qx[1];
+  if (mv && (quantised(L.wv) || (l > 0 && quantised(L.v1)))) lerp.out_q[3] = s.qx[2];
   ln_shift_lerp(lerp, stream_);
   emit(l, "att.ln", s.xln, R, C);
   const char* mix_names[6] = {"att.xr", "att.xw", "att.xk", "att.xv", "att.xa", "att.xg"};
@@ -122,10 +132,15 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   if (R <= kMatvecMaxRows) {
     // Projections and the first LoRA stages in one launch, the second stages (with
     // tanh/sigmoid and the decay/sigmoid epilogues folded in) in another.
-    std::vector<MatvecJob> first{job(L.wr, xr, C, s.r, C),        job(L.wk, xk, C, s.k, C),
-                                 job(L.wv, xv, C, s.v, C),        job(L.w1, xw, C, s.w_lo, D),
-                                 job(L.a1, xa, C, s.a_lo, D),     job(L.g1, xg, C, s.g_lo, D)};
-    if (residual) first.push_back(job(L.v1, xv, C, s.v_lo, D));
+    const OutOp st = OutOp::store;
+    const InOp no = InOp::none;
+    std::vector<MatvecJob> first{job(L.wr, xr, C, s.r, C, st, nullptr, no, &lerp.out_q[0]),
+                                 job(L.wk, xk, C, s.k, C, st, nullptr, no, &lerp.out_q[2]),
+                                 job(L.wv, xv, C, s.v, C, st, nullptr, no, &lerp.out_q[3]),
+                                 job(L.w1, xw, C, s.w_lo, D),
+                                 job(L.a1, xa, C, s.a_lo, D),
+                                 job(L.g1, xg, C, s.g_lo, D)};
+    if (residual) first.push_back(job(L.v1, xv, C, s.v_lo, D, st, nullptr, no, &lerp.out_q[3]));
     matvec(first.data(), int(first.size()), R, stream_);
     std::vector<MatvecJob> second{job(L.w2, s.w_lo, D, s.decay, C, OutOp::decay, L.w0, InOp::tanh),
                                   job(L.a2, s.a_lo, D, s.a, C, OutOp::sigmoid, L.a0),
@@ -178,8 +193,10 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   w.kmod = s.kmod;
   w.y = s.y;
   w.lnx = debug ? s.lnx : nullptr;
-  if (p.max_tokens <= 2) {
+  const bool fused = p.max_tokens <= 2;
+  if (fused) {
     if (!debug) w.kk = w.kmod = w.y = nullptr;
+    if (mv && quantised(L.wo)) w.xo_q = s.qx[3];
     wkv_fused(w, stream_);
   } else {
     wkv_prefill(w, stream_);
@@ -192,7 +209,7 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   emit(l, "att.wkv", s.y, R, C);
   emit(l, "att.lnx", s.lnx, R, C);
 
-  matmul(L.wo, s.xo, C, R, InOp::none, s.h, C, OutOp::add, nullptr, debug ? s.raw : nullptr);
+  matmul(L.wo, s.xo, C, R, InOp::none, s.h, C, OutOp::add, nullptr, debug ? s.raw : nullptr, &w.xo_q);
   emit(l, "att.out", s.raw, R, C);
 }
 
@@ -215,13 +232,18 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   lerp.xln = s.xln;
   lerp.shift = state + C;
   lerp.state_stride = hp_.state_floats();
+  const bool mv = R <= kMatvecMaxRows;  // matvec path: quantised weights take QuantX inputs
+  if (mv && quantised(L.ffn_key)) lerp.out_q[0] = s.qx[0];
   ln_shift_lerp(lerp, stream_);
   emit(l, "ffn.ln", s.xln, R, C);
   emit(l, "ffn.xk", s.mix[0], R, C);
 
-  matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, OutOp::relu_sq, nullptr, nullptr);
+  matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, OutOp::relu_sq, nullptr, nullptr, &lerp.out_q[0]);
   emit(l, "ffn.hidden", s.hidden, R, F);
-  matmul(L.ffn_value, s.hidden, F, R, InOp::none, s.h, C, OutOp::add, nullptr, hook_ ? s.raw : nullptr);
+  const bool q = mv && quantised(L.ffn_value);
+  if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
+  matmul(L.ffn_value, s.hidden, F, R, InOp::none, s.h, C, OutOp::add, nullptr, hook_ ? s.raw : nullptr,
+         q ? &s.qx_hidden : nullptr);
   emit(l, "ffn.out", s.raw, R, C);
 }
 

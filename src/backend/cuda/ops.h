@@ -64,8 +64,29 @@ enum class OutOp : int {
   relu_sq = 4,  // y = max(W x, 0)^2
 };
 
+// Activations quantised per block of 32 as two int8 terms, x ~= d0 q0 + d1 q1 (q1 holds
+// the rounding residual of q0; relative error ~1e-5): what quantised weights consume.
+// Row t: q0/q1 at t * cols, block b of row t: d0/d1/s0/s1 at t * cols / 32 + b (s = sum
+// of the quants of the block). cols is a multiple of 32.
+struct QuantX {
+  int8_t* q0 = nullptr;
+  int8_t* q1 = nullptr;
+  float* d0 = nullptr;
+  float* d1 = nullptr;
+  int32_t* s0 = nullptr;
+  int32_t* s1 = nullptr;
+  int64_t cols = 0;
+};
+// QuantX view of `bytes` at `base` for rows x cols (rows * cols * 2.5 bytes).
+QuantX quant_x_view(void* base, int rows, int64_t cols);
+size_t quant_x_bytes(int rows, int64_t cols);
+// out = the QuantX of op(x) for `rows` rows of `cols` (x row stride x_stride).
+void quantize_rows(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, const QuantX& out,
+                   Stream stream);
+
 struct MatvecJob {
   PackedView W;
+  QuantX xq;  // quantised weights: x already quantised (else the kernel quantises x itself)
   const float* x = nullptr;  // T rows of W.cols floats, row t at x + t * x_stride
   int64_t x_stride = 0;
   float* y = nullptr;  // T rows of W.rows floats, row t at y + t * y_stride
@@ -120,7 +141,8 @@ struct BatchDev {
   int R = 0, B = 0;
 };
 
-// Embedding row of each token (dequantised), then LayerNorm (ln0) into h [R x C].
+// Embedding row of each token (dequantised), then LayerNorm (ln0) into h [R x C]
+// (C <= 4096 here and in layer_norm_rows).
 // raw (may be null) receives the embedding rows before the norm.
 void embed_ln(const PackedView& emb, const int32_t* tokens, int R, const float* ln_w, const float* ln_b, float eps,
               float* raw, float* h, Stream stream);
@@ -141,7 +163,9 @@ struct ShiftLerpArgs {
   float* xln = nullptr;
   float* shift = nullptr;
   size_t state_stride = 0;
+  QuantX out_q[6];  // where q0 is set, out[s] is also written quantised
 };
+// C must be a multiple of 32 and at most 4096.
 void ln_shift_lerp(const ShiftLerpArgs& args, Stream stream);
 
 // y[i] = LayerNorm(x[rows[i]]) for i < n (rows may be null: row i itself).
@@ -166,6 +190,7 @@ struct WkvArgs {
   float* state = nullptr;
   size_t state_stride = 0;
   float* xo = nullptr;
+  QuantX xo_q;  // wkv_fused: where q0 is set, xo is also written quantised
   // Intermediates [R x C]: kk, k_mod, y (WKV read-out), lnx (group norm + bonus). The fused
   // kernel writes those that are set; the prefill kernels need kk, k_mod and y as scratch.
   float *kk = nullptr, *kmod = nullptr, *y = nullptr, *lnx = nullptr;

@@ -79,7 +79,7 @@ __device__ __forceinline__ void load_x(const float* x, int64_t cols, int64_t c0,
 
 template <>
 struct Item<TensorType::F32> {
-  static constexpr int kElems = 8, kUnroll = 4;
+  static constexpr int kElems = 8, kUnroll = 8;
   static constexpr bool kQuant = false;
   int4 w0, w1;
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
@@ -108,7 +108,7 @@ struct Item<TensorType::F32> {
 // F16 and BF16 share the loads; only the conversion differs.
 template <bool kBF16>
 struct ItemHalf {
-  static constexpr int kElems = 16, kUnroll = 4;
+  static constexpr int kElems = 16, kUnroll = 8;
   static constexpr bool kQuant = false;
   int4 w0, w1;
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
@@ -157,7 +157,7 @@ struct Item<TensorType::BF16> : ItemHalf<true> {};
 
 template <>
 struct Item<TensorType::Q8_0> {
-  static constexpr int kElems = 32, kUnroll = 4;
+  static constexpr int kElems = 32, kUnroll = 6;
   static constexpr bool kQuant = true;
   int4 q0, q1;
   uint32_t d;
@@ -188,7 +188,7 @@ struct Item<TensorType::Q8_0> {
 // optional fifth bits and a minimum.
 template <bool kFive, bool kMin>
 struct ItemLegacy4 {
-  static constexpr int kElems = 32, kUnroll = 4;
+  static constexpr int kElems = 32, kUnroll = 8;
   static constexpr bool kQuant = true;
   int4 qs;
   uint32_t qh;  // fifth bits (Q5 only)
@@ -274,7 +274,7 @@ __device__ __forceinline__ void k_scale_min(const int4& hdr, int j, int& sc, int
 // and 2k+1 (high nibbles), elements 64k .. 64k+63 of the super-block.
 template <bool kFive>
 struct ItemK45 {
-  static constexpr int kElems = 64, kUnroll = kFive ? 1 : 2;
+  static constexpr int kElems = 64, kUnroll = kFive ? 2 : 3;
   static constexpr bool kQuant = true;
   int4 q0, q1;  // 32 bytes of qs
   int4 hdr;     // d, dmin, scales[12]
@@ -359,7 +359,7 @@ struct Item<TensorType::Q5_K> : ItemK45<true> {};
 // half n, giving elements 128n + 32q + l for q = 0..3 (four runs of 16).
 template <>
 struct Item<TensorType::Q6_K> {
-  static constexpr int kElems = 64, kUnroll = 2;
+  static constexpr int kElems = 64, kUnroll = 3;
   static constexpr bool kQuant = true;
   int4 l0, l1, h;  // ql'[16u..], ql'[32+16u..], qh'[16u..]
   uint32_t sc01, sc23;  // scales[8n .. 8n+8) (int8)

@@ -10,6 +10,7 @@
 // in chunks), wkv_post (warp per (token, head)).
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
+#include "backend/cuda/quantx.cuh"
 
 namespace rwkv::cuda {
 namespace {
@@ -79,6 +80,16 @@ __global__ void __launch_bounds__(4 * N) wkv_fused_kernel(const __grid_constant_
   const int h = blockIdx.x, b = blockIdx.y;
   const int tid = threadIdx.x, i = tid >> 2, part = tid & 3;
   const int C = a.H * N, hc = h * N + tid;  // hc: this thread's channel (tid < N)
+  const bool chan = tid < N;
+  // Per-channel weights before the PDL wait.
+  float k_k = 0.f, k_a = 0.f, r_k = 0.f, lw = 0.f, lb = 0.f;
+  if (chan) {
+    k_k = a.k_k[hc];
+    k_a = a.k_a[hc];
+    r_k = a.r_k[hc];
+    lw = a.lnx_w[hc];
+    lb = a.lnx_b[hc];
+  }
   pdl_wait();
   pdl_trigger();
   const int start = a.batch.seq_start[b], end = a.batch.seq_start[b + 1];
@@ -87,27 +98,33 @@ __global__ void __launch_bounds__(4 * N) wkv_fused_kernel(const __grid_constant_
   load_state(S, st);
   for (int r = start; r < end; ++r) {
     const size_t at = size_t(r) * C + hc;
-    float kk = 0.f, vv = 0.f, aa = 0.f, kmod = 0.f, rr = 0.f;
-    if (tid < N) {
+    float rr = 0.f, kv = 0.f, vv = 0.f, aa = 0.f, dd = 0.f, gg = 0.f, nu = 0.f, vf = 0.f;
+    if (chan) {  // every load of the token at once
       rr = a.r[at];
-      const float kv = a.k[at];
+      kv = a.k[at];
       vv = a.v[at];
       aa = a.a[at];
+      dd = a.decay[at];
+      gg = a.g[at];
       if (a.first_layer) {
         a.v_first[at] = vv;
       } else {
-        vv += a.nu[at] * (a.v_first[at] - vv);
+        nu = a.nu[at];
+        vf = a.v_first[at];
+        vv += nu * (vf - vv);
         a.v[at] = vv;
       }
-      kk = kv * a.k_k[hc];
-      kmod = kv * (1.f + (aa - 1.f) * a.k_a[hc]);
+    }
+    float kk = kv * k_k;
+    const float kmod = kv * (1.f + (aa - 1.f) * k_a);
+    if (chan) {
       s_r[tid] = rr;
-      s_d[tid] = a.decay[at];
+      s_d[tid] = dd;
       s_km[tid] = kmod;
       s_v[tid] = vv;
     }
     const float norm = sqrtf(block_sum(kk * kk, scratch));
-    if (tid < N) {
+    if (chan) {
       kk /= fmaxf(norm, kL2Eps);
       s_al[tid] = -kk;
       s_be[tid] = kk * aa;
@@ -118,16 +135,17 @@ __global__ void __launch_bounds__(4 * N) wkv_fused_kernel(const __grid_constant_
     const float y = state_step<Q>(st, part, s_v[i], s_r, s_d, s_km, s_al, s_be);
     if (part == 0) s_y[i] = y;
     __syncthreads();
-    const float yv = tid < N ? s_y[tid] : 0.f;
-    const float bonus = block_sum(tid < N ? rr * kmod * a.r_k[hc] : 0.f, scratch);
+    const float yv = chan ? s_y[tid] : 0.f;
+    const float bonus = block_sum(rr * kmod * r_k, scratch);
     const float mean = block_sum(yv, scratch) / float(N);
-    const float dv = tid < N ? yv - mean : 0.f;
+    const float dv = chan ? yv - mean : 0.f;
     const float var = block_sum(dv * dv, scratch) / float(N);
-    if (tid < N) {
-      const float o = dv * rsqrtf(var + a.gn_eps) * a.lnx_w[hc] + a.lnx_b[hc] + bonus * vv;
+    if (chan) {  // warps 0 .. N/32-1 entirely: quantize32 below is warp-uniform
+      const float o = dv * rsqrtf(var + a.gn_eps) * lw + lb + bonus * vv;
       if (a.y) a.y[at] = yv;
       if (a.lnx) a.lnx[at] = o;
-      a.xo[at] = o * a.g[at];
+      a.xo[at] = o * gg;
+      if (a.xo_q.q0) quantize32(a.xo_q, o * gg, int64_t(at), int64_t(at) / 32);
     }
   }
   store_state(S, st);

@@ -115,6 +115,7 @@ MatStage VulkanBackend::build_stage(const std::vector<JobSpec>& specs, std::vect
         job.flags = spec.flags;
         job.bias_off = spec.bias_off == kNone ? kNone : spec.bias_off + piece.row_begin + r;
         job.type = uint32_t(m.type);
+        job.x_scale = spec.x_scale;
         all.emplace_back(job, store_->arena(piece.arena));
       }
     }
@@ -262,7 +263,8 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
     p.lora = build_stage(lora, jobs);
     p.out = build_stage({{&m.wo, s.att_y, C, s.att_out, C, kActNone, kNone}}, jobs);
     p.key = build_stage({{&m.key, s.xk, C, s.hidden, F, kActReluSq, kNone}}, jobs);
-    p.value = build_stage({{&m.value, s.hidden, F, s.ffn_out, C, kActNone, kNone}}, jobs);
+    // relu^2 values can pass float16's 65504: the tensor-core path scales them by 2^-8.
+    p.value = build_stage({{&m.value, s.hidden, F, s.ffn_out, C, kActNone, kNone, 1.0f / 256}}, jobs);
   }
   head_stage_ = build_stage({{&head_, s.head_in, C, 0, uint32_t(hp_.n_vocab), kJobGather, kNone}}, jobs);
 

@@ -97,16 +97,35 @@ std::unique_ptr<Context> Context::create(int device_index, bool allow_cpu_device
   qci.queueFamilyIndex = ctx->queue_family_;
   qci.queueCount = 1;
   qci.pQueuePriorities = &priority;
-  VkPhysicalDeviceFeatures features{};
-  features.shaderStorageBufferArrayDynamicIndexing = VK_TRUE;
-  const char* extensions[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
+  // RWKV_VULKAN_NO_COOPMAT=1 keeps prefill on the plain shaders (for comparisons).
+  if (const char* off = std::getenv("RWKV_VULKAN_NO_COOPMAT"); off != nullptr && off[0] != '\0' && off[0] != '0') {
+    ctx->info_.coopmat = false;
+  }
+  VkPhysicalDeviceFeatures2 features{};
+  features.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+  features.features.shaderStorageBufferArrayDynamicIndexing = VK_TRUE;
+  VkPhysicalDeviceShaderFloat16Int8Features f16{};
+  f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
+  f16.shaderFloat16 = VK_TRUE;
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV coop{};
+  coop.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV;
+  coop.cooperativeMatrix = VK_TRUE;
+  std::vector<const char*> extensions = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
+  if (ctx->info_.coopmat) {
+    features.pNext = &f16;
+    f16.pNext = &coop;
+    extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    VkPhysicalDeviceProperties p{};
+    fn.vkGetPhysicalDeviceProperties(ctx->physical_, &p);
+    if (p.apiVersion < VK_API_VERSION_1_2) extensions.push_back(VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
+  }
   VkDeviceCreateInfo dci{};
   dci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
+  dci.pNext = &features;
   dci.queueCreateInfoCount = 1;
   dci.pQueueCreateInfos = &qci;
-  dci.enabledExtensionCount = 1;
-  dci.ppEnabledExtensionNames = extensions;
-  dci.pEnabledFeatures = &features;
+  dci.enabledExtensionCount = uint32_t(extensions.size());
+  dci.ppEnabledExtensionNames = extensions.data();
   check(fn.vkCreateDevice(ctx->physical_, &dci, nullptr, &ctx->device_), "vkCreateDevice");
   load_device(ctx->fn_, ctx->device_);
   fn.vkGetDeviceQueue(ctx->device_, ctx->queue_family_, 0, &ctx->queue_);

@@ -85,6 +85,14 @@ ProbedDevice probe(const Functions& fn, VkPhysicalDevice pd, int index) {
   feats2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
   const bool has_f16i8 = v12 || has_extension(exts, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
   if (has_f16i8) feats2.pNext = &f16i8;
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV coop{};
+  coop.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV;
+  const bool has_coop = v11 && has_extension(exts, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME) &&
+                        fn.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV != nullptr;
+  if (has_coop) {
+    coop.pNext = feats2.pNext;
+    feats2.pNext = &coop;
+  }
   if (v11) {
     fn.vkGetPhysicalDeviceFeatures2(pd, &feats2);
   } else {
@@ -92,6 +100,22 @@ ProbedDevice probe(const Functions& fn, VkPhysicalDevice pd, int index) {
   }
   info.fp16 = f16i8.shaderFloat16 == VK_TRUE;
   info.int8 = f16i8.shaderInt8 == VK_TRUE;
+  // The tensor-core shader needs float16 arithmetic, 16x8x16 float16 fragments with float32
+  // accumulators at subgroup scope, and subgroups of exactly 32 (four per workgroup).
+  if (has_coop && coop.cooperativeMatrix && info.fp16 && subgroup.subgroupSize == 32) {
+    uint32_t n = 0;
+    fn.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, nullptr);
+    std::vector<VkCooperativeMatrixPropertiesNV> shapes(n);
+    for (VkCooperativeMatrixPropertiesNV& p : shapes) p.sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+    if (n > 0) fn.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, shapes.data());
+    for (const VkCooperativeMatrixPropertiesNV& p : shapes) {
+      if (p.MSize == 16 && p.NSize == 8 && p.KSize == 16 && p.AType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+          p.BType == VK_COMPONENT_TYPE_FLOAT16_NV && p.CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+          p.DType == VK_COMPONENT_TYPE_FLOAT32_NV && p.scope == VK_SCOPE_SUBGROUP_NV) {
+        info.coopmat = true;
+      }
+    }
+  }
 
   VkPhysicalDeviceMemoryProperties mem{};
   fn.vkGetPhysicalDeviceMemoryProperties(pd, &mem);

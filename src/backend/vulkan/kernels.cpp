@@ -110,7 +110,14 @@ void Kernels::push(VkCommandBuffer cmd, const Pipeline& p,
 void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base, uint32_t n_jobs,
                      uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path, bool mixed) {
   if (n_jobs == 0 || n_tok == 0) return;
-  if (path == MatPath::automatic) path = n_tok <= matvec_max_tokens ? MatPath::matvec : MatPath::matmul;
+  if (path == MatPath::automatic) {
+    path = n_tok <= matvec_max_tokens ? MatPath::matvec
+           : ctx_.info().coopmat      ? MatPath::matmul_coopmat
+                                      : MatPath::matmul;
+  }
+  if (path == MatPath::matmul_coopmat && !ctx_.info().coopmat) {
+    fail(ErrorCode::unsupported, "vulkan: " + ctx_.info().name + " has no usable cooperative matrices");
+  }
   if (mixed && path != MatPath::matvec) fail(ErrorCode::argument, "vulkan: mixed-type jobs run only as matvec");
   const std::string suffix = mixed ? "any" : shader_type_suffix(type);
   const uint32_t push_data[3] = {job_base, n_tok, gather_off};
@@ -133,9 +140,12 @@ void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b,
     const uint32_t spec[3] = {matvec_wg_, matvec_rows, tok};
     bind(ctx_.pipelines().get("matvec_" + suffix, kMatrixIface, spec));
     ctx_.fn().vkCmdDispatch(cmd, ceil_div(max_rows, matvec_rows), n_jobs, 1);
-  } else {
+  } else if (path == MatPath::matmul) {
     bind(ctx_.pipelines().get("matmul_" + suffix, kMatrixIface, {}));
     ctx_.fn().vkCmdDispatch(cmd, ceil_div(max_rows, 64), ceil_div(n_tok, 64), n_jobs);
+  } else {
+    bind(ctx_.pipelines().get("matmul_cm_" + suffix, kMatrixIface, {}));
+    ctx_.fn().vkCmdDispatch(cmd, ceil_div(n_tok, 64), ceil_div(max_rows, 64), n_jobs);
   }
 }
 

@@ -24,8 +24,10 @@ struct MatJob {
   uint32_t wbind = 0, w_off = 0, row_bytes = 0, rows = 0, cols = 0;
   uint32_t x_off = 0, x_stride = 0, y_off = 0, y_stride = 0;
   uint32_t flags = 0, bias_off = kNone, type = 0;  // type: GGUF id, read by the mixed matvec
+  float x_scale = 1.0f;                            // x is scaled by this in the tensor-core path
+  uint32_t pad0 = 0, pad1 = 0, pad2 = 0;
 };
-static_assert(sizeof(MatJob) == 48);
+static_assert(sizeof(MatJob) == 64);
 
 struct EmbedPush {
   uint32_t w_off, row_bytes, piece_start, piece_rows, C, emb_off, h_off, ln_w, ln_b;
@@ -44,8 +46,9 @@ struct WkvPush {
 };
 static_assert(sizeof(WkvPush) <= 128 && sizeof(LnMixPush) <= 128 && sizeof(EmbedPush) <= 128);
 
-// Which matrix-product shader runs a group of jobs.
-enum class MatPath { automatic, matvec, matmul };
+// Which matrix-product shader runs a group of jobs. automatic: matvec for few tokens, else
+// the tensor-core matmul where the device has it, else the plain tiled matmul.
+enum class MatPath { automatic, matvec, matmul, matmul_coopmat };
 
 // The buffers a matrix dispatch reads and writes. Weight slots that no job uses may repeat
 // another buffer (every slot must be bound).

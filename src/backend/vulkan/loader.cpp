@@ -42,6 +42,9 @@ void load_instance(Functions& fn, VkInstance instance) {
   if (fn.name == nullptr) fail(ErrorCode::backend, "vulkan: the Vulkan loader has no " #name);
   RWKV_VK_INSTANCE_FUNCTIONS(RWKV_VK_LOAD)
 #undef RWKV_VK_LOAD
+  fn.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV =
+      reinterpret_cast<PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV>(
+          fn.vkGetInstanceProcAddr(instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV"));
 }
 
 void load_device(Functions& fn, VkDevice device) {

@@ -71,7 +71,12 @@ namespace rwkv::vk {
   X(vkCmdDispatch)                  \
   X(vkCmdPipelineBarrier)           \
   X(vkCmdCopyBuffer)                \
-  X(vkCmdFillBuffer)
+  X(vkCmdFillBuffer)                \
+  X(vkCreateQueryPool)              \
+  X(vkDestroyQueryPool)             \
+  X(vkCmdResetQueryPool)            \
+  X(vkCmdWriteTimestamp)            \
+  X(vkGetQueryPoolResults)
 
 // One table of function pointers. Global functions are filled by open_loader(), instance
 // functions by load_instance(), device functions by load_device().
@@ -82,6 +87,8 @@ struct Functions {
   RWKV_VK_INSTANCE_FUNCTIONS(RWKV_VK_DECLARE)
   RWKV_VK_DEVICE_FUNCTIONS(RWKV_VK_DECLARE)
 #undef RWKV_VK_DECLARE
+  // Optional (VK_NV_cooperative_matrix); null where no driver offers it.
+  PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV vkGetPhysicalDeviceCooperativeMatrixPropertiesNV = nullptr;
 };
 
 // Opens the process-wide Vulkan loader (once) and fills the global functions of `fn`.

@@ -94,8 +94,8 @@ void OpRunner::run(Scratch& scratch, const std::vector<uint32_t>& meta, F&& body
 }
 
 std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, int T, MatPath path, uint32_t act,
-                                    std::span<const float> bias, uint64_t arena_limit,
-                                    std::span<const uint32_t> gather) {
+                                    std::span<const float> bias, uint64_t arena_limit, std::span<const uint32_t> gather,
+                                    float x_scale) {
   WeightStore store(*ctx_, arena_limit);
   const DeviceMatrix m = store.add_matrix(W);
   if (m.pieces.size() > 4) fail(ErrorCode::argument, "OpRunner::matrix: more than 4 pieces");
@@ -123,6 +123,8 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
     j.y_stride = m.rows;
     j.flags = act | (gather.empty() ? 0 : kJobGather);
     j.bias_off = bias_off == kNone ? kNone : bias_off + p.row_begin;
+    j.type = uint32_t(m.type);
+    j.x_scale = x_scale;
     jobs.push_back(j);
     b.weights[i] = store.arena(p.arena);
     max_rows = std::max(max_rows, p.rows);

@@ -31,10 +31,10 @@ class OpRunner {
 
   // y [T x W.rows()] = act(W x + bias), x [T x W.cols()]. `arena_limit` > 0 splits W by rows
   // over buffers of at most that many bytes (at most 4). With `gather`, y row t is computed
-  // from x row gather[t] (and T = gather.size()).
+  // from x row gather[t] (and T = gather.size()). x_scale: see MatJob.
   std::vector<float> matrix(const Weight& W, std::span<const float> x, int T, MatPath path, uint32_t act = kActNone,
                             std::span<const float> bias = {}, uint64_t arena_limit = 0,
-                            std::span<const uint32_t> gather = {});
+                            std::span<const uint32_t> gather = {}, float x_scale = 1.0f);
 
   // The mixed-type matvec: every matrix of `ws` (any types, equal column counts) applied to
   // the same x [T x cols] in one dispatch; returns each product [T x rows], in order.

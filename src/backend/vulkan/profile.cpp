@@ -20,15 +20,15 @@ Profiler::Profiler(Context& ctx) : ctx_(ctx) {
 Profiler::~Profiler() {
   if (pool_ == VK_NULL_HANDLE) return;
   ctx_.fn().vkDestroyQueryPool(ctx_.device(), pool_, nullptr);
-  double all = 0;
-  for (const auto& [label, ns] : total_ns_) all += ns;
-  std::fprintf(stderr, "vulkan profile (GPU time between barriers):\n");
-  for (const auto& [rows, v] : steps_by_rows_) {
-    std::fprintf(stderr, "  steps of %u rows: %llu, %.3f ms each\n", rows, static_cast<unsigned long long>(v.first),
-                 v.second / 1e6 / double(v.first));
-  }
-  for (const auto& [label, ns] : total_ns_) {
-    std::fprintf(stderr, "  %-10s %10.3f ms  %5.1f%%\n", label.c_str(), ns / 1e6, all > 0 ? 100 * ns / all : 0.0);
+  std::fprintf(stderr, "vulkan profile (GPU time between barriers, mean per step):\n");
+  for (const auto& [rows, t] : by_rows_) {
+    double all = 0;
+    for (const auto& [label, ns] : t.ns) all += ns;
+    std::fprintf(stderr, "  steps of %u rows: %llu, %.3f ms each\n", rows, static_cast<unsigned long long>(t.steps),
+                 all / 1e6 / double(t.steps));
+    for (const auto& [label, ns] : t.ns) {
+      std::fprintf(stderr, "    %-10s %9.4f ms %5.1f%%\n", label.c_str(), ns / 1e6 / double(t.steps), 100 * ns / all);
+    }
   }
 }
 
@@ -53,15 +53,9 @@ void Profiler::collect(const std::vector<const char*>& labels, uint32_t rows) {
                                       8, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) != VK_SUCCESS) {
     return;
   }
-  double step = 0;
-  for (size_t i = 1; i < labels.size(); ++i) {
-    const double ns = double(ticks[i] - ticks[i - 1]) * ns_per_tick_;
-    total_ns_[labels[i]] += ns;
-    step += ns;
-  }
-  auto& s = steps_by_rows_[rows];
-  s.first += 1;
-  s.second += step;
+  Totals& t = by_rows_[rows];
+  t.steps += 1;
+  for (size_t i = 1; i < labels.size(); ++i) t.ns[labels[i]] += double(ticks[i] - ticks[i - 1]) * ns_per_tick_;
 }
 
 }  // namespace rwkv::vk

@@ -1,6 +1,7 @@
 // Optional GPU timing of a step's kernels (RWKV_VULKAN_PROFILE=1): a timestamp after each
 // barrier, so each interval holds the dispatches recorded since the previous mark and the
-// barrier's own bubble. Totals per label are printed to stderr when the backend is destroyed.
+// barrier's own bubble. Per step shape (rows), the mean time per label is printed to stderr
+// when the backend is destroyed.
 #pragma once
 
 #include <cstdint>
@@ -36,8 +37,11 @@ class Profiler {
   double ns_per_tick_ = 1;
   uint32_t capacity_ = 0;
   std::vector<const char*> labels_;
-  std::map<std::string, double> total_ns_;
-  std::map<uint32_t, std::pair<uint64_t, double>> steps_by_rows_;  // rows -> (steps, ns)
+  struct Totals {
+    uint64_t steps = 0;
+    std::map<std::string, double> ns;  // by label
+  };
+  std::map<uint32_t, Totals> by_rows_;  // by the step's activation rows
 };
 
 }  // namespace rwkv::vk

@@ -98,6 +98,7 @@ class VulkanBackend final : public Backend {
   struct JobSpec {
     const DeviceMatrix* m;
     uint32_t x_off, x_stride, y_off, y_stride, flags, bias_off;
+    float x_scale = 1.0f;  // see MatJob
   };
   MatStage build_stage(const std::vector<JobSpec>& specs, std::vector<MatJob>& jobs);
   void plan_scratch();

@@ -14,6 +14,8 @@ struct Job {
   uint flags;      // low byte: ACT_*; JOB_GATHER: x row t is meta[gather_off + t]
   uint bias_off;   // NONE or offset in vecs
   uint type;       // GGUF type id of W (read by the mixed-type matvec)
+  float x_scale;   // the tensor-core path multiplies x by this before rounding it to float16
+  uint pad0, pad1, pad2;
 };
 #define JOB_GATHER 0x100u
 

@@ -44,20 +44,39 @@ void main() {
   float kk_w = vecs[pc.k_k + c], ka_w = vecs[pc.k_a + c], rk_w = vecs[pc.r_k + c];
   float lw = vecs[pc.lnx_w + c], lb = vecs[pc.lnx_b + c];
 
+  // Token t+1's inputs are loaded while token t is computed: prefill runs this loop once per
+  // token, and the loads would otherwise stall every iteration.
+  uint o = row0 * pc.C + c;
+  float r_n = act[pc.r + o], k_n = act[pc.k + o], v_n = act[pc.v + o], a_n = act[pc.a + o];
+  float d_n = act[pc.decay + o], g_n = act[pc.g + o];
+  float nu_n = pc.nu == NONE ? 0.0 : act[pc.nu + o], vf_n = pc.nu == NONE ? 0.0 : act[pc.v_first + o];
   for (uint t = row0; t < row0 + n; ++t) {
-    uint o = t * pc.C + c;
-    float r = act[pc.r + o], k = act[pc.k + o], v = act[pc.v + o], a = act[pc.a + o];
+    o = t * pc.C + c;
+    float r = r_n, k = k_n, v = v_n, a = a_n, d = d_n, g = g_n, nu = nu_n, vf = vf_n;
+    if (t + 1u < row0 + n) {
+      uint o1 = o + pc.C;
+      r_n = act[pc.r + o1];
+      k_n = act[pc.k + o1];
+      v_n = act[pc.v + o1];
+      a_n = act[pc.a + o1];
+      d_n = act[pc.decay + o1];
+      g_n = act[pc.g + o1];
+      if (pc.nu != NONE) {
+        nu_n = act[pc.nu + o1];
+        vf_n = act[pc.v_first + o1];
+      }
+    }
     if (pc.nu == NONE) {
       act[pc.v_first + o] = v;
     } else {
-      v += act[pc.nu + o] * (act[pc.v_first + o] - v);
+      v += nu * (vf - v);
     }
     float kk = k * kk_w;
     float kmod = k * (1.0 + (a - 1.0) * ka_w);
     vec2 red = wg_sum2(vec2(kk * kk, r * kmod * rk_w));
     float kkh = kk / max(sqrt(red.x), 1e-12);
     sh_r[i] = r;
-    sh_d[i] = act[pc.decay + o];
+    sh_d[i] = d;
     sh_k[i] = kmod;
     sh_a[i] = -kkh;
     sh_b[i] = kkh * a;
@@ -73,7 +92,7 @@ void main() {
     float dy = y - mean;
     float var = wg_sum(dy * dy) / float(N);
     float lnx = dy * inversesqrt(var + pc.gn_eps) * lw + lb + red.y * v;
-    act[pc.out_ + o] = lnx * act[pc.g + o];
+    act[pc.out_ + o] = lnx * g;
     if (pc.dbg != NONE) {
       act[pc.dbg + o] = kkh;
       act[pc.dbg + pc.dbg_stride + o] = kmod;

@@ -1,0 +1,283 @@
+// Device side of the decode matvec (matvec.cu): y = W x for T <= 4 activation rows,
+// several matrices per launch. A group of `tpr` threads owns one output row and walks its
+// work items (packed.h) with streaming 16-byte loads; the first round of weight loads is
+// issued before the PDL wait, so it overlaps the previous kernel's tail. Quantised
+// weights: x comes quantised (QuantX, two int8 terms per value) from its producer or is
+// quantised here into shared memory; the dot products use __dp4a. Float weights: x is
+// read as fp32 through L1 (staged in shared memory when it needs tanh/sigmoid first).
+// The kernels are instantiated in matvec_inst_*.cu (parallel compilation).
+#pragma once
+
+#include "backend/cuda/launch.cuh"
+#include "backend/cuda/ops.h"
+#include "backend/cuda/quant_dev.cuh"
+
+namespace rwkv::cuda::matvec_detail {
+
+constexpr int kThreads = 256;
+constexpr int kMaxRowsPerLaunch = 4;  // TM of the widest instantiation
+
+
+struct JobDev {
+  MatvecJob job;
+  int tpr;          // threads per output row (power of two <= 32)
+  int block_begin;  // first block of this job in the grid
+};
+struct Batch {
+  JobDev jobs[kMatvecMaxJobs];
+  int n_jobs;
+  int T;
+};
+
+__device__ __forceinline__ float apply_in(InOp op, float v) {
+  switch (op) {
+    case InOp::tanh: return tanhf(v);
+    case InOp::sigmoid: return sigmoidf_(v);
+    default: return v;
+  }
+}
+
+constexpr int kStageBatch = 8;               // float4 loads in flight per thread while staging
+constexpr size_t kFloatStageBytes = 64 << 10;  // float weights with an input transform: staged x
+
+// Row t, column c of the job's activations (4 floats, or 0 past the rows). Aligned jobs
+// use one 16-byte load.
+__device__ __forceinline__ float4 load_x4(const MatvecJob& job, int64_t e, int64_t cols, bool aligned) {
+  const int64_t t = e / cols, c = e - t * cols;
+  const float* p = job.x + t * job.x_stride + c;
+  if (aligned) return *reinterpret_cast<const float4*>(p);
+  return make_float4(p[0], p[1], p[2], p[3]);
+}
+
+// Quantises T rows of x (cols a multiple of 32) into shared memory as two int8 terms (XQ).
+// Thread i takes float4 chunks i, i + 256, ...; the 8 chunks of one block of 32 are 8
+// neighbouring lanes. All loads of a batch are issued before the first is used.
+__device__ inline void stage_quant(const MatvecJob& job, int T, uint8_t* smem, XQ (&xq)[2]) {
+  const int cols = int(job.W.cols), nb = cols / 32;
+  const int64_t n4 = int64_t(T) * cols / 4;
+  int8_t* q0 = reinterpret_cast<int8_t*>(smem);
+  int8_t* q1 = q0 + size_t(T) * cols;
+  float* d0 = reinterpret_cast<float*>(q1 + size_t(T) * cols);
+  float* d1 = d0 + T * nb;
+  int* s0 = reinterpret_cast<int*>(d1 + T * nb);
+  int* s1 = s0 + T * nb;
+  const bool aligned = ((reinterpret_cast<uintptr_t>(job.x) | uintptr_t(job.x_stride * 4)) & 15) == 0;
+  for (int64_t b0 = 0; b0 < n4; b0 += int64_t(kThreads) * kStageBatch) {
+    float4 v[kStageBatch];
+#pragma unroll
+    for (int k = 0; k < kStageBatch; ++k) {
+      const int64_t idx = b0 + int64_t(k) * kThreads + threadIdx.x;
+      v[k] = idx < n4 ? load_x4(job, idx * 4, cols, aligned) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int k = 0; k < kStageBatch; ++k) {
+      const int64_t idx = b0 + int64_t(k) * kThreads + threadIdx.x;
+      float f[4] = {apply_in(job.in_op, v[k].x), apply_in(job.in_op, v[k].y), apply_in(job.in_op, v[k].z),
+                    apply_in(job.in_op, v[k].w)};
+      float amax = fmaxf(fmaxf(fabsf(f[0]), fabsf(f[1])), fmaxf(fabsf(f[2]), fabsf(f[3])));
+      for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      const float dq0 = amax / 127.f, inv0 = amax > 0.f ? 127.f / amax : 0.f;
+      int qa[4];
+      float r[4], ramax = 0.f;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        qa[e] = __float2int_rn(f[e] * inv0);
+        r[e] = f[e] - float(qa[e]) * dq0;
+        ramax = fmaxf(ramax, fabsf(r[e]));
+      }
+      for (int o = 1; o < 8; o <<= 1) ramax = fmaxf(ramax, __shfl_xor_sync(0xffffffffu, ramax, o));
+      const float dq1 = ramax / 127.f, inv1 = ramax > 0.f ? 127.f / ramax : 0.f;
+      int qb[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) qb[e] = __float2int_rn(r[e] * inv1);
+      int sa = qa[0] + qa[1] + qa[2] + qa[3], sb = qb[0] + qb[1] + qb[2] + qb[3];
+      for (int o = 1; o < 8; o <<= 1) {
+        sa += __shfl_xor_sync(0xffffffffu, sa, o);
+        sb += __shfl_xor_sync(0xffffffffu, sb, o);
+      }
+      if (idx < n4) {
+        auto pack = [](const int(&q)[4]) {
+          return int((q[0] & 0xff) | ((q[1] & 0xff) << 8) | ((q[2] & 0xff) << 16) | (uint32_t(q[3]) << 24));
+        };
+        reinterpret_cast<int*>(q0)[idx] = pack(qa);
+        reinterpret_cast<int*>(q1)[idx] = pack(qb);
+        if ((threadIdx.x & 7) == 0) {
+          const int64_t blk = idx / 8;  // = t * nb + c / 32
+          d0[blk] = dq0;
+          d1[blk] = dq1;
+          s0[blk] = sa;
+          s1[blk] = sb;
+        }
+      }
+    }
+  }
+  xq[0] = XQ{q0, d0, s0, cols, nb};
+  xq[1] = XQ{q1, d1, s1, cols, nb};
+}
+
+// Copies T rows of x (with the input transform) to shared memory as fp32, row stride cols.
+__device__ inline void stage_float(const MatvecJob& job, int T, float* xs) {
+  const int64_t cols = job.W.cols, n = int64_t(T) * cols;
+  for (int64_t b0 = 0; b0 < n; b0 += int64_t(kThreads) * kStageBatch) {
+    float v[kStageBatch];
+#pragma unroll
+    for (int k = 0; k < kStageBatch; ++k) {
+      const int64_t e = b0 + int64_t(k) * kThreads + threadIdx.x;
+      const int64_t t = e / cols;
+      v[k] = e < n ? job.x[t * job.x_stride + (e - t * cols)] : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < kStageBatch; ++k) {
+      const int64_t e = b0 + int64_t(k) * kThreads + threadIdx.x;
+      if (e < n) xs[e] = apply_in(job.in_op, v[k]);
+    }
+  }
+}
+
+__device__ __forceinline__ void store_out(const MatvecJob& job, int t, int64_t row, float v) {
+  float* y = job.y + t * job.y_stride + row;
+  switch (job.out_op) {
+    case OutOp::store: *y = v; break;
+    case OutOp::add:
+      *y += v;
+      if (job.y_raw) job.y_raw[t * job.y_stride + row] = v;
+      break;
+    case OutOp::decay: *y = decay_from_logit(job.bias[row] + v); break;
+    case OutOp::sigmoid: *y = sigmoidf_(job.bias[row] + v); break;
+    case OutOp::relu_sq: {
+      const float r = fmaxf(v, 0.f);
+      *y = r * r;
+      break;
+    }
+  }
+}
+
+// Loads the U items base, base + tpr, ... of `row` (those that exist) into registers.
+template <typename It, int U>
+__device__ __forceinline__ void load_round(It (&w)[U], const PackedView& W, int64_t row, bool row_ok, int64_t base,
+                                           int tpr) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t it = base + int64_t(tpr) * u;
+    if (row_ok && it < W.items) w[u].load(W, row, it);
+  }
+}
+
+template <typename It, int TM, int U>
+__device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, int64_t items, int tpr, int T,
+                                              const XQ (&xq)[2], const float* xf, int64_t xf_stride, int64_t cols,
+                                              float (&acc)[TM]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t it = base + int64_t(tpr) * u;
+    if (it >= items) break;
+#pragma unroll
+    for (int t = 0; t < TM; ++t) {
+      if (t >= T) break;
+      if constexpr (It::kQuant) {
+        acc[t] += w[u].dot(xq[0], t, it) + w[u].dot(xq[1], t, it);
+      } else {
+        acc[t] += w[u].dot_f(xf + t * xf_stride, cols, it);
+      }
+    }
+  }
+}
+
+template <TensorType TY, int TM>
+__device__ __forceinline__ void run_job(const JobDev& jd, int blk, int T, uint8_t* smem) {
+  using It = Item<TY>;
+  constexpr int U = TM == 1 ? It::kUnroll : (It::kUnroll + 1) / 2;  // more rows: more accumulators
+  const MatvecJob& job = jd.job;
+  const int tpr = jd.tpr;
+  const int g_lane = threadIdx.x & (tpr - 1);
+  const int64_t row = int64_t(blk) * (kThreads / tpr) + threadIdx.x / tpr;
+  const bool row_ok = row < job.W.rows;
+  const int64_t items = job.W.items, step = int64_t(tpr) * U, cols = job.W.cols;
+
+  // The first round of weights is requested before waiting on the previous kernel. A
+  // round holds all of a thread's items for rows of up to tpr * U items (one memory
+  // round trip), else they stream in rounds.
+  It w[U];
+  int64_t base = g_lane;
+  load_round(w, job.W, row, row_ok, base, tpr);
+
+  pdl_wait();
+  pdl_trigger();
+  XQ xq[2] = {};
+  const float* xf = job.x;  // float weights: fp32 activations, row t at xf + t * xf_stride
+  int64_t xf_stride = job.x_stride;
+  if constexpr (It::kQuant) {
+    if (job.xq.q0) {  // quantised by the producer: read through L1
+      const int xc = int(job.xq.cols);
+      xq[0] = XQ{job.xq.q0, job.xq.d0, job.xq.s0, xc, xc / 32};
+      xq[1] = XQ{job.xq.q1, job.xq.d1, job.xq.s1, xc, xc / 32};
+    } else {
+      stage_quant(job, T, smem, xq);
+      __syncthreads();
+    }
+  } else if (job.in_op != InOp::none) {
+    stage_float(job, T, reinterpret_cast<float*>(smem));
+    xf = reinterpret_cast<const float*>(smem);
+    xf_stride = cols;
+    __syncthreads();
+  }
+
+  float acc[TM];
+#pragma unroll
+  for (int t = 0; t < TM; ++t) acc[t] = 0.f;
+  while (row_ok) {
+    compute_round<It, TM, U>(w, base, items, tpr, T, xq, xf, xf_stride, cols, acc);
+    base += step;
+    if (base >= items) break;
+    load_round(w, job.W, row, row_ok, base, tpr);
+  }
+#pragma unroll
+  for (int t = 0; t < TM; ++t) {
+    for (int o = tpr >> 1; o > 0; o >>= 1) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+  }
+  if (row_ok && g_lane == 0) {
+#pragma unroll
+    for (int t = 0; t < TM; ++t)
+      if (t < T) store_out(job, t, row, acc[t]);
+  }
+}
+
+// One instantiation per quantised type TY (or F16 for float-only launches) and row count
+// TM; besides TY it runs the float types of the LoRA matrices (F32, F16). One type per
+// kernel keeps the register allocation of the other types' paths out of it.
+template <TensorType TY, int TM>
+__global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_constant__ Batch batch) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  int j = 0;
+  while (j + 1 < batch.n_jobs && int(blockIdx.x) >= batch.jobs[j + 1].block_begin) ++j;
+  const JobDev& jd = batch.jobs[j];
+  const int blk = int(blockIdx.x) - jd.block_begin;
+  const TensorType type = jd.job.W.type;
+  if constexpr (TY != TensorType::F16) {
+    if (type == TY) {
+      run_job<TY, TM>(jd, blk, batch.T, smem);
+      return;
+    }
+  }
+  if (type == TensorType::F32) {
+    run_job<TensorType::F32, TM>(jd, blk, batch.T, smem);
+  } else {
+    run_job<TensorType::F16, TM>(jd, blk, batch.T, smem);
+  }
+}
+
+template <TensorType TY, int TM>
+void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream stream) {
+  allow_smem(matvec_kernel<TY, TM>, smem);
+  launch("matvec", matvec_kernel<TY, TM>, dim3(blocks), dim3(kThreads), smem, stream, batch);
+}
+
+#define RWKV_MATVEC_INSTANTIATE(TY)                                                                      \
+  template void launch_matvec_kernel<TY, 1>(const Batch& batch, int blocks, size_t smem, Stream stream); \
+  template void launch_matvec_kernel<TY, 4>(const Batch& batch, int blocks, size_t smem, Stream stream);
+// In matvec.cu: the instantiations live in matvec_inst_*.cu.
+#define RWKV_MATVEC_EXTERN(TY)                                                                                  \
+  extern template void launch_matvec_kernel<TY, 1>(const Batch& batch, int blocks, size_t smem, Stream stream); \
+  extern template void launch_matvec_kernel<TY, 4>(const Batch& batch, int blocks, size_t smem, Stream stream);
+
+}  // namespace rwkv::cuda::matvec_detail
