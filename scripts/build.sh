@@ -9,5 +9,6 @@ if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
   cuda=ON
   [[ -x /usr/local/cuda/bin/nvcc ]] && export CUDACXX=${CUDACXX:-/usr/local/cuda/bin/nvcc}
 fi
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRWKV_VULKAN=ON -DRWKV_CUDA="$cuda" "$@" >/dev/null
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRWKV_VULKAN=ON -DRWKV_CUDA="$cuda" \
+  -DCMAKE_CUDA_ARCHITECTURES="${RWKV_CUDA_ARCHS:-90}" "$@" >/dev/null
 ninja -C "$build_dir" -j "$(nproc)"
