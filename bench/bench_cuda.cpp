@@ -122,8 +122,8 @@ class BenchModelWriter {
   }
 
   const std::vector<uint8_t>& pool_for(TensorType type, int64_t cols, float lo, float hi) {
-    const std::string key = std::to_string(int(type)) + "/" + std::to_string(cols) + "/" + std::to_string(lo) + "/" +
-                            std::to_string(hi);
+    const std::string key =
+        std::to_string(int(type)) + "/" + std::to_string(cols) + "/" + std::to_string(lo) + "/" + std::to_string(hi);
     auto it = pools_.find(key);
     if (it != pools_.end()) return it->second;
     std::uniform_real_distribution<float> d(lo, hi);
@@ -162,12 +162,18 @@ int run(int argc, char** argv) {
       if (i + 1 >= argc) fail(ErrorCode::argument, "missing value after " + a);
       return argv[++i];
     };
-    if (a == "--shape") shape = value();
-    else if (a == "--type") type = value();
-    else if (a == "--tg") tg = std::stoi(value());
-    else if (a == "--pp") pp = std::stoi(value());
-    else if (a == "--reps") reps = std::stoi(value());
-    else if (a == "--no-pdl") pdl = false;
+    if (a == "--shape")
+      shape = value();
+    else if (a == "--type")
+      type = value();
+    else if (a == "--tg")
+      tg = std::stoi(value());
+    else if (a == "--pp")
+      pp = std::stoi(value());
+    else if (a == "--reps")
+      reps = std::stoi(value());
+    else if (a == "--no-pdl")
+      pdl = false;
     else if (a == "--batch") {
       batches.clear();
       const std::string v = value();
@@ -225,6 +231,7 @@ int run(int argc, char** argv) {
                 reps);
   }
   for (int B : batches) {
+    if (tg <= 0) break;
     std::vector<float> logits(size_t(B) * V);
     std::vector<SeqTokens> batch(static_cast<size_t>(B));
     const std::vector<int32_t> ctx = random_tokens(4, V, rng);
@@ -245,8 +252,8 @@ int run(int argc, char** argv) {
       best = std::max(best, double(B) * tg / seconds_since(d0));
     }
     const double gbps = step_bytes * best / B / 1e9;
-    std::printf("| %s | %s | tg%d x %d | %.1f | %.0f | best of %d%s |\n", name.c_str(),
-                backend->device_name().c_str(), tg, B, best, gbps, reps, pdl ? "" : ", no PDL");
+    std::printf("| %s | %s | tg%d x %d | %.1f | %.0f | best of %d%s |\n", name.c_str(), backend->device_name().c_str(),
+                tg, B, best, gbps, reps, pdl ? "" : ", no PDL");
   }
   std::fprintf(stderr, "load %.2f s, device memory %.2f GiB, weights %.2f GiB\n", load_s,
                double(backend->memory_bytes()) / (1 << 30), double(model->weight_bytes()) / (1 << 30));

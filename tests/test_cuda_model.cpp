@@ -26,10 +26,10 @@ constexpr double kLogitsTolerance = 5e-3;
 
 bool have_gpu(std::string* why) { return cuda::device_count(why) > 0; }
 
-#define REQUIRE_GPU()                               \
-  do {                                              \
-    std::string why;                                \
-    if (!have_gpu(&why)) GTEST_SKIP() << why;       \
+#define REQUIRE_GPU()                         \
+  do {                                        \
+    std::string why;                          \
+    if (!have_gpu(&why)) GTEST_SKIP() << why; \
   } while (0)
 
 std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937_64& rng) {
@@ -205,12 +205,14 @@ TEST(CudaModel, DebugHookMatchesReference) {
     gpu->set_debug_hook(capture(got));
     const std::vector<int32_t> a = random_tokens(tokens, V, rng), b = random_tokens(2, V, rng);
     step_both(*ref, *gpu, {{0, a.data(), tokens, false}, {1, b.data(), 2, true}}, V, "hooked");
-    const char* per_layer[] = {"att.ln", "att.xr", "att.xw", "att.xk", "att.xv", "att.xa", "att.xg", "att.r",
-                               "att.decay", "att.k", "att.v", "att.a", "att.g", "att.kk", "att.k_mod", "att.wkv",
-                               "att.lnx", "att.out", "ffn.ln", "ffn.xk", "ffn.hidden", "ffn.out", "layer.out"};
+    const char* per_layer[] = {"att.ln", "att.xr", "att.xw",     "att.xk",  "att.xv",   "att.xa",
+                               "att.xg", "att.r",  "att.decay",  "att.k",   "att.v",    "att.a",
+                               "att.g",  "att.kk", "att.k_mod",  "att.wkv", "att.lnx",  "att.out",
+                               "ffn.ln", "ffn.xk", "ffn.hidden", "ffn.out", "layer.out"};
     for (int l = 0; l < model->hparams().n_layer; ++l)
       for (const char* n : per_layer) EXPECT_TRUE(got.count(std::to_string(l) + ":" + n)) << l << " " << n;
-    for (const char* n : {"embed", "embed.ln", "head.ln", "logits"}) EXPECT_TRUE(got.count(std::string("-1:") + n)) << n;
+    for (const char* n : {"embed", "embed.ln", "head.ln", "logits"})
+      EXPECT_TRUE(got.count(std::string("-1:") + n)) << n;
     for (const auto& [key, values] : want) {
       auto it = got.find(key);
       if (it == got.end()) continue;

@@ -19,9 +19,9 @@
 namespace rwkv::cuda {
 namespace {
 
-#define REQUIRE_GPU()                                \
-  do {                                               \
-    std::string why;                                 \
+#define REQUIRE_GPU()                                 \
+  do {                                                \
+    std::string why;                                  \
     if (device_count(&why) == 0) GTEST_SKIP() << why; \
   } while (0)
 
@@ -145,7 +145,8 @@ double nmse(const std::vector<float>& a, const std::vector<float>& b) {
   return den > 0 ? num / den : num;
 }
 
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, double limit, const std::string& what) {
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double limit,
+                  const std::string& what) {
   const double e = nmse(got, want);
   EXPECT_LE(e, limit) << what << ": normalised MSE " << e;
 }
@@ -176,7 +177,8 @@ void expect_matvec_close(const std::vector<float>& got, const Weight& w, const s
         return;
       }
       num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-      for (int64_t k = 0; k < cols; ++k) den += double(wr[size_t(k)]) * x[size_t(t * cols + k)] * wr[size_t(k)] * x[size_t(t * cols + k)];
+      for (int64_t k = 0; k < cols; ++k)
+        den += double(wr[size_t(k)]) * x[size_t(t * cols + k)] * wr[size_t(k)] * x[size_t(t * cols + k)];
     }
   }
   EXPECT_LE(num / den, limit) << what << ": error energy " << num / den;
@@ -314,13 +316,11 @@ TEST(CudaOps, MatvecMultiJobWithTransformsAndEpilogues) {
     InOp in;
     OutOp out;
   };
-  const Case cases[] = {{TensorType::F32, 192, 96, InOp::tanh, OutOp::decay},
-                        {TensorType::F16, 192, 64, InOp::none, OutOp::sigmoid},
-                        {TensorType::F16, 192, 40, InOp::sigmoid, OutOp::store},
-                        {TensorType::Q8_0, 256, 192, InOp::none, OutOp::add},
-                        {TensorType::Q4_K, 512, 256, InOp::none, OutOp::relu_sq},
-                        {TensorType::Q6_K, 100, 512, InOp::sigmoid, OutOp::add},
-                        {TensorType::Q5_0, 64, 64, InOp::tanh, OutOp::store}};
+  const Case cases[] = {
+      {TensorType::F32, 192, 96, InOp::tanh, OutOp::decay},     {TensorType::F16, 192, 64, InOp::none, OutOp::sigmoid},
+      {TensorType::F16, 192, 40, InOp::sigmoid, OutOp::store},  {TensorType::Q8_0, 256, 192, InOp::none, OutOp::add},
+      {TensorType::Q4_K, 512, 256, InOp::none, OutOp::relu_sq}, {TensorType::Q6_K, 100, 512, InOp::sigmoid, OutOp::add},
+      {TensorType::Q5_0, 64, 64, InOp::tanh, OutOp::store}};
   constexpr int n = sizeof(cases) / sizeof(cases[0]);
   std::vector<HostWeight> hw;
   std::vector<DeviceMatrix> dm;
@@ -367,14 +367,22 @@ TEST(CudaOps, MatvecMultiJobWithTransformsAndEpilogues) {
         const float p = prod[size_t(t * c.rows + r)];
         float& y = want[size_t(t * ys_stride + r)];
         switch (c.out) {
-          case OutOp::store: y = p; break;
+          case OutOp::store:
+            y = p;
+            break;
           case OutOp::add:
             y += p;
             want_raw[size_t(t * ys_stride + r)] = p;
             break;
-          case OutOp::decay: y = std::exp(-0.6065306597126334f * sigmoid(bias_host[i][size_t(r)] + p)); break;
-          case OutOp::sigmoid: y = sigmoid(bias_host[i][size_t(r)] + p); break;
-          case OutOp::relu_sq: y = std::max(p, 0.f) * std::max(p, 0.f); break;
+          case OutOp::decay:
+            y = std::exp(-0.6065306597126334f * sigmoid(bias_host[i][size_t(r)] + p));
+            break;
+          case OutOp::sigmoid:
+            y = sigmoid(bias_host[i][size_t(r)] + p);
+            break;
+          case OutOp::relu_sq:
+            y = std::max(p, 0.f) * std::max(p, 0.f);
+            break;
         }
       }
     const std::string what = "job " + std::to_string(i) + " " + std::string(type_name(c.type));
@@ -400,11 +408,21 @@ TEST(CudaOps, EpilogueAndF16Conversion) {
         const float v = src[size_t(r * stride + c)];
         float& y = want[size_t(r * stride + c)];
         switch (op) {
-          case OutOp::store: y = v; break;
-          case OutOp::add: y += v; break;
-          case OutOp::decay: y = std::exp(-0.6065306597126334f * sigmoid(bias[size_t(c)] + v)); break;
-          case OutOp::sigmoid: y = sigmoid(bias[size_t(c)] + v); break;
-          case OutOp::relu_sq: y = std::max(v, 0.f) * std::max(v, 0.f); break;
+          case OutOp::store:
+            y = v;
+            break;
+          case OutOp::add:
+            y += v;
+            break;
+          case OutOp::decay:
+            y = std::exp(-0.6065306597126334f * sigmoid(bias[size_t(c)] + v));
+            break;
+          case OutOp::sigmoid:
+            y = sigmoid(bias[size_t(c)] + v);
+            break;
+          case OutOp::relu_sq:
+            y = std::max(v, 0.f) * std::max(v, 0.f);
+            break;
         }
       }
     expect_close(ddst.read(), want, 1e-12, "epilogue " + std::to_string(int(op)));
@@ -476,11 +494,10 @@ TEST(CudaOps, EmbedLayerNormEveryType) {
   }
 }
 
-TEST(CudaOps, LayerNormShiftLerpSeveralSequences) {
-  REQUIRE_GPU();
-  const int C = 160, n_slots = 4;  // C: a multiple of 32 that is not one of 256
-  const size_t stride = 3 * C;     // a state slot holds more than the shift vector
-  const std::vector<int> lens = {1, 4, 2, 3}, slots = {2, 0, 3, 1};
+// R <= 8 rows split each row over C / 256 blocks, more rows take one block per row.
+void run_ln_shift_lerp(int C, const std::vector<int>& lens, const std::vector<int>& slots) {
+  const int n_slots = 4;
+  const size_t stride = 3 * C;  // a state slot holds more than the shift vector
   DeviceBatch batch(lens, slots);
   const int R = batch.bd.R;
   for (int n_mix : {6, 1}) {
@@ -523,11 +540,19 @@ TEST(CudaOps, LayerNormShiftLerpSeveralSequences) {
       std::memcpy(shift, x.data() + size_t(r0 + T - 1) * C, C * sizeof(float));
     }
     expect_close(xln.read(), x, 1e-11, "xln");
-    for (int m = 0; m < n_mix; ++m) expect_close(outs[size_t(m)]->read(), want[size_t(m)], 1e-11, "lerp " + std::to_string(m));
+    for (int m = 0; m < n_mix; ++m)
+      expect_close(outs[size_t(m)]->read(), want[size_t(m)], 1e-11, "lerp " + std::to_string(m));
     expect_close(q0.read(), want[0], 1e-9, "lerp 0 quantised");
     if (n_mix > 2) expect_close(q2.read(), want[2], 1e-9, "lerp 2 quantised");
     expect_close(dstate.read(), want_state, 1e-12, "shift states (and the untouched rest of each slot)");
   }
+}
+
+TEST(CudaOps, LayerNormShiftLerpSeveralSequences) {
+  REQUIRE_GPU();
+  run_ln_shift_lerp(160, {1, 4, 2, 3}, {2, 0, 3, 1});  // 160: a multiple of 32, not of 256
+  run_ln_shift_lerp(800, {1, 1, 2, 3}, {2, 0, 3, 1});  // 7 rows: split rows
+  run_ln_shift_lerp(800, {1, 5}, {3, 1});
 }
 
 TEST(CudaOps, LayerNormSelectedRows) {
@@ -593,16 +618,20 @@ void run_wkv_case(const WkvCase& c, bool fused) {
   w.y = y.data();
   w.lnx = lnx.data();
   if (fused) w.xo_q = xo_q.q;
-  if (fused) wkv_fused(w, nullptr);
-  else wkv_prefill(w, nullptr);
+  if (fused)
+    wkv_fused(w, nullptr);
+  else
+    wkv_prefill(w, nullptr);
 
   // Reference: spec §2.2 steps 6, 9-13 with the reference ops, sequence by sequence.
   std::vector<float> v = v0, vfirst = vfirst0, state = state0;
   std::vector<float> want_kk(RC), want_kmod(RC), want_y(RC), want_lnx(RC), want_xo(RC), kraw(RC), alpha(RC), beta(RC);
   for (size_t i = 0; i < RC; ++i) {
     const size_t ch = i % size_t(C);
-    if (c.first_layer) vfirst[i] = v[i];
-    else v[i] += nu[i] * (vfirst[i] - v[i]);
+    if (c.first_layer)
+      vfirst[i] = v[i];
+    else
+      v[i] += nu[i] * (vfirst[i] - v[i]);
     kraw[i] = k[i] * k_k[ch];
     want_kmod[i] = k[i] * (1.f + (a[i] - 1.f) * k_a[ch]);
   }

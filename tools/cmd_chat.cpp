@@ -96,8 +96,8 @@ class ChatSession {
     if (turns_ == 0 && !args_.system.empty()) prompt += "System: " + clean_message(args_.system) + "\n\n";
     prompt += "User: " + text + "\n\nAssistant:";
 
-    // Penalties count the tokens of this answer only, as in RWKV's chat demos; the seed
-    // moves on per turn so that repeated questions get fresh samples.
+    // generate() counts penalties over this answer's tokens only; the seed moves on per turn so that repeated questions
+    // get fresh samples.
     SamplerParams params = args_.sampling;
     params.seed += uint64_t(turns_);
     Sampler sampler(params);

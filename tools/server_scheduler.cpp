@@ -157,7 +157,6 @@ void Scheduler::prefill(std::vector<Active>& active) {
     const bool last = a.prompt_fed + n == prompt.size();
     try {
       engine_.feed(a.slot, std::span(prompt).subspan(a.prompt_fed, n), last ? logits.data() : nullptr);
-      for (size_t i = 0; i < n; ++i) a.sampler.accept(prompt[a.prompt_fed + i]);
       a.prompt_fed += n;
       if (last) on_token(a, a.sampler.sample(logits.data(), engine_.n_vocab()));
     } catch (const std::exception& e) {

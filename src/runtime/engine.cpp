@@ -181,7 +181,7 @@ GenerateResult generate(Engine& engine, int slot, const std::string& prompt, Sam
   std::vector<float> logits(size_t(engine.n_vocab()));
   const auto t0 = clock::now();
   if (!ids.empty()) engine.feed(slot, ids, logits.data());
-  for (int32_t id : ids) sampler.accept(id);
+  // Penalties count only the tokens of this answer, as RWKV's chat demos do.
   const auto t1 = clock::now();
   res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
   if (ids.empty()) fail(ErrorCode::argument, "generate: empty prompt");

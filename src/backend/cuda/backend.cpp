@@ -30,8 +30,8 @@ CudaBackend::CudaBackend(const BackendOptions& options) : verbose_(options.verbo
   const int n = device_count(&reason);
   if (n == 0) fail(ErrorCode::backend, "cuda: " + reason);
   if (options.device >= n)
-    fail(ErrorCode::backend, "cuda: device " + std::to_string(options.device) + " requested, " + std::to_string(n) +
-                                 " present");
+    fail(ErrorCode::backend,
+         "cuda: device " + std::to_string(options.device) + " requested, " + std::to_string(n) + " present");
   if (options.device >= 0) {
     device_ = options.device;
   } else {  // the device with the most multiprocessors
@@ -166,8 +166,8 @@ void CudaBackend::prepare_gemm() {
   if (gemm_ready_) return;
   std::vector<Mat*> mats{&head_};
   for (LayerDev& d : layers_)
-    for (Mat* m : {&d.w1, &d.w2, &d.a1, &d.a2, &d.v1, &d.v2, &d.g1, &d.g2, &d.wr, &d.wk, &d.wv, &d.wo, &d.ffn_key,
-                   &d.ffn_value})
+    for (Mat* m :
+         {&d.w1, &d.w2, &d.a1, &d.a2, &d.v1, &d.v2, &d.g1, &d.g2, &d.wr, &d.wk, &d.wv, &d.wo, &d.ffn_key, &d.ffn_value})
       if (m->packed.buffer.data() && !m->f16) mats.push_back(m);
   size_t bytes = 0;
   for (const Mat* m : mats) bytes += align256(size_t(m->rows()) * size_t(m->cols()) * 2);
@@ -240,8 +240,8 @@ size_t CudaBackend::memory_bytes() const {
   size_t bytes = vectors_.size() + states_.size() + scratch_.buffer.size() + f16_shadow_.size() + w16_scratch_.size();
   bytes += tok_embd_.packed.buffer.size() + head_.packed.buffer.size();
   for (const LayerDev& d : layers_)
-    for (const Mat* m : {&d.w1, &d.w2, &d.a1, &d.a2, &d.v1, &d.v2, &d.g1, &d.g2, &d.wr, &d.wk, &d.wv, &d.wo,
-                         &d.ffn_key, &d.ffn_value})
+    for (const Mat* m :
+         {&d.w1, &d.w2, &d.a1, &d.a2, &d.v1, &d.v2, &d.g1, &d.g2, &d.wr, &d.wk, &d.wv, &d.wo, &d.ffn_key, &d.ffn_value})
       bytes += m->packed.buffer.size();
   return bytes + Blas::kWorkspaceBytes;
 }
@@ -261,12 +261,12 @@ void CudaBackend::ensure_scratch(int rows) {
   const size_t rc = align256(R * C * 4);
   for (int i = 0; i < 23; ++i) sizes.push_back(rc);  // h, xln, mix x6, r..v_first x8, kk..raw x6, head_x
   for (int i = 0; i < 4; ++i) sizes.push_back(align256(R * D * 4));
-  sizes.push_back(align256(R * F * 4));                 // hidden
-  sizes.push_back(align256(R * V * 4));                 // logits
-  sizes.push_back(align256(R * wide * 2));              // x16
+  sizes.push_back(align256(R * F * 4));     // hidden
+  sizes.push_back(align256(R * V * 4));     // logits
+  sizes.push_back(align256(R * wide * 2));  // x16
   for (int i = 0; i < 4; ++i) sizes.push_back(align256(quant_x_bytes(cap, C)));
-  sizes.push_back(align256(quant_x_bytes(cap, F)));     // qx_hidden
-  sizes.push_back(align256((5 * R + 1) * 4));           // ints
+  sizes.push_back(align256(quant_x_bytes(cap, F)));  // qx_hidden
+  sizes.push_back(align256((5 * R + 1) * 4));        // ints
   size_t total = 0;
   for (size_t s : sizes) total += s;
   scratch_ = Scratch{};
@@ -279,9 +279,9 @@ void CudaBackend::ensure_scratch(int rows) {
     return q;
   };
   Scratch& s = scratch_;
-  float** rc_bufs[] = {&s.h,  &s.xln, &s.mix[0], &s.mix[1], &s.mix[2], &s.mix[3], &s.mix[4], &s.mix[5], &s.r,
-                       &s.k,  &s.v,   &s.decay,  &s.a,      &s.g,      &s.nu,     &s.v_first, &s.kk,    &s.kmod,
-                       &s.y,  &s.lnx, &s.xo,     &s.raw,    &s.head_x};
+  float** rc_bufs[] = {&s.h,  &s.xln,  &s.mix[0], &s.mix[1], &s.mix[2], &s.mix[3], &s.mix[4], &s.mix[5],
+                       &s.r,  &s.k,    &s.v,      &s.decay,  &s.a,      &s.g,      &s.nu,     &s.v_first,
+                       &s.kk, &s.kmod, &s.y,      &s.lnx,    &s.xo,     &s.raw,    &s.head_x};
   for (float** b : rc_bufs) *b = reinterpret_cast<float*>(next());
   for (float** b : {&s.w_lo, &s.a_lo, &s.v_lo, &s.g_lo}) *b = reinterpret_cast<float*>(next());
   s.hidden = reinterpret_cast<float*>(next());

@@ -38,10 +38,10 @@ struct Scratch {
   DeviceBuffer buffer;
   float *h, *xln, *mix[6], *r, *k, *v, *decay, *a, *g, *nu, *v_first;
   float *w_lo, *a_lo, *v_lo, *g_lo, *kk, *kmod, *y, *lnx, *xo, *raw, *hidden, *head_x, *logits;
-  void* x16;       // f16 GEMM input, rows x max(C, F, Dmax)
-  QuantX qx[4];    // quantised activations (matvec path): xr / xk / xv (or ffn xk, head x), xo
+  void* x16;     // f16 GEMM input, rows x max(C, F, Dmax)
+  QuantX qx[4];  // quantised activations (matvec path): xr / xk / xv (or ffn xk, head x), xo
   QuantX qx_hidden;
-  int32_t* ints;            // tokens [rows], row_seq [rows], seq_start [rows+1], seq_slot [rows], out_rows [rows]
+  int32_t* ints;  // tokens [rows], row_seq [rows], seq_start [rows+1], seq_slot [rows], out_rows [rows]
 };
 
 // The rows of one encoded step (a chunk of the caller's batch).
@@ -95,7 +95,7 @@ class CudaBackend final : public Backend {
 
   Mat tok_embd_, head_;
   std::vector<LayerDev> layers_;
-  DeviceBuffer vectors_;      // every fp32 vector
+  DeviceBuffer vectors_;  // every fp32 vector
   const float *ln0_w_ = nullptr, *ln0_b_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
   bool gemm_ready_ = false;
   DeviceBuffer f16_shadow_;   // f16 copies of non-F16 matrices for cuBLAS (when memory allows)

@@ -37,10 +37,10 @@ void Blas::gemm_f16(const void* W16, int64_t ldw, int64_t rows, int64_t cols, co
   check_blas(cublasSetWorkspace(h, workspace_, kWorkspaceBytes), "cublasSetWorkspace");
   const float alpha = 1.f;
   // Column-major view: W16 is a cols x rows matrix (ld ldw); Y^T (rows x R) = W^T X^T.
-  check_blas(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), R, int(cols), &alpha, W16, CUDA_R_16F, int(ldw), X16,
-                          CUDA_R_16F, int(cols), &beta, Y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F,
-                          CUBLAS_GEMM_DEFAULT),
-             "cublasGemmEx");
+  check_blas(
+      cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), R, int(cols), &alpha, W16, CUDA_R_16F, int(ldw), X16,
+                   CUDA_R_16F, int(cols), &beta, Y, CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      "cublasGemmEx");
 }
 
 }  // namespace rwkv::cuda

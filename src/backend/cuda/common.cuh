@@ -85,9 +85,6 @@ __device__ __forceinline__ uint16_t ld_stream2(const void* p) {
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
 // decay = exp(-e^-0.5 * sigmoid(z)), spec §2.2 step 4 (fp32 throughout).
-__device__ __forceinline__ float decay_from_logit(float z) {
-  return expf(-0.6065306597126334f / (1.f + expf(-z)));
-}
+__device__ __forceinline__ float decay_from_logit(float z) { return expf(-0.6065306597126334f / (1.f + expf(-z))); }
 
 }  // namespace rwkv::cuda
-

@@ -47,7 +47,8 @@ void dequant_to_f16(const PackedView& W, void* dst, int64_t ld, Stream stream) {
 #define RWKV_GO(TY) launch("dequant_f16", dequant_f16_kernel<TY>, grid, block, 0, stream, W, out, ld, vec)
   switch (W.type) {
     RWKV_CUDA_TYPE_CASES(RWKV_GO)
-    default: fail(ErrorCode::unsupported, "cuda dequant_to_f16: unsupported type");
+    default:
+      fail(ErrorCode::unsupported, "cuda dequant_to_f16: unsupported type");
   }
 #undef RWKV_GO
 }

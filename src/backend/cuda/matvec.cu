@@ -44,17 +44,38 @@ template <int TM>
 void launch_tm(TensorType ty, const Batch& batch, int blocks, size_t smem, Stream stream) {
 #define RWKV_GO(TY) launch_matvec_kernel<TY, TM>(batch, blocks, smem, stream)
   switch (ty) {
-    case TensorType::F16: RWKV_GO(TensorType::F16); break;
-    case TensorType::BF16: RWKV_GO(TensorType::BF16); break;
-    case TensorType::Q8_0: RWKV_GO(TensorType::Q8_0); break;
-    case TensorType::Q4_0: RWKV_GO(TensorType::Q4_0); break;
-    case TensorType::Q4_1: RWKV_GO(TensorType::Q4_1); break;
-    case TensorType::Q5_0: RWKV_GO(TensorType::Q5_0); break;
-    case TensorType::Q5_1: RWKV_GO(TensorType::Q5_1); break;
-    case TensorType::Q4_K: RWKV_GO(TensorType::Q4_K); break;
-    case TensorType::Q5_K: RWKV_GO(TensorType::Q5_K); break;
-    case TensorType::Q6_K: RWKV_GO(TensorType::Q6_K); break;
-    default: fail(ErrorCode::unsupported, "cuda matvec: unsupported type");
+    case TensorType::F16:
+      RWKV_GO(TensorType::F16);
+      break;
+    case TensorType::BF16:
+      RWKV_GO(TensorType::BF16);
+      break;
+    case TensorType::Q8_0:
+      RWKV_GO(TensorType::Q8_0);
+      break;
+    case TensorType::Q4_0:
+      RWKV_GO(TensorType::Q4_0);
+      break;
+    case TensorType::Q4_1:
+      RWKV_GO(TensorType::Q4_1);
+      break;
+    case TensorType::Q5_0:
+      RWKV_GO(TensorType::Q5_0);
+      break;
+    case TensorType::Q5_1:
+      RWKV_GO(TensorType::Q5_1);
+      break;
+    case TensorType::Q4_K:
+      RWKV_GO(TensorType::Q4_K);
+      break;
+    case TensorType::Q5_K:
+      RWKV_GO(TensorType::Q5_K);
+      break;
+    case TensorType::Q6_K:
+      RWKV_GO(TensorType::Q6_K);
+      break;
+    default:
+      fail(ErrorCode::unsupported, "cuda matvec: unsupported type");
   }
 #undef RWKV_GO
 }
@@ -94,8 +115,10 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
   int n_now = 0, n_later = 0;
   for (int i = 0; i < n_jobs; ++i) {
     const TensorType k = kernel_type(jobs[i].W.type);
-    if (k == ty || k == TensorType::F16) now[n_now++] = jobs[i];
-    else later[n_later++] = jobs[i];
+    if (k == ty || k == TensorType::F16)
+      now[n_now++] = jobs[i];
+    else
+      later[n_later++] = jobs[i];
   }
   size_t smem = 0;
   for (int i = 0; i < n_now; ++i) smem = std::max(smem, job_smem(now[i], T));
@@ -136,8 +159,10 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
       blocks += int((j.W.rows + rows_per_block - 1) / rows_per_block);
     }
     smem = (smem + 15) / 16 * 16;
-    if (T == 1) launch_tm<1>(ty, batch, blocks, smem, stream);
-    else launch_tm<4>(ty, batch, blocks, smem, stream);
+    if (T == 1)
+      launch_tm<1>(ty, batch, blocks, smem, stream);
+    else
+      launch_tm<4>(ty, batch, blocks, smem, stream);
   }
   if (n_later > 0) matvec(later, n_later, T, stream);
 }

@@ -17,7 +17,6 @@ namespace rwkv::cuda::matvec_detail {
 constexpr int kThreads = 256;
 constexpr int kMaxRowsPerLaunch = 4;  // TM of the widest instantiation
 
-
 struct JobDev {
   MatvecJob job;
   int tpr;          // threads per output row (power of two <= 32)
@@ -31,13 +30,16 @@ struct Batch {
 
 __device__ __forceinline__ float apply_in(InOp op, float v) {
   switch (op) {
-    case InOp::tanh: return tanhf(v);
-    case InOp::sigmoid: return sigmoidf_(v);
-    default: return v;
+    case InOp::tanh:
+      return tanhf(v);
+    case InOp::sigmoid:
+      return sigmoidf_(v);
+    default:
+      return v;
   }
 }
 
-constexpr int kStageBatch = 8;               // float4 loads in flight per thread while staging
+constexpr int kStageBatch = 8;                 // float4 loads in flight per thread while staging
 constexpr size_t kFloatStageBytes = 64 << 10;  // float weights with an input transform: staged x
 
 // Row t, column c of the job's activations (4 floats, or 0 past the rows). Aligned jobs
@@ -137,13 +139,19 @@ __device__ inline void stage_float(const MatvecJob& job, int T, float* xs) {
 __device__ __forceinline__ void store_out(const MatvecJob& job, int t, int64_t row, float v) {
   float* y = job.y + t * job.y_stride + row;
   switch (job.out_op) {
-    case OutOp::store: *y = v; break;
+    case OutOp::store:
+      *y = v;
+      break;
     case OutOp::add:
       *y += v;
       if (job.y_raw) job.y_raw[t * job.y_stride + row] = v;
       break;
-    case OutOp::decay: *y = decay_from_logit(job.bias[row] + v); break;
-    case OutOp::sigmoid: *y = sigmoidf_(job.bias[row] + v); break;
+    case OutOp::decay:
+      *y = decay_from_logit(job.bias[row] + v);
+      break;
+    case OutOp::sigmoid:
+      *y = sigmoidf_(job.bias[row] + v);
+      break;
     case OutOp::relu_sq: {
       const float r = fmaxf(v, 0.f);
       *y = r * r;

@@ -1,6 +1,8 @@
 // Row-wise ops: embedding + ln0, LayerNorm + token shift + lerps (spec §2.2 steps 1-2,
 // §2.4 step 1, §2.6), LayerNorm of selected rows (head), elementwise epilogues and the
 // fp32 -> f16 conversion that feeds cuBLAS.
+#include <algorithm>
+
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/quant_dev.cuh"
@@ -50,7 +52,7 @@ __device__ __forceinline__ void layer_norm_regs(float (&v)[kMaxPer], int C, cons
 
 template <TensorType TY>
 __global__ void __launch_bounds__(kRowThreads) embed_ln_kernel(PackedView E, const int32_t* tokens, const float* ln_w,
-                                                              const float* ln_b, float eps, float* raw, float* h) {
+                                                               const float* ln_b, float eps, float* raw, float* h) {
   extern __shared__ float xs[];  // C floats
   __shared__ float scratch[32];
   const int C = int(E.cols);
@@ -98,20 +100,20 @@ __device__ __forceinline__ float2 row_stats(const float* __restrict__ src, int C
   return make_float2(mean, rsqrtf(block_sum(q, scratch) / float(C) + eps));
 }
 
-// Grid (rows, C / 256): every block normalises its whole row (statistics) but writes only
-// its 256 channels, one per thread, so a single decode row still spreads over C/256 SMs.
+// Grid (rows, splits): every block normalises its whole row (statistics) and writes the
+// channels blockIdx.y * 256 + threadIdx.x + k * splits * 256. Decode uses C / 256 splits
+// so one row spreads over several SMs; prefill one split per row.
 __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid_constant__ ShiftLerpArgs a) {
   __shared__ float scratch[32];
   const int C = a.C;
-  const int c = blockIdx.y * kRowThreads + threadIdx.x;
-  const bool has = c < C;  // warp-uniform: C is a multiple of 32
+  const int c0 = blockIdx.y * kRowThreads + threadIdx.x, cstep = gridDim.y * kRowThreads;
   float w = 0.f, b = 0.f, mix[6] = {};
-  if (has) {  // weights before the PDL wait
-    w = a.ln_w[c];
-    b = a.ln_b[c];
+  if (c0 < C) {  // the first channel's weights before the PDL wait
+    w = a.ln_w[c0];
+    b = a.ln_b[c0];
 #pragma unroll
     for (int m = 0; m < 6; ++m)
-      if (m < a.n_mix) mix[m] = a.mix[size_t(m) * C + c];
+      if (m < a.n_mix) mix[m] = a.mix[size_t(m) * C + c0];
   }
   pdl_wait();
   pdl_trigger();
@@ -120,40 +122,35 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
   const int start = a.batch.seq_start[s], last = a.batch.seq_start[s + 1] - 1;
   float* shift = a.shift + size_t(a.batch.seq_slot[s]) * a.state_stride;
   const float* hr = a.h + size_t(r) * C;
-  const float hc = has ? hr[c] : 0.f;
-  const float old_shift = has && r == start ? shift[c] : 0.f;
+  const float* hp = a.h + size_t(r > start ? r - 1 : r) * C;
+  const float* hl = a.h + size_t(last) * C;
   const float2 st = row_stats(hr, C, a.eps, scratch);
-  const float x = (hc - st.x) * st.y * w + b;
-  float prev = old_shift;
-  if (r != start) {
-    const float* hp = a.h + size_t(r - 1) * C;
-    const float2 sp = row_stats(hp, C, a.eps, scratch);
-    prev = has ? (hp[c] - sp.x) * sp.y * w + b : 0.f;
-  }
-  if (has) a.xln[size_t(r) * C + c] = x;
-  for (int m = 0; m < a.n_mix; ++m) {
-    if (!has) break;
-    const float o = x + (prev - x) * mix[m];
-    const int64_t at = int64_t(r) * C + c;
-    a.out[m][at] = o;
-    if (a.out_q[m].q0) quantize32(a.out_q[m], o, at, at / 32);
-  }
-  // The blocks of a sequence's first row are the only readers of its shift state, so they
-  // also write the new one: x of the sequence's last row.
-  if (r == start) {
-    float nx = x;
-    if (last != r) {
-      const float* hl = a.h + size_t(last) * C;
-      const float2 sl = row_stats(hl, C, a.eps, scratch);
-      nx = has ? (hl[c] - sl.x) * sl.y * w + b : 0.f;
+  const float2 sp = r != start ? row_stats(hp, C, a.eps, scratch) : make_float2(0.f, 0.f);
+  const float2 sl = r == start && last != r ? row_stats(hl, C, a.eps, scratch) : make_float2(0.f, 0.f);
+  for (int c = c0; c < C; c += cstep) {  // warp-uniform: C is a multiple of 32
+    if (c != c0) {
+      w = a.ln_w[c];
+      b = a.ln_b[c];
+      for (int m = 0; m < a.n_mix; ++m) mix[m] = a.mix[size_t(m) * C + c];
     }
-    if (has) shift[c] = nx;
+    const float x = (hr[c] - st.x) * st.y * w + b;
+    // The blocks of a sequence's first row are the only readers of its shift state, so
+    // they also write the new one: x of the sequence's last row.
+    const float prev = r == start ? shift[c] : (hp[c] - sp.x) * sp.y * w + b;
+    if (r == start) shift[c] = last == r ? x : (hl[c] - sl.x) * sl.y * w + b;
+    const int64_t at = int64_t(r) * C + c;
+    a.xln[at] = x;
+    for (int m = 0; m < a.n_mix; ++m) {
+      const float o = x + (prev - x) * mix[m];
+      a.out[m][at] = o;
+      if (a.out_q[m].q0) quantize32(a.out_q[m], o, at, at / 32);
+    }
   }
 }
 
-__global__ void __launch_bounds__(kRowThreads) layer_norm_rows_kernel(const float* x, const int32_t* rows, int C,
-                                                                     const float* ln_w, const float* ln_b, float eps,
-                                                                     float* y) {
+__global__ void __launch_bounds__(kRowThreads)
+    layer_norm_rows_kernel(const float* x, const int32_t* rows, int C, const float* ln_w, const float* ln_b, float eps,
+                           float* y) {
   __shared__ float scratch[32];
   float w[kMaxPer], b[kMaxPer];
   load_row(ln_w, C, w);
@@ -170,23 +167,32 @@ __global__ void __launch_bounds__(kRowThreads) layer_norm_rows_kernel(const floa
 
 void check_width(int C, const char* what) {
   if (C <= 0 || C > kRowThreads * kMaxPer || C % 32 != 0)
-    fail(ErrorCode::unsupported, std::string("cuda ") + what + ": width " + std::to_string(C) +
-                                     " (must be a multiple of 32, at most 4096)");
+    fail(ErrorCode::unsupported,
+         std::string("cuda ") + what + ": width " + std::to_string(C) + " (must be a multiple of 32, at most 4096)");
 }
 
-__global__ void epilogue_kernel(OutOp op, const float* src, float* dst, const float* bias, int rows, int64_t cols,
+// Grid (column blocks, rows): no division per element.
+__global__ void epilogue_kernel(OutOp op, const float* src, float* dst, const float* bias, int64_t cols,
                                 int64_t stride) {
   pdl_wait();
   pdl_trigger();
-  const int64_t n = int64_t(rows) * cols;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / cols, c = i - r * cols, at = r * stride + c;
+  const int64_t r = blockIdx.y;
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t at = r * stride + c;
     const float v = src[at];
     switch (op) {
-      case OutOp::store: dst[at] = v; break;
-      case OutOp::add: dst[at] += v; break;
-      case OutOp::decay: dst[at] = decay_from_logit(bias[c] + v); break;
-      case OutOp::sigmoid: dst[at] = sigmoidf_(bias[c] + v); break;
+      case OutOp::store:
+        dst[at] = v;
+        break;
+      case OutOp::add:
+        dst[at] += v;
+        break;
+      case OutOp::decay:
+        dst[at] = decay_from_logit(bias[c] + v);
+        break;
+      case OutOp::sigmoid:
+        dst[at] = sigmoidf_(bias[c] + v);
+        break;
       case OutOp::relu_sq: {
         const float m = fmaxf(v, 0.f);
         dst[at] = m * m;
@@ -196,20 +202,37 @@ __global__ void epilogue_kernel(OutOp op, const float* src, float* dst, const fl
   }
 }
 
-__global__ void to_f16_kernel(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, __half* dst) {
+__device__ __forceinline__ float apply(InOp op, float v) {
+  if (op == InOp::tanh) return tanhf(v);
+  if (op == InOp::sigmoid) return sigmoidf_(v);
+  return v;
+}
+
+// Grid (column blocks, rows); four values per thread when rows are 16-byte aligned.
+__global__ void to_f16_kernel(const float* x, int64_t x_stride, int64_t cols, InOp op, __half* dst, bool vec) {
   pdl_wait();
   pdl_trigger();
-  const int64_t n = int64_t(rows) * cols;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / cols, c = i - r * cols;
-    float v = x[r * x_stride + c];
-    if (op == InOp::tanh) v = tanhf(v);
-    else if (op == InOp::sigmoid) v = sigmoidf_(v);
-    dst[i] = __float2half_rn(v);
+  const int64_t r = blockIdx.y;
+  const float* xr = x + r * x_stride;
+  __half* dr = dst + r * cols;
+  const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, step = int64_t(gridDim.x) * blockDim.x;
+  if (vec) {
+    for (int64_t c = 4 * first; c < cols; c += 4 * step) {
+      const float4 v = *reinterpret_cast<const float4*>(xr + c);
+      const __half2 lo = __floats2half2_rn(apply(op, v.x), apply(op, v.y));
+      const __half2 hi = __floats2half2_rn(apply(op, v.z), apply(op, v.w));
+      *reinterpret_cast<__half2*>(dr + c) = lo;
+      *reinterpret_cast<__half2*>(dr + c + 2) = hi;
+    }
+  } else {
+    for (int64_t c = first; c < cols; c += step) dr[c] = __float2half_rn(apply(op, xr[c]));
   }
 }
 
-int elementwise_blocks(int64_t n) { return int(std::min<int64_t>((n + 255) / 256, 4096)); }
+// Column blocks of 256 threads for a row of `cols` (per = values per thread).
+unsigned column_blocks(int64_t cols, int per) {
+  return unsigned(std::min<int64_t>((cols + 256 * per - 1) / (256 * per), 64));
+}
 
 }  // namespace
 
@@ -226,7 +249,8 @@ void embed_ln(const PackedView& emb, const int32_t* tokens, int R, const float* 
 #define RWKV_GO(TY) go(embed_ln_kernel<TY>)
   switch (emb.type) {
     RWKV_CUDA_TYPE_CASES(RWKV_GO)
-    default: break;
+    default:
+      break;
   }
 #undef RWKV_GO
   if (!launched) fail(ErrorCode::unsupported, "cuda embed_ln: unsupported embedding type");
@@ -235,7 +259,8 @@ void embed_ln(const PackedView& emb, const int32_t* tokens, int R, const float* 
 void ln_shift_lerp(const ShiftLerpArgs& args, Stream stream) {
   check_width(args.C, "ln_shift_lerp");
   if (args.n_mix < 1 || args.n_mix > 6) fail(ErrorCode::argument, "cuda ln_shift_lerp: 1 to 6 lerps");
-  const dim3 grid(args.batch.R, (args.C + kRowThreads - 1) / kRowThreads);
+  const int splits = args.batch.R <= kMatvecMaxRows ? (args.C + kRowThreads - 1) / kRowThreads : 1;
+  const dim3 grid(args.batch.R, splits);
   launch("ln_shift_lerp", ln_shift_lerp_kernel, grid, dim3(kRowThreads), 0, stream, args);
 }
 
@@ -247,13 +272,15 @@ void layer_norm_rows(const float* x, const int32_t* rows, int n, int C, const fl
 
 void epilogue(OutOp op, const float* src, float* dst, const float* bias, int rows, int64_t cols, int64_t stride,
               Stream stream) {
-  launch("epilogue", epilogue_kernel, dim3(elementwise_blocks(int64_t(rows) * cols)), dim3(256), 0, stream, op, src,
-         dst, bias, rows, cols, stride);
+  launch("epilogue", epilogue_kernel, dim3(column_blocks(cols, 1), rows), dim3(256), 0, stream, op, src, dst, bias,
+         cols, stride);
 }
 
 void to_f16(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, void* dst, Stream stream) {
-  launch("to_f16", to_f16_kernel, dim3(elementwise_blocks(int64_t(rows) * cols)), dim3(256), 0, stream, x, x_stride,
-         rows, cols, op, static_cast<__half*>(dst));
+  const bool vec = cols % 4 == 0 && x_stride % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0 &&
+                   (reinterpret_cast<uintptr_t>(dst) & 7) == 0;
+  launch("to_f16", to_f16_kernel, dim3(column_blocks(cols, vec ? 4 : 1), rows), dim3(256), 0, stream, x, x_stride, cols,
+         op, static_cast<__half*>(dst), vec);
 }
 
 }  // namespace rwkv::cuda

@@ -81,18 +81,17 @@ struct QuantX {
 QuantX quant_x_view(void* base, int rows, int64_t cols);
 size_t quant_x_bytes(int rows, int64_t cols);
 // out = the QuantX of op(x) for `rows` rows of `cols` (x row stride x_stride).
-void quantize_rows(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, const QuantX& out,
-                   Stream stream);
+void quantize_rows(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, const QuantX& out, Stream stream);
 
 struct MatvecJob {
   PackedView W;
-  QuantX xq;  // quantised weights: x already quantised (else the kernel quantises x itself)
+  QuantX xq;                 // quantised weights: x already quantised (else the kernel quantises x itself)
   const float* x = nullptr;  // T rows of W.cols floats, row t at x + t * x_stride
   int64_t x_stride = 0;
   float* y = nullptr;  // T rows of W.rows floats, row t at y + t * y_stride
   int64_t y_stride = 0;
-  float* y_raw = nullptr;        // OutOp::add only, may be null
-  const float* bias = nullptr;   // OutOp::decay / sigmoid: [W.rows]
+  float* y_raw = nullptr;       // OutOp::add only, may be null
+  const float* bias = nullptr;  // OutOp::decay / sigmoid: [W.rows]
   InOp in_op = InOp::none;
   OutOp out_op = OutOp::store;
 };
@@ -123,8 +122,8 @@ class Blas {
   ~Blas();
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
-  void gemm_f16(const void* W16, int64_t ldw, int64_t rows, int64_t cols, const void* X16, int R, float* Y,
-                int64_t ldy, float beta, Stream stream);
+  void gemm_f16(const void* W16, int64_t ldw, int64_t rows, int64_t cols, const void* X16, int R, float* Y, int64_t ldy,
+                float beta, Stream stream);
 
  private:
   void* handle_ = nullptr;

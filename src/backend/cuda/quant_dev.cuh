@@ -255,7 +255,8 @@ struct Item<TensorType::Q5_1> : ItemLegacy4<true, true> {};
 // byte 4 of the header). Selects instead of indexing keep the header out of local memory.
 __device__ __forceinline__ int k_scale_byte(const int4& hdr, int idx) {
   const int b = 4 + idx;
-  const uint32_t word = b < 8 ? (b < 4 ? uint32_t(hdr.x) : uint32_t(hdr.y)) : (b < 12 ? uint32_t(hdr.z) : uint32_t(hdr.w));
+  const uint32_t word =
+      b < 8 ? (b < 4 ? uint32_t(hdr.x) : uint32_t(hdr.y)) : (b < 12 ? uint32_t(hdr.z) : uint32_t(hdr.w));
   return int((word >> (8 * (b & 3))) & 0xff);
 }
 
@@ -361,7 +362,7 @@ template <>
 struct Item<TensorType::Q6_K> {
   static constexpr int kElems = 64, kUnroll = 3;
   static constexpr bool kQuant = true;
-  int4 l0, l1, h;  // ql'[16u..], ql'[32+16u..], qh'[16u..]
+  int4 l0, l1, h;       // ql'[16u..], ql'[32+16u..], qh'[16u..]
   uint32_t sc01, sc23;  // scales[8n .. 8n+8) (int8)
   uint32_t d;
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
@@ -443,17 +444,39 @@ __device__ __forceinline__ void item_values(const Item<T>& item, int64_t it, flo
 }
 
 // Expands MACRO(T) inside a switch over the packable types (case T: MACRO(T); break;).
-#define RWKV_CUDA_TYPE_CASES(MACRO)                    \
-  case TensorType::F32: MACRO(TensorType::F32); break;   \
-  case TensorType::F16: MACRO(TensorType::F16); break;   \
-  case TensorType::BF16: MACRO(TensorType::BF16); break; \
-  case TensorType::Q8_0: MACRO(TensorType::Q8_0); break; \
-  case TensorType::Q4_0: MACRO(TensorType::Q4_0); break; \
-  case TensorType::Q4_1: MACRO(TensorType::Q4_1); break; \
-  case TensorType::Q5_0: MACRO(TensorType::Q5_0); break; \
-  case TensorType::Q5_1: MACRO(TensorType::Q5_1); break; \
-  case TensorType::Q4_K: MACRO(TensorType::Q4_K); break; \
-  case TensorType::Q5_K: MACRO(TensorType::Q5_K); break; \
-  case TensorType::Q6_K: MACRO(TensorType::Q6_K); break;
+#define RWKV_CUDA_TYPE_CASES(MACRO) \
+  case TensorType::F32:             \
+    MACRO(TensorType::F32);         \
+    break;                          \
+  case TensorType::F16:             \
+    MACRO(TensorType::F16);         \
+    break;                          \
+  case TensorType::BF16:            \
+    MACRO(TensorType::BF16);        \
+    break;                          \
+  case TensorType::Q8_0:            \
+    MACRO(TensorType::Q8_0);        \
+    break;                          \
+  case TensorType::Q4_0:            \
+    MACRO(TensorType::Q4_0);        \
+    break;                          \
+  case TensorType::Q4_1:            \
+    MACRO(TensorType::Q4_1);        \
+    break;                          \
+  case TensorType::Q5_0:            \
+    MACRO(TensorType::Q5_0);        \
+    break;                          \
+  case TensorType::Q5_1:            \
+    MACRO(TensorType::Q5_1);        \
+    break;                          \
+  case TensorType::Q4_K:            \
+    MACRO(TensorType::Q4_K);        \
+    break;                          \
+  case TensorType::Q5_K:            \
+    MACRO(TensorType::Q5_K);        \
+    break;                          \
+  case TensorType::Q6_K:            \
+    MACRO(TensorType::Q6_K);        \
+    break;
 
 }  // namespace rwkv::cuda

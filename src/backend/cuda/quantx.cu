@@ -8,16 +8,18 @@ namespace rwkv::cuda {
 namespace {
 
 // One warp per block of 32 values, eight per 256-thread block.
-__global__ void __launch_bounds__(256) quantize_rows_kernel(const float* x, int64_t x_stride, int rows, int64_t cols,
-                                                            InOp op, QuantX out) {
+__global__ void __launch_bounds__(256)
+    quantize_rows_kernel(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, QuantX out) {
   pdl_wait();
   pdl_trigger();
   const int64_t nb = cols / 32, blk = int64_t(blockIdx.x) * 8 + (threadIdx.x >> 5);
   if (blk >= rows * nb) return;
   const int64_t t = blk / nb, c = (blk - t * nb) * 32 + (threadIdx.x & 31);
   float v = x[t * x_stride + c];
-  if (op == InOp::tanh) v = tanhf(v);
-  else if (op == InOp::sigmoid) v = sigmoidf_(v);
+  if (op == InOp::tanh)
+    v = tanhf(v);
+  else if (op == InOp::sigmoid)
+    v = sigmoidf_(v);
   quantize32(out, v, t * cols + c, blk);
 }
 

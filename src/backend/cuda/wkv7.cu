@@ -6,8 +6,8 @@
 // read-out by all, then group norm + bonus + gate. For decode.
 //
 // wkv_prefill: the per-token work is split out of the recurrence: wkv_prep (warp per
-// (token, head)), wkv_scan (the sequential recurrence alone, tokens staged in shared memory
-// in chunks), wkv_post (warp per (token, head)).
+// (token, head)), wkv_scan (the sequential recurrence alone, four state rows per thread,
+// tokens staged in shared memory in chunks), wkv_post (warp per (token, head)).
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/quantx.cuh"
@@ -69,7 +69,8 @@ __device__ __forceinline__ void load_state(const float* S, float (&st)[Q]) {
 template <int Q>
 __device__ __forceinline__ void store_state(float* S, const float (&st)[Q]) {
 #pragma unroll
-  for (int j = 0; j < Q; j += 4) *reinterpret_cast<float4*>(S + j) = make_float4(st[j], st[j + 1], st[j + 2], st[j + 3]);
+  for (int j = 0; j < Q; j += 4)
+    *reinterpret_cast<float4*>(S + j) = make_float4(st[j], st[j + 1], st[j + 2], st[j + 3]);
 }
 
 template <int N>
@@ -183,43 +184,102 @@ __global__ void __launch_bounds__(256) wkv_prep_kernel(const __grid_constant__ W
   for (int m = 0; m < M; ++m) a.kk[row + h * N + lane + 32 * m] = kk[m] * inv;
 }
 
-// The recurrence alone: block per (sequence, head), tokens staged kChunk at a time.
+// The recurrence alone: block per (sequence, head) of N threads; thread (g, part) keeps
+// rows 4g .. 4g+3, columns [part*N/4, part*N/4 + N/4) of the state in registers, so each
+// vector slice it reads from shared memory serves four rows (shared-memory bandwidth,
+// not arithmetic, limits a step otherwise). Tokens are staged kChunk at a time.
 template <int N>
-__global__ void __launch_bounds__(4 * N) wkv_scan_kernel(const __grid_constant__ WkvArgs a) {
-  constexpr int Q = N / 4;
-  constexpr int kChunk = N <= 64 ? 16 : 8;
+__global__ void __launch_bounds__(N) wkv_scan_kernel(const __grid_constant__ WkvArgs a) {
+  constexpr int Q = N / 4, kRows = 4;
+  constexpr int kChunk = 8;
   __shared__ __align__(16) float s_r[kChunk][N], s_d[kChunk][N], s_km[kChunk][N], s_al[kChunk][N], s_be[kChunk][N],
       s_v[kChunk][N];
   const int h = blockIdx.x, b = blockIdx.y;
-  const int tid = threadIdx.x, i = tid >> 2, part = tid & 3;
+  const int tid = threadIdx.x, g = tid >> 2, part = tid & 3, c0 = part * Q;
   const int C = a.H * N;
   pdl_wait();
   pdl_trigger();
   const int start = a.batch.seq_start[b], end = a.batch.seq_start[b + 1];
-  float* S = a.state + size_t(a.batch.seq_slot[b]) * a.state_stride + size_t(h) * N * N + size_t(i) * N + part * Q;
-  float st[Q];
-  load_state(S, st);
+  float* S = a.state + size_t(a.batch.seq_slot[b]) * a.state_stride + size_t(h) * N * N + size_t(kRows * g) * N + c0;
+  float st[kRows][Q];
+#pragma unroll
+  for (int u = 0; u < kRows; ++u) load_state(S + size_t(u) * N, st[u]);
+  auto f4 = [](const float* p) { return *reinterpret_cast<const float4*>(p); };
   for (int r0 = start; r0 < end; r0 += kChunk) {
     const int n = min(kChunk, end - r0);
-    for (int e = tid; e < n * N; e += 4 * N) {
-      const int t = e / N, ch = e - t * N;
-      const size_t at = size_t(r0 + t) * C + h * N + ch;
-      const float kk = a.kk[at];
-      s_r[t][ch] = a.r[at];
-      s_d[t][ch] = a.decay[at];
-      s_km[t][ch] = a.kmod[at];
-      s_al[t][ch] = -kk;
-      s_be[t][ch] = kk * a.a[at];
-      s_v[t][ch] = a.v[at];
+    // Staged in halves; every load of a half is issued before its shared-memory stores.
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      constexpr int kPer = kChunk / 2;
+      float vr[kPer], vd[kPer], vk[kPer], vkk[kPer], va[kPer], vv[kPer];
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) {
+        const int t = half * kPer + q;
+        if (t < n) {
+          const size_t at = size_t(r0 + t) * C + h * N + tid;
+          vr[q] = a.r[at];
+          vd[q] = a.decay[at];
+          vk[q] = a.kmod[at];
+          vkk[q] = a.kk[at];
+          va[q] = a.a[at];
+          vv[q] = a.v[at];
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) {
+        const int t = half * kPer + q;
+        if (t < n) {
+          s_r[t][tid] = vr[q];
+          s_d[t][tid] = vd[q];
+          s_km[t][tid] = vk[q];
+          s_al[t][tid] = -vkk[q];
+          s_be[t][tid] = vkk[q] * va[q];
+          s_v[t][tid] = vv[q];
+        }
+      }
     }
     __syncthreads();
     for (int t = 0; t < n; ++t) {
-      const float y = state_step<Q>(st, part, s_v[t][i], s_r[t], s_d[t], s_km[t], s_al[t], s_be[t]);
-      if (part == 0) a.y[size_t(r0 + t) * C + h * N + i] = y;
+      float sa[kRows] = {}, y[kRows] = {};
+#pragma unroll
+      for (int j = 0; j < Q; j += 4) {
+        const float4 al = f4(&s_al[t][c0 + j]);
+#pragma unroll
+        for (int u = 0; u < kRows; ++u)
+          sa[u] += al.x * st[u][j] + al.y * st[u][j + 1] + al.z * st[u][j + 2] + al.w * st[u][j + 3];
+      }
+#pragma unroll
+      for (int u = 0; u < kRows; ++u) {
+        sa[u] += __shfl_xor_sync(0xffffffffu, sa[u], 1);
+        sa[u] += __shfl_xor_sync(0xffffffffu, sa[u], 2);
+      }
+      const float4 v4 = f4(&s_v[t][kRows * g]);
+      const float vi[kRows] = {v4.x, v4.y, v4.z, v4.w};
+#pragma unroll
+      for (int j = 0; j < Q; j += 4) {
+        const float4 d = f4(&s_d[t][c0 + j]), k = f4(&s_km[t][c0 + j]), be = f4(&s_be[t][c0 + j]),
+                     r = f4(&s_r[t][c0 + j]);
+#pragma unroll
+        for (int u = 0; u < kRows; ++u) {
+          st[u][j] = fmaf(st[u][j], d.x, fmaf(vi[u], k.x, sa[u] * be.x));
+          st[u][j + 1] = fmaf(st[u][j + 1], d.y, fmaf(vi[u], k.y, sa[u] * be.y));
+          st[u][j + 2] = fmaf(st[u][j + 2], d.z, fmaf(vi[u], k.z, sa[u] * be.z));
+          st[u][j + 3] = fmaf(st[u][j + 3], d.w, fmaf(vi[u], k.w, sa[u] * be.w));
+          y[u] += st[u][j] * r.x + st[u][j + 1] * r.y + st[u][j + 2] * r.z + st[u][j + 3] * r.w;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kRows; ++u) {
+        y[u] += __shfl_xor_sync(0xffffffffu, y[u], 1);
+        y[u] += __shfl_xor_sync(0xffffffffu, y[u], 2);
+      }
+      if (part == 0)
+        *reinterpret_cast<float4*>(a.y + size_t(r0 + t) * C + h * N + kRows * g) = make_float4(y[0], y[1], y[2], y[3]);
     }
     __syncthreads();
   }
-  store_state(S, st);
+#pragma unroll
+  for (int u = 0; u < kRows; ++u) store_state(S + size_t(u) * N, st[u]);
 }
 
 // Warp per (token, head): group norm, bonus, gate (prefill).
@@ -263,7 +323,7 @@ template <int N>
 void prefill_n(const WkvArgs& a, Stream stream) {
   const dim3 per_token((a.H + 7) / 8, a.batch.R);
   launch("wkv_prep", wkv_prep_kernel<N>, per_token, dim3(256), 0, stream, a);
-  launch("wkv_scan", wkv_scan_kernel<N>, dim3(a.H, a.batch.B), dim3(4 * N), 0, stream, a);
+  launch("wkv_scan", wkv_scan_kernel<N>, dim3(a.H, a.batch.B), dim3(N), 0, stream, a);
   launch("wkv_post", wkv_post_kernel<N>, per_token, dim3(256), 0, stream, a);
 }
 
@@ -279,17 +339,23 @@ void check_args(const WkvArgs& a) {
 
 void wkv_fused(const WkvArgs& a, Stream stream) {
   check_args(a);
-  if (a.N == 32) fused_n<32>(a, stream);
-  else if (a.N == 64) fused_n<64>(a, stream);
-  else fused_n<128>(a, stream);
+  if (a.N == 32)
+    fused_n<32>(a, stream);
+  else if (a.N == 64)
+    fused_n<64>(a, stream);
+  else
+    fused_n<128>(a, stream);
 }
 
 void wkv_prefill(const WkvArgs& a, Stream stream) {
   check_args(a);
   if (!a.kk || !a.kmod || !a.y) fail(ErrorCode::argument, "cuda wkv_prefill: kk, kmod and y scratch are required");
-  if (a.N == 32) prefill_n<32>(a, stream);
-  else if (a.N == 64) prefill_n<64>(a, stream);
-  else prefill_n<128>(a, stream);
+  if (a.N == 32)
+    prefill_n<32>(a, stream);
+  else if (a.N == 64)
+    prefill_n<64>(a, stream);
+  else
+    prefill_n<128>(a, stream);
 }
 
 }  // namespace rwkv::cuda

@@ -321,6 +321,7 @@ void VulkanBackend::get_state(int slot, std::span<float> out) {
   const uint64_t bytes = hp_.state_floats_per_layer() * 4;
   Buffer host(*ctx_, bytes * states_.size(), MemoryKind::readback, "state readback");
   ctx_->run([&](VkCommandBuffer cmd) {
+    kernels_->to_transfer(cmd);  // the last step's state writes
     for (size_t l = 0; l < states_.size(); ++l) {
       const VkBufferCopy region{bytes * uint64_t(slot), bytes * l, bytes};
       ctx_->fn().vkCmdCopyBuffer(cmd, states_[l].handle(), host.handle(), 1, &region);

@@ -23,7 +23,6 @@ struct DeviceLimits {
   uint32_t max_workgroup_size_x = 0;  // maxComputeWorkGroupSize[0]
   uint32_t max_workgroup_count[3] = {0, 0, 0};
   uint32_t subgroup_size = 0;
-  uint64_t non_coherent_atom = 1;  // nonCoherentAtomSize
   double timestamp_period_ns = 0;  // 0: the compute queue has no timestamps
 };
 

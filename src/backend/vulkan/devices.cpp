@@ -148,7 +148,6 @@ ProbedDevice probe(const Functions& fn, VkPhysicalDevice pd, int index) {
   d.limits.max_workgroup_size_x = lim.maxComputeWorkGroupSize[0];
   for (int i = 0; i < 3; ++i) d.limits.max_workgroup_count[i] = lim.maxComputeWorkGroupCount[i];
   d.limits.subgroup_size = subgroup.subgroupSize;
-  d.limits.non_coherent_atom = std::max<uint64_t>(1, lim.nonCoherentAtomSize);
   if (has_compute && queues[d.compute_queue_family].timestampValidBits > 0 && lim.timestampComputeAndGraphics) {
     d.limits.timestamp_period_ns = lim.timestampPeriod;
   }

@@ -1,6 +1,7 @@
 #include "backend/vulkan/kernels.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "backend/vulkan/pipelines.h"
@@ -45,6 +46,10 @@ bool shader_supports(TensorType type) {
 }
 
 Kernels::Kernels(Context& ctx) : ctx_(ctx) {
+  // The tensor-core matmul is opt-in: on an H100 it measured slower than the tiled float32
+  // matmul (see bench/RESULTS-vulkan.md), so prefill takes it only when asked.
+  const char* cm = std::getenv("RWKV_VULKAN_COOPMAT");
+  use_coopmat_ = ctx.info().coopmat && cm != nullptr && cm[0] == '1';
   if (ctx.info().type == "cpu") {
     matvec_wg_ = 32;
     mixed_matvec_ = false;
@@ -55,23 +60,39 @@ uint32_t Kernels::max_job_rows() const {
   return std::min<uint64_t>(uint64_t(ctx_.limits().max_workgroup_count[0]) * matvec_rows, 1u << 20);
 }
 
-void Kernels::barrier(VkCommandBuffer cmd) const {
+namespace {
+
+void memory_barrier(const Functions& fn, VkCommandBuffer cmd, VkPipelineStageFlags src_stage, VkAccessFlags src,
+                    VkPipelineStageFlags dst_stage, VkAccessFlags dst) {
   VkMemoryBarrier mb{};
   mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-  mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
-  mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
-                     VK_ACCESS_TRANSFER_WRITE_BIT;
-  const VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  ctx_.fn().vkCmdPipelineBarrier(cmd, stages, stages, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  mb.srcAccessMask = src;
+  mb.dstAccessMask = dst;
+  fn.vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 1, &mb, 0, nullptr, 0, nullptr);
+}
+
+}  // namespace
+
+void Kernels::barrier(VkCommandBuffer cmd) const {
+  memory_barrier(ctx_.fn(), cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                 VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+}
+
+void Kernels::from_transfer(VkCommandBuffer cmd) const {
+  memory_barrier(ctx_.fn(), cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                 VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                 VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+}
+
+void Kernels::to_transfer(VkCommandBuffer cmd) const {
+  memory_barrier(ctx_.fn(), cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                 VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
 }
 
 void Kernels::host_barrier(VkCommandBuffer cmd) const {
-  VkMemoryBarrier mb{};
-  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-  mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT;
-  mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
-  ctx_.fn().vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                                 VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  memory_barrier(ctx_.fn(), cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                 VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                 VK_ACCESS_HOST_READ_BIT);
 }
 
 void Kernels::push(VkCommandBuffer cmd, const Pipeline& p,
@@ -111,9 +132,7 @@ void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b,
                      uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path, bool mixed) {
   if (n_jobs == 0 || n_tok == 0) return;
   if (path == MatPath::automatic) {
-    path = n_tok <= matvec_max_tokens ? MatPath::matvec
-           : ctx_.info().coopmat      ? MatPath::matmul_coopmat
-                                      : MatPath::matmul;
+    path = n_tok <= matvec_max_tokens ? MatPath::matvec : use_coopmat_ ? MatPath::matmul_coopmat : MatPath::matmul;
   }
   if (path == MatPath::matmul_coopmat && !ctx_.info().coopmat) {
     fail(ErrorCode::unsupported, "vulkan: " + ctx_.info().name + " has no usable cooperative matrices");

@@ -47,7 +47,7 @@ struct WkvPush {
 static_assert(sizeof(WkvPush) <= 128 && sizeof(LnMixPush) <= 128 && sizeof(EmbedPush) <= 128);
 
 // Which matrix-product shader runs a group of jobs. automatic: matvec for few tokens, else
-// the tensor-core matmul where the device has it, else the plain tiled matmul.
+// the tiled matmul, or the tensor-core one where the device has it and RWKV_VULKAN_COOPMAT=1.
 enum class MatPath { automatic, matvec, matmul, matmul_coopmat };
 
 // The buffers a matrix dispatch reads and writes. Weight slots that no job uses may repeat
@@ -62,10 +62,15 @@ class Kernels {
  public:
   explicit Kernels(Context& ctx);
 
-  // Makes every earlier shader or transfer write visible to every later shader or transfer
-  // access: the one barrier placed between dependent dispatches.
+  // Compute to compute: earlier shader writes visible to later shaders. The barrier placed
+  // between dependent dispatches; it names no transfer stage, which would cost more.
   void barrier(VkCommandBuffer cmd) const;
-  // Makes transfer writes visible to host reads (before a fence wait and a readback).
+  // Earlier transfer and shader writes, of this or of earlier submissions (uploads, fills,
+  // the previous step), visible to later shaders: the first barrier of a step.
+  void from_transfer(VkCommandBuffer cmd) const;
+  // Earlier shader writes visible to later transfers (copies out).
+  void to_transfer(VkCommandBuffer cmd) const;
+  // Earlier transfer and shader writes visible to the host (before a fence wait and a readback).
   void host_barrier(VkCommandBuffer cmd) const;
 
   // jobs[job_base, job_base + n_jobs), all of weight `type`, over n_tok activation rows.
@@ -101,6 +106,7 @@ class Kernels {
   // SIMD-width group or so on CPU-type devices, where each barrier costs a context switch.
   uint32_t matvec_wg_ = 128;
   bool mixed_matvec_ = true;
+  bool use_coopmat_ = false;
 };
 
 // "q4_K" -> "q4_k": the shader-variant suffix of a weight type.

@@ -82,8 +82,9 @@ void OpRunner::run(Scratch& scratch, const std::vector<uint32_t>& meta, F&& body
   std::memcpy(meta_buf.mapped(), meta.data(), meta.size() * 4);
   Buffer host(*ctx_, data.size() * 4, MemoryKind::readback, "op readback");
   ctx_->run([&](VkCommandBuffer cmd) {
+    kernels_->from_transfer(cmd);  // the uploads
     body(cmd, dev.handle(), meta_buf.handle());
-    kernels_->barrier(cmd);
+    kernels_->to_transfer(cmd);
     const VkBufferCopy region{0, 0, data.size() * 4};
     ctx_->fn().vkCmdCopyBuffer(cmd, dev.handle(), host.handle(), 1, &region);
     kernels_->host_barrier(cmd);
@@ -339,7 +340,7 @@ void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs) {
                     .seq_slot = 2 * stride};
     kernels_->wkv(cmd, scratch, store.vectors(), state.handle(), meta_buf, p, uint32_t(C / N), uint32_t(seqs.size()),
                   uint32_t(N));
-    kernels_->barrier(cmd);
+    kernels_->to_transfer(cmd);
     const VkBufferCopy region{0, 0, state_host.size() * 4};
     ctx_->fn().vkCmdCopyBuffer(cmd, state.handle(), state_back.handle(), 1, &region);
   });

@@ -186,7 +186,8 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
   // shaders read them often, and host-visible memory may sit across the PCIe bus.
   const VkBufferCopy tables{0, 0, uint64_t(M) * 7 * 4};
   ctx_->fn().vkCmdCopyBuffer(cmd, meta_.handle(), meta, 1, &tables);
-  sync("tables");
+  k.from_transfer(cmd);
+  if (!debug) profiler_->mark(cmd, "tables");
 
   for (const DeviceMatrix::Piece& piece : tok_embd_.pieces) {
     const EmbedPush p{.w_off = piece.offset,
@@ -204,6 +205,7 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
   }
   sync("embed");
   if (debug) {
+    k.to_transfer(cmd);
     capture(cmd, -1, "embed", s.emb, T, C);
     capture(cmd, -1, "embed.ln", s.h_a, T, C);
     flush_captures(cmd);
@@ -310,7 +312,7 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                           .row_slot = kRowSlot * M,
                           .row_flags = kRowFlags * M};
       k.ln_mix(cmd, scratch, vecs, state, state, meta, sum, T);
-      sync("debug");
+      k.to_transfer(cmd);
       const char* mix_names[6] = {"att.xr", "att.xw", "att.xk", "att.xv", "att.xa", "att.xg"};
       capture(cmd, l, "att.ln", s.xa, T, C);
       for (uint32_t i = 0; i < 6; ++i) capture(cmd, l, mix_names[i], s.mix + i * ms, T, C);
@@ -358,9 +360,12 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
   sync("ln_out");
   if (R > 0) {
     record_matrices(cmd, head_stage_, R, logits_.handle(), true);
-    sync("head");
+    k.to_transfer(cmd);
+    if (!debug) profiler_->mark(cmd, "head");
     const VkBufferCopy region{0, 0, uint64_t(R) * uint64_t(hp_.n_vocab) * 4};
     ctx_->fn().vkCmdCopyBuffer(cmd, logits_.handle(), readback_.handle(), 1, &region);
+  } else if (debug) {
+    k.to_transfer(cmd);
   }
   if (debug) {
     capture(cmd, -1, "head.ln", s.head_in, T, C);

@@ -93,12 +93,6 @@ uint32_t WeightStore::add_vector(const Weight& w) {
   return add_floats(f.data(), f.size());
 }
 
-uint64_t WeightStore::total_bytes() const {
-  uint64_t n = host_vectors_.size() * 4;
-  for (uint64_t s : arena_sizes_) n += s;
-  return n;
-}
-
 void WeightStore::upload(const ProgressFn& progress) {
   for (size_t i = 0; i < arena_sizes_.size(); ++i) {
     arenas_.emplace_back(ctx_, align_up(arena_sizes_[i], kTailPad) + kTailPad, MemoryKind::device, "model weights");

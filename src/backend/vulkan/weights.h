@@ -45,7 +45,6 @@ class WeightStore {
 
   VkBuffer arena(uint32_t index) const { return arenas_[index].handle(); }
   VkBuffer vectors() const { return vectors_.handle(); }
-  uint64_t total_bytes() const;
 
  private:
   struct Pending {

@@ -11,6 +11,7 @@
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
+#define CACHE 16u  // elements per invocation kept in registers
 layout(std430, set = 0, binding = 0) buffer Scratch { float act[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };
 layout(std430, set = 0, binding = 2) readonly buffer StateIn { float state_in[]; };
@@ -46,12 +47,24 @@ void main() {
   bool first = (flags & 1u) != 0u;
   bool need_prev = !first && pc.nmix > 0u;
 
-  // Two-pass statistics of row t (x) and, when its LN feeds the shift, row t-1 (y).
+  // Two-pass statistics of row t (x) and, when its LN feeds the shift, row t-1 (y). Each
+  // invocation keeps the elements it reads in registers (rows up to CACHE * 256 channels),
+  // so the second pass and the output need no second trip to memory.
+  vec2 cache[CACHE];
   vec2 s = vec2(0.0);
-  for (uint i = tid; i < pc.C; i += 256u) s += vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0);
+  for (uint k = 0u; k < CACHE; ++k) {
+    uint i = tid + 256u * k;
+    cache[k] = i < pc.C ? vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0) : vec2(0.0);
+    s += cache[k];
+  }
+  for (uint i = tid + 256u * CACHE; i < pc.C; i += 256u) s += vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0);
   vec2 mean = wg_sum2(s) / float(pc.C);
   vec2 q = vec2(0.0);
-  for (uint i = tid; i < pc.C; i += 256u) {
+  for (uint k = 0u; k < CACHE; ++k) {
+    vec2 d = tid + 256u * k < pc.C ? cache[k] - mean : vec2(0.0);
+    q += d * d;
+  }
+  for (uint i = tid + 256u * CACHE; i < pc.C; i += 256u) {
     vec2 d = vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0) - mean;
     q += d * d;
   }
@@ -59,14 +72,20 @@ void main() {
   if (c >= pc.C) return;
 
   float w = vecs[pc.ln_w + c], b = vecs[pc.ln_b + c];
-  float h = h_at(t, c);
+  // This invocation's channel c = 256 x + tid is its cached element x (when cached); the
+  // loop keeps the cache indices constant, so it can stay in registers.
+  vec2 hc = vec2(0.0);
+  for (uint k = 0u; k < CACHE; ++k) {
+    if (k == gl_WorkGroupID.x) hc = cache[k];
+  }
+  if (gl_WorkGroupID.x >= CACHE) hc = vec2(h_at(t, c), need_prev ? h_at(t - 1u, c) : 0.0);
+  float h = hc.x;
   float cur = (h - mean.x) * rstd.x * w + b;
   uint o = t * pc.C + c;
   if (pc.h_out != NONE) act[pc.h_out + o] = h;
   act[pc.xln + o] = cur;
   if (pc.nmix > 0u) {
-    float prev = first ? state_in[slot * pc.slot_stride + pc.shift_off + c]
-                       : (h_at(t - 1u, c) - mean.y) * rstd.y * w + b;
+    float prev = first ? state_in[slot * pc.slot_stride + pc.shift_off + c] : (hc.y - mean.y) * rstd.y * w + b;
     for (uint m = 0u; m < pc.nmix; ++m) {
       act[pc.mix + m * pc.mix_stride + o] = cur + (prev - cur) * vecs[pc.mu + m * pc.C + c];
     }
