@@ -1,9 +1,9 @@
 // rwkv quantize: re-encodes an RWKV-7 GGUF the way llama-quantize does for this architecture
 // (spec §3.4). Only the embedding, the head and the six big matrices per layer change type;
 // every other tensor and all metadata are copied as they are.
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
-#include <regex>
 
 #include "commands.h"
 #include "common.h"
@@ -51,9 +51,17 @@ const Target& find_target(const std::string& name) {
 
 // The tensors llama-quantize re-encodes for rwkv7; everything else keeps its type.
 bool is_quantised_tensor(const std::string& name) {
-  static const std::regex pattern(
-      R"((token_embd|output)\.weight|blk\.\d+\.(time_mix_(receptance|key|value|output)|channel_mix_(key|value))\.weight)");
-  return std::regex_match(name, pattern);
+  if (name == "token_embd.weight" || name == "output.weight") return true;
+  // blk.<digits>.<matrix>.weight
+  if (name.rfind("blk.", 0) != 0) return false;
+  size_t p = 4;
+  while (p < name.size() && std::isdigit(static_cast<unsigned char>(name[p]))) ++p;
+  if (p == 4 || p >= name.size() || name[p] != '.') return false;
+  const std::string rest = name.substr(p + 1);
+  for (const char* m : {"time_mix_receptance", "time_mix_key", "time_mix_value", "time_mix_output", "channel_mix_key",
+                        "channel_mix_value"})
+    if (rest == std::string(m) + ".weight") return true;
+  return false;
 }
 
 // llama.cpp's fall-back when a row is not a whole number of 256-element k-quant blocks.
