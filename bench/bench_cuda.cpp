@@ -1,7 +1,7 @@
 // bench_cuda: throughput of the CUDA backend on random models of the real RWKV-7 shapes:
 // decode (tg), prefill (pp) and batched decode, with tok/s and the weight bandwidth of
-// decode. The model file is written fast by tiling a small pool of random encoded rows per
-// tensor kind (quantising 2.9B values row by row would take minutes), into /dev/shm.
+// decode. The model file is written fast (SyntheticSpec::pool_rows: quantising 2.9B values
+// row by row would take minutes), into /dev/shm.
 //
 //   bench_cuda --shape 2.9b --type q8_0 --tg 128 --pp 512 --batch 1,64 [--no-pdl]
 #include <algorithm>
@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <optional>
 #include <random>
 #include <string>
@@ -24,124 +23,11 @@
 #include "backend/cuda/ops.h"
 #include "backend/registry.h"
 #include "common/error.h"
-#include "gguf/gguf.h"
-#include "tensor/quant.h"
 
 namespace rwkv {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Writes a model with the tensor table of spec §3.2; each matrix row is a random pick
-// from 64 random rows encoded once per (type, width, value range).
-class BenchModelWriter {
- public:
-  explicit BenchModelWriter(const SyntheticSpec& s) : s_(s), rng_(s.seed) {}
-
-  void write(const std::string& path) {
-    const int64_t C = s_.n_embd, F = s_.n_ffn, V = s_.n_vocab;
-    const TensorType lora = s_.type == TensorType::F32 ? TensorType::F32 : TensorType::F16;
-    const float sc = 1.0f / std::sqrt(float(C)), sf = 1.0f / std::sqrt(float(F));
-    w_.set_string("general.architecture", "rwkv7");
-    w_.set_string("general.name", "rwkv7-bench");
-    w_.set_u32("rwkv7.context_length", 1048576);
-    w_.set_u32("rwkv7.embedding_length", uint32_t(C));
-    w_.set_u32("rwkv7.block_count", uint32_t(s_.n_layer));
-    w_.set_u32("rwkv7.feed_forward_length", uint32_t(F));
-    w_.set_u32("rwkv7.attention.head_count", 0);
-    w_.set_f32("rwkv7.attention.layer_norm_epsilon", 1e-5f);
-    w_.set_u32("rwkv7.wkv.head_size", uint32_t(s_.head_size));
-    w_.set_u32("rwkv7.attention.decay_lora_rank", uint32_t(s_.rank_w));
-    w_.set_u32("rwkv7.attention.iclr_lora_rank", uint32_t(s_.rank_a));
-    w_.set_u32("rwkv7.attention.value_residual_mix_lora_rank", uint32_t(s_.rank_v));
-    w_.set_u32("rwkv7.attention.gate_lora_rank", uint32_t(s_.rank_g));
-    std::vector<std::string> tokens(static_cast<size_t>(V));
-    std::vector<int32_t> types(static_cast<size_t>(V), 1);
-    tokens[0] = "<s>";
-    types[0] = 3;
-    for (int64_t i = 1; i < V; ++i) {  // distinct ASCII tokens (no escaping needed)
-      std::string t = " ";
-      for (int64_t v = i; v > 0; v /= 26) t += char('a' + v % 26);
-      tokens[size_t(i)] = t;
-    }
-    w_.set_string("tokenizer.ggml.model", "rwkv");
-    w_.set_string_array("tokenizer.ggml.tokens", tokens);
-    w_.set_i32_array("tokenizer.ggml.token_type", types);
-
-    add("token_embd.weight", s_.type, C, V, -1.0f, 1.0f);
-    add("token_embd_norm.weight", TensorType::F32, C, 1, 0.8f, 1.2f);
-    add("token_embd_norm.bias", TensorType::F32, C, 1, -0.1f, 0.1f);
-    for (int l = 0; l < s_.n_layer; ++l) {
-      const std::string p = "blk." + std::to_string(l) + ".";
-      const int64_t rv = l == 0 ? s_.rank_a : s_.rank_v;
-      add(p + "attn_norm.weight", TensorType::F32, C, 1, 0.8f, 1.2f);
-      add(p + "attn_norm.bias", TensorType::F32, C, 1, -0.1f, 0.1f);
-      add(p + "attn_norm_2.weight", TensorType::F32, C, 1, 0.8f, 1.2f);
-      add(p + "attn_norm_2.bias", TensorType::F32, C, 1, -0.1f, 0.1f);
-      add(p + "time_mix_w0.weight", TensorType::F32, C, 1, -3.0f, 1.0f);
-      add(p + "time_mix_w1.weight", TensorType::F32, C, s_.rank_w, -sc, sc);
-      add(p + "time_mix_w2.weight", TensorType::F32, s_.rank_w, C, -0.5f, 0.5f);
-      add(p + "time_mix_a0.weight", TensorType::F32, C, 1, -1.0f, 1.0f);
-      add(p + "time_mix_a1.weight", lora, C, s_.rank_a, -sc, sc);
-      add(p + "time_mix_a2.weight", lora, s_.rank_a, C, -0.5f, 0.5f);
-      add(p + "time_mix_v0.weight", TensorType::F32, C, 1, -1.0f, 1.0f);
-      add(p + "time_mix_v1.weight", lora, C, rv, -sc, sc);
-      add(p + "time_mix_v2.weight", lora, rv, C, -0.5f, 0.5f);
-      add(p + "time_mix_g1.weight", lora, C, s_.rank_g, -sc, sc);
-      add(p + "time_mix_g2.weight", lora, s_.rank_g, C, -0.5f, 0.5f);
-      add(p + "time_mix_k_k.weight", TensorType::F32, C, 1, 0.5f, 1.5f);
-      add(p + "time_mix_k_a.weight", TensorType::F32, C, 1, 0.0f, 1.0f);
-      add(p + "time_mix_r_k.weight", TensorType::F32, C, 1, -0.5f, 0.5f);
-      add(p + "time_mix_lerp_fused.weight", TensorType::F32, C, 6, 0.0f, 1.0f, {C, 1, 1, 6});
-      for (const char* m : {"receptance", "key", "value", "output"})
-        add(p + "time_mix_" + m + ".weight", s_.type, C, C, -sc, sc);
-      add(p + "time_mix_ln.weight", TensorType::F32, C, 1, 0.8f, 1.2f);
-      add(p + "time_mix_ln.bias", TensorType::F32, C, 1, -0.1f, 0.1f);
-      add(p + "channel_mix_lerp_k.weight", TensorType::F32, C, 1, 0.0f, 1.0f);
-      add(p + "channel_mix_key.weight", s_.type, C, F, -sc, sc);
-      add(p + "channel_mix_value.weight", s_.type, F, C, -sf * 4, sf * 4);
-    }
-    add("output_norm.weight", TensorType::F32, C, 1, 0.8f, 1.2f);
-    add("output_norm.bias", TensorType::F32, C, 1, -0.1f, 0.1f);
-    add("output.weight", s_.head_type, C, V, -sc * 2, sc * 2);
-    w_.write(path);
-  }
-
- private:
-  static constexpr int kPoolRows = 64;
-
-  void add(const std::string& name, TensorType type, int64_t cols, int64_t rows, float lo, float hi,
-           std::vector<int64_t> ne = {}) {
-    if (ne.empty()) ne = rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{cols, rows};
-    const size_t rb = row_bytes(type, cols);
-    const std::vector<uint8_t>& pool = pool_for(type, cols, lo, hi);
-    std::vector<uint8_t> data(rb * size_t(rows));
-    for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(data.data() + size_t(r) * rb, pool.data() + (rng_() % kPoolRows) * rb, rb);
-    w_.add_tensor(name, type, ne, data.data(), data.size());
-  }
-
-  const std::vector<uint8_t>& pool_for(TensorType type, int64_t cols, float lo, float hi) {
-    const std::string key =
-        std::to_string(int(type)) + "/" + std::to_string(cols) + "/" + std::to_string(lo) + "/" + std::to_string(hi);
-    auto it = pools_.find(key);
-    if (it != pools_.end()) return it->second;
-    std::uniform_real_distribution<float> d(lo, hi);
-    std::vector<float> row(static_cast<size_t>(cols));
-    const size_t rb = row_bytes(type, cols);
-    std::vector<uint8_t> pool(rb * kPoolRows);
-    for (int r = 0; r < kPoolRows; ++r) {
-      for (float& x : row) x = d(rng_);
-      quantize_row(type, row.data(), pool.data() + size_t(r) * rb, cols);
-    }
-    return pools_.emplace(key, std::move(pool)).first->second;
-  }
-
-  const SyntheticSpec& s_;
-  std::mt19937_64 rng_;
-  gguf::Writer w_;
-  std::map<std::string, std::vector<uint8_t>> pools_;
-};
 
 std::vector<int32_t> random_tokens(size_t n, int vocab, std::mt19937_64& rng) {
   std::vector<int32_t> t(n);
@@ -192,13 +78,14 @@ int run(int argc, char** argv) {
   const std::optional<TensorType> t = parse_type(type);
   if (!t) fail(ErrorCode::argument, "unknown type " + type);
   spec.type = spec.head_type = *t;
+  spec.pool_rows = 64;
   cuda::set_pdl(pdl);
 
   const std::string dir = std::filesystem::exists("/dev/shm") ? "/dev/shm" : "/tmp";
   const std::string path = dir + "/rwkv-bench-" + shape + "-" + std::string(type_name(*t)) + ".gguf";
   if (!std::filesystem::exists(path)) {
     const auto t0 = Clock::now();
-    BenchModelWriter(spec).write(path);
+    write_synthetic_model(path, spec);
     std::fprintf(stderr, "wrote %s in %.1f s\n", path.c_str(), seconds_since(t0));
   }
   auto model = Model::load(path);

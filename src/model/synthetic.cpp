@@ -1,6 +1,8 @@
 #include "model/synthetic.h"
 
 #include <cmath>
+#include <cstring>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -31,12 +33,18 @@ std::string escape_token(const std::string& bytes) {
   static const char* hex = "0123456789abcdef";
   std::string out;
   for (unsigned char c : bytes) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\t') out += "\\t";
-    else if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c >= 0x20 && c < 0x7f) out += char(c);
-    else out += {'\\', 'x', hex[c >> 4], hex[c & 15]};
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else if (c >= 0x20 && c < 0x7f)
+      out += char(c);
+    else
+      out += {'\\', 'x', hex[c >> 4], hex[c & 15]};
   }
   return out;
 }
@@ -64,11 +72,32 @@ class Generator {
                                     std::to_string(ti.block_size));
     const size_t rb = row_bytes(type, cols);
     std::vector<uint8_t> data(rb * size_t(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-      const std::vector<float> row = uniform(size_t(cols), lo, hi);
-      quantize_row(type, row.data(), data.data() + size_t(r) * rb, cols);
+    if (spec_.pool_rows > 0) {
+      const std::vector<uint8_t>& pool = pool_for(type, cols, lo, hi);
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(data.data() + size_t(r) * rb, pool.data() + (rng_() % uint64_t(spec_.pool_rows)) * rb, rb);
+    } else {
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<float> row = uniform(size_t(cols), lo, hi);
+        quantize_row(type, row.data(), data.data() + size_t(r) * rb, cols);
+      }
     }
     w_.add_tensor(name, type, ne, data.data(), data.size());
+  }
+
+  // pool_rows random rows of one tensor kind, encoded once.
+  const std::vector<uint8_t>& pool_for(TensorType type, int64_t cols, float lo, float hi) {
+    const std::string key =
+        std::to_string(int(type)) + "/" + std::to_string(cols) + "/" + std::to_string(lo) + "/" + std::to_string(hi);
+    auto it = pools_.find(key);
+    if (it != pools_.end()) return it->second;
+    const size_t rb = row_bytes(type, cols);
+    std::vector<uint8_t> pool(rb * size_t(spec_.pool_rows));
+    for (int r = 0; r < spec_.pool_rows; ++r) {
+      const std::vector<float> row = uniform(size_t(cols), lo, hi);
+      quantize_row(type, row.data(), pool.data() + size_t(r) * rb, cols);
+    }
+    return pools_.emplace(key, std::move(pool)).first->second;
   }
 
   void vocabulary() {
@@ -159,6 +188,7 @@ class Generator {
   const SyntheticSpec& spec_;
   gguf::Writer& w_;
   std::mt19937_64 rng_;
+  std::map<std::string, std::vector<uint8_t>> pools_;
 };
 
 }  // namespace

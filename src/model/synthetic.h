@@ -12,9 +12,13 @@ namespace rwkv {
 struct SyntheticSpec {
   int n_embd = 128, n_layer = 2, head_size = 64, n_ffn = 512, n_vocab = 512;
   int rank_w = 32, rank_a = 32, rank_v = 16, rank_g = 32;
-  TensorType type = TensorType::F32;  // the big matrices (and embedding, head)
+  TensorType type = TensorType::F32;       // the big matrices (and embedding, head)
   TensorType head_type = TensorType::F32;  // output.weight; defaults to `type` in make_model tools
   uint64_t seed = 1;
+  // 0: every row drawn and encoded afresh. N > 0: each row is a copy of one of N random
+  // rows encoded once per tensor kind (type, width, value range), which writes the real
+  // 2.9B shape in seconds instead of minutes; for benchmarks, where values do not matter.
+  int pool_rows = 0;
 
   // The real shapes (spec §1.1) with vocabulary 65536.
   static SyntheticSpec shape_0_1b();
