@@ -213,6 +213,19 @@ TEST_F(Cli, MakeModelQuantizeInfo) {
   EXPECT_EQ(gen.exit_code, 0) << gen.err;
 }
 
+// Benchmark models: rows drawn from a small pool still make a valid, runnable model.
+TEST_F(Cli, MakeModelFromARowPool) {
+  const std::string path = temp_path("pooled-q8_0.gguf");
+  const Outcome made =
+      rwkv("make-model " + quote(path) + " --embd 128 --layers 2 --ffn 256 --vocab 300 --type q8_0 " + "--pool-rows 4");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const auto model = Model::load(path);
+  EXPECT_EQ(model->layers[1].ffn_value.type, TensorType::Q8_0);
+  const Outcome gen = rwkv("generate -m " + quote(path) + " -p ' a' -n 4 --greedy");
+  EXPECT_EQ(gen.exit_code, 0) << gen.err;
+  EXPECT_EQ(rwkv("make-model " + quote(path) + " --pool-rows -1").exit_code, 2);
+}
+
 TEST_F(Cli, QuantizeFallsBackWhenKQuantBlocksDoNotFitARow) {
   // n_embd 128 is not a multiple of the 256-element k-quant block.
   const std::string f16 = temp_path("narrow-f16.gguf"), q4 = temp_path("narrow-q4_k.gguf");

@@ -262,6 +262,66 @@ TEST(CudaOps, MatvecEveryTypeAndRowCount) {
   }
 }
 
+// Tall matrices: thousands of blocks in one launch.
+TEST(CudaOps, MatvecTallMatrices) {
+  REQUIRE_GPU();
+  for (TensorType t : {TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_1,
+                       TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
+    const int64_t rows = 9001, cols = type_info(t).block_size == 256 ? 512 : 288;
+    HostWeight h = make_weight(t, rows, cols);
+    DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
+    for (int T : {1, 3}) {
+      const std::vector<float> x = randn(size_t(T * cols));
+      Guarded dx(x), dy(size_t(T * rows));
+      MatvecJob j;
+      j.W = m.view();
+      j.x = dx.data();
+      j.x_stride = cols;
+      j.y = dy.data();
+      j.y_stride = rows;
+      matvec(&j, 1, T, nullptr);
+      expect_matvec_close(dy.read(), h.w, x, T, matvec_limit(t), std::string(type_name(t)) + " T=" + std::to_string(T));
+    }
+  }
+}
+
+// The ReLU^2-sparse FFN value product: zero hidden units (single, whole blocks of 32, all)
+// are skipped, the rest must match y += W h; two runs give the same bits.
+TEST(CudaOps, SparseFfnValueMatchesDense) {
+  REQUIRE_GPU();
+  for (TensorType t : {TensorType::Q8_0, TensorType::F16, TensorType::BF16}) {
+    for (auto [C, F] : {std::pair<int64_t, int64_t>{48, 96}, {768, 3072}, {1040, 544}}) {
+      ASSERT_TRUE(sparse_ffn_supported(t, C));
+      HostWeight hw = make_weight(t, C, F);
+      std::vector<uint8_t> packed(sparse_ffn_bytes(t, C, F));
+      sparse_ffn_pack(t, C, F, hw.bytes.data(), packed.data());
+      DeviceBuffer dw(packed.size());
+      dw.upload(packed.data(), packed.size());
+      const SparseFfn W = sparse_ffn_view(t, C, F, dw.data());
+      DeviceBuffer scratch(sparse_ffn_scratch_floats(C, F) * sizeof(float));
+      scratch.fill(0);
+      for (int pattern = 0; pattern < 3; ++pattern) {
+        std::vector<float> h = randn(size_t(F));
+        for (int64_t j = 0; j < F; ++j) {
+          const bool zero = pattern == 2 || (pattern == 0 ? h[size_t(j)] < 0.f : (j / 32) % 2 == 1);
+          h[size_t(j)] = zero ? 0.f : h[size_t(j)] * h[size_t(j)];
+        }
+        const std::vector<float> y0 = randn(size_t(C));
+        std::vector<float> want = ref_matmul(hw.w, h, 1);
+        for (int64_t i = 0; i < C; ++i) want[size_t(i)] += y0[size_t(i)];
+        Guarded dh(h), dy(y0), dy2(y0);
+        ffn_value_sparse(W, dh.data(), dy.data(), scratch.as<float>(), nullptr);
+        ffn_value_sparse(W, dh.data(), dy2.data(), scratch.as<float>(), nullptr);
+        const std::vector<float> got = dy.read();
+        const std::string what = std::string(type_name(t)) + " " + std::to_string(C) + "x" + std::to_string(F) +
+                                 " pattern " + std::to_string(pattern);
+        expect_close(got, want, 1e-11, what);
+        EXPECT_EQ(got, dy2.read()) << what << ": not deterministic";
+      }
+    }
+  }
+}
+
 TEST(CudaOps, QuantizeRowsIsNearlyExact) {
   REQUIRE_GPU();
   const int rows = 3;

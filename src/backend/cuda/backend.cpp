@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -154,10 +155,42 @@ void CudaBackend::upload_weights(const ProgressFn& progress) {
     d.ffn_key = mat(w.ffn_key);
     d.ffn_value = mat(w.ffn_value);
   }
+  upload_sparse_ffn();
   vectors_ = DeviceBuffer(host.size() * sizeof(float));
   vectors_.upload(host.data(), host.size() * sizeof(float));
   for (auto& [where, off] : fixups) *where = vectors_.as<float>() + off;
   if (progress) progress(total, total);
+}
+
+// Transposed copies of the FFN value matrices for the ReLU^2-sparse one-row decode
+// (ffn_sparse.cu), where the type allows; RWKV_CUDA_SPARSE_FFN=0 turns them off (they cost
+// the value matrices' bytes once more).
+void CudaBackend::upload_sparse_ffn() {
+  const char* env = std::getenv("RWKV_CUDA_SPARSE_FFN");
+  const std::string mode = env ? env : "";
+  if (mode == "0") return;
+  const Model& m = *model_;
+  const int64_t C = hp_.n_embd, F = hp_.n_ffn;
+  size_t bytes = 0;
+  for (const LayerWeights& w : m.layers) {
+    if (!sparse_ffn_supported(w.ffn_value.type, C)) return;
+    if (w.ffn_value.type == TensorType::Q8_0 && mode != "all") return;
+    bytes += align256(sparse_ffn_bytes(w.ffn_value.type, C, F));
+  }
+  sparse_ffn_ = DeviceBuffer(bytes + sparse_ffn_scratch_floats(C, F) * sizeof(float));
+  std::vector<uint8_t> host;
+  size_t off = 0;
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    const Weight& w = m.layers[l].ffn_value;
+    const size_t n = sparse_ffn_bytes(w.type, C, F);
+    host.assign(n, 0);
+    sparse_ffn_pack(w.type, C, F, w.data, host.data());
+    sparse_ffn_.upload(host.data(), n, off);
+    layers_[l].ffn_value_t = sparse_ffn_view(w.type, C, F, sparse_ffn_.as<uint8_t>() + off);
+    off += align256(n);
+  }
+  sparse_scratch_ = reinterpret_cast<float*>(sparse_ffn_.as<uint8_t>() + off);
+  check(cudaMemset(sparse_scratch_, 0, sparse_ffn_scratch_floats(C, F) * sizeof(float)), "sparse ffn scratch");
 }
 
 // f16 copies of every non-F16 matrix except the embedding, for the cuBLAS path; when they
@@ -237,7 +270,8 @@ void CudaBackend::set_state(int slot, std::span<const float> in) {
 }
 
 size_t CudaBackend::memory_bytes() const {
-  size_t bytes = vectors_.size() + states_.size() + scratch_.buffer.size() + f16_shadow_.size() + w16_scratch_.size();
+  size_t bytes = vectors_.size() + states_.size() + scratch_.buffer.size() + f16_shadow_.size() + w16_scratch_.size() +
+                 sparse_ffn_.size();
   bytes += tok_embd_.packed.buffer.size() + head_.packed.buffer.size();
   for (const LayerDev& d : layers_)
     for (const Mat* m :

@@ -30,6 +30,7 @@ struct LayerDev {
   const float *att_ln_w, *att_ln_b, *ffn_ln_w, *ffn_ln_b, *att_mix, *ffn_mix;
   const float *w0, *a0, *v0, *k_k, *k_a, *r_k, *lnx_w, *lnx_b;
   Mat w1, w2, a1, a2, v1, v2, g1, g2, wr, wk, wv, wo, ffn_key, ffn_value;
+  SparseFfn ffn_value_t;  // transposed copy for one-row decode (w null: not kept)
 };
 
 // Activation buffers for up to `rows` tokens (fp32 unless noted), sized once per capacity.
@@ -69,6 +70,7 @@ class CudaBackend final : public Backend {
  private:
   // backend.cpp
   void upload_weights(const ProgressFn& progress);
+  void upload_sparse_ffn();
   void prepare_gemm();
   void ensure_scratch(int rows);
   void run_chunk(const ChunkPlan& plan, float* logits);
@@ -100,6 +102,8 @@ class CudaBackend final : public Backend {
   bool gemm_ready_ = false;
   DeviceBuffer f16_shadow_;   // f16 copies of non-F16 matrices for cuBLAS (when memory allows)
   DeviceBuffer w16_scratch_;  // else: one matrix dequantised on use
+  DeviceBuffer sparse_ffn_;   // every layer's SparseFfn copy, then ffn_value_sparse's scratch
+  float* sparse_scratch_ = nullptr;
   size_t max_matrix_elems_ = 0;
 
   int n_slots_ = 0;

@@ -240,6 +240,10 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
 
   matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, OutOp::relu_sq, nullptr, nullptr, &lerp.out_q[0]);
   emit(l, "ffn.hidden", s.hidden, R, F);
+  if (R == 1 && L.ffn_value_t.w && !hook_) {  // one row: skip the hidden units that ReLU^2 zeroed
+    ffn_value_sparse(L.ffn_value_t, s.hidden, s.h, sparse_scratch_, stream_);
+    return;
+  }
   const bool q = mv && quantised(L.ffn_value);
   if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
   matmul(L.ffn_value, s.hidden, F, R, InOp::none, s.h, C, OutOp::add, nullptr, hook_ ? s.raw : nullptr,

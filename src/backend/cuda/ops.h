@@ -102,6 +102,31 @@ constexpr int kMatvecMaxRows = 8;
 // (per 32, like Q8_0), float weights fp32 x.
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream);
 
+// ---- ReLU^2-sparse FFN value product (decode, one row; ffn_sparse.cu) ------------------------
+
+// The FFN value matrix (C outputs x F hidden units) transposed at upload: row j holds the
+// weights of hidden unit j for every output, so a unit that is exactly zero is skipped.
+// Lossless: Q8_0 keeps its int8 quants (w [F x C]) and f16 scales (scale of output i for
+// hidden block j/32 at scales[(j/32) * C + i]); F16/BF16 keep their 16-bit values.
+struct SparseFfn {
+  TensorType type = TensorType::F32;
+  int64_t C = 0, F = 0;
+  const uint8_t* w = nullptr;
+  const uint16_t* scales = nullptr;  // Q8_0 only
+};
+// Q8_0, F16 and BF16 with C a multiple of 16.
+bool sparse_ffn_supported(TensorType type, int64_t C);
+size_t sparse_ffn_bytes(TensorType type, int64_t C, int64_t F);
+// Host: the transposed layout of the GGUF matrix `gguf` (C rows of F) into dst
+// (sparse_ffn_bytes long).
+void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf, uint8_t* dst);
+SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* base);
+// Device scratch ffn_value_sparse needs (floats); zero it once before the first call.
+size_t sparse_ffn_scratch_floats(int64_t C, int64_t F);
+// y[i] += sum_j W[i][j] h[j] over the j with h[j] != 0 (one row: h [F], y [C]).
+// Deterministic: partial sums are added in a fixed order.
+void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream);
+
 // ---- dequantisation and f16 conversion (prefill GEMM path) ----------------------------------
 
 // W (rows x cols) -> f16 row-major with leading dimension ld (>= cols).

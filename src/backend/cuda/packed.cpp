@@ -54,7 +54,7 @@ PackedLayout packed_layout(TensorType type, int64_t rows, int64_t cols) {
       break;
     case TensorType::F16:
     case TensorType::BF16:
-      L.item_elems = 16;
+      L.item_elems = 8;
       strides[n++] = round_up(size_t(cols) * 2, 32);
       break;
     case TensorType::Q8_0:

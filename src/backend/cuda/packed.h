@@ -4,8 +4,9 @@
 // repacking only moves bytes (lossless): plane bytes sum to the GGUF bytes plus padding.
 //
 // Work item = the weights one thread consumes at a time (elements per item by type):
-//   F32 8 (32 B), F16/BF16 16 (32 B), Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 32 (one block),
-//   Q4_K/Q5_K/Q6_K 64 (a quarter super-block).
+//   F32 8 (32 B), F16/BF16 8 (16 B: lanes reading items it, it + 1, ... read consecutive
+//   16-byte pieces), Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 32 (one block), Q4_K/Q5_K/Q6_K 64 (a quarter
+//   super-block).
 // Planes by type (nb = cols/32 blocks, nk = cols/256 super-blocks, bytes per row):
 //   F32/F16/BF16  p0 values, row padded with zeros to a multiple of 32 B
 //   Q8_0  p0 qs int8 [cols]      p1 d f16 [nb]

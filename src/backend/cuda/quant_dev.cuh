@@ -6,6 +6,7 @@
 //   dot_f(x, cols, item)    float types: dot product with an fp32 activation row
 //   values(v)               the item's weights as floats, v[k] for k < kElems
 //   col(item, k)            the column of value k
+// kElems is the item's weight count, kUnroll the items a matvec thread requests at once.
 #pragma once
 
 #include "backend/cuda/common.cuh"
@@ -105,16 +106,15 @@ struct Item<TensorType::F32> {
   static __device__ int64_t col(int64_t it, int k) { return 8 * it + k; }
 };
 
-// F16 and BF16 share the loads; only the conversion differs.
+// F16 and BF16 share the loads; only the conversion differs. One item is 16 bytes, so the
+// lanes of a row read consecutive 16-byte pieces (every sector a warp touches is used whole).
 template <bool kBF16>
 struct ItemHalf {
-  static constexpr int kElems = 16, kUnroll = 8;
+  static constexpr int kElems = 8, kUnroll = 10;
   static constexpr bool kQuant = false;
-  int4 w0, w1;
+  int4 w0;
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
-    const uint8_t* p = W.plane[0] + W.stride[0] * row + 32 * it;
-    w0 = ld_stream16(p);
-    w1 = ld_stream16(p + 16);
+    w0 = ld_stream16(W.plane[0] + W.stride[0] * row + 16 * it);
   }
   static __device__ __forceinline__ float2 pair(int w) {
     if constexpr (kBF16) {
@@ -124,29 +124,28 @@ struct ItemHalf {
     }
   }
   __device__ void values(float* v) const {
-    int w[8];
+    int w[4];
     unpack4(w0, w);
-    unpack4(w1, w + 4);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < 4; ++k) {
       const float2 f = pair(w[k]);
       v[2 * k] = f.x;
       v[2 * k + 1] = f.y;
     }
   }
   __device__ float dot_f(const float* x, int64_t cols, int64_t it) const {
-    float xv[16], v[16];
-    load_x<16>(x, cols, 16 * it, xv);
+    float xv[8], v[8];
+    load_x<8>(x, cols, 8 * it, xv);
     values(v);
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-    for (int k = 0; k < 16; k += 2) {
+    for (int k = 0; k < 8; k += 2) {
       s0 = fmaf(v[k], xv[k], s0);
       s1 = fmaf(v[k + 1], xv[k + 1], s1);
     }
     return s0 + s1;
   }
-  static __device__ int64_t col(int64_t it, int k) { return 16 * it + k; }
+  static __device__ int64_t col(int64_t it, int k) { return 8 * it + k; }
 };
 template <>
 struct Item<TensorType::F16> : ItemHalf<false> {};
@@ -155,6 +154,7 @@ struct Item<TensorType::BF16> : ItemHalf<true> {};
 
 // ---- legacy 32-element blocks --------------------------------------------------------------
 
+// Q8_0: one block per item (32 quants in two 16-byte loads and the scale).
 template <>
 struct Item<TensorType::Q8_0> {
   static constexpr int kElems = 32, kUnroll = 6;

@@ -1,0 +1,230 @@
+// ReLU^2-sparse FFN value product at decode (ops.h: SparseFfn). The value matrix (C x F)
+// is stored transposed, one row of C weights per hidden unit j, so a hidden unit that is
+// exactly zero costs nothing: for trained RWKV-7 models most are (ReLU squared), for random
+// weights about half.
+//
+// Grid: x = slices of 512 outputs (a warp's 32 lanes x 16 consecutive outputs), y = groups
+// of 8 blocks of 32 hidden units (one block per warp). A warp finds the non-zero units of
+// its block with a ballot and streams their rows, 16 bytes per lane per load, several
+// loads in flight. Each block writes its partial sums; the last block of a slice to finish
+// adds the partials in a fixed order to y (deterministic, no float atomics).
+#include <cstring>
+
+#include "backend/cuda/launch.cuh"
+#include "backend/cuda/ops.h"
+#include "common/half.h"
+#include "tensor/blocks.h"
+
+namespace rwkv::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kSlice = 512;    // outputs per block column
+constexpr int kInFlight = 16;  // 16-byte loads per lane per round
+
+__device__ __forceinline__ float byte_f(int word, int k) { return float(int8_t(uint32_t(word) >> (8 * k))); }
+
+template <bool kBF16>
+__device__ __forceinline__ float2 half2f(int w) {
+  if constexpr (kBF16) {
+    return make_float2(__uint_as_float(uint32_t(w) << 16), __uint_as_float(uint32_t(w) & 0xffff0000u));
+  } else {
+    return __half22float2(*reinterpret_cast<const __half2*>(&w));
+  }
+}
+
+// acc[e] += sum over the non-zero units of this warp's block of W[j][i0 + e] h[j]; sc holds
+// the block's Q8_0 scales of outputs i0 .. i0+15 (read before the wait).
+template <TensorType TY>
+__device__ __forceinline__ void block_rows(const SparseFfn& W, int64_t j0, float hv, int64_t i0, bool active,
+                                           const int4 (&sc)[2], float (&acc)[16]) {
+  constexpr bool kQ8 = TY == TensorType::Q8_0;
+  constexpr int kRows = kQ8 ? kInFlight : kInFlight / 2;  // float types: 32 bytes per lane per row
+  unsigned mask = __ballot_sync(0xffffffffu, hv != 0.f);
+  float s[16] = {};
+  while (mask) {  // warp-uniform
+    int4 w[kInFlight];
+    float hj[kRows];
+#pragma unroll
+    for (int k = 0; k < kRows; ++k) {
+      const int b = mask ? __ffs(int(mask)) - 1 : 0;
+      const bool ok = mask != 0;
+      mask &= mask - 1;
+      hj[k] = ok ? __shfl_sync(0xffffffffu, hv, b) : 0.f;
+      if constexpr (kQ8) {
+        w[k] = ok && active ? ld_stream16(W.w + (j0 + b) * W.C + i0) : make_int4(0, 0, 0, 0);
+      } else {
+        const uint8_t* p = W.w + ((j0 + b) * W.C + i0) * 2;
+        w[2 * k] = ok && active ? ld_stream16(p) : make_int4(0, 0, 0, 0);
+        w[2 * k + 1] = ok && active ? ld_stream16(p + 16) : make_int4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kRows; ++k) {
+      if constexpr (kQ8) {
+        const int q[4] = {w[k].x, w[k].y, w[k].z, w[k].w};
+#pragma unroll
+        for (int e = 0; e < 16; ++e) s[e] = fmaf(hj[k], byte_f(q[e / 4], e % 4), s[e]);
+      } else {
+        const int q[8] = {w[2 * k].x,     w[2 * k].y,     w[2 * k].z,     w[2 * k].w,
+                          w[2 * k + 1].x, w[2 * k + 1].y, w[2 * k + 1].z, w[2 * k + 1].w};
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const float2 f = half2f<TY == TensorType::BF16>(q[e]);
+          s[2 * e] = fmaf(hj[k], f.x, s[2 * e]);
+          s[2 * e + 1] = fmaf(hj[k], f.y, s[2 * e + 1]);
+        }
+      }
+    }
+  }
+  if constexpr (kQ8) {
+    if (active) {
+      const int d[8] = {sc[0].x, sc[0].y, sc[0].z, sc[0].w, sc[1].x, sc[1].y, sc[1].z, sc[1].w};
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float2 f = half2f<false>(d[e]);
+        acc[2 * e] = fmaf(f.x, s[2 * e], acc[2 * e]);
+        acc[2 * e + 1] = fmaf(f.y, s[2 * e + 1], acc[2 * e + 1]);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 16; ++e) acc[e] += s[e];
+  }
+}
+
+template <TensorType TY>
+__global__ void __launch_bounds__(kThreads)
+    ffn_sparse_kernel(const SparseFfn W, const float* __restrict__ h, float* y, float* partial, unsigned* counters) {
+  __shared__ float4 part[kWarps][kSlice / 4];
+  __shared__ bool last;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t slice0 = int64_t(blockIdx.x) * kSlice;
+  const int64_t i0 = slice0 + 16 * lane;
+  const bool active = i0 < W.C;
+  const int64_t j0 = (int64_t(blockIdx.y) * kWarps + warp) * 32;
+  int4 sc[2] = {};  // Q8_0: the scales do not depend on h, so they load before the wait
+  if (TY == TensorType::Q8_0 && active && j0 < W.F) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(W.scales + (j0 / 32) * W.C + i0);
+    sc[0] = ld_stream16(p);
+    sc[1] = ld_stream16(p + 16);
+  }
+  pdl_wait();
+  pdl_trigger();
+  float acc[16] = {};
+  if (j0 < W.F) {
+    const float hv = j0 + lane < W.F ? h[j0 + lane] : 0.f;
+    block_rows<TY>(W, j0, hv, i0, active, sc, acc);
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e)
+    part[warp][4 * lane + e] = make_float4(acc[4 * e], acc[4 * e + 1], acc[4 * e + 2], acc[4 * e + 3]);
+  __syncthreads();
+  // This block's sums over its warps, outputs slice0 + o for o = threadIdx.x, + 256.
+  const float* pf = reinterpret_cast<const float*>(part);
+  float* mine = partial + int64_t(blockIdx.y) * W.C;
+  for (int o = threadIdx.x; o < kSlice; o += kThreads) {
+    if (slice0 + o >= W.C) break;
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) v += pf[w * kSlice + o];
+    mine[slice0 + o] = v;
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&counters[blockIdx.x], 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int o = threadIdx.x; o < kSlice; o += kThreads) {
+    const int64_t i = slice0 + o;
+    if (i >= W.C) break;
+    // Eight loads in flight at a time, added in block order.
+    float v = 0.f;
+    for (unsigned g0 = 0; g0 < gridDim.y; g0 += 8) {
+      float p[8];
+#pragma unroll
+      for (unsigned g = 0; g < 8; ++g) p[g] = g0 + g < gridDim.y ? __ldcg(partial + int64_t(g0 + g) * W.C + i) : 0.f;
+#pragma unroll
+      for (unsigned g = 0; g < 8; ++g) v += p[g];
+    }
+    y[i] += v;
+  }
+  if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // ready for the next launch
+}
+
+}  // namespace
+
+bool sparse_ffn_supported(TensorType type, int64_t C) {
+  return (type == TensorType::Q8_0 || type == TensorType::F16 || type == TensorType::BF16) && C % 16 == 0;
+}
+
+size_t sparse_ffn_bytes(TensorType type, int64_t C, int64_t F) {
+  const size_t n = size_t(C) * size_t(F);
+  if (type == TensorType::Q8_0) return (n + 255) / 256 * 256 + size_t(F / 32) * size_t(C) * 2;
+  return n * 2;
+}
+
+size_t sparse_ffn_scratch_floats(int64_t C, int64_t F) {
+  const int64_t groups = (F / 32 + kWarps - 1) / kWarps;
+  return size_t(groups * C + (C + kSlice - 1) / kSlice);  // partials, then the counters
+}
+
+void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf, uint8_t* dst) {
+  if (!sparse_ffn_supported(type, C)) fail(ErrorCode::unsupported, "cuda sparse ffn: unsupported type or width");
+  const size_t stride = row_bytes(type, F);
+  if (type == TensorType::Q8_0) {
+    const size_t n = size_t(C) * size_t(F);
+    uint8_t* q = dst;
+    uint8_t* scales = dst + (n + 255) / 256 * 256;
+    for (int64_t i = 0; i < C; ++i) {
+      const auto* blocks = reinterpret_cast<const BlockQ8_0*>(gguf + size_t(i) * stride);
+      for (int64_t b = 0; b < F / 32; ++b) {
+        std::memcpy(scales + (size_t(b) * size_t(C) + size_t(i)) * 2, &blocks[b].d, 2);
+        for (int e = 0; e < 32; ++e) q[size_t(b * 32 + e) * size_t(C) + size_t(i)] = uint8_t(blocks[b].qs[e]);
+      }
+    }
+    return;
+  }
+  for (int64_t i = 0; i < C; ++i) {
+    const uint8_t* row = gguf + size_t(i) * stride;
+    for (int64_t j = 0; j < F; ++j) std::memcpy(dst + (size_t(j) * size_t(C) + size_t(i)) * 2, row + size_t(j) * 2, 2);
+  }
+}
+
+SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* base) {
+  SparseFfn v;
+  v.type = type;
+  v.C = C;
+  v.F = F;
+  v.w = static_cast<const uint8_t*>(base);
+  if (type == TensorType::Q8_0) {
+    const size_t n = size_t(C) * size_t(F);
+    v.scales = reinterpret_cast<const uint16_t*>(v.w + (n + 255) / 256 * 256);
+  }
+  return v;
+}
+
+void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream) {
+  const int64_t groups = (W.F / 32 + kWarps - 1) / kWarps;
+  const dim3 grid(unsigned((W.C + kSlice - 1) / kSlice), unsigned(groups)), block(kThreads);
+  auto* counters = reinterpret_cast<unsigned*>(scratch + groups * W.C);
+#define RWKV_GO(TY) launch("ffn_sparse", ffn_sparse_kernel<TY>, grid, block, 0, stream, W, h, y, scratch, counters)
+  switch (W.type) {
+    case TensorType::Q8_0:
+      RWKV_GO(TensorType::Q8_0);
+      break;
+    case TensorType::F16:
+      RWKV_GO(TensorType::F16);
+      break;
+    case TensorType::BF16:
+      RWKV_GO(TensorType::BF16);
+      break;
+    default:
+      fail(ErrorCode::unsupported, "cuda sparse ffn: unsupported type");
+  }
+#undef RWKV_GO
+}
+
+}  // namespace rwkv::cuda
