@@ -262,29 +262,6 @@ TEST(CudaOps, MatvecEveryTypeAndRowCount) {
   }
 }
 
-// Tall matrices: thousands of blocks in one launch.
-TEST(CudaOps, MatvecTallMatrices) {
-  REQUIRE_GPU();
-  for (TensorType t : {TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_1,
-                       TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
-    const int64_t rows = 9001, cols = type_info(t).block_size == 256 ? 512 : 288;
-    HostWeight h = make_weight(t, rows, cols);
-    DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
-    for (int T : {1, 3}) {
-      const std::vector<float> x = randn(size_t(T * cols));
-      Guarded dx(x), dy(size_t(T * rows));
-      MatvecJob j;
-      j.W = m.view();
-      j.x = dx.data();
-      j.x_stride = cols;
-      j.y = dy.data();
-      j.y_stride = rows;
-      matvec(&j, 1, T, nullptr);
-      expect_matvec_close(dy.read(), h.w, x, T, matvec_limit(t), std::string(type_name(t)) + " T=" + std::to_string(T));
-    }
-  }
-}
-
 // The ReLU^2-sparse FFN value product: zero hidden units (single, whole blocks of 32, all)
 // are skipped, the rest must match y += W h; two runs give the same bits.
 TEST(CudaOps, SparseFfnValueMatchesDense) {
