@@ -7,14 +7,18 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "backend/cpu/ref_ops.h"
 #include "backend/vulkan/op_runner.h"
+#include "backend/vulkan/q8_0_layout.h"
 #include "common/error.h"
+#include "tensor/blocks.h"
 #include "tensor/quant.h"
 #include "testing/testing.h"
 
@@ -83,42 +87,46 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
   EXPECT_LE(testing::rel_l2(got, want), tol) << what;
 }
 
+// One type at a narrow width (352: a full Q8_0 group of 256 and a partial one; 360: the
+// matvec's 16-element units and a final 8-element one; GPUs run both in the short-row
+// workgroups) or a wide one (1056 = 4 full Q8_0 groups and one block).
+void check_matrix_type(OpRunner* vk, TensorType type, bool wide, bool coopmat) {
+  const int64_t block = type_info(type).block_size;
+  const int64_t cols = block == 256 ? (wide ? 1024 : 512) : block == 1 ? (wide ? 1032 : 360) : (wide ? 1056 : 352);
+  const int64_t rows = 37;  // odd: partial workgroups in both shaders
+  std::vector<uint8_t> bytes;
+  const Weight w = make_weight(type, rows, cols, 11 + uint64_t(type), bytes);
+  for (int T : {1, 3, 70}) {
+    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 100 + uint64_t(T));
+    std::vector<float> want(size_t(T * rows));
+    ref::matmul(w, x.data(), T, want.data());
+    for (MatPath path : {MatPath::matvec, MatPath::matmul, MatPath::matmul_coopmat}) {
+      if (T == 70 && path == MatPath::matvec) continue;
+      if (T == 1 && path != MatPath::matvec) continue;
+      if (path == MatPath::matmul_coopmat && !coopmat) continue;
+      const std::string what = std::string(type_name(type)) + " cols=" + std::to_string(cols) +
+                               " T=" + std::to_string(T) +
+                               (path == MatPath::matvec   ? " matvec"
+                                : path == MatPath::matmul ? " matmul"
+                                                          : " coopmat");
+      const std::vector<float> got = vk->matrix(w, x, T, path);
+      expect_close(got, want, path == MatPath::matmul_coopmat ? 3e-3 : 1e-5, what);
+      EXPECT_EQ(vk->guards_broken(), 0u) << what;
+    }
+  }
+}
+
 // Every type, every shader path, T = 1, 3 (matvec sizes) and 70 (two token tiles). The
 // tensor-core path (where the device has one) rounds W and x to float16: looser tolerance.
 TEST(VulkanOps, MatrixEveryTypeMatchesReference) {
   REQUIRE_DEVICE();
   const bool coopmat = vk->context().info().coopmat;
   for (TensorType type : kAllTypes) {
-    const int64_t block = type_info(type).block_size;
-    const int64_t cols = block == 256 ? 512 : 96;
-    const int64_t rows = 37;  // odd: partial workgroups in both shaders
-    std::vector<uint8_t> bytes;
-    const Weight w = make_weight(type, rows, cols, 11 + uint64_t(type), bytes);
-    for (int T : {1, 3, 70}) {
-      const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 100 + uint64_t(T));
-      std::vector<float> want(size_t(T * rows));
-      ref::matmul(w, x.data(), T, want.data());
-      for (MatPath path : {MatPath::matvec, MatPath::matmul, MatPath::matmul_coopmat}) {
-        if (T == 70 && path == MatPath::matvec) continue;
-        if (T == 1 && path != MatPath::matvec) continue;
-        if (path == MatPath::matmul_coopmat && !coopmat) continue;
-        const std::string what = std::string(type_name(type)) + " T=" + std::to_string(T) +
-                                 (path == MatPath::matvec   ? " matvec"
-                                  : path == MatPath::matmul ? " matmul"
-                                                            : " coopmat");
-        const std::vector<float> got = vk->matrix(w, x, T, path);
-        expect_close(got, want, path == MatPath::matmul_coopmat ? 3e-3 : 1e-5, what);
-        EXPECT_EQ(vk->guards_broken(), 0u) << what;
-      }
-    }
+    for (const bool wide : {false, true}) check_matrix_type(vk, type, wide, coopmat);
   }
 }
 
-// The mixed-type matvec (GPUs run each stage of independent products as one dispatch):
-// one matrix of every type, odd row counts that differ, in a single dispatch.
-TEST(VulkanOps, MixedTypeMatvecMatchesReference) {
-  REQUIRE_DEVICE();
-  const int64_t cols = 256;
+void check_mixed_matvec(OpRunner* vk, int64_t cols) {
   std::vector<std::vector<uint8_t>> bytes(std::size(kAllTypes));
   std::vector<Weight> ws;
   for (size_t i = 0; i < std::size(kAllTypes); ++i) {
@@ -134,9 +142,18 @@ TEST(VulkanOps, MixedTypeMatvecMatchesReference) {
       std::vector<float> want(size_t(T * ws[i].rows()));
       ref::matmul(ws[i], x.data(), T, want.data());
       expect_close(got[i], want, 1e-5,
-                   std::string("mixed ") + std::string(type_name(ws[i].type)) + " T=" + std::to_string(T));
+                   std::string("mixed ") + std::string(type_name(ws[i].type)) + " T=" + std::to_string(T) +
+                       " cols=" + std::to_string(cols));
     }
   }
+}
+
+// The mixed-type matvec (GPUs run each stage of independent products as one dispatch):
+// one matrix of every type, odd row counts that differ, in a single dispatch; rows of 256
+// (on GPUs: the short-row workgroups) and of 768 elements.
+TEST(VulkanOps, MixedTypeMatvecMatchesReference) {
+  REQUIRE_DEVICE();
+  for (const int64_t cols : {256, 768}) check_mixed_matvec(vk, cols);
 }
 
 // The epilogues: bias, then tanh / sigmoid / relu^2 / the decay formula (spec §2.2 step 4).
@@ -195,6 +212,40 @@ TEST(VulkanOps, CoopmatScalesLargeActivations) {
   const std::vector<float> got = vk->matrix(w, x, T, MatPath::matmul_coopmat, vk::kActNone, {}, 0, {}, 1.0f / 256);
   expect_close(got, want, 3e-3, "coopmat, |x| up to 2e5");
   EXPECT_EQ(vk->guards_broken(), 0u);
+}
+
+// The grouped Q8_0 rows the device reads hold every stored byte where q8_0_layout.h says:
+// three full groups and a partial one of 3 blocks per row, zero padding.
+TEST(VulkanOps, Q8_0GroupingMovesEveryByte) {
+  std::vector<uint8_t> storage;
+  const int rows = 3, cols = 27 * 32;
+  const Weight w = make_weight(TensorType::Q8_0, rows, cols, 41, storage);
+  const uint32_t out_row = vk::q8_0_grouped_row_bytes(cols);
+  ASSERT_EQ(out_row, 3 * vk::kQ8GroupBytes + vk::kQ8GroupScaleBytes + 3 * 32);
+  ASSERT_EQ(out_row % 16, 0u);
+  std::vector<uint8_t> out(size_t(rows) * out_row, 0xAB);
+  vk::q8_0_to_grouped(w.data, out.data(), rows, cols);
+  std::vector<bool> used(out.size(), false);
+  for (int r = 0; r < rows; ++r) {
+    for (int b = 0; b < cols / 32; ++b) {
+      const uint8_t* block = w.data + (size_t(r) * (cols / 32) + size_t(b)) * sizeof(BlockQ8_0);
+      const size_t group = size_t(r) * out_row + size_t(b / 8) * vk::kQ8GroupBytes;
+      for (size_t i = 0; i < 2; ++i) {
+        EXPECT_EQ(out[group + 2 * size_t(b % 8) + i], block[offsetof(BlockQ8_0, d) + i]) << r << " " << b;
+        used[group + 2 * size_t(b % 8) + i] = true;
+      }
+      for (size_t i = 0; i < 32; ++i) {
+        const size_t at = group + vk::kQ8GroupScaleBytes + 32 * size_t(b % 8) + i;
+        EXPECT_EQ(out[at], block[offsetof(BlockQ8_0, qs) + i]) << r << " " << b << " " << i;
+        used[at] = true;
+      }
+    }
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!used[i]) {
+      EXPECT_EQ(out[i], 0) << "padding byte " << i;
+    }
+  }
 }
 
 // A matrix split by rows over several buffers (as large matrices are on real devices).
@@ -263,54 +314,74 @@ const OpSeq kSeqs[] = {{2, 3}, {0, 1}, {1, 4}};
 constexpr int kSeqRowsTotal = 8;
 constexpr int kSlots = 3;
 
-// LN + token shift + lerps against ref::layer_norm and ref::token_shift_lerp, per sequence;
+// One ln_mix case against ref::layer_norm and ref::token_shift_lerp, per sequence (slots
+// below kSlots).
+void check_ln_mix(OpRunner* vk, int C, int nmix, std::span<const OpSeq> seqs) {
+  int T = 0;
+  for (const OpSeq& s : seqs) T += s.rows;
+  OpRunner::LnMixIo io;
+  io.h_in = random_vector(size_t(T * C), -3.0f, 3.0f, 31);
+  if (nmix != 1) io.delta = random_vector(size_t(T * C), -1.0f, 1.0f, 32);
+  io.ln_w = random_vector(size_t(C), 0.5f, 1.5f, 33);
+  io.ln_b = random_vector(size_t(C), -0.3f, 0.3f, 34);
+  io.mu = random_vector(size_t(nmix * C), 0.0f, 1.0f, 35);
+  // A state slot: [att shift C][ffn shift C][something else C]; the shift read is the
+  // second vector, the commit goes to the first.
+  io.slot_stride = uint32_t(3 * C);
+  io.shift_off = uint32_t(C);
+  io.commit_off = 0;
+  io.state = random_vector(size_t(kSlots * 3 * C), -1.0f, 1.0f, 36);
+  if (nmix == 0) io.commit_src = random_vector(size_t(T * C), -1.0f, 1.0f, 37);
+  const std::vector<float> state_before = io.state;
+  const OpRunner::LnMixIo in = io;
+  vk->ln_mix(io, C, nmix, seqs);
+  const std::string what = "C=" + std::to_string(C) + " nmix=" + std::to_string(nmix) + " T=" + std::to_string(T);
+  EXPECT_EQ(vk->guards_broken(), 0u) << what;
+
+  std::vector<float> h(in.h_in);
+  for (size_t i = 0; i < h.size() && !in.delta.empty(); ++i) h[i] += in.delta[i];
+  std::vector<float> xln(h.size());
+  ref::layer_norm(h.data(), in.ln_w.data(), in.ln_b.data(), T, C, in.eps, xln.data());
+  expect_close(io.h_out, h, 1e-7, "h_out " + what);
+  expect_close(io.xln, xln, 1e-5, "xln " + what);
+  std::vector<float> want_mix(size_t(nmix * T * C)), want_state = state_before;
+  int row = 0;
+  for (const OpSeq& s : seqs) {
+    const float* shift = state_before.data() + size_t(s.slot) * 3 * C + C;
+    for (int m = 0; m < nmix; ++m) {
+      ref::token_shift_lerp(xln.data() + size_t(row) * C, shift, in.mu.data() + size_t(m) * C, s.rows, C,
+                            want_mix.data() + (size_t(m) * T + size_t(row)) * C);
+    }
+    if (!in.commit_src.empty()) {
+      const float* last = in.commit_src.data() + size_t(row + s.rows - 1) * C;
+      std::copy(last, last + C, want_state.begin() + std::ptrdiff_t(size_t(s.slot) * 3 * C));
+    }
+    row += s.rows;
+  }
+  expect_close(io.mix, want_mix, 1e-5, "mix " + what);
+  EXPECT_EQ(io.state, want_state) << "state after " << what;
+}
+
 // C = 320 is not a multiple of the kernel's 256-channel workgroups, and C = 4352 is wider
 // than the 4096 channels the kernel keeps in registers.
 TEST(VulkanOps, LnMixMatchesReference) {
   REQUIRE_DEVICE();
-  const int T = kSeqRowsTotal;
   for (const auto& [C, nmix] : {std::pair{320, 6}, std::pair{320, 1}, std::pair{320, 0}, std::pair{4352, 6}}) {
-    OpRunner::LnMixIo io;
-    io.h_in = random_vector(size_t(T * C), -3.0f, 3.0f, 31);
-    if (nmix != 1) io.delta = random_vector(size_t(T * C), -1.0f, 1.0f, 32);
-    io.ln_w = random_vector(size_t(C), 0.5f, 1.5f, 33);
-    io.ln_b = random_vector(size_t(C), -0.3f, 0.3f, 34);
-    io.mu = random_vector(size_t(nmix * C), 0.0f, 1.0f, 35);
-    // A state slot: [att shift C][ffn shift C][something else C]; the shift read is the
-    // second vector, the commit goes to the first.
-    io.slot_stride = uint32_t(3 * C);
-    io.shift_off = uint32_t(C);
-    io.commit_off = 0;
-    io.state = random_vector(size_t(kSlots * 3 * C), -1.0f, 1.0f, 36);
-    if (nmix == 0) io.commit_src = random_vector(size_t(T * C), -1.0f, 1.0f, 37);
-    const std::vector<float> state_before = io.state;
-    const OpRunner::LnMixIo in = io;
-    vk->ln_mix(io, C, nmix, kSeqs);
-    EXPECT_EQ(vk->guards_broken(), 0u);
+    check_ln_mix(vk, C, nmix, kSeqs);
+  }
+}
 
-    std::vector<float> h(in.h_in);
-    for (size_t i = 0; i < h.size() && !in.delta.empty(); ++i) h[i] += in.delta[i];
-    std::vector<float> xln(h.size());
-    ref::layer_norm(h.data(), in.ln_w.data(), in.ln_b.data(), T, C, in.eps, xln.data());
-    const std::string what = "C=" + std::to_string(C) + " nmix=" + std::to_string(nmix);
-    expect_close(io.h_out, h, 1e-7, "h_out " + what);
-    expect_close(io.xln, xln, 1e-5, "xln " + what);
-    std::vector<float> want_mix(size_t(nmix * T * C)), want_state = state_before;
-    int row = 0;
-    for (const OpSeq& s : kSeqs) {
-      const float* shift = state_before.data() + size_t(s.slot) * 3 * C + C;
-      for (int m = 0; m < nmix; ++m) {
-        ref::token_shift_lerp(xln.data() + size_t(row) * C, shift, in.mu.data() + size_t(m) * C, s.rows, C,
-                              want_mix.data() + (size_t(m) * T + size_t(row)) * C);
-      }
-      if (!in.commit_src.empty()) {
-        const float* last = in.commit_src.data() + size_t(row + s.rows - 1) * C;
-        std::copy(last, last + C, want_state.begin() + std::ptrdiff_t(size_t(s.slot) * 3 * C));
-      }
-      row += s.rows;
+// Decode: one row per sequence (each reads the shift state and commits), at the 0.1B and
+// 2.9B widths (3 and 10 workgroups per row).
+TEST(VulkanOps, LnMixDecodeRowsMatchReference) {
+  REQUIRE_DEVICE();
+  const OpSeq one[] = {{1, 1}};
+  const OpSeq two[] = {{2, 1}, {0, 1}};
+  for (const int C : {768, 2560}) {
+    for (const int nmix : {6, 1, 0}) {
+      check_ln_mix(vk, C, nmix, one);
+      check_ln_mix(vk, C, nmix, two);
     }
-    expect_close(io.mix, want_mix, 1e-5, "mix " + what);
-    EXPECT_EQ(io.state, want_state) << "state after " << what;
   }
 }
 

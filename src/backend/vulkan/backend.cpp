@@ -154,6 +154,7 @@ MatStage VulkanBackend::build_stage(const std::vector<JobSpec>& specs, std::vect
         job.wbind = 0;
       }
       g->group.max_rows = std::max(g->group.max_rows, job.rows);
+      g->group.max_cols = std::max(g->group.max_cols, job.cols);
       g->jobs.push_back(job);
     }
     std::vector<MatGroup> out;

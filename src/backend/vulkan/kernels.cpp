@@ -129,7 +129,8 @@ void Kernels::push(VkCommandBuffer cmd, const Pipeline& p,
 }
 
 void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base, uint32_t n_jobs,
-                     uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path, bool mixed) {
+                     uint32_t max_rows, uint32_t max_cols, uint32_t n_tok, uint32_t gather_off, MatPath path,
+                     bool mixed) {
   if (n_jobs == 0 || n_tok == 0) return;
   if (path == MatPath::automatic) {
     path = n_tok <= matvec_max_tokens ? MatPath::matvec : use_coopmat_ ? MatPath::matmul_coopmat : MatPath::matmul;
@@ -156,7 +157,8 @@ void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b,
   if (path == MatPath::matvec) {
     // One token at a time for decode; four at a time for small batches.
     const uint32_t tok = n_tok == 1 ? 1 : 4;
-    const uint32_t spec[3] = {matvec_wg_, matvec_rows, tok};
+    const uint32_t wg = max_cols <= 16 * short_wg ? std::min(short_wg, matvec_wg_) : matvec_wg_;
+    const uint32_t spec[3] = {wg, matvec_rows, tok};
     bind(ctx_.pipelines().get("matvec_" + suffix, kMatrixIface, spec));
     ctx_.fn().vkCmdDispatch(cmd, ceil_div(max_rows, matvec_rows), n_jobs, 1);
   } else if (path == MatPath::matmul) {
@@ -178,7 +180,10 @@ void Kernels::embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBu
 
 void Kernels::ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state_in, VkBuffer state_commit,
                      VkBuffer meta, const LnMixPush& p, uint32_t n_rows) {
-  const Pipeline& pl = ctx_.pipelines().get("ln_mix", kLnMixIface, {});
+  if (p.nmix > 6) fail(ErrorCode::argument, "vulkan: ln_mix takes at most 6 mixes");
+  // Spec constant 0: the row's elements per invocation kept in registers (at most 16).
+  const uint32_t spec[1] = {std::clamp(ceil_div(p.C, 256), 1u, 16u)};
+  const Pipeline& pl = ctx_.pipelines().get("ln_mix", kLnMixIface, spec);
   push(cmd, pl, {{scratch, 0}, {vecs, 1}, {state_in, 2}, {state_commit, 3}, {meta, 4}}, &p, sizeof(p));
   ctx_.fn().vkCmdDispatch(cmd, ceil_div(p.C, 256), n_rows, 1);
 }

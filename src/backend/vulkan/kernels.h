@@ -74,14 +74,17 @@ class Kernels {
   void host_barrier(VkCommandBuffer cmd) const;
 
   // jobs[job_base, job_base + n_jobs), all of weight `type`, over n_tok activation rows.
-  // max_rows: the largest `rows` among them. automatic: matvec for n_tok <= matvec_max_tokens.
-  // With `mixed`, the jobs may have any types (MatJob::type) and the matvec path is taken.
+  // max_rows, max_cols: the largest `rows`, `cols` among them. automatic: matvec for n_tok <=
+  // matvec_max_tokens. With `mixed`, the jobs may have any types (MatJob::type) and the
+  // matvec path is taken.
   void matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base, uint32_t n_jobs,
-              uint32_t max_rows, uint32_t n_tok, uint32_t gather_off, MatPath path = MatPath::automatic,
-              bool mixed = false);
+              uint32_t max_rows, uint32_t max_cols, uint32_t n_tok, uint32_t gather_off,
+              MatPath path = MatPath::automatic, bool mixed = false);
   // Embedding rows + ln0 for n_rows token rows (weights: the table piece; 1 binding).
   void embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch, VkBuffer meta,
              const EmbedPush& p, uint32_t n_rows);
+  // Residual add + LayerNorm + shift lerps of n_rows rows (ln_mix.comp; p.nmix <= 6), as
+  // ceil(C / 256) x n_rows workgroups.
   void ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state_in, VkBuffer state_commit,
               VkBuffer meta, const LnMixPush& p, uint32_t n_rows);
   void wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta, const WkvPush& p,
@@ -95,6 +98,10 @@ class Kernels {
   // Rows per workgroup of the matvec shader: the most rows one job may have is this times
   // the device's workgroup-count limit (jobs are split to respect it).
   static constexpr uint32_t matvec_rows = 2;
+  // Products whose rows have at most 16 x short_wg elements (the LoRA up projections: rank
+  // columns) run with workgroups of short_wg invocations: in a wider one most invocations
+  // would have no 16-element unit to read, and the idle ones limit the workgroups per SM.
+  static constexpr uint32_t short_wg = 32;
   uint32_t max_job_rows() const;
 
  private:

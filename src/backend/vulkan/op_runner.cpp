@@ -140,7 +140,7 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
     b.y = scratch;
     b.jobs = job_buf.handle();
     b.meta = meta_buf;
-    kernels_->matrix(cmd, m.type, b, 0, uint32_t(jobs.size()), max_rows, n_out, 0, path);
+    kernels_->matrix(cmd, m.type, b, 0, uint32_t(jobs.size()), max_rows, m.cols, n_out, 0, path);
   });
   return s.get(y_off, size_t(n_out) * m.rows);
 }
@@ -156,7 +156,7 @@ std::vector<std::vector<float>> OpRunner::mixed_matvec(std::span<const Weight* c
   const uint32_t x_off = s.add(x);
   std::vector<uint32_t> y_offs;
   std::vector<MatJob> jobs;
-  uint32_t max_rows = 0;
+  uint32_t max_rows = 0, max_cols = 0;
   for (const DeviceMatrix& m : ms) {
     if (m.pieces.size() != 1 || m.pieces[0].arena != 0) fail(ErrorCode::argument, "OpRunner::mixed_matvec: split");
     y_offs.push_back(s.add({}, size_t(T) * m.rows));
@@ -172,6 +172,7 @@ std::vector<std::vector<float>> OpRunner::mixed_matvec(std::span<const Weight* c
     j.type = uint32_t(m.type);
     jobs.push_back(j);
     max_rows = std::max(max_rows, m.rows);
+    max_cols = std::max(max_cols, m.cols);
   }
   Buffer job_buf(*ctx_, jobs.size() * sizeof(MatJob), MemoryKind::device, "op jobs");
   upload_bytes(*ctx_, job_buf.handle(), 0, jobs.data(), jobs.size() * sizeof(MatJob));
@@ -183,7 +184,8 @@ std::vector<std::vector<float>> OpRunner::mixed_matvec(std::span<const Weight* c
     b.y = scratch;
     b.jobs = job_buf.handle();
     b.meta = meta_buf;
-    kernels_->matrix(cmd, TensorType::F32, b, 0, uint32_t(jobs.size()), max_rows, uint32_t(T), 0, MatPath::matvec,
+    kernels_->matrix(cmd, TensorType::F32, b, 0, uint32_t(jobs.size()), max_rows, max_cols, uint32_t(T), 0,
+                     MatPath::matvec,
                      /*mixed=*/true);
   });
   std::vector<std::vector<float>> out;

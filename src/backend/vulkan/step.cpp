@@ -164,7 +164,7 @@ void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, 
   const bool mixed = kernels_->mixed_matvec() && n_tok <= Kernels::matvec_max_tokens;
   for (const MatGroup& g : mixed ? stage.mixed : stage.typed) {
     b.weights = g.weights;
-    kernels_->matrix(cmd, g.type, b, g.job_base, g.n_jobs, g.max_rows, n_tok,
+    kernels_->matrix(cmd, g.type, b, g.job_base, g.n_jobs, g.max_rows, g.max_cols, n_tok,
                      gather ? uint32_t(kLogitRows) * meta_stride_ : 0, MatPath::automatic, mixed);
   }
 }

@@ -46,7 +46,7 @@ struct ScratchLayout {
 // Jobs of one weight type run by one dispatch (jobs table entries [job_base, +n_jobs)).
 struct MatGroup {
   TensorType type = TensorType::F32;
-  uint32_t job_base = 0, n_jobs = 0, max_rows = 0;
+  uint32_t job_base = 0, n_jobs = 0, max_rows = 0, max_cols = 0;
   std::array<VkBuffer, 4> weights{};
 };
 // Matrix products with no dependencies among them: dispatched back to back, no barriers.

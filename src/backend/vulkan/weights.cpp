@@ -4,7 +4,9 @@
 #include <cstring>
 
 #include "backend/vulkan/kernels.h"
+#include "backend/vulkan/q8_0_layout.h"
 #include "common/error.h"
+#include "tensor/blocks.h"
 #include "tensor/quant.h"
 
 namespace rwkv::vk {
@@ -19,6 +21,28 @@ constexpr uint64_t kStagingBytes = 64ull << 20;  // one upload slice
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 }  // namespace
+
+uint32_t q8_0_grouped_row_bytes(uint32_t cols) {
+  const uint32_t blocks = cols / 32, full = blocks / kQ8GroupBlocks, rest = blocks % kQ8GroupBlocks;
+  return full * kQ8GroupBytes + (rest > 0 ? kQ8GroupScaleBytes + rest * 32 : 0);
+}
+
+void q8_0_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols) {
+  static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_0::qs) == 32);
+  const uint32_t blocks = cols / 32, out_bytes = q8_0_grouped_row_bytes(cols);
+  for (uint64_t r = 0; r < rows; ++r) {
+    const uint8_t* in = src + r * blocks * sizeof(BlockQ8_0);
+    uint8_t* out = dst + r * out_bytes;
+    std::memset(out, 0, out_bytes);
+    for (uint32_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = in + size_t(b) * sizeof(BlockQ8_0);
+      uint8_t* group = out + size_t(b / kQ8GroupBlocks) * kQ8GroupBytes;
+      const uint32_t j = b % kQ8GroupBlocks;
+      std::memcpy(group + 2 * j, block + offsetof(BlockQ8_0, d), 2);
+      std::memcpy(group + kQ8GroupScaleBytes + 32 * j, block + offsetof(BlockQ8_0, qs), 32);
+    }
+  }
+}
 
 WeightStore::WeightStore(Context& ctx, uint64_t arena_limit) : ctx_(ctx) {
   const uint64_t device_limit = std::min<uint64_t>(ctx.limits().max_storage_range, 1ull << 30);
@@ -39,11 +63,13 @@ DeviceMatrix WeightStore::add_matrix(const Weight& w) {
   m.type = w.type;
   m.rows = uint32_t(w.rows());
   m.cols = uint32_t(w.cols());
-  m.row_bytes = uint32_t(w.row_stride());
+  const uint64_t src_row_bytes = w.row_stride();
+  const bool grouped = w.type == TensorType::Q8_0;
+  m.row_bytes = grouped ? q8_0_grouped_row_bytes(m.cols) : uint32_t(src_row_bytes);
   if (uint64_t(m.row_bytes) > arena_limit_) {
     fail(ErrorCode::unsupported, "vulkan: one row of tensor '" + w.name + "' exceeds the device's buffer range");
   }
-  if (w.nbytes < uint64_t(m.row_bytes) * m.rows) {
+  if (w.nbytes < src_row_bytes * m.rows) {
     fail(ErrorCode::model, "vulkan: tensor '" + w.name + "' holds fewer bytes than its shape needs");
   }
   uint32_t row = 0;
@@ -64,7 +90,8 @@ DeviceMatrix WeightStore::add_matrix(const Weight& w) {
     p.row_begin = row;
     p.rows = n;
     m.pieces.push_back(p);
-    pending_.push_back({w.data + uint64_t(row) * m.row_bytes, p.arena, p.offset, uint64_t(n) * m.row_bytes});
+    pending_.push_back(
+        {w.data + uint64_t(row) * src_row_bytes, p.arena, p.offset, uint64_t(n) * m.row_bytes, grouped ? m.cols : 0});
     arena_sizes_.back() = start + uint64_t(n) * m.row_bytes;
     row += n;
   }
@@ -132,7 +159,21 @@ void WeightStore::upload(const ProgressFn& progress) {
       bytes -= n;
     }
   };
-  for (const Pending& p : pending_) stage(arenas_[p.arena].handle(), p.offset, p.src, p.bytes);
+  std::vector<uint8_t> grouped;  // regrouped Q8_0 rows, a slice at a time
+  for (const Pending& p : pending_) {
+    if (p.group_cols == 0) {
+      stage(arenas_[p.arena].handle(), p.offset, p.src, p.bytes);
+      continue;
+    }
+    const uint64_t out_row = q8_0_grouped_row_bytes(p.group_cols), in_row = p.group_cols / 32 * sizeof(BlockQ8_0);
+    const uint64_t rows = p.bytes / out_row, slice = std::max<uint64_t>(1, staging_size / out_row);
+    for (uint64_t r = 0; r < rows; r += slice) {
+      const uint64_t n = std::min(slice, rows - r);
+      grouped.resize(n * out_row);
+      q8_0_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
+      stage(arenas_[p.arena].handle(), p.offset + r * out_row, grouped.data(), n * out_row);
+    }
+  }
   stage(vectors_.handle(), 0, reinterpret_cast<const uint8_t*>(host_vectors_.data()), host_vectors_.size() * 4);
   flush();
   pending_.clear();

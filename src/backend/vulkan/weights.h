@@ -1,5 +1,6 @@
 // Device copies of the model's weights. Matrices keep their stored GGUF bytes (the shaders
-// read the blocks as stored); they are packed into device buffers ("arenas") no larger than
+// read the blocks as stored), except Q8_0, which is regrouped (q8_0_layout.h) so that its
+// quants are aligned for wide loads; they are packed into device buffers ("arenas") no larger than
 // the device's maxStorageBufferRange, and a matrix too large for one is split by rows.
 // 1-D weights (norms, biases, lerp factors, ...) are converted to float32 into one buffer.
 // Uploads go through a host-visible staging buffer in slices, reporting progress.
@@ -18,7 +19,7 @@ namespace rwkv::vk {
 // A matrix on the device: `rows` x `cols` elements of `type`, in one or more row ranges.
 struct DeviceMatrix {
   TensorType type = TensorType::F32;
-  uint32_t rows = 0, cols = 0, row_bytes = 0;
+  uint32_t rows = 0, cols = 0, row_bytes = 0;  // row_bytes: on the device (Q8_0: grouped)
   struct Piece {
     uint32_t arena = 0;      // index in WeightStore's arenas
     uint32_t offset = 0;     // byte offset of the piece's first row in its arena
@@ -51,7 +52,8 @@ class WeightStore {
     const uint8_t* src;
     uint32_t arena;
     uint32_t offset;
-    uint64_t bytes;
+    uint64_t bytes;       // on the device
+    uint32_t group_cols;  // 0: copied as stored; else Q8_0 rows of this many columns, grouped
   };
   Context& ctx_;
   uint64_t arena_limit_;

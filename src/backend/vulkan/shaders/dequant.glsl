@@ -1,11 +1,13 @@
 // Reading the stored weight bytes of the tensor types (compile with -DTYPE_<type> or -DTYPE_ANY). The
 // block layouts come from blocks.glsl, generated from src/tensor/blocks.h at build time.
 // Weights are bound as arrays of 32-bit words (binding 0, four buffers: the jobs of one
-// dispatch may live in different device buffers). Blocks are only 2-byte aligned (Q8_0 is
-// 34 bytes), so 32-bit fields are read from two words where needed.
+// dispatch may live in different device buffers). Blocks are only 2-byte aligned (Q5_0 is
+// 22 bytes), so 32-bit fields are read from two words where needed; Q8_0 is regrouped at
+// upload for aligned loads (see dq8_q8_0).
 #include "blocks.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer WeightWords { uint w[]; } wq[4];
+layout(std430, set = 0, binding = 0) readonly buffer WeightPairs { uvec2 w[]; } wq2[4];
 layout(std430, set = 0, binding = 0) readonly buffer WeightQuads { uvec4 w[]; } wq4[4];
 
 // Byte `off` (any alignment), a 16-bit field at an even offset, a 32-bit field at an even offset.
@@ -65,12 +67,15 @@ void dq8_bf16(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 }
 #endif
 #if defined(TYPE_Q8_0)
+// Q8_0 rows are grouped at upload (backend/vulkan/q8_0_layout.h): group e / 256 of the row,
+// the scale of its block (e / 32) % 8 at byte 2 * that, the quants at Q8G_QS + e % 256, so the
+// 8 quants are one aligned 8-byte load (rows start 16-byte aligned).
 void dq8_q8_0(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  uint bb = rb + (e >> 5) * Q8_0_BYTES;
-  uint off = bb + Q8_0_qs + (e & 31u);
-  float d = f16(ld16(b, bb + Q8_0_d));
-  lo = i8x4(ld32(b, off)) * d;
-  hi = i8x4(ld32(b, off + 4u)) * d;
+  uint gb = rb + (e >> 8) * Q8G_BYTES;
+  float d = f16(ld16(b, gb + ((e >> 4) & 14u)));
+  uvec2 q = wq2[b].w[(gb + Q8G_QS + (e & 255u)) >> 3];
+  lo = i8x4(q.x) * d;
+  hi = i8x4(q.y) * d;
 }
 #endif
 #if defined(TYPE_Q4_0) || defined(TYPE_Q4_1)
@@ -181,6 +186,19 @@ void dq8_q6_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 }
 #endif
 
+#if defined(TYPE_Q8_0)
+// Elements [e, e+16), e % 16 == 0: the 16 quants are one aligned 16-byte load.
+void dq16_q8_0(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
+  uint gb = rb + (e >> 8) * Q8G_BYTES;
+  float d = f16(ld16(b, gb + ((e >> 4) & 14u)));
+  uvec4 q = wq4[b].w[(gb + Q8G_QS + (e & 255u)) >> 4];
+  v0 = i8x4(q.x) * d;
+  v1 = i8x4(q.y) * d;
+  v2 = i8x4(q.z) * d;
+  v3 = i8x4(q.w) * d;
+}
+#endif
+
 #if defined(TYPE_ANY)
 // GGUF type ids (tensor/types.h).
 void dq8_any(uint type, uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
@@ -222,4 +240,17 @@ void dq8_any(uint type, uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 #define dq8 dq8_q6_k
 #else
 #error "define one TYPE_<type> or TYPE_ANY"
+#endif
+
+// dq16: elements [e, e+16) of a row, e % 16 == 0, into v0..v3 (the matvec's unit): one wide
+// read for Q8_0, two dq8 reads for the other types. (The all-types matvec reads only its
+// Q8_0 jobs this way, through dq16_q8_0.)
+#if defined(TYPE_ANY)
+#elif defined(TYPE_Q8_0)
+#define dq16 dq16_q8_0
+#else
+void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
+  dq8(b, rb, e, v0, v1);
+  dq8(b, rb, e + 8u, v2, v3);
+}
 #endif

@@ -1,17 +1,24 @@
 #version 450
 // Residual add + LayerNorm + token shift + lerps (spec §2.2 steps 1-2, §2.4 step 1, §2.6),
 // one dispatch for all rows of a step: workgroup (x, t) handles channels [256x, 256x+256)
-// of row t. With h = h_in + delta (delta optional):
+// of row t (ceil(C / 256) x T workgroups). With h = h_in + delta (delta optional):
 //   h_out[t] = h,  xln[t] = LN(h[t]),  prev = LN(h[t-1]) or, on a sequence's first row, the
-//   stored shift state,  mix[s][t] = xln + (prev - xln) * mu[s]  for s < nmix.
+//   stored shift state,  mix[s][t] = xln + (prev - xln) * mu[s]  for s < nmix <= MAX_MIX.
 // Every workgroup recomputes the statistics of rows t and t-1 (cheap; no extra dispatch).
 // On a sequence's last row it may also commit commit_src[t] into the shift state of the
-// previous sub-block (an older state nobody reads in this dispatch).
+// previous sub-block (an older state nobody reads in this dispatch), each workgroup its own
+// channels.
+// Decode runs this with T = 1: a few workgroups whose time is a chain of memory round trips.
+// So every load is issued before the first loaded value is used (rows, weights, mu, the
+// shift state, the committed value), and the chain is: loads, two reductions, stores.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
-#define CACHE 16u  // elements per invocation kept in registers
+// Row elements per invocation kept in registers: the host passes ceil(C / 256) up to 16;
+// wider rows read the rest again.
+layout(constant_id = 0) const uint CACHE = 16;
+#define MAX_MIX 6u
 layout(std430, set = 0, binding = 0) buffer Scratch { float act[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };
 layout(std430, set = 0, binding = 2) readonly buffer StateIn { float state_in[]; };
@@ -38,25 +45,56 @@ float h_at(uint t, uint c) {
   return v;
 }
 
+// Per invocation: elements tid + 256 k, k < CACHE, of row t (x) and row t-1 (y, or 0).
+vec2 cache[CACHE];
+
+// Fills the cache (row t-1 with `prev`). Past the row's end the index is clamped (those
+// elements are masked out of the sums): no branch between the loads, so they are all in
+// flight together.
+void load_rows(uint t, uint tid, bool prev) {
+  for (uint k = 0u; k < CACHE; ++k) cache[k] = vec2(act[pc.h_in + t * pc.C + min(tid + 256u * k, pc.C - 1u)], 0.0);
+  if (pc.delta != NONE) {
+    for (uint k = 0u; k < CACHE; ++k) cache[k].x += act[pc.delta + t * pc.C + min(tid + 256u * k, pc.C - 1u)];
+  }
+  if (!prev) return;
+  for (uint k = 0u; k < CACHE; ++k) cache[k].y = act[pc.h_in + (t - 1u) * pc.C + min(tid + 256u * k, pc.C - 1u)];
+  if (pc.delta != NONE) {
+    for (uint k = 0u; k < CACHE; ++k) {
+      cache[k].y += act[pc.delta + (t - 1u) * pc.C + min(tid + 256u * k, pc.C - 1u)];
+    }
+  }
+}
+
 void main() {
   uint t = gl_WorkGroupID.y;
   uint tid = gl_LocalInvocationID.x;
-  uint c = gl_WorkGroupID.x * 256u + tid;
+  bool has_c = gl_WorkGroupID.x * 256u + tid < pc.C;
+  uint c = min(gl_WorkGroupID.x * 256u + tid, pc.C - 1u);  // clamped: loads stay in the row
   uint flags = meta[pc.row_flags + t];
   uint slot = meta[pc.row_slot + t];
   bool first = (flags & 1u) != 0u;
   bool need_prev = !first && pc.nmix > 0u;
 
-  // Two-pass statistics of row t (x) and, when its LN feeds the shift, row t-1 (y). Each
-  // invocation keeps the elements it reads in registers (rows up to CACHE * 256 channels),
-  // so the second pass and the output need no second trip to memory.
-  vec2 cache[CACHE];
-  vec2 s = vec2(0.0);
+  // Everything this invocation reads, before the first use: rows t and t-1 ...
+  load_rows(t, tid, need_prev);
+  // ... and its channel's LayerNorm weights, lerp factors, shift state and committed value.
+  float w = vecs[pc.ln_w + c], b = vecs[pc.ln_b + c];
+  float mu[MAX_MIX];
+  for (uint m = 0u; m < MAX_MIX; ++m) mu[m] = m < pc.nmix ? vecs[pc.mu + m * pc.C + c] : 0.0;
+  float shift = first && pc.nmix > 0u ? state_in[slot * pc.slot_stride + pc.shift_off + c] : 0.0;
+  bool commit = pc.commit_src != NONE && (flags & 2u) != 0u;
+  float committed = commit ? act[pc.commit_src + t * pc.C + c] : 0.0;
+  // This invocation's channel c = 256 x + tid is its cached element x (rows up to CACHE * 256
+  // channels); the loop keeps the cache indices constant, so it can stay in registers.
+  vec2 hc = vec2(0.0);
   for (uint k = 0u; k < CACHE; ++k) {
-    uint i = tid + 256u * k;
-    cache[k] = i < pc.C ? vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0) : vec2(0.0);
-    s += cache[k];
+    if (k == gl_WorkGroupID.x) hc = cache[k];
   }
+  if (gl_WorkGroupID.x >= CACHE) hc = vec2(h_at(t, c), need_prev ? h_at(t - 1u, c) : 0.0);
+
+  // Two-pass statistics of row t (x) and, when its LN feeds the shift, row t-1 (y).
+  vec2 s = vec2(0.0);
+  for (uint k = 0u; k < CACHE; ++k) s += tid + 256u * k < pc.C ? cache[k] : vec2(0.0);
   for (uint i = tid + 256u * CACHE; i < pc.C; i += 256u) s += vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0);
   vec2 mean = wg_sum2(s) / float(pc.C);
   vec2 q = vec2(0.0);
@@ -69,28 +107,18 @@ void main() {
     q += d * d;
   }
   vec2 rstd = inversesqrt(wg_sum2(q) / float(pc.C) + pc.eps);
-  if (c >= pc.C) return;
+  if (!has_c) return;
 
-  float w = vecs[pc.ln_w + c], b = vecs[pc.ln_b + c];
-  // This invocation's channel c = 256 x + tid is its cached element x (when cached); the
-  // loop keeps the cache indices constant, so it can stay in registers.
-  vec2 hc = vec2(0.0);
-  for (uint k = 0u; k < CACHE; ++k) {
-    if (k == gl_WorkGroupID.x) hc = cache[k];
-  }
-  if (gl_WorkGroupID.x >= CACHE) hc = vec2(h_at(t, c), need_prev ? h_at(t - 1u, c) : 0.0);
   float h = hc.x;
   float cur = (h - mean.x) * rstd.x * w + b;
   uint o = t * pc.C + c;
   if (pc.h_out != NONE) act[pc.h_out + o] = h;
   act[pc.xln + o] = cur;
   if (pc.nmix > 0u) {
-    float prev = first ? state_in[slot * pc.slot_stride + pc.shift_off + c] : (hc.y - mean.y) * rstd.y * w + b;
-    for (uint m = 0u; m < pc.nmix; ++m) {
-      act[pc.mix + m * pc.mix_stride + o] = cur + (prev - cur) * vecs[pc.mu + m * pc.C + c];
+    float prev = first ? shift : (hc.y - mean.y) * rstd.y * w + b;
+    for (uint m = 0u; m < MAX_MIX; ++m) {
+      if (m < pc.nmix) act[pc.mix + m * pc.mix_stride + o] = cur + (prev - cur) * mu[m];
     }
   }
-  if (pc.commit_src != NONE && (flags & 2u) != 0u) {
-    state_commit[slot * pc.slot_stride + pc.commit_off + c] = act[pc.commit_src + o];
-  }
+  if (commit) state_commit[slot * pc.slot_stride + pc.commit_off + c] = committed;
 }

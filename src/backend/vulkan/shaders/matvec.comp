@@ -1,9 +1,11 @@
 #version 450
 // Matrix x few vectors (decode: T small). Workgroup (x, job) computes ROWS output rows for
 // TOK tokens at a time. Built per weight type, and once for all types (TYPE_ANY: each job
-// names its type) so that independent products of different types share one dispatch; its invocations stride over the row in units of 8 elements, so each
-// weight byte is read from memory once per TOK tokens; partial sums meet through subgroup
-// adds and one shared-memory step.
+// names its type) so that independent products of different types share one dispatch. Its
+// invocations stride over the row in units of 16 elements (Q8_0: one 16-byte quant load;
+// TYPE_ANY: 8 for types other than Q8_0), two units per loop trip so that each has the loads
+// of both in flight; each weight byte is read from memory once per TOK tokens; partial sums
+// meet through subgroup adds and one shared-memory step.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "dequant.glsl"
@@ -16,32 +18,75 @@ layout(constant_id = 2) const uint TOK = 1;
 
 shared float part[ROWS * TOK * RED_MAX];
 
+// Per invocation: byte offsets of the workgroup's rows, vec4 indices of the current tokens'
+// activation rows, partial sums [row][token].
+uint rb[ROWS];
+uint xb[TOK];
+float acc[ROWS * TOK];
+
+// Adds elements [16u, 16u + 16) of every row x token to acc.
+void add_unit16(Job jb, uint u) {
+  vec4 xv[4 * TOK];
+  for (uint j = 0u; j < TOK; ++j) {
+    for (uint i = 0u; i < 4u; ++i) xv[4u * j + i] = x4[xb[j] + 4u * u + i];
+  }
+  for (uint r = 0u; r < ROWS; ++r) {
+    vec4 w0, w1, w2, w3;
+    DQ16(jb, rb[r], 16u * u, w0, w1, w2, w3);
+    for (uint j = 0u; j < TOK; ++j) {
+      acc[r * TOK + j] += dot(w0, xv[4u * j]) + dot(w1, xv[4u * j + 1u]) + dot(w2, xv[4u * j + 2u]) +
+                          dot(w3, xv[4u * j + 3u]);
+    }
+  }
+}
+
+// Adds elements [e, e + 8) of every row x token to acc (the end of a row of 8 mod 16).
+void add_unit8(Job jb, uint e) {
+  for (uint r = 0u; r < ROWS; ++r) {
+    vec4 lo, hi;
+    DQ8(jb, rb[r], e, lo, hi);
+    for (uint j = 0u; j < TOK; ++j) {
+      acc[r * TOK + j] += dot(lo, x4[xb[j] + (e >> 2)]) + dot(hi, x4[xb[j] + (e >> 2) + 1u]);
+    }
+  }
+}
+
+// The whole row in 16-element units, two per loop trip, so that each invocation has the
+// loads of both in flight; then a last 8-element unit where cols % 16 == 8 (never for Q8_0).
+void add_row16(Job jb, uint tid) {
+  uint units = jb.cols >> 4;
+  uint u = tid;
+  for (; u + WG < units; u += 2u * WG) {
+    add_unit16(jb, u);
+    add_unit16(jb, u + WG);
+  }
+  if (u < units) add_unit16(jb, u);
+#if !defined(TYPE_ANY)
+  if ((jb.cols & 8u) != 0u && tid == 0u) add_unit8(jb, 16u * units);
+#endif
+}
+
 void main() {
   Job jb = jobs[pc.job_base + gl_WorkGroupID.y];
   uint row0 = gl_WorkGroupID.x * ROWS;
   if (row0 >= jb.rows) return;  // the whole workgroup leaves together
   uint tid = gl_LocalInvocationID.x;
-  uint units = jb.cols >> 3;
-  uint rb[ROWS];
   for (uint r = 0u; r < ROWS; ++r) rb[r] = jb.w_off + min(row0 + r, jb.rows - 1u) * jb.row_bytes;
 
   for (uint t0 = 0u; t0 < pc.n_tok; t0 += TOK) {
-    uint xb[TOK];
     for (uint j = 0u; j < TOK; ++j) xb[j] = x_row(jb, min(t0 + j, pc.n_tok - 1u));
-    float acc[ROWS * TOK];
     for (uint k = 0u; k < ROWS * TOK; ++k) acc[k] = 0.0;
-    for (uint u = tid; u < units; u += WG) {
-      vec4 xl[TOK], xh[TOK];
-      for (uint j = 0u; j < TOK; ++j) {
-        xl[j] = x4[xb[j] + 2u * u];
-        xh[j] = x4[xb[j] + 2u * u + 1u];
-      }
-      for (uint r = 0u; r < ROWS; ++r) {
-        vec4 lo, hi;
-        DQ8(jb, rb[r], 8u * u, lo, hi);
-        for (uint j = 0u; j < TOK; ++j) acc[r * TOK + j] += dot(lo, xl[j]) + dot(hi, xh[j]);
-      }
+#if defined(TYPE_ANY)
+    // Q8_0 jobs take the wide units; the other types 8-element ones, one type switch each (a
+    // switch per 16-element unit and row made the all-types shader too large to compile fast).
+    if (jb.type == 8u) {
+      add_row16(jb, tid);
+    } else {
+      for (uint u = tid; u < (jb.cols >> 3); u += WG) add_unit8(jb, 8u * u);
     }
+#else
+    add_row16(jb, tid);
+#endif
     for (uint k = 0u; k < ROWS * TOK; ++k) {
       float s = subgroupAdd(acc[k]);
       if (subgroupElect()) part[k * RED_MAX + gl_SubgroupID] = s;

@@ -15,6 +15,9 @@ layout(constant_id = 0) const uint N = 64;
 layout(std430, set = 0, binding = 0) buffer Scratch { float act[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };
 layout(std430, set = 0, binding = 2) buffer State { float state[]; };
+// The same buffer as vec4: each invocation's state row of N floats is 16-byte aligned (slots
+// and rows are multiples of 4 floats), so it moves in N / 4 wide accesses.
+layout(std430, set = 0, binding = 2) buffer State4 { vec4 state4[]; };
 layout(std430, set = 0, binding = 3) readonly buffer Meta { uint meta[]; };
 
 layout(push_constant) uniform Push {
@@ -40,7 +43,13 @@ void main() {
   uint row0 = meta[pc.seq_start + seq], n = meta[pc.seq_rows + seq], slot = meta[pc.seq_slot + seq];
   uint sbase = slot * pc.slot_stride + 2u * pc.C + (h * N + i) * N;  // S[h][i][*]
   float st[N];
-  for (uint j = 0u; j < N; ++j) st[j] = state[sbase + j];
+  for (uint j = 0u; j < N; j += 4u) {
+    vec4 q = state4[(sbase + j) >> 2];
+    st[j] = q.x;
+    st[j + 1u] = q.y;
+    st[j + 2u] = q.z;
+    st[j + 3u] = q.w;
+  }
   float kk_w = vecs[pc.k_k + c], ka_w = vecs[pc.k_a + c], rk_w = vecs[pc.r_k + c];
   float lw = vecs[pc.lnx_w + c], lb = vecs[pc.lnx_b + c];
 
@@ -101,6 +110,6 @@ void main() {
       act[pc.dbg + 4u * pc.dbg_stride + o] = lnx;
     }
   }
-  for (uint j = 0u; j < N; ++j) state[sbase + j] = st[j];
+  for (uint j = 0u; j < N; j += 4u) state4[(sbase + j) >> 2] = vec4(st[j], st[j + 1u], st[j + 2u], st[j + 3u]);
   state[slot * pc.slot_stride + c] = act[pc.xa + (row0 + n - 1u) * pc.C + c];
 }

@@ -1,9 +1,11 @@
 // Build-time generator of blocks.glsl: the byte size of every quant block and the byte
-// offset of each of its fields, read from the C++ structs in src/tensor/blocks.h, so the
-// shaders can never disagree with the header. Usage: gen_blocks_glsl OUTPUT
+// offset of each of its fields, read from the C++ structs in src/tensor/blocks.h, and the
+// grouped Q8_0 layout of backend/vulkan/q8_0_layout.h, so the shaders can never disagree
+// with the headers. Usage: gen_blocks_glsl OUTPUT
 #include <cstddef>
 #include <cstdio>
 
+#include "backend/vulkan/q8_0_layout.h"
 #include "tensor/blocks.h"
 
 #define FIELD(out, block, field, prefix) \
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
   SIZE(out, BlockQ8_0, "Q8_0");
   FIELD(out, BlockQ8_0, d, "Q8_0");
   FIELD(out, BlockQ8_0, qs, "Q8_0");
+  // The grouped Q8_0 rows of the device (backend/vulkan/q8_0_layout.h).
+  std::fprintf(out, "#define Q8G_BYTES %u\n#define Q8G_QS %u\n", rwkv::vk::kQ8GroupBytes, rwkv::vk::kQ8GroupScaleBytes);
   SIZE(out, BlockQ4_K, "Q4_K");
   FIELD(out, BlockQ4_K, d, "Q4_K");
   FIELD(out, BlockQ4_K, dmin, "Q4_K");
