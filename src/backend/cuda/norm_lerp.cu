@@ -31,9 +31,9 @@ __device__ __forceinline__ void store_row(float* __restrict__ dst, int C, const 
   }
 }
 
-// LayerNorm (population variance) of a row held in registers as load_row lays it out.
-__device__ __forceinline__ void layer_norm_regs(float (&v)[kMaxPer], int C, const float (&w)[kMaxPer],
-                                                const float (&b)[kMaxPer], float eps, float* scratch) {
+// Mean and 1/sqrt(var + eps) (population variance) of a row held in registers as load_row
+// lays it out, by the whole block (every thread gets both).
+__device__ __forceinline__ float2 stats_regs(const float (&v)[kMaxPer], int C, float eps, float* scratch) {
   float s = 0.f;
 #pragma unroll
   for (int k = 0; k < kMaxPer; ++k) s += v[k];
@@ -45,9 +45,15 @@ __device__ __forceinline__ void layer_norm_regs(float (&v)[kMaxPer], int C, cons
     const float d = c < C ? v[k] - mean : 0.f;
     q += d * d;
   }
-  const float rs = rsqrtf(block_sum(q, scratch) / float(C) + eps);
+  return make_float2(mean, rsqrtf(block_sum(q, scratch) / float(C) + eps));
+}
+
+// LayerNorm of a row held in registers as load_row lays it out.
+__device__ __forceinline__ void layer_norm_regs(float (&v)[kMaxPer], int C, const float (&w)[kMaxPer],
+                                                const float (&b)[kMaxPer], float eps, float* scratch) {
+  const float2 st = stats_regs(v, C, eps, scratch);
 #pragma unroll
-  for (int k = 0; k < kMaxPer; ++k) v[k] = (v[k] - mean) * rs * w[k] + b[k];
+  for (int k = 0; k < kMaxPer; ++k) v[k] = (v[k] - st.x) * st.y * w[k] + b[k];
 }
 
 template <TensorType TY>
@@ -82,22 +88,11 @@ __global__ void __launch_bounds__(kRowThreads) embed_ln_kernel(PackedView E, con
   store_row(h + size_t(r) * C, C, x);
 }
 
-// Mean and 1/sqrt(var + eps) of a row, by the whole block (every thread gets both).
+// Mean and 1/sqrt(var + eps) of a row in memory, by the whole block.
 __device__ __forceinline__ float2 row_stats(const float* __restrict__ src, int C, float eps, float* scratch) {
   float v[kMaxPer];
   load_row(src, C, v);
-  float s = 0.f;
-#pragma unroll
-  for (int k = 0; k < kMaxPer; ++k) s += v[k];
-  const float mean = block_sum(s, scratch) / float(C);
-  float q = 0.f;
-#pragma unroll
-  for (int k = 0; k < kMaxPer; ++k) {
-    const int c = threadIdx.x + k * kRowThreads;
-    const float d = c < C ? v[k] - mean : 0.f;
-    q += d * d;
-  }
-  return make_float2(mean, rsqrtf(block_sum(q, scratch) / float(C) + eps));
+  return stats_regs(v, C, eps, scratch);
 }
 
 // Grid (rows, splits): every block normalises its whole row (statistics) and writes the
