@@ -57,6 +57,10 @@ CudaBackend::CudaBackend(const BackendOptions& options) : verbose_(options.verbo
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   if (stream_) cudaStreamSynchronize(stream_);
+  try {
+    report_persistent_trace();
+  } catch (const Error&) {  // a diagnostic only
+  }
   clear_graphs();
   if (host_ints_) cudaFreeHost(host_ints_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -404,6 +408,8 @@ void CudaBackend::run_chunk(const ChunkPlan& plan, float* logits) {
   if (plan.R > kMatvecMaxRows) prepare_gemm();
   check(cudaMemcpyAsync(scratch_.ints, host_ints_, host_ints_count_ * 4, cudaMemcpyHostToDevice, stream_),
         "batch upload");
+  if (plan.R == 1 && !hook_ && (persistent_.key != scratch_.buffer.data() || persistent_.states != states_.data()))
+    build_persistent();  // before any capture: it allocates and uploads
   const bool graph = use_graphs_ && !hook_ && plan.max_tokens == 1;
   if (graph) {
     const int key = plan.B * (kMaxChunkRows + 1) + plan.n_out;

@@ -83,10 +83,14 @@ void CudaBackend::encode(const ChunkPlan& p) {
   embed_ln(tok_embd_.view(), s.ints, R, ln0_w_, ln0_b_, hp_.ln_eps, hook_ ? s.raw : nullptr, s.h, stream_);
   emit(-1, "embed", s.raw, R, C);
   emit(-1, "embed.ln", s.h, R, C);
-  for (int l = 0; l < hp_.n_layer; ++l) {
-    time_mix(l, p, bd);
-    channel_mix(l, p, bd);
-    emit(l, "layer.out", s.h, R, C);
+  if (R == 1 && !hook_ && persistent_.ready) {  // one token of one sequence: every layer in one kernel
+    persistent_decode(persistent_.args, stream_);
+  } else {
+    for (int l = 0; l < hp_.n_layer; ++l) {
+      time_mix(l, p, bd);
+      channel_mix(l, p, bd);
+      emit(l, "layer.out", s.h, R, C);
+    }
   }
   if (p.n_out > 0) {
     layer_norm_rows(s.h, s.ints + 4 * cap + 1, p.n_out, C, ln_out_w_, ln_out_b_, hp_.ln_eps, s.head_x, stream_);
