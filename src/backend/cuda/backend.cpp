@@ -299,9 +299,10 @@ void CudaBackend::ensure_scratch(int rows) {
   const size_t rc = align256(R * C * 4);
   for (int i = 0; i < 23; ++i) sizes.push_back(rc);  // h, xln, mix x6, r..v_first x8, kk..raw x6, head_x
   for (int i = 0; i < 4; ++i) sizes.push_back(align256(R * D * 4));
-  sizes.push_back(align256(R * F * 4));     // hidden
-  sizes.push_back(align256(R * V * 4));     // logits
-  sizes.push_back(align256(R * wide * 2));  // x16
+  sizes.push_back(align256(R * F * 4));                              // hidden
+  sizes.push_back(align256(R * V * 4));                              // logits
+  sizes.push_back(align256(R * wide * 2));                           // x16
+  for (int i = 0; i < 6; ++i) sizes.push_back(align256(R * C * 2));  // mix16
   for (int i = 0; i < 4; ++i) sizes.push_back(align256(quant_x_bytes(cap, C)));
   sizes.push_back(align256(quant_x_bytes(cap, F)));  // qx_hidden
   sizes.push_back(align256((5 * R + 1) * 4));        // ints
@@ -325,6 +326,7 @@ void CudaBackend::ensure_scratch(int rows) {
   s.hidden = reinterpret_cast<float*>(next());
   s.logits = reinterpret_cast<float*>(next());
   s.x16 = next();
+  for (void*& m : s.mix16) m = next();
   for (QuantX& q : s.qx) q = quant_x_view(next(), cap, C);
   s.qx_hidden = quant_x_view(next(), cap, F);
   s.ints = reinterpret_cast<int32_t*>(next());

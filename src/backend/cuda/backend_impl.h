@@ -40,8 +40,9 @@ struct Scratch {
   DeviceBuffer buffer;
   float *h, *xln, *mix[6], *r, *k, *v, *decay, *a, *g, *nu, *v_first;
   float *w_lo, *a_lo, *v_lo, *g_lo, *kk, *kmod, *y, *lnx, *xo, *raw, *hidden, *head_x, *logits;
-  void* x16;     // f16 GEMM input, rows x max(C, F, Dmax)
-  QuantX qx[4];  // quantised activations (matvec path): xr / xk / xv (or ffn xk, head x), xo
+  void* x16;       // f16 GEMM input, rows x max(C, F, Dmax)
+  void* mix16[6];  // f16 copies of mix[0..5] written by ln_shift_lerp for the GEMM path
+  QuantX qx[4];    // quantised activations (matvec path): xr / xk / xv (or ffn xk, head x), xo
   QuantX qx_hidden;
   int32_t* ints;  // tokens [rows], row_seq [rows], seq_start [rows+1], seq_slot [rows], out_rows [rows]
 };
@@ -99,9 +100,10 @@ class CudaBackend final : public Backend {
   void time_mix(int l, const ChunkPlan& plan, const BatchDev& bd);
   void channel_mix(int l, const ChunkPlan& plan, const BatchDev& bd);
   // y = W op(x) for R rows, by matvec (R <= 8; with x pre-quantised in `xq` if set) or
-  // cuBLAS; epilogue `out` with `bias`.
+  // cuBLAS (x already in f16 at `x16` if set, else converted first); epilogue `out` with
+  // `bias`.
   void matmul(const Mat& W, const float* x, int64_t x_stride, int R, InOp in, float* y, int64_t y_stride, OutOp out,
-              const float* bias, float* y_raw, const QuantX* xq = nullptr);
+              const float* bias, float* y_raw, const QuantX* xq = nullptr, const void* x16 = nullptr);
   void emit(int layer, const char* name, const float* data, int rows, int width);
 
   std::string device_name_;

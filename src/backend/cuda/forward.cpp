@@ -44,14 +44,17 @@ void CudaBackend::emit(int layer, const char* name, const float* data, int rows,
 }
 
 void CudaBackend::matmul(const Mat& W, const float* x, int64_t x_stride, int R, InOp in, float* y, int64_t y_stride,
-                         OutOp out, const float* bias, float* y_raw, const QuantX* xq) {
+                         OutOp out, const float* bias, float* y_raw, const QuantX* xq, const void* x16) {
   if (R <= kMatvecMaxRows) {
     MatvecJob j = job(W, x, x_stride, y, y_stride, out, bias, in, xq);
     j.y_raw = y_raw;
     matvec(&j, 1, R, stream_);
     return;
   }
-  to_f16(x, x_stride, R, W.cols(), in, scratch_.x16, stream_);
+  if (!x16) {
+    to_f16(x, x_stride, R, W.cols(), in, scratch_.x16, stream_);
+    x16 = scratch_.x16;
+  }
   const void* w16 = W.f16;
   int64_t ld = W.ld16;
   if (!w16) {
@@ -60,12 +63,12 @@ void CudaBackend::matmul(const Mat& W, const float* x, int64_t x_stride, int R, 
     ld = W.cols();
   }
   if (out == OutOp::add && !y_raw) {
-    blas_->gemm_f16(w16, ld, W.rows(), W.cols(), scratch_.x16, R, y, y_stride, 1.f, stream_);
+    blas_->gemm_f16(w16, ld, W.rows(), W.cols(), x16, R, y, y_stride, 1.f, stream_);
   } else if (out == OutOp::add) {
-    blas_->gemm_f16(w16, ld, W.rows(), W.cols(), scratch_.x16, R, y_raw, y_stride, 0.f, stream_);
+    blas_->gemm_f16(w16, ld, W.rows(), W.cols(), x16, R, y_raw, y_stride, 0.f, stream_);
     epilogue(OutOp::add, y_raw, y, nullptr, R, W.rows(), y_stride, stream_);
   } else {
-    blas_->gemm_f16(w16, ld, W.rows(), W.cols(), scratch_.x16, R, y, y_stride, 0.f, stream_);
+    blas_->gemm_f16(w16, ld, W.rows(), W.cols(), x16, R, y, y_stride, 0.f, stream_);
     if (out != OutOp::store) epilogue(out, y, y, bias, R, W.rows(), y_stride, stream_);
   }
 }
@@ -123,6 +126,8 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   lerp.shift = state;
   lerp.state_stride = hp_.state_floats();
   const bool mv = R <= kMatvecMaxRows;  // matvec path: quantised weights take QuantX inputs
+  if (!mv)
+    for (int m = 0; m < 6; ++m) lerp.out16[m] = s.mix16[m];
   if (mv && quantised(L.wr)) lerp.out_q[0] = s.qx[0];
   if (mv && quantised(L.wk)) lerp.out_q[2] = s.qx[1];
   if (mv && (quantised(L.wv) || (l > 0 && quantised(L.v1)))) lerp.out_q[3] = s.qx[2];
@@ -152,17 +157,18 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
     if (residual) second.push_back(job(L.v2, s.v_lo, D, s.nu, C, OutOp::sigmoid, L.v0));
     matvec(second.data(), int(second.size()), R, stream_);
   } else {
-    matmul(L.wr, xr, C, R, InOp::none, s.r, C, OutOp::store, nullptr, nullptr);
-    matmul(L.wk, xk, C, R, InOp::none, s.k, C, OutOp::store, nullptr, nullptr);
-    matmul(L.wv, xv, C, R, InOp::none, s.v, C, OutOp::store, nullptr, nullptr);
-    matmul(L.w1, xw, C, R, InOp::none, s.w_lo, D, OutOp::store, nullptr, nullptr);
+    // The lerped inputs come in f16 from ln_shift_lerp (s.mix16: r, w, k, v, a, g).
+    matmul(L.wr, xr, C, R, InOp::none, s.r, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[0]);
+    matmul(L.wk, xk, C, R, InOp::none, s.k, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[2]);
+    matmul(L.wv, xv, C, R, InOp::none, s.v, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[3]);
+    matmul(L.w1, xw, C, R, InOp::none, s.w_lo, D, OutOp::store, nullptr, nullptr, nullptr, s.mix16[1]);
     matmul(L.w2, s.w_lo, D, R, InOp::tanh, s.decay, C, OutOp::decay, L.w0, nullptr);
-    matmul(L.a1, xa, C, R, InOp::none, s.a_lo, D, OutOp::store, nullptr, nullptr);
+    matmul(L.a1, xa, C, R, InOp::none, s.a_lo, D, OutOp::store, nullptr, nullptr, nullptr, s.mix16[4]);
     matmul(L.a2, s.a_lo, D, R, InOp::none, s.a, C, OutOp::sigmoid, L.a0, nullptr);
-    matmul(L.g1, xg, C, R, InOp::none, s.g_lo, D, OutOp::store, nullptr, nullptr);
+    matmul(L.g1, xg, C, R, InOp::none, s.g_lo, D, OutOp::store, nullptr, nullptr, nullptr, s.mix16[5]);
     matmul(L.g2, s.g_lo, D, R, InOp::sigmoid, s.g, C, OutOp::store, nullptr, nullptr);
     if (residual) {
-      matmul(L.v1, xv, C, R, InOp::none, s.v_lo, D, OutOp::store, nullptr, nullptr);
+      matmul(L.v1, xv, C, R, InOp::none, s.v_lo, D, OutOp::store, nullptr, nullptr, nullptr, s.mix16[3]);
       matmul(L.v2, s.v_lo, D, R, InOp::none, s.nu, C, OutOp::sigmoid, L.v0, nullptr);
     }
   }
@@ -237,12 +243,14 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   lerp.shift = state + C;
   lerp.state_stride = hp_.state_floats();
   const bool mv = R <= kMatvecMaxRows;  // matvec path: quantised weights take QuantX inputs
+  if (!mv) lerp.out16[0] = s.mix16[0];
   if (mv && quantised(L.ffn_key)) lerp.out_q[0] = s.qx[0];
   ln_shift_lerp(lerp, stream_);
   emit(l, "ffn.ln", s.xln, R, C);
   emit(l, "ffn.xk", s.mix[0], R, C);
 
-  matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, OutOp::relu_sq, nullptr, nullptr, &lerp.out_q[0]);
+  matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, OutOp::relu_sq, nullptr, nullptr, &lerp.out_q[0],
+         mv ? nullptr : s.mix16[0]);
   emit(l, "ffn.hidden", s.hidden, R, F);
   if (R == 1 && L.ffn_value_t.w && !hook_) {  // one row: skip the hidden units that ReLU^2 zeroed
     ffn_value_sparse(L.ffn_value_t, s.hidden, s.h, sparse_scratch_, stream_);

@@ -12,7 +12,8 @@ namespace rwkv::cuda {
 namespace {
 
 constexpr int kRowThreads = 256;
-constexpr int kMaxPer = 16;  // values of a row per thread: C <= 4096
+constexpr int kMaxPer = 16;      // values of a row per thread: C <= 4096
+constexpr int kSplitRows = 256;  // ln_shift_lerp: rows up to which a row spreads over blocks
 
 // v[k] = src[c] for the channels c = threadIdx.x + k * kRowThreads of this thread (0 past C).
 // All loads are issued before any is used.
@@ -138,6 +139,7 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
     for (int m = 0; m < a.n_mix; ++m) {
       const float o = x + (prev - x) * mix[m];
       a.out[m][at] = o;
+      if (a.out16[m]) static_cast<__half*>(a.out16[m])[at] = __float2half_rn(o);
       if (a.out_q[m].q0) quantize32(a.out_q[m], o, at, at / 32);
     }
   }
@@ -254,7 +256,10 @@ void embed_ln(const PackedView& emb, const int32_t* tokens, int R, const float* 
 void ln_shift_lerp(const ShiftLerpArgs& args, Stream stream) {
   check_width(args.C, "ln_shift_lerp");
   if (args.n_mix < 1 || args.n_mix > 6) fail(ErrorCode::argument, "cuda ln_shift_lerp: 1 to 6 lerps");
-  const int splits = args.batch.R <= kMatvecMaxRows ? (args.C + kRowThreads - 1) / kRowThreads : 1;
+  // Up to kSplitRows rows (decode of many sequences), each row over C / 256 blocks: a block
+  // per row left most SMs idle and took ~30 us at 64 rows of 2560. Longer prefill chunks
+  // have blocks enough with one per row.
+  const int splits = args.batch.R <= kSplitRows ? (args.C + kRowThreads - 1) / kRowThreads : 1;
   const dim3 grid(args.batch.R, splits);
   launch("ln_shift_lerp", ln_shift_lerp_kernel, grid, dim3(kRowThreads), 0, stream, args);
 }

@@ -187,7 +187,8 @@ struct ShiftLerpArgs {
   float* xln = nullptr;
   float* shift = nullptr;
   size_t state_stride = 0;
-  QuantX out_q[6];  // where q0 is set, out[s] is also written quantised
+  QuantX out_q[6];      // where q0 is set, out[s] is also written quantised
+  void* out16[6] = {};  // where set, out[s] is also written as f16 (the GEMM path's input)
 };
 // C must be a multiple of 32 and at most 4096.
 void ln_shift_lerp(const ShiftLerpArgs& args, Stream stream);

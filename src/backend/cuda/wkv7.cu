@@ -91,12 +91,14 @@ __global__ void __launch_bounds__(4 * N) wkv_fused_kernel(const __grid_constant_
     lw = a.lnx_w[hc];
     lb = a.lnx_b[hc];
   }
-  pdl_wait();
-  pdl_trigger();
+  // The batch layout (uploaded before the step) and this layer's WKV state (written by no
+  // kernel of this step before this one) are read before the PDL wait.
   const int start = a.batch.seq_start[b], end = a.batch.seq_start[b + 1];
   float* S = a.state + size_t(a.batch.seq_slot[b]) * a.state_stride + size_t(h) * N * N + size_t(i) * N + part * Q;
   float st[Q];
   load_state(S, st);
+  pdl_wait();
+  pdl_trigger();
   for (int r = start; r < end; ++r) {
     const size_t at = size_t(r) * C + hc;
     float rr = 0.f, kv = 0.f, vv = 0.f, aa = 0.f, dd = 0.f, gg = 0.f, nu = 0.f, vf = 0.f;
