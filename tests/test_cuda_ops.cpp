@@ -243,7 +243,7 @@ TEST(CudaOps, MatvecEveryTypeAndRowCount) {
       for (int64_t rows : {int64_t(1), int64_t(67), int64_t(300)}) {
         HostWeight h = make_weight(t, rows, cols);
         DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
-        for (int T : {1, 2, 5, 8}) {
+        for (int T : {1, 2, 5, 8}) {  // 5 and 8: two groups of rows along the grid
           const std::vector<float> x = randn(size_t(T * cols));
           Guarded dx(x), dy(size_t(T * rows));
           MatvecJob j;
@@ -343,10 +343,8 @@ TEST(CudaOps, MatvecWithQuantisedInput) {
 float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 
 // Several matrices of different types in one launch, with every input transform and
-// epilogue, strided activations and outputs.
-TEST(CudaOps, MatvecMultiJobWithTransformsAndEpilogues) {
-  REQUIRE_GPU();
-  const int T = 3;
+// epilogue, strided activations and outputs, for T activation rows.
+void check_multi_job(int T) {
   struct Case {
     TensorType type;
     int64_t rows, cols;
@@ -426,6 +424,11 @@ TEST(CudaOps, MatvecMultiJobWithTransformsAndEpilogues) {
     expect_close(ys[size_t(i)]->read(), want, matvec_limit(c.type), what);
     if (c.out == OutOp::add) expect_close(raws[size_t(i)]->read(), want_raw, matvec_limit(c.type), what + " raw");
   }
+}
+
+TEST(CudaOps, MatvecMultiJobWithTransformsAndEpilogues) {
+  REQUIRE_GPU();
+  for (const int T : {3, 7}) check_multi_job(T);
 }
 
 // ---- elementwise ----------------------------------------------------------------------------

@@ -120,9 +120,11 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     else
       later[n_later++] = jobs[i];
   }
+  // Rows go kMaxRowsPerLaunch to a block (grid rows); shared memory is per block.
+  const int T_block = std::min(T, kMaxRowsPerLaunch);
   size_t smem = 0;
-  for (int i = 0; i < n_now; ++i) smem = std::max(smem, job_smem(now[i], T));
-  if (T > kMaxRowsPerLaunch || smem > kMaxSmem) {  // two launches over halves of the rows
+  for (int i = 0; i < n_now; ++i) smem = std::max(smem, job_smem(now[i], T_block));
+  if (smem > kMaxSmem) {  // two launches over halves of the rows
     if (T == 1) fail(ErrorCode::argument, "cuda matvec: activation row too wide for shared memory");
     const int T1 = T / 2;
     MatvecJob second[kMatvecMaxJobs];

@@ -25,7 +25,7 @@ struct JobDev {
 struct Batch {
   JobDev jobs[kMatvecMaxJobs];
   int n_jobs;
-  int T;
+  int T;  // activation rows; grid row y takes rows [y * TM, y * TM + TM)
 };
 
 __device__ __forceinline__ float apply_in(InOp op, float v) {
@@ -44,8 +44,8 @@ constexpr size_t kFloatStageBytes = 64 << 10;  // float weights with an input tr
 
 // Row t, column c of the job's activations (4 floats, or 0 past the rows). Aligned jobs
 // use one 16-byte load.
-__device__ __forceinline__ float4 load_x4(const MatvecJob& job, int64_t e, int64_t cols, bool aligned) {
-  const int64_t t = e / cols, c = e - t * cols;
+__device__ __forceinline__ float4 load_x4(const MatvecJob& job, int t0, int64_t e, int64_t cols, bool aligned) {
+  const int64_t t = t0 + e / cols, c = e % cols;
   const float* p = job.x + t * job.x_stride + c;
   if (aligned) return *reinterpret_cast<const float4*>(p);
   return make_float4(p[0], p[1], p[2], p[3]);
@@ -54,7 +54,7 @@ __device__ __forceinline__ float4 load_x4(const MatvecJob& job, int64_t e, int64
 // Quantises T rows of x (cols a multiple of 32) into shared memory as two int8 terms (XQ).
 // Thread i takes float4 chunks i, i + 256, ...; the 8 chunks of one block of 32 are 8
 // neighbouring lanes. All loads of a batch are issued before the first is used.
-__device__ inline void stage_quant(const MatvecJob& job, int T, uint8_t* smem, XQ (&xq)[2]) {
+__device__ inline void stage_quant(const MatvecJob& job, int t0, int T, uint8_t* smem, XQ (&xq)[2]) {
   const int cols = int(job.W.cols), nb = cols / 32;
   const int64_t n4 = int64_t(T) * cols / 4;
   int8_t* q0 = reinterpret_cast<int8_t*>(smem);
@@ -69,7 +69,7 @@ __device__ inline void stage_quant(const MatvecJob& job, int T, uint8_t* smem, X
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
       const int64_t idx = b0 + int64_t(k) * kThreads + threadIdx.x;
-      v[k] = idx < n4 ? load_x4(job, idx * 4, cols, aligned) : make_float4(0.f, 0.f, 0.f, 0.f);
+      v[k] = idx < n4 ? load_x4(job, t0, idx * 4, cols, aligned) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
@@ -118,7 +118,7 @@ __device__ inline void stage_quant(const MatvecJob& job, int T, uint8_t* smem, X
 }
 
 // Copies T rows of x (with the input transform) to shared memory as fp32, row stride cols.
-__device__ inline void stage_float(const MatvecJob& job, int T, float* xs) {
+__device__ inline void stage_float(const MatvecJob& job, int t0, int T, float* xs) {
   const int64_t cols = job.W.cols, n = int64_t(T) * cols;
   for (int64_t b0 = 0; b0 < n; b0 += int64_t(kThreads) * kStageBatch) {
     float v[kStageBatch];
@@ -126,7 +126,7 @@ __device__ inline void stage_float(const MatvecJob& job, int T, float* xs) {
     for (int k = 0; k < kStageBatch; ++k) {
       const int64_t e = b0 + int64_t(k) * kThreads + threadIdx.x;
       const int64_t t = e / cols;
-      v[k] = e < n ? job.x[t * job.x_stride + (e - t * cols)] : 0.f;
+      v[k] = e < n ? job.x[(t0 + t) * job.x_stride + (e - t * cols)] : 0.f;
     }
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
@@ -191,8 +191,9 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
   }
 }
 
+// Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 template <TensorType TY, int TM>
-__device__ __forceinline__ void run_job(const JobDev& jd, int blk, int T, uint8_t* smem) {
+__device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem) {
   using It = Item<TY>;
   constexpr int U = TM == 1 ? It::kUnroll : (It::kUnroll + 1) / 2;  // more rows: more accumulators
   const MatvecJob& job = jd.job;
@@ -212,19 +213,19 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int T, uint8_
   pdl_wait();
   pdl_trigger();
   XQ xq[2] = {};
-  const float* xf = job.x;  // float weights: fp32 activations, row t at xf + t * xf_stride
+  const float* xf = job.x + t0 * job.x_stride;  // float weights: fp32 activations, row t at xf + t * xf_stride
   int64_t xf_stride = job.x_stride;
   if constexpr (It::kQuant) {
     if (job.xq.q0) {  // quantised by the producer: read through L1
-      const int xc = int(job.xq.cols);
-      xq[0] = XQ{job.xq.q0, job.xq.d0, job.xq.s0, xc, xc / 32};
-      xq[1] = XQ{job.xq.q1, job.xq.d1, job.xq.s1, xc, xc / 32};
+      const int xc = int(job.xq.cols), nb = xc / 32;
+      xq[0] = XQ{job.xq.q0 + size_t(t0) * xc, job.xq.d0 + t0 * nb, job.xq.s0 + t0 * nb, xc, nb};
+      xq[1] = XQ{job.xq.q1 + size_t(t0) * xc, job.xq.d1 + t0 * nb, job.xq.s1 + t0 * nb, xc, nb};
     } else {
-      stage_quant(job, T, smem, xq);
+      stage_quant(job, t0, T, smem, xq);
       __syncthreads();
     }
   } else if (job.in_op != InOp::none) {
-    stage_float(job, T, reinterpret_cast<float*>(smem));
+    stage_float(job, t0, T, reinterpret_cast<float*>(smem));
     xf = reinterpret_cast<const float*>(smem);
     xf_stride = cols;
     __syncthreads();
@@ -246,7 +247,7 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int T, uint8_
   if (row_ok && g_lane == 0) {
 #pragma unroll
     for (int t = 0; t < TM; ++t)
-      if (t < T) store_out(job, t, row, acc[t]);
+      if (t < T) store_out(job, t0 + t, row, acc[t]);
   }
 }
 
@@ -261,23 +262,24 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   const JobDev& jd = batch.jobs[j];
   const int blk = int(blockIdx.x) - jd.block_begin;
   const TensorType type = jd.job.W.type;
+  const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
     if (type == TY) {
-      run_job<TY, TM>(jd, blk, batch.T, smem);
+      run_job<TY, TM>(jd, blk, t0, T, smem);
       return;
     }
   }
   if (type == TensorType::F32) {
-    run_job<TensorType::F32, TM>(jd, blk, batch.T, smem);
+    run_job<TensorType::F32, TM>(jd, blk, t0, T, smem);
   } else {
-    run_job<TensorType::F16, TM>(jd, blk, batch.T, smem);
+    run_job<TensorType::F16, TM>(jd, blk, t0, T, smem);
   }
 }
 
 template <TensorType TY, int TM>
 void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream stream) {
   allow_smem(matvec_kernel<TY, TM>, smem);
-  launch("matvec", matvec_kernel<TY, TM>, dim3(blocks), dim3(kThreads), smem, stream, batch);
+  launch("matvec", matvec_kernel<TY, TM>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(kThreads), smem, stream, batch);
 }
 
 #define RWKV_MATVEC_INSTANTIATE(TY)                                                                      \

@@ -98,8 +98,9 @@ struct MatvecJob {
 constexpr int kMatvecMaxJobs = 8;
 constexpr int kMatvecMaxRows = 8;
 // Runs up to kMatvecMaxJobs products in one launch, each for the same T <= kMatvecMaxRows
-// activation rows. Each weight byte is read once; quantised weights take int8-quantised x
-// (per 32, like Q8_0), float weights fp32 x.
+// activation rows. A block takes up to four rows (more rows: groups of four along the grid's
+// y, sharing weight bytes through L2); quantised weights take int8-quantised x (per 32,
+// like Q8_0), float weights fp32 x.
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream);
 
 // ---- ReLU^2-sparse FFN value product (decode, one row; ffn_sparse.cu) ------------------------
