@@ -73,8 +73,10 @@ __device__ __forceinline__ void store_state(float* S, const float (&st)[Q]) {
     *reinterpret_cast<float4*>(S + j) = make_float4(st[j], st[j + 1], st[j + 2], st[j + 3]);
 }
 
+// At least four blocks per SM (two for N = 128): with many sequences the kernel moves every
+// state through the SM, and three resident blocks (76 registers) left it latency-bound.
 template <int N>
-__global__ void __launch_bounds__(4 * N) wkv_fused_kernel(const __grid_constant__ WkvArgs a) {
+__global__ void __launch_bounds__(4 * N, N == 128 ? 2 : 4) wkv_fused_kernel(const __grid_constant__ WkvArgs a) {
   constexpr int Q = N / 4;
   __shared__ __align__(16) float s_r[N], s_d[N], s_km[N], s_al[N], s_be[N], s_v[N], s_y[N];
   __shared__ float scratch[32];
