@@ -95,6 +95,19 @@ void compare_model(const std::string& path, const std::string& what) {
   expect_states_close(*ref, *gpu, 3, model->hparams().state_floats(), what);
 }
 
+// Three heads of 64, four layers, LoRA ranks of the real models, Q8_0.
+SyntheticSpec wide_spec() {
+  SyntheticSpec wide;
+  wide.n_embd = 192;
+  wide.n_layer = 4;
+  wide.n_ffn = 768;
+  wide.rank_w = wide.rank_a = 64;
+  wide.rank_v = 32;
+  wide.rank_g = 128;
+  wide.type = wide.head_type = TensorType::Q8_0;
+  return wide;
+}
+
 struct TypeCase {
   TensorType type;
   int n_embd;
@@ -135,28 +148,13 @@ TEST(CudaModel, PersistentDecodeMatchesReference) {
     spec.n_ffn = 4 * spec.n_embd;
     compare_model(testing::synthetic_model(spec), "persistent " + std::string(type_name(c.type)));
   }
-  SyntheticSpec wide;  // three heads, ranks of the real models
-  wide.n_embd = 192;
-  wide.n_layer = 4;
-  wide.n_ffn = 768;
-  wide.rank_w = wide.rank_a = 64;
-  wide.rank_v = 32;
-  wide.rank_g = 128;
-  wide.type = wide.head_type = TensorType::Q8_0;
-  compare_model(testing::synthetic_model(wide), "persistent 192x4 q8_0");
+  compare_model(testing::synthetic_model(wide_spec()), "persistent 192x4 q8_0");
   unsetenv("RWKV_CUDA_PERSISTENT");
 }
 
 TEST(CudaModel, OtherShapes) {
   REQUIRE_GPU();
-  SyntheticSpec wide;  // three heads of 64, deeper, ranks of the real models
-  wide.n_embd = 192;
-  wide.n_layer = 4;
-  wide.n_ffn = 768;
-  wide.rank_w = wide.rank_a = 64;
-  wide.rank_v = 32;
-  wide.rank_g = 128;
-  wide.type = wide.head_type = TensorType::Q8_0;
+  const SyntheticSpec wide = wide_spec();
   compare_model(testing::synthetic_model(wide), "192x4 q8_0");
   SyntheticSpec mixed = wide;  // quantised body, Q6_K head as in Q4_K_M files
   mixed.n_embd = 256;

@@ -11,6 +11,7 @@
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/quant_dev.cuh"
+#include "backend/cuda/quantx.cuh"
 
 namespace rwkv::cuda::matvec_detail {
 
@@ -74,43 +75,9 @@ __device__ inline void stage_quant(const MatvecJob& job, int t0, int T, uint8_t*
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
       const int64_t idx = b0 + int64_t(k) * kThreads + threadIdx.x;
-      float f[4] = {apply_in(job.in_op, v[k].x), apply_in(job.in_op, v[k].y), apply_in(job.in_op, v[k].z),
-                    apply_in(job.in_op, v[k].w)};
-      float amax = fmaxf(fmaxf(fabsf(f[0]), fabsf(f[1])), fmaxf(fabsf(f[2]), fabsf(f[3])));
-      for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      const float dq0 = amax / 127.f, inv0 = amax > 0.f ? 127.f / amax : 0.f;
-      int qa[4];
-      float r[4], ramax = 0.f;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        qa[e] = __float2int_rn(f[e] * inv0);
-        r[e] = f[e] - float(qa[e]) * dq0;
-        ramax = fmaxf(ramax, fabsf(r[e]));
-      }
-      for (int o = 1; o < 8; o <<= 1) ramax = fmaxf(ramax, __shfl_xor_sync(0xffffffffu, ramax, o));
-      const float dq1 = ramax / 127.f, inv1 = ramax > 0.f ? 127.f / ramax : 0.f;
-      int qb[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) qb[e] = __float2int_rn(r[e] * inv1);
-      int sa = qa[0] + qa[1] + qa[2] + qa[3], sb = qb[0] + qb[1] + qb[2] + qb[3];
-      for (int o = 1; o < 8; o <<= 1) {
-        sa += __shfl_xor_sync(0xffffffffu, sa, o);
-        sb += __shfl_xor_sync(0xffffffffu, sb, o);
-      }
-      if (idx < n4) {
-        auto pack = [](const int(&q)[4]) {
-          return int((q[0] & 0xff) | ((q[1] & 0xff) << 8) | ((q[2] & 0xff) << 16) | (uint32_t(q[3]) << 24));
-        };
-        reinterpret_cast<int*>(q0)[idx] = pack(qa);
-        reinterpret_cast<int*>(q1)[idx] = pack(qb);
-        if ((threadIdx.x & 7) == 0) {
-          const int64_t blk = idx / 8;  // = t * nb + c / 32
-          d0[blk] = dq0;
-          d1[blk] = dq1;
-          s0[blk] = sa;
-          s1[blk] = sb;
-        }
-      }
+      const float4 f = make_float4(apply_in(job.in_op, v[k].x), apply_in(job.in_op, v[k].y),
+                                   apply_in(job.in_op, v[k].z), apply_in(job.in_op, v[k].w));
+      quantize_group8(f, idx < n4, q0, q1, d0, d1, s0, s1, idx, idx / 8);  // block idx / 8 = t * nb + c / 32
     }
   }
   xq[0] = XQ{q0, d0, s0, cols, nb};

@@ -7,6 +7,8 @@
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/persistent.h"
 #include "backend/cuda/quant_dev.cuh"
+#include "backend/cuda/quantx.cuh"
+#include "backend/cuda/wkv_step.cuh"
 
 namespace rwkv::cuda {
 namespace {
@@ -35,7 +37,6 @@ __host__ __device__ inline SmemLayout smem_layout(const PersistentArgs& a) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 
 constexpr int kMaxStageCols = 16384;  // widest staged input (persistent_plan.cpp checks)
-constexpr float kL2Eps = 1e-12f;
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
@@ -203,41 +204,7 @@ __device__ __forceinline__ void stage_input(const PJob& job, const float* ln, in
     const int idx = round * kConsumers + int(threadIdx.x);
     const bool ok = idx < n4;
     const float4 v = ok ? value4(idx, raw[round]) : make_float4(0.f, 0.f, 0.f, 0.f);
-    const float f[4] = {v.x, v.y, v.z, v.w};
-    float amax = fmaxf(fmaxf(fabsf(f[0]), fabsf(f[1])), fmaxf(fabsf(f[2]), fabsf(f[3])));
-    for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float dq0 = amax / 127.f, inv0 = amax > 0.f ? 127.f / amax : 0.f;
-    int qa[4];
-    float r[4], ramax = 0.f;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      qa[e] = __float2int_rn(f[e] * inv0);
-      r[e] = f[e] - float(qa[e]) * dq0;
-      ramax = fmaxf(ramax, fabsf(r[e]));
-    }
-    for (int o = 1; o < 8; o <<= 1) ramax = fmaxf(ramax, __shfl_xor_sync(0xffffffffu, ramax, o));
-    const float dq1 = ramax / 127.f, inv1 = ramax > 0.f ? 127.f / ramax : 0.f;
-    int qb[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) qb[e] = __float2int_rn(r[e] * inv1);
-    int sa = qa[0] + qa[1] + qa[2] + qa[3], sb = qb[0] + qb[1] + qb[2] + qb[3];
-    for (int o = 1; o < 8; o <<= 1) {
-      sa += __shfl_xor_sync(0xffffffffu, sa, o);
-      sb += __shfl_xor_sync(0xffffffffu, sb, o);
-    }
-    if (ok) {
-      auto pack = [](const int(&q)[4]) {
-        return int((q[0] & 0xff) | ((q[1] & 0xff) << 8) | ((q[2] & 0xff) << 16) | (uint32_t(q[3]) << 24));
-      };
-      reinterpret_cast<int*>(q0)[idx] = pack(qa);
-      reinterpret_cast<int*>(q1)[idx] = pack(qb);
-      if ((threadIdx.x & 7) == 0) {
-        d0[idx / 8] = dq0;
-        d1[idx / 8] = dq1;
-        s0[idx / 8] = sa;
-        s1[idx / 8] = sb;
-      }
-    }
+    quantize_group8(v, ok, q0, q1, d0, d1, s0, s1, idx, idx / 8);
   }
   xq[0] = XQ{q0, d0, s0, cols, nb};
   xq[1] = XQ{q1, d1, s1, cols, nb};
@@ -434,22 +401,8 @@ __device__ __forceinline__ void wkv_head(const PersistentArgs& a, const PLayer& 
     s_be[tid] = kk * aa;
   }
   consumer_sync();
-  // state_step of wkv7.cu: sa with the old state, y with the new one.
   const int c0 = part * Q;
-  float sa = 0.f;
-#pragma unroll
-  for (int j = 0; j < Q; ++j) sa = fmaf(s_al[c0 + j], st[j], sa);
-  sa += __shfl_xor_sync(0xffffffffu, sa, 1);
-  sa += __shfl_xor_sync(0xffffffffu, sa, 2);
-  const float vi = row ? s_v[i] : 0.f;
-  float y = 0.f;
-#pragma unroll
-  for (int j = 0; j < Q; ++j) {
-    st[j] = fmaf(st[j], s_d[c0 + j], fmaf(vi, s_km[c0 + j], sa * s_be[c0 + j]));
-    y = fmaf(st[j], s_r[c0 + j], y);
-  }
-  y += __shfl_xor_sync(0xffffffffu, y, 1);
-  y += __shfl_xor_sync(0xffffffffu, y, 2);
+  const float y = state_step<Q>(st, part, row ? s_v[i] : 0.f, s_r, s_d, s_km, s_al, s_be);
   if (row) {
     if (part == 0) s_y[i] = y;
     float* S = state + size_t(head) * N * N + size_t(i) * N + c0;
