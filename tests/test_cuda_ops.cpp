@@ -534,7 +534,8 @@ TEST(CudaOps, EmbedLayerNormEveryType) {
   }
 }
 
-// R <= 8 rows split each row over C / 256 blocks, more rows take one block per row.
+// Up to 256 rows split each row over C / 256 blocks, more rows take one block per row. Lerp 1
+// is also written in f16 (the GEMM path's input).
 void run_ln_shift_lerp(int C, const std::vector<int>& lens, const std::vector<int>& slots) {
   const int n_slots = 4;
   const size_t stride = 3 * C;  // a state slot holds more than the shift vector
@@ -565,6 +566,8 @@ void run_ln_shift_lerp(int C, const std::vector<int>& lens, const std::vector<in
     a.state_stride = stride;
     a.out_q[0] = q0.q;
     if (n_mix > 2) a.out_q[2] = q2.q;
+    DeviceBuffer out16(size_t(R) * C * 2);
+    if (n_mix > 1) a.out16[1] = out16.data();
     ln_shift_lerp(a, nullptr);
 
     std::vector<float> x(size_t(R * C));
@@ -584,6 +587,13 @@ void run_ln_shift_lerp(int C, const std::vector<int>& lens, const std::vector<in
       expect_close(outs[size_t(m)]->read(), want[size_t(m)], 1e-11, "lerp " + std::to_string(m));
     expect_close(q0.read(), want[0], 1e-9, "lerp 0 quantised");
     if (n_mix > 2) expect_close(q2.read(), want[2], 1e-9, "lerp 2 quantised");
+    if (n_mix > 1) {
+      std::vector<uint16_t> bits(size_t(R) * C);
+      out16.download(bits.data(), bits.size() * 2);
+      std::vector<float> got(bits.size());
+      for (size_t i = 0; i < bits.size(); ++i) got[i] = f16_to_f32(bits[i]);
+      expect_close(got, want[1], 1e-6, "lerp 1 in f16");
+    }
     expect_close(dstate.read(), want_state, 1e-12, "shift states (and the untouched rest of each slot)");
   }
 }
@@ -593,6 +603,7 @@ TEST(CudaOps, LayerNormShiftLerpSeveralSequences) {
   run_ln_shift_lerp(160, {1, 4, 2, 3}, {2, 0, 3, 1});  // 160: a multiple of 32, not of 256
   run_ln_shift_lerp(800, {1, 1, 2, 3}, {2, 0, 3, 1});  // 7 rows: split rows
   run_ln_shift_lerp(800, {1, 5}, {3, 1});
+  run_ln_shift_lerp(160, {150, 120}, {0, 2});  // 270 rows: one block per row
 }
 
 TEST(CudaOps, LayerNormSelectedRows) {
