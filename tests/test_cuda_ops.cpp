@@ -726,7 +726,11 @@ TEST(CudaOps, WkvFusedAndPrefillMatchReference) {
                            {3, 64, {1, 1}, {1, 3}, true},
                            {2, 32, {5, 1, 20}, {0, 1, 2}, false},
                            {2, 128, {2, 9}, {3, 1}, true},
-                           {1, 64, {40}, {1}, false}};
+                           {1, 64, {40}, {1}, false},
+                           // Several staged chunks, partial last ones; a few heads (16-row
+                           // scan blocks) and many (32-row blocks).
+                           {2, 128, {37, 3}, {0, 2}, false},
+                           {60, 64, {45}, {3}, false}};
   for (const WkvCase& c : cases) {
     run_wkv_case(c, true);
     run_wkv_case(c, false);

@@ -6,8 +6,10 @@
 // read-out by all, then group norm + bonus + gate. For decode.
 //
 // wkv_prefill: the per-token work is split out of the recurrence: wkv_prep (warp per
-// (token, head)), wkv_scan (the sequential recurrence alone, four state rows per thread,
-// tokens staged in shared memory in chunks), wkv_post (warp per (token, head)).
+// (token, head)), wkv_scan (the sequential recurrence alone, a head's rows split over
+// several blocks, tokens staged in shared memory in chunks), wkv_post (warp per (token, head)).
+#include <initializer_list>
+
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/quantx.cuh"
@@ -149,102 +151,106 @@ __global__ void __launch_bounds__(256) wkv_prep_kernel(const __grid_constant__ W
   for (int m = 0; m < M; ++m) a.kk[row + h * N + lane + 32 * m] = kk[m] * inv;
 }
 
-// The recurrence alone: block per (sequence, head) of N threads; thread (g, part) keeps
-// rows 4g .. 4g+3, columns [part*N/4, part*N/4 + N/4) of the state in registers, so each
-// vector slice it reads from shared memory serves four rows (shared-memory bandwidth,
-// not arithmetic, limits a step otherwise: one row per thread was as slow). Tokens are
-// staged kChunk at a time, the next chunk loaded while the current one is computed.
-template <int N>
-__global__ void __launch_bounds__(N) wkv_scan_kernel(const __grid_constant__ WkvArgs a) {
-  constexpr int Q = N / 4, kRows = 4;
-  constexpr int kChunk = 8;
-  __shared__ __align__(16) float s_r[kChunk][N], s_d[kChunk][N], s_km[kChunk][N], s_al[kChunk][N], s_be[kChunk][N],
-      s_v[kChunk][N];
-  const int h = blockIdx.x, b = blockIdx.y;
-  const int tid = threadIdx.x, g = tid >> 2, part = tid & 3, c0 = part * Q;
+__device__ __forceinline__ void cp_async16(float* smem, const float* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(uint32_t(__cvta_generic_to_shared(smem))), "l"(gmem));
+}
+
+// Shared-memory layout of the scan's token vectors: a vector of N floats is stored as L
+// parts of N/L floats, each followed by 4 floats of padding, so that the L lanes of a state
+// row (each reading its part with 16-byte loads) hit different banks.
+template <int N, int L, int RB>
+struct ScanStage {
+  static constexpr int kChunk = N >= 128 ? 8 : 16;  // tokens staged at a time
+  static constexpr int kRow = N + 4 * L;            // floats per padded vector
+  static constexpr int kVectors = 5;                // r, decay, k_mod, kk -> -kk, a -> kk a
+  static constexpr int kFloats = kChunk * (kVectors * kRow + RB);
+  static __device__ int at(int c) { return c + (c / (N / L)) * 4; }
+};
+
+// The recurrence alone, for prefill: block per (sequence, head, slice of RB value rows) of
+// RB L threads; thread (i, part) keeps row i's columns [part*N/L, part*N/L + N/L) in
+// registers (state_step). Rows are independent given the token's vectors, so a head is
+// split over N/RB blocks. The scan is bound by each warp's instruction latency (one warp
+// per scheduler, each instruction waiting for the one before), so the work of a token is
+// spread thin: L = 8 lanes per row, ~80 instructions per warp and token (NOTES.md run 31).
+// The token vectors are copied into shared memory kChunk tokens at a time with cp.async,
+// double-buffered, the next chunk's copies in flight while the current one is computed.
+template <int N, int RB, int L>
+__global__ void __launch_bounds__(RB* L) wkv_scan_kernel(const __grid_constant__ WkvArgs a) {
+  using St = ScanStage<N, L, RB>;
+  constexpr int Q = N / L, kThreads = RB * L, kChunk = St::kChunk, kRow = St::kRow;
+  constexpr int kPerToken = St::kVectors * (N / 4) + RB / 4;  // 16-byte copies per token
+  constexpr int kCopies = (kPerToken + kThreads - 1) / kThreads;
+  static_assert(kThreads % N == 0, "the alpha/beta pass takes whole columns per thread");
+  extern __shared__ __align__(16) float smem[];
+  const int h = blockIdx.x / (N / RB), row0 = (blockIdx.x % (N / RB)) * RB, b = blockIdx.y;
+  const int tid = threadIdx.x, i = tid / L, part = tid % L, pad = part * 4;
   const int C = a.H * N;
+  // The batch layout and this layer's state (written by no kernel of this step before this
+  // one) are read before the PDL wait.
+  const int start = a.batch.seq_start[b], end = a.batch.seq_start[b + 1];
+  float* S =
+      a.state + size_t(a.batch.seq_slot[b]) * a.state_stride + size_t(h) * N * N + size_t(row0 + i) * N + part * Q;
+  float st[Q];
+  load_state(S, st);
+  // This thread's 16-byte copies, the same for every token: source (token 0), destination
+  // (token 0 of a stage) and the destination's stride per token.
+  const float* src[kCopies];
+  int dst[kCopies], dst_step[kCopies];
+#pragma unroll
+  for (int m = 0; m < kCopies; ++m) {
+    const int k = tid + m * kThreads;
+    src[m] = nullptr;
+    dst[m] = dst_step[m] = 0;
+    if (k < St::kVectors * (N / 4)) {
+      const int which = k / (N / 4), c = (k % (N / 4)) * 4;
+      src[m] = (which == 0 ? a.r : which == 1 ? a.decay : which == 2 ? a.kmod : which == 3 ? a.kk : a.a) + h * N + c;
+      dst[m] = which * kChunk * kRow + St::at(c);
+      dst_step[m] = kRow;
+    } else if (k < kPerToken) {
+      const int c = (k - St::kVectors * (N / 4)) * 4;
+      src[m] = a.v + h * N + row0 + c;
+      dst[m] = St::kVectors * kChunk * kRow + c;
+      dst_step[m] = RB;
+    }
+  }
   pdl_wait();
   pdl_trigger();
-  const int start = a.batch.seq_start[b], end = a.batch.seq_start[b + 1];
-  float* S = a.state + size_t(a.batch.seq_slot[b]) * a.state_stride + size_t(h) * N * N + size_t(kRows * g) * N + c0;
-  float st[kRows][Q];
-#pragma unroll
-  for (int u = 0; u < kRows; ++u) load_state(S + size_t(u) * N, st[u]);
-  auto f4 = [](const float* p) { return *reinterpret_cast<const float4*>(p); };
-  // The next chunk's per-token values are requested while the current chunk is computed
-  // (waiting for them chunk by chunk was ~40% of the kernel's time).
-  float vr[kChunk], vd[kChunk], vk[kChunk], vkk[kChunk], va[kChunk], vv[kChunk];
-  auto fetch = [&](int r0) {
-#pragma unroll
-    for (int t = 0; t < kChunk; ++t) {
-      if (r0 + t < end) {
-        const size_t at = size_t(r0 + t) * C + h * N + tid;
-        vr[t] = a.r[at];
-        vd[t] = a.decay[at];
-        vk[t] = a.kmod[at];
-        vkk[t] = a.kk[at];
-        va[t] = a.a[at];
-        vv[t] = a.v[at];
-      }
-    }
-  };
-  fetch(start);
-  for (int r0 = start; r0 < end; r0 += kChunk) {
-    const int n = min(kChunk, end - r0);
-#pragma unroll
-    for (int t = 0; t < kChunk; ++t) {
-      if (t < n) {
-        s_r[t][tid] = vr[t];
-        s_d[t][tid] = vd[t];
-        s_km[t][tid] = vk[t];
-        s_al[t][tid] = -vkk[t];
-        s_be[t][tid] = vkk[t] * va[t];
-        s_v[t][tid] = vv[t];
-      }
-    }
-    __syncthreads();
-    if (r0 + kChunk < end) fetch(r0 + kChunk);
+  auto issue = [&](float* stage, int r0, int n) {
     for (int t = 0; t < n; ++t) {
-      float sa[kRows] = {}, y[kRows] = {};
 #pragma unroll
-      for (int j = 0; j < Q; j += 4) {
-        const float4 al = f4(&s_al[t][c0 + j]);
-#pragma unroll
-        for (int u = 0; u < kRows; ++u)
-          sa[u] += al.x * st[u][j] + al.y * st[u][j + 1] + al.z * st[u][j + 2] + al.w * st[u][j + 3];
-      }
-#pragma unroll
-      for (int u = 0; u < kRows; ++u) {
-        sa[u] += __shfl_xor_sync(0xffffffffu, sa[u], 1);
-        sa[u] += __shfl_xor_sync(0xffffffffu, sa[u], 2);
-      }
-      const float4 v4 = f4(&s_v[t][kRows * g]);
-      const float vi[kRows] = {v4.x, v4.y, v4.z, v4.w};
-#pragma unroll
-      for (int j = 0; j < Q; j += 4) {
-        const float4 d = f4(&s_d[t][c0 + j]), k = f4(&s_km[t][c0 + j]), be = f4(&s_be[t][c0 + j]),
-                     r = f4(&s_r[t][c0 + j]);
-#pragma unroll
-        for (int u = 0; u < kRows; ++u) {
-          st[u][j] = fmaf(st[u][j], d.x, fmaf(vi[u], k.x, sa[u] * be.x));
-          st[u][j + 1] = fmaf(st[u][j + 1], d.y, fmaf(vi[u], k.y, sa[u] * be.y));
-          st[u][j + 2] = fmaf(st[u][j + 2], d.z, fmaf(vi[u], k.z, sa[u] * be.z));
-          st[u][j + 3] = fmaf(st[u][j + 3], d.w, fmaf(vi[u], k.w, sa[u] * be.w));
-          y[u] += st[u][j] * r.x + st[u][j + 1] * r.y + st[u][j + 2] * r.z + st[u][j + 3] * r.w;
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kRows; ++u) {
-        y[u] += __shfl_xor_sync(0xffffffffu, y[u], 1);
-        y[u] += __shfl_xor_sync(0xffffffffu, y[u], 2);
-      }
-      if (part == 0)
-        *reinterpret_cast<float4*>(a.y + size_t(r0 + t) * C + h * N + kRows * g) = make_float4(y[0], y[1], y[2], y[3]);
+      for (int m = 0; m < kCopies; ++m)
+        if (src[m]) cp_async16(stage + dst[m] + t * dst_step[m], src[m] + size_t(r0 + t) * C);
+    }
+    asm volatile("cp.async.commit_group;");
+  };
+  if (start < end) issue(smem, start, min(kChunk, end - start));
+  const int col = St::at(tid % N);
+  int cur = 0;
+  for (int r0 = start; r0 < end; r0 += kChunk, cur ^= 1) {
+    float* s = smem + cur * St::kFloats;
+    const int n = min(kChunk, end - r0);
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    __syncthreads();                                   // every thread's copies of this chunk have landed
+    for (int t = tid / N; t < n; t += kThreads / N) {  // kk -> alpha = -kk, a -> beta = kk a
+      float* kk = s + (3 * kChunk + t) * kRow + col;
+      float* aa = s + (4 * kChunk + t) * kRow + col;
+      *aa *= *kk;
+      *kk = -*kk;
     }
     __syncthreads();
+    // The other stage was last read in the previous chunk, before the barriers above.
+    if (r0 + kChunk < end) issue(smem + (cur ^ 1) * St::kFloats, r0 + kChunk, min(kChunk, end - r0 - kChunk));
+    const float* v = s + St::kVectors * kChunk * kRow + i;
+    const float* vr = s + pad;
+    float* y = a.y + size_t(r0) * C + h * N + row0 + i;
+    for (int t = 0; t < n; ++t, v += RB, vr += kRow) {
+      const float yi = state_step<Q, L>(st, part, *v, vr, vr + kChunk * kRow, vr + 2 * kChunk * kRow,
+                                        vr + 3 * kChunk * kRow, vr + 4 * kChunk * kRow);
+      if (part == 0) y[size_t(t) * C] = yi;
+    }
   }
-#pragma unroll
-  for (int u = 0; u < kRows; ++u) store_state(S + size_t(u) * N, st[u]);
+  store_state(S, st);
 }
 
 // Warp per (token, head): group norm, bonus, gate (prefill).
@@ -284,11 +290,27 @@ template <int N>
 void fused_n(const WkvArgs& a, Stream stream) {
   launch("wkv_fused", wkv_fused_kernel<N>, dim3(a.H, a.batch.B), dim3(4 * N), 0, stream, a);
 }
+template <int N, int RB, int L>
+void scan_rows(const WkvArgs& a, Stream stream) {
+  const size_t smem = 2 * ScanStage<N, L, RB>::kFloats * sizeof(float);
+  allow_smem(wkv_scan_kernel<N, RB, L>, smem);
+  launch("wkv_scan", wkv_scan_kernel<N, RB, L>, dim3(a.H * (N / RB), a.batch.B), dim3(RB * L), smem, stream, a);
+}
+// 32 value rows per block; 16 where that would leave most SMs idle (one sequence of a
+// model with 12 heads).
+template <int N>
+void scan_n(const WkvArgs& a, Stream stream) {
+  constexpr int kLanes = 8;  // 4 and 16 were slower (run 31)
+  if (a.H * a.batch.B * (N / 32) < 100)
+    scan_rows<N, 16, kLanes>(a, stream);
+  else
+    scan_rows<N, 32, kLanes>(a, stream);
+}
 template <int N>
 void prefill_n(const WkvArgs& a, Stream stream) {
   const dim3 per_token((a.H + 7) / 8, a.batch.R);
   launch("wkv_prep", wkv_prep_kernel<N>, per_token, dim3(256), 0, stream, a);
-  launch("wkv_scan", wkv_scan_kernel<N>, dim3(a.H, a.batch.B), dim3(N), 0, stream, a);
+  scan_n<N>(a, stream);
   launch("wkv_post", wkv_post_kernel<N>, per_token, dim3(256), 0, stream, a);
 }
 
@@ -315,6 +337,10 @@ void wkv_fused(const WkvArgs& a, Stream stream) {
 void wkv_prefill(const WkvArgs& a, Stream stream) {
   check_args(a);
   if (!a.kk || !a.kmod || !a.y) fail(ErrorCode::argument, "cuda wkv_prefill: kk, kmod and y scratch are required");
+  // The scan copies the token vectors 16 bytes at a time.
+  for (const float* p : std::initializer_list<const float*>{a.r, a.decay, a.kmod, a.kk, a.a, a.v})
+    if ((reinterpret_cast<uintptr_t>(p) & 15) != 0)
+      fail(ErrorCode::argument, "cuda wkv_prefill: inputs not 16-byte aligned");
   if (a.N == 32)
     prefill_n<32>(a, stream);
   else if (a.N == 64)

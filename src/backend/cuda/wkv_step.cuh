@@ -1,5 +1,6 @@
-// One token of the WKV7 recurrence for one state row split over four lanes, shared by the
-// decode kernel (wkv7.cu) and the persistent kernel's WKV stage (persistent.cu).
+// One token of the WKV7 recurrence for one state row split over kLanes adjacent lanes,
+// shared by the decode and prefill kernels (wkv7.cu) and the persistent kernel's WKV stage
+// (persistent.cu).
 #pragma once
 
 #include "backend/cuda/common.cuh"
@@ -9,8 +10,8 @@ namespace rwkv::cuda {
 inline constexpr float kL2Eps = 1e-12f;
 
 // One token's state update for row i, columns [part*Q, part*Q+Q): returns y_i (summed
-// over the four parts). sa uses the old state, y the new one (spec §2.3).
-template <int Q>
+// over the kLanes parts). sa uses the old state, y the new one (spec §2.3).
+template <int Q, int kLanes = 4>
 __device__ __forceinline__ float state_step(float (&st)[Q], int part, float vi, const float* r, const float* d,
                                             const float* km, const float* al, const float* be) {
   const int c0 = part * Q;
@@ -25,8 +26,8 @@ __device__ __forceinline__ float state_step(float (&st)[Q], int part, float vi, 
     sa1 = fmaf(al4.w, st[j + 3], sa1);
   }
   float sa = sa0 + sa1;
-  sa += __shfl_xor_sync(0xffffffffu, sa, 1);
-  sa += __shfl_xor_sync(0xffffffffu, sa, 2);
+#pragma unroll
+  for (int m = 1; m < kLanes; m <<= 1) sa += __shfl_xor_sync(0xffffffffu, sa, m);
   float y0 = 0.f, y1 = 0.f;
 #pragma unroll
   for (int j = 0; j < Q; j += 4) {
@@ -41,8 +42,8 @@ __device__ __forceinline__ float state_step(float (&st)[Q], int part, float vi, 
     y1 = fmaf(st[j + 3], r4.w, y1);
   }
   float y = y0 + y1;
-  y += __shfl_xor_sync(0xffffffffu, y, 1);
-  y += __shfl_xor_sync(0xffffffffu, y, 2);
+#pragma unroll
+  for (int m = 1; m < kLanes; m <<= 1) y += __shfl_xor_sync(0xffffffffu, y, m);
   return y;
 }
 
