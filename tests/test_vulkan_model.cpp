@@ -1,7 +1,9 @@
 // The Vulkan backend end to end against cpu-ref: logits (rel L2 <= 5e-3) of synthetic
 // models of every weight type and of the demo models, several sequences of different
-// lengths per step, prefill and decode; the named intermediates through `rwkv check`;
-// state copies; buffers split below the device limit; and a 4096-token generation.
+// lengths per step, prefill and decode (one-row decode of F16/BF16 models through the
+// sparse FFN value product, also against the dense one); the named intermediates through
+// `rwkv check`; state copies; buffers split below the device limit; and a 4096-token
+// generation.
 // Every test skips when the machine has no Vulkan device.
 #include <gtest/gtest.h>
 
@@ -141,19 +143,55 @@ TEST(VulkanModel, DemoF16) { check_demo(testing::demo_model_f16()); }
 TEST(VulkanModel, DemoQ8_0) { check_demo(testing::demo_model_q8_0()); }
 
 // `rwkv check`: every named intermediate and the states against cpu-ref (the debug hook).
+// Its decode phase is one row: for F16, ffn.out comes from the sparse value product.
 TEST(VulkanModel, CheckIntermediatesAgainstCpuRef) {
-  Pair p = load_pair(testing::synthetic_model(small_spec(TensorType::Q8_0)));
-  if (p.vk == nullptr) GTEST_SKIP() << "no Vulkan device here";
-  const std::vector<int32_t> tokens = random_tokens(6, p.model->hparams().n_vocab, 11);
-  const CheckReport report = compare_backends(*p.model, *p.vk, *p.ref, tokens);
-  EXPECT_TRUE(report.passed()) << report.summary();
-  size_t reported = 0;
-  for (const CheckEntry& e : report.entries) {
-    EXPECT_FALSE(e.missing) << "vulkan did not report layer " << e.layer << " " << e.name;
-    reported += e.missing ? 0 : 1;
+  for (const TensorType type : {TensorType::Q8_0, TensorType::F16}) {
+    Pair p = load_pair(testing::synthetic_model(small_spec(type)));
+    if (p.vk == nullptr) GTEST_SKIP() << "no Vulkan device here";
+    const std::vector<int32_t> tokens = random_tokens(6, p.model->hparams().n_vocab, 11);
+    const CheckReport report = compare_backends(*p.model, *p.vk, *p.ref, tokens);
+    EXPECT_TRUE(report.passed()) << type_name(type) << ": " << report.summary();
+    size_t reported = 0;
+    for (const CheckEntry& e : report.entries) {
+      EXPECT_FALSE(e.missing) << "vulkan did not report layer " << e.layer << " " << e.name;
+      reported += e.missing ? 0 : 1;
+    }
+    // 23 names per layer and 4 top-level ones, in both phases, plus states and step logits.
+    EXPECT_GE(reported, size_t(2 * (23 * p.model->hparams().n_layer + 4)));
   }
-  // 23 names per layer and 4 top-level ones, in both phases, plus states and step logits.
-  EXPECT_GE(reported, size_t(2 * (23 * p.model->hparams().n_layer + 4)));
+}
+
+// One-row decode through the ReLU^2-sparse FFN value product (F16 and BF16 models): loaded
+// with it (the default) and without (RWKV_VULKAN_SPARSE_FFN=0). With it, the backend keeps a
+// transposed copy of every value matrix; a prompt, then one-token steps, match cpu-ref and,
+// within fp32 rounding, the dense product.
+TEST(VulkanModel, SparseFfnDecodeMatchesDense) {
+  for (const TensorType type : {TensorType::F16, TensorType::BF16}) {
+    Pair p = load_pair(testing::synthetic_model(small_spec(type)));
+    if (p.vk == nullptr) GTEST_SKIP() << "no Vulkan device here";
+    ASSERT_EQ(setenv("RWKV_VULKAN_SPARSE_FFN", "0", 1), 0);
+    std::unique_ptr<Backend> dense = vulkan_or_null();
+    dense->load(p.model, {});
+    unsetenv("RWKV_VULKAN_SPARSE_FFN");
+    const Hparams& hp = p.model->hparams();
+    const size_t copies = size_t(hp.n_layer) * size_t(hp.n_embd) * size_t(hp.n_ffn) * 2;
+    EXPECT_GE(p.vk->memory_bytes(), dense->memory_bytes() + copies) << type_name(type) << ": no transposed copies";
+
+    const size_t V = size_t(hp.n_vocab);
+    std::vector<float> got(V), want(V), plain(V);
+    std::vector<int32_t> tokens = random_tokens(4, hp.n_vocab, 31);
+    SeqTokens s{0, tokens.data(), int(tokens.size()), false};
+    for (int i = 0; i < 6; ++i) {
+      const std::string what = std::string(type_name(type)) + " step " + std::to_string(i);
+      p.vk->step({&s, 1}, got.data());
+      p.ref->step({&s, 1}, want.data());
+      dense->step({&s, 1}, plain.data());
+      EXPECT_LE(testing::rel_l2(got, want), kLogitsTolerance) << what;
+      EXPECT_LE(testing::rel_l2(got, plain), 1e-5) << what << ": sparse and dense products differ";
+      tokens.push_back(int32_t(testing::argmax(want.data(), V)));
+      s = SeqTokens{0, &tokens.back(), 1, false};
+    }
+  }
 }
 
 // get_state / set_state / reset_slot: copies are exact, and match cpu-ref's state.

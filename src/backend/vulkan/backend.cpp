@@ -2,7 +2,9 @@
 // layout, matrix jobs), and the state slots. Step recording is in step.cpp.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "backend/registry.h"
 #include "backend/vulkan/vulkan_backend.h"
@@ -233,6 +235,7 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
     p.lnx_b = st.add_vector(w.lnx_b);
   }
 
+  plan_sparse_ffn(*model, st);
   store_->upload(progress);  // the stages below name the device buffers
   plan_scratch();
   const ScratchLayout& s = sl_;
@@ -269,6 +272,12 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
   }
   head_stage_ = build_stage({{&head_, s.head_in, C, 0, uint32_t(hp_.n_vocab), kJobGather, kNone}}, jobs);
 
+  if (std::any_of(layers_.begin(), layers_.end(), [](const LayerPlan& p) { return !p.value_t.pieces.empty(); })) {
+    sparse_parts_ = Buffer(*ctx_, sparse_shape_.partial_words(C) * 4, MemoryKind::device, "sparse FFN partial sums");
+    ctx_->run([&](VkCommandBuffer cmd) {
+      ctx_->fn().vkCmdFillBuffer(cmd, sparse_parts_.handle(), 0, VK_WHOLE_SIZE, 0);  // the counters start at 0
+    });
+  }
   jobs_ = Buffer(*ctx_, jobs.size() * sizeof(MatJob), MemoryKind::device, "matrix jobs");
   upload_bytes(*ctx_, jobs_.handle(), 0, jobs.data(), jobs.size() * sizeof(MatJob));
   scratch_ = Buffer(*ctx_, s.floats * 4, MemoryKind::device, "activations");
@@ -277,6 +286,29 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
   meta_device_ = Buffer(*ctx_, uint64_t(meta_stride_) * 7 * 4, MemoryKind::device, "step tables");
   model_ = std::move(model);
   set_slots(1);
+}
+
+// The ReLU^2-sparse value product of one-row steps reads a transposed copy of each F16/BF16
+// value matrix: C x F x 2 bytes more per layer (the matrix once more; 2.9B F16: 32 x 52 MB).
+// Like the CUDA backend's optional f16 copies, the copies are made only when they fit in half
+// the device-local memory the model's weights leave free, and each in one buffer.
+// RWKV_VULKAN_SPARSE_FFN=0 turns them off, as RWKV_CUDA_SPARSE_FFN=0 does on CUDA (there is
+// no Vulkan sparse product for Q8_0, so CUDA's `all` means the default here).
+void VulkanBackend::plan_sparse_ffn(const Model& model, WeightStore& st) {
+  const char* env = std::getenv("RWKV_VULKAN_SPARSE_FFN");
+  if (env != nullptr && std::string(env) == "0") return;
+  const uint32_t C = uint32_t(hp_.n_embd), F = uint32_t(hp_.n_ffn);
+  sparse_shape_ = sparse_ffn_shape(C, F);
+  const uint64_t bytes = uint64_t(C) * F * 2;
+  if (!st.fits_one_arena(bytes) || sparse_shape_.partial_words(C) * 4 > ctx_->limits().max_storage_range) return;
+  uint64_t copies = 0;
+  for (const LayerWeights& w : model.layers) copies += sparse_ffn_supported(w.ffn_value.type, C) ? bytes : 0;
+  const uint64_t heap = ctx_->info().memory_bytes, planned = st.planned_bytes();
+  if (copies == 0 || planned >= heap || copies > (heap - planned) / 2) return;
+  for (size_t l = 0; l < model.layers.size(); ++l) {
+    const Weight& w = model.layers[l].ffn_value;
+    if (sparse_ffn_supported(w.type, C)) layers_[l].value_t = st.add_transposed(w);
+  }
 }
 
 void VulkanBackend::set_slots(int n) {

@@ -15,6 +15,7 @@ const ShaderInterface kMatrixIface{{4, 1, 1, 1, 1, 1}, 12};
 const ShaderInterface kEmbedIface{{4, 1, 1, 1}, sizeof(EmbedPush)};
 const ShaderInterface kLnMixIface{{1, 1, 1, 1, 1}, sizeof(LnMixPush)};
 const ShaderInterface kWkvIface{{1, 1, 1, 1}, sizeof(WkvPush)};
+const ShaderInterface kFfnSparseIface{{1, 1, 1}, sizeof(FfnSparsePush)};
 
 uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
 
@@ -43,6 +44,35 @@ bool shader_supports(TensorType type) {
     default:
       return false;
   }
+}
+
+bool sparse_ffn_supported(TensorType type, uint32_t C) {
+  return (type == TensorType::F16 || type == TensorType::BF16) && C > 0 && C % 8 == 0;
+}
+
+SparseFfnShape sparse_ffn_shape(uint32_t C, uint32_t F, uint32_t lanes, uint32_t units) {
+  SparseFfnShape s;
+  // Slices of 128 outputs (256-byte runs of each weight row) on wide models, of 64 on
+  // narrow ones, where wide slices would leave too few workgroups.
+  s.lanes = lanes != 0 ? lanes : C >= 2048 ? 16 : 8;
+  if (s.lanes != 8 && s.lanes != 16 && s.lanes != 32) {
+    fail(ErrorCode::argument, "vulkan: sparse FFN lanes " + std::to_string(s.lanes) + " is not 8, 16 or 32");
+  }
+  s.slices = ceil_div(C, 8 * s.lanes);
+  // The largest groups that still give about 256 workgroups (two per SM of an H100: enough
+  // loads in flight to stream the weights), so that the last workgroup of a slice adds few
+  // partial sums.
+  if (units == 0) {
+    units = 1024;
+    while (units > 64 && uint64_t(s.slices) * ceil_div(F, units) < 256) units /= 2;
+  }
+  if (units < 64 || units > 1024 || (units & (units - 1)) != 0) {
+    fail(ErrorCode::argument,
+         "vulkan: sparse FFN units " + std::to_string(units) + " is not a power of two in [64, 1024]");
+  }
+  s.units = units;
+  s.groups = ceil_div(F, units);
+  return s;
 }
 
 Kernels::Kernels(Context& ctx) : ctx_(ctx) {
@@ -194,6 +224,19 @@ void Kernels::wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer
   const Pipeline& pl = ctx_.pipelines().get("wkv", kWkvIface, spec);
   push(cmd, pl, {{scratch, 0}, {vecs, 1}, {state, 2}, {meta, 3}}, &p, sizeof(p));
   ctx_.fn().vkCmdDispatch(cmd, n_head, n_seq, 1);
+}
+
+void Kernels::ffn_sparse(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer act, VkBuffer partials,
+                         FfnSparsePush p, const SparseFfnShape& shape) {
+  if (!sparse_ffn_supported(type, p.C)) {
+    fail(ErrorCode::argument, "vulkan: no sparse FFN value product for " + std::string(type_name(type)) +
+                                  " weights with C = " + std::to_string(p.C));
+  }
+  p.part_off = shape.part_off();
+  const uint32_t spec[2] = {shape.lanes, shape.units};
+  const Pipeline& pl = ctx_.pipelines().get("ffn_sparse_" + shader_type_suffix(type), kFfnSparseIface, spec);
+  push(cmd, pl, {{weights, 0}, {act, 1}, {partials, 2}}, &p, sizeof(p));
+  ctx_.fn().vkCmdDispatch(cmd, shape.slices, shape.groups, 1);
 }
 
 }  // namespace rwkv::vk

@@ -46,6 +46,30 @@ struct WkvPush {
 };
 static_assert(sizeof(WkvPush) <= 128 && sizeof(LnMixPush) <= 128 && sizeof(EmbedPush) <= 128);
 
+// The sparse FFN value product's push constants (ffn_sparse.comp).
+struct FfnSparsePush {
+  uint32_t w_off;         // the transposed value matrix's first element, in 16-byte units of its buffer
+  uint32_t C, F;          // outputs, hidden units
+  uint32_t h_off, y_off;  // h [F] and y [C] in the activations (floats)
+  uint32_t part_off;      // set by Kernels::ffn_sparse: SparseFfnShape::part_off()
+};
+
+// Work split of the sparse FFN value product (ffn_sparse.comp): workgroups of 256
+// invocations, each for a slice of 8 x lanes outputs and a group of `units` hidden units.
+struct SparseFfnShape {
+  uint32_t lanes = 0, units = 0;    // lanes: 8, 16 or 32; units: a power of two, 64 .. 1024
+  uint32_t slices = 0, groups = 0;  // the grid: ceil(C / (8 lanes)) x ceil(F / units)
+  // The partials buffer: `slices` counters (zero before the first dispatch; each dispatch
+  // leaves them zero), then [groups x C] partial sums from part_off (uint32 words).
+  uint32_t part_off() const { return (slices + 3) / 4 * 4; }
+  uint64_t partial_words(uint32_t C) const { return part_off() + uint64_t(groups) * C; }
+};
+// The split for C outputs and F hidden units; lanes, units = 0: the backend's choice, else
+// those (tests use them to cover every variant).
+SparseFfnShape sparse_ffn_shape(uint32_t C, uint32_t F, uint32_t lanes = 0, uint32_t units = 0);
+// Whether the sparse product handles a value matrix of this type with C outputs.
+bool sparse_ffn_supported(TensorType type, uint32_t C);
+
 // Which matrix-product shader runs a group of jobs. automatic: matvec for few tokens, else
 // the tiled matmul, or the tensor-core one where the device has it and RWKV_VULKAN_COOPMAT=1.
 enum class MatPath { automatic, matvec, matmul, matmul_coopmat };
@@ -89,6 +113,11 @@ class Kernels {
               VkBuffer meta, const LnMixPush& p, uint32_t n_rows);
   void wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta, const WkvPush& p,
            uint32_t n_head, uint32_t n_seq, uint32_t head_size);
+  // y = W h for one row, skipping the hidden units where h is exactly zero (ffn_sparse.comp):
+  // `weights` holds W transposed (type F16 or BF16), `act` h and y, `partials` the shape's
+  // counters and partial sums (partial_words(C) words).
+  void ffn_sparse(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer act, VkBuffer partials,
+                  FfnSparsePush p, const SparseFfnShape& shape);
 
   static constexpr uint32_t matvec_max_tokens = 16;
   // Whether stages of independent products should use the mixed-type matvec (one dispatch

@@ -1,6 +1,7 @@
 #include "backend/vulkan/op_runner.h"
 
 #include <cstring>
+#include <string>
 
 #include "backend/vulkan/weights.h"
 #include "common/error.h"
@@ -191,6 +192,30 @@ std::vector<std::vector<float>> OpRunner::mixed_matvec(std::span<const Weight* c
   std::vector<std::vector<float>> out;
   for (size_t i = 0; i < ms.size(); ++i) out.push_back(s.get(y_offs[i], size_t(T) * ms[i].rows));
   return out;
+}
+
+std::array<std::vector<float>, 2> OpRunner::ffn_sparse(const Weight& W, std::span<const float> h, uint32_t lanes,
+                                                       uint32_t units) {
+  WeightStore store(*ctx_);
+  const DeviceMatrix m = store.add_transposed(W);
+  store.upload({});
+  const uint32_t C = m.cols, F = m.rows;
+  if (h.size() != F) fail(ErrorCode::argument, "OpRunner::ffn_sparse: h has " + std::to_string(h.size()) + " values");
+  const SparseFfnShape shape = sparse_ffn_shape(C, F, lanes, units);
+  Buffer parts(*ctx_, shape.partial_words(C) * 4, MemoryKind::device, "op sparse FFN partial sums");
+  ctx_->run([&](VkCommandBuffer cmd) { ctx_->fn().vkCmdFillBuffer(cmd, parts.handle(), 0, VK_WHOLE_SIZE, 0); });
+  Scratch s;
+  const uint32_t h_off = s.add(h);
+  const uint32_t y_off[2] = {s.add({}, C), s.add({}, C)};
+  run(s, {}, [&](VkCommandBuffer cmd, VkBuffer scratch, VkBuffer) {
+    for (const uint32_t y : y_off) {
+      const FfnSparsePush p{
+          .w_off = m.pieces[0].offset / 16, .C = C, .F = F, .h_off = h_off, .y_off = y, .part_off = 0};
+      kernels_->ffn_sparse(cmd, m.type, store.arena(m.pieces[0].arena), scratch, parts.handle(), p, shape);
+      kernels_->barrier(cmd);
+    }
+  });
+  return {s.get(y_off[0], C), s.get(y_off[1], C)};
 }
 
 void OpRunner::embed(const Weight& table, std::span<const int32_t> tokens, std::span<const float> ln_w,

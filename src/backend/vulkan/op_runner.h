@@ -5,6 +5,7 @@
 // unwritten shows a NaN.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -39,6 +40,13 @@ class OpRunner {
   // The mixed-type matvec: every matrix of `ws` (any types, equal column counts) applied to
   // the same x [T x cols] in one dispatch; returns each product [T x rows], in order.
   std::vector<std::vector<float>> mixed_matvec(std::span<const Weight* const> ws, std::span<const float> x, int T);
+
+  // The sparse FFN value product (ffn_sparse.comp) for one row: y [C] = W h, with W [C x F]
+  // (F16 or BF16) uploaded transposed and h [F]. Dispatched twice in one command buffer (the
+  // second run relies on the counters the first one left at zero); returns both results.
+  // lanes, units: the work split (SparseFfnShape; 0: the backend's choice).
+  std::array<std::vector<float>, 2> ffn_sparse(const Weight& W, std::span<const float> h, uint32_t lanes = 0,
+                                               uint32_t units = 0);
 
   // Embedding rows of `tokens` (emb) and their LayerNorm (h), both [T x C].
   void embed(const Weight& table, std::span<const int32_t> tokens, std::span<const float> ln_w,

@@ -10,7 +10,8 @@
 //   wkv          removal key, k_mod, value residual, recurrence, ln_x, bonus, gate
 //   matrices     att_out = W_o y
 //   ln_mix(ffn)  h += att_out; xf = LN2(h); xk lerp with the token shift
-//   matrices     hidden = relu(W_key xk)^2;  ffn_out = W_value hidden
+//   matrices     hidden = relu(W_key xk)^2;  ffn_out = W_value hidden (one-row steps: the
+//                sparse product over W_value's transposed copy, where the layer has one)
 // then LN_out over h + ffn_out and the head for the rows that want logits.
 // Shift states are committed by a later dispatch than the one that reads them (wkv for the
 // attention shift, the next ln_mix for the FFN shift), so no dispatch reads a value that
@@ -60,6 +61,8 @@ struct LayerPlan {
   uint32_t ln1_w = 0, ln1_b = 0, ln2_w = 0, ln2_b = 0, mu6 = 0, ffn_mu = 0;
   uint32_t k_k = 0, k_a = 0, r_k = 0, lnx_w = 0, lnx_b = 0;
   MatStage in, lora, out, key, value;
+  // W_value transposed [F x C] for one-row steps (ffn_sparse.comp); no pieces: none kept.
+  DeviceMatrix value_t;
 };
 
 // One sequence's share of a sub-step.
@@ -102,6 +105,8 @@ class VulkanBackend final : public Backend {
   };
   MatStage build_stage(const std::vector<JobSpec>& specs, std::vector<MatJob>& jobs);
   void plan_scratch();
+  // Plans the transposed value matrices (layers_[l].value_t) where they are wanted and fit.
+  void plan_sparse_ffn(const Model& model, WeightStore& st);
   void check_slot(int slot, const char* what) const;
   void invalidate_commands();
 
@@ -126,6 +131,8 @@ class VulkanBackend final : public Backend {
   std::vector<DeviceMatrix> matrices_;  // per layer, in a fixed order (backend.cpp)
   std::vector<LayerPlan> layers_;
   uint32_t embd_ln_w_ = 0, embd_ln_b_ = 0, out_ln_w_ = 0, out_ln_b_ = 0;
+  SparseFfnShape sparse_shape_;
+  Buffer sparse_parts_;  // the sparse value product's counters and partial sums
   MatStage head_stage_;
   ScratchLayout sl_;
   uint32_t logits_rows_cap_ = 0;  // most logits rows one sub-step may produce

@@ -20,6 +20,21 @@ constexpr uint64_t kStagingBytes = 64ull << 20;  // one upload slice
 
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+// dst [n x rows] = columns [col0, col0 + n) of the 16-bit matrix src [rows x cols], in
+// 32 x 32 tiles so that the rows read and the rows written stay in cache.
+void transpose16(const uint8_t* src, uint64_t rows, uint64_t cols, uint64_t col0, uint64_t n, uint8_t* dst) {
+  constexpr uint64_t kTile = 32;
+  for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {
+    for (uint64_t c0 = 0; c0 < n; c0 += kTile) {
+      for (uint64_t r = r0; r < std::min(r0 + kTile, rows); ++r) {
+        for (uint64_t c = c0; c < std::min(c0 + kTile, n); ++c) {
+          std::memcpy(dst + (c * rows + r) * 2, src + (r * cols + col0 + c) * 2, 2);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 uint32_t q8_0_grouped_row_bytes(uint32_t cols) {
@@ -90,12 +105,52 @@ DeviceMatrix WeightStore::add_matrix(const Weight& w) {
     p.row_begin = row;
     p.rows = n;
     m.pieces.push_back(p);
-    pending_.push_back(
-        {w.data + uint64_t(row) * src_row_bytes, p.arena, p.offset, uint64_t(n) * m.row_bytes, grouped ? m.cols : 0});
+    pending_.push_back({w.data + uint64_t(row) * src_row_bytes, p.arena, p.offset, uint64_t(n) * m.row_bytes,
+                        grouped ? m.cols : 0, 0});
     arena_sizes_.back() = start + uint64_t(n) * m.row_bytes;
     row += n;
   }
   return m;
+}
+
+DeviceMatrix WeightStore::add_transposed(const Weight& w) {
+  if (w.type != TensorType::F16 && w.type != TensorType::BF16) {
+    fail(ErrorCode::unsupported, "vulkan: tensor '" + w.name + "' has type " + std::string(type_name(w.type)) +
+                                     "; only F16 and BF16 matrices are stored transposed");
+  }
+  const uint64_t rows = uint64_t(w.rows()), cols = uint64_t(w.cols()), bytes = rows * cols * 2;
+  if (w.rows() <= 0 || w.cols() <= 0 || w.nbytes < bytes) {
+    fail(ErrorCode::model, "vulkan: tensor '" + w.name + "' holds fewer bytes than its shape needs");
+  }
+  if (!fits_one_arena(bytes)) {
+    fail(ErrorCode::unsupported,
+         "vulkan: the transposed copy of tensor '" + w.name + "' exceeds the device's buffer range");
+  }
+  if (arena_sizes_.empty()) arena_sizes_.push_back(0);
+  uint64_t start = align_up(arena_sizes_.back(), kAlign);
+  if (start + bytes > arena_limit_) {
+    arena_sizes_.push_back(0);
+    start = 0;
+  }
+  DeviceMatrix m;
+  m.type = w.type;
+  m.rows = uint32_t(cols);
+  m.cols = uint32_t(rows);
+  m.row_bytes = uint32_t(rows * 2);
+  DeviceMatrix::Piece p;
+  p.arena = uint32_t(arena_sizes_.size() - 1);
+  p.offset = uint32_t(start);
+  p.rows = m.rows;
+  m.pieces.push_back(p);
+  pending_.push_back({w.data, p.arena, p.offset, bytes, 0, uint32_t(rows)});
+  arena_sizes_.back() = start + bytes;
+  return m;
+}
+
+uint64_t WeightStore::planned_bytes() const {
+  uint64_t total = 0;
+  for (uint64_t size : arena_sizes_) total += align_up(size, kTailPad) + kTailPad;
+  return total;
 }
 
 uint32_t WeightStore::add_floats(const float* data, size_t n) {
@@ -159,8 +214,19 @@ void WeightStore::upload(const ProgressFn& progress) {
       bytes -= n;
     }
   };
-  std::vector<uint8_t> grouped;  // regrouped Q8_0 rows, a slice at a time
+  std::vector<uint8_t> grouped;  // regrouped Q8_0 rows or transposed rows, a slice at a time
   for (const Pending& p : pending_) {
+    if (p.transpose_rows != 0) {
+      const uint64_t out_row = uint64_t(p.transpose_rows) * 2, out_rows = p.bytes / out_row;
+      const uint64_t slice = std::max<uint64_t>(1, staging_size / out_row);
+      for (uint64_t r = 0; r < out_rows; r += slice) {
+        const uint64_t n = std::min(slice, out_rows - r);
+        grouped.resize(n * out_row);
+        transpose16(p.src, p.transpose_rows, out_rows, r, n, grouped.data());
+        stage(arenas_[p.arena].handle(), p.offset + r * out_row, grouped.data(), n * out_row);
+      }
+      continue;
+    }
     if (p.group_cols == 0) {
       stage(arenas_[p.arena].handle(), p.offset, p.src, p.bytes);
       continue;

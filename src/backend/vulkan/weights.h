@@ -3,7 +3,9 @@
 // quants are aligned for wide loads; they are packed into device buffers ("arenas") no larger than
 // the device's maxStorageBufferRange, and a matrix too large for one is split by rows.
 // 1-D weights (norms, biases, lerp factors, ...) are converted to float32 into one buffer.
-// Uploads go through a host-visible staging buffer in slices, reporting progress.
+// A 16-bit matrix may also be stored transposed (add_transposed: the sparse FFN value
+// product's copy). Uploads go through a host-visible staging buffer in slices, reporting
+// progress.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +39,13 @@ class WeightStore {
   // Plans a matrix's placement; its bytes are copied by upload(). The Weight's bytes must
   // stay valid until then. Throws Error(unsupported) for types or shapes the shaders lack.
   DeviceMatrix add_matrix(const Weight& w);
+  // Plans a copy of F16/BF16 matrix `w` (rows x cols) transposed: cols rows of rows values,
+  // whole in one arena (one piece). Throws Error(unsupported) for other types or when the
+  // copy is larger than one arena (check fits_one_arena first).
+  DeviceMatrix add_transposed(const Weight& w);
+  bool fits_one_arena(uint64_t bytes) const { return bytes <= arena_limit_; }
+  // Device bytes of the arenas planned so far.
+  uint64_t planned_bytes() const;
   // Appends a 1-D weight (or its slots) as float32; returns its offset in floats.
   uint32_t add_vector(const Weight& w);
   uint32_t add_floats(const float* data, size_t n);
@@ -54,6 +63,8 @@ class WeightStore {
     uint32_t offset;
     uint64_t bytes;       // on the device
     uint32_t group_cols;  // 0: copied as stored; else Q8_0 rows of this many columns, grouped
+    // 0: as above; else src is a 16-bit matrix of this many rows, copied transposed
+    uint32_t transpose_rows = 0;
   };
   Context& ctx_;
   uint64_t arena_limit_;
