@@ -224,14 +224,28 @@ __global__ void __launch_bounds__(RB* L) wkv_scan_kernel(const __grid_constant__
     }
     asm volatile("cp.async.commit_group;");
   };
+  // y of the chunk before: sums the lanes' parts in ys (written before the last barrier).
+  float* ys = smem + 2 * St::kFloats;  // [kChunk][RB][L]
+  auto write_y = [&](int r0, int n) {
+    for (int e = tid; e < n * RB; e += kThreads) {
+      const float4* p = reinterpret_cast<const float4*>(ys + e * L);
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < L / 4; ++j) sum += (p[j].x + p[j].y) + (p[j].z + p[j].w);
+      a.y[size_t(r0 + e / RB) * C + h * N + row0 + e % RB] = sum;
+    }
+  };
   if (start < end) issue(smem, start, min(kChunk, end - start));
   const int col = St::at(tid % N);
-  int cur = 0;
+  int cur = 0, last = start, last_n = 0;
   for (int r0 = start; r0 < end; r0 += kChunk, cur ^= 1) {
     float* s = smem + cur * St::kFloats;
     const int n = min(kChunk, end - r0);
     asm volatile("cp.async.wait_all;" ::: "memory");
-    __syncthreads();                                   // every thread's copies of this chunk have landed
+    // Every thread's copies of this chunk have landed, and the last chunk's parts of y are
+    // in ys.
+    __syncthreads();
+    write_y(last, last_n);
     for (int t = tid / N; t < n; t += kThreads / N) {  // kk -> alpha = -kk, a -> beta = kk a
       float* kk = s + (3 * kChunk + t) * kRow + col;
       float* aa = s + (4 * kChunk + t) * kRow + col;
@@ -239,17 +253,32 @@ __global__ void __launch_bounds__(RB* L) wkv_scan_kernel(const __grid_constant__
       *kk = -*kk;
     }
     __syncthreads();
-    // The other stage was last read in the previous chunk, before the barriers above.
+    // The other stage was last read in the previous chunk, and ys summed, before the
+    // barriers above.
     if (r0 + kChunk < end) issue(smem + (cur ^ 1) * St::kFloats, r0 + kChunk, min(kChunk, end - r0 - kChunk));
+    // Token by token, the next token's columns loaded while this one is computed (two
+    // register sets). Each lane's part of y goes to ys; the parts are summed after the chunk.
     const float* v = s + St::kVectors * kChunk * kRow + i;
-    const float* vr = s + pad;
-    float* y = a.y + size_t(r0) * C + h * N + row0 + i;
-    for (int t = 0; t < n; ++t, v += RB, vr += kRow) {
-      const float yi = state_step<Q, L>(st, part, *v, vr, vr + kChunk * kRow, vr + 2 * kChunk * kRow,
-                                        vr + 3 * kChunk * kRow, vr + 4 * kChunk * kRow);
-      if (part == 0) y[size_t(t) * C] = yi;
+    const float* cols = s + part * Q + pad;
+    auto load = [&](TokenCols<Q>& c, int t) {
+      const float* p = cols + t * kRow;
+      constexpr int kVec = kChunk * kRow;
+      c.load(SharedCols{p, p + kVec, p + 2 * kVec, p + 3 * kVec, p + 4 * kVec});
+    };
+    TokenCols<Q> ca, cb;
+    load(ca, 0);
+    for (int t = 0; t < n; t += 2) {
+      if (t + 1 < n) load(cb, t + 1);
+      ys[(t * RB + i) * L + part] = state_step_part<Q, L>(st, v[t * RB], ca);
+      if (t + 1 == n) break;
+      if (t + 2 < n) load(ca, t + 2);
+      ys[((t + 1) * RB + i) * L + part] = state_step_part<Q, L>(st, v[(t + 1) * RB], cb);
     }
+    last = r0;
+    last_n = n;
   }
+  __syncthreads();
+  write_y(last, last_n);
   store_state(S, st);
 }
 
@@ -292,7 +321,7 @@ void fused_n(const WkvArgs& a, Stream stream) {
 }
 template <int N, int RB, int L>
 void scan_rows(const WkvArgs& a, Stream stream) {
-  const size_t smem = 2 * ScanStage<N, L, RB>::kFloats * sizeof(float);
+  const size_t smem = (2 * ScanStage<N, L, RB>::kFloats + ScanStage<N, L, RB>::kChunk * RB * L) * sizeof(float);
   allow_smem(wkv_scan_kernel<N, RB, L>, smem);
   launch("wkv_scan", wkv_scan_kernel<N, RB, L>, dim3(a.H * (N / RB), a.batch.B), dim3(RB * L), smem, stream, a);
 }
