@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "backend/cuda/ops.h"
 #include "common/error.h"
 
 namespace rwkv::cuda {
@@ -120,6 +121,20 @@ __device__ __forceinline__ uint16_t ld2(const void* p) {
 }
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
+
+// The transform InOp names, applied to an activation before a product.
+__device__ __forceinline__ float apply_in(InOp op, float v) {
+  switch (op) {
+    case InOp::tanh:
+      return tanhf(v);
+    case InOp::sigmoid:
+      return sigmoidf_(v);
+    case InOp::relu_sq:
+      return fmaxf(v, 0.f) * fmaxf(v, 0.f);
+    default:
+      return v;
+  }
+}
 // decay = exp(-e^-0.5 * sigmoid(z)), spec §2.2 step 4 (fp32 throughout).
 __device__ __forceinline__ float decay_from_logit(float z) { return expf(-0.6065306597126334f / (1.f + expf(-z))); }
 

@@ -121,13 +121,16 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   lerp.eps = hp_.ln_eps;
   lerp.mix = L.att_mix;
   lerp.n_mix = 6;
-  for (int m = 0; m < 6; ++m) lerp.out[m] = s.mix[m];
-  lerp.xln = s.xln;
   lerp.shift = state;
   lerp.state_stride = hp_.state_floats();
+  // The GEMM path reads the lerps in f16 only: fp32 copies (and the LayerNorm output) are
+  // written for the matvec path and the debug hook (36 MB less traffic per 512-row layer).
   const bool mv = R <= kMatvecMaxRows;  // matvec path: quantised weights take QuantX inputs
-  if (!mv)
-    for (int m = 0; m < 6; ++m) lerp.out16[m] = s.mix16[m];
+  lerp.xln = hook_ ? s.xln : nullptr;
+  for (int m = 0; m < 6; ++m) {
+    lerp.out[m] = mv || hook_ ? s.mix[m] : nullptr;
+    if (!mv) lerp.out16[m] = s.mix16[m];
+  }
   if (mv && quantised(L.wr)) lerp.out_q[0] = s.qx[0];
   if (mv && quantised(L.wk)) lerp.out_q[2] = s.qx[1];
   if (mv && (quantised(L.wv) || (l > 0 && quantised(L.v1)))) lerp.out_q[3] = s.qx[2];
@@ -238,19 +241,22 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   lerp.eps = hp_.ln_eps;
   lerp.mix = L.ffn_mix;
   lerp.n_mix = 1;
-  lerp.out[0] = s.mix[0];
-  lerp.xln = s.xln;
   lerp.shift = state + C;
   lerp.state_stride = hp_.state_floats();
   const bool mv = R <= kMatvecMaxRows;  // matvec path: quantised weights take QuantX inputs
+  lerp.xln = hook_ ? s.xln : nullptr;
+  lerp.out[0] = mv || hook_ ? s.mix[0] : nullptr;
   if (!mv) lerp.out16[0] = s.mix16[0];
   if (mv && quantised(L.ffn_key)) lerp.out_q[0] = s.qx[0];
   ln_shift_lerp(lerp, stream_);
   emit(l, "ffn.ln", s.xln, R, C);
   emit(l, "ffn.xk", s.mix[0], R, C);
 
-  matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, OutOp::relu_sq, nullptr, nullptr, &lerp.out_q[0],
-         mv ? nullptr : s.mix16[0]);
+  // The GEMM path squares the ReLU in the value product's f16 conversion (one epilogue pass
+  // over R x F fewer); the debug hook wants the hidden vector itself.
+  const bool relu_late = !mv && !hook_;
+  matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, relu_late ? OutOp::store : OutOp::relu_sq, nullptr,
+         nullptr, &lerp.out_q[0], mv ? nullptr : s.mix16[0]);
   emit(l, "ffn.hidden", s.hidden, R, F);
   if (R == 1 && L.ffn_value_t.w && !hook_) {  // one row: skip the hidden units that ReLU^2 zeroed
     ffn_value_sparse(L.ffn_value_t, s.hidden, s.h, sparse_scratch_, stream_);
@@ -258,8 +264,8 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   }
   const bool q = mv && quantised(L.ffn_value);
   if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
-  matmul(L.ffn_value, s.hidden, F, R, InOp::none, s.h, C, OutOp::add, nullptr, hook_ ? s.raw : nullptr,
-         q ? &s.qx_hidden : nullptr);
+  matmul(L.ffn_value, s.hidden, F, R, relu_late ? InOp::relu_sq : InOp::none, s.h, C, OutOp::add, nullptr,
+         hook_ ? s.raw : nullptr, q ? &s.qx_hidden : nullptr);
   emit(l, "ffn.out", s.raw, R, C);
 }
 

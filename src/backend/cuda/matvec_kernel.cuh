@@ -29,17 +29,6 @@ struct Batch {
   int T;  // activation rows; grid row y takes rows [y * TM, y * TM + TM)
 };
 
-__device__ __forceinline__ float apply_in(InOp op, float v) {
-  switch (op) {
-    case InOp::tanh:
-      return tanhf(v);
-    case InOp::sigmoid:
-      return sigmoidf_(v);
-    default:
-      return v;
-  }
-}
-
 constexpr int kStageBatch = 8;                 // float4 loads in flight per thread while staging
 constexpr size_t kFloatStageBytes = 64 << 10;  // float weights with an input transform: staged x
 

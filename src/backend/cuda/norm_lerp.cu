@@ -135,10 +135,10 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
     const float prev = r == start ? shift[c] : (hp[c] - sp.x) * sp.y * w + b;
     if (r == start) shift[c] = last == r ? x : (hl[c] - sl.x) * sl.y * w + b;
     const int64_t at = int64_t(r) * C + c;
-    a.xln[at] = x;
+    if (a.xln) a.xln[at] = x;
     for (int m = 0; m < a.n_mix; ++m) {
       const float o = x + (prev - x) * mix[m];
-      a.out[m][at] = o;
+      if (a.out[m]) a.out[m][at] = o;
       if (a.out16[m]) static_cast<__half*>(a.out16[m])[at] = __float2half_rn(o);
       if (a.out_q[m].q0) quantize32(a.out_q[m], o, at, at / 32);
     }
@@ -199,12 +199,6 @@ __global__ void epilogue_kernel(OutOp op, const float* src, float* dst, const fl
   }
 }
 
-__device__ __forceinline__ float apply(InOp op, float v) {
-  if (op == InOp::tanh) return tanhf(v);
-  if (op == InOp::sigmoid) return sigmoidf_(v);
-  return v;
-}
-
 // Grid (column blocks, rows); four values per thread when rows are 16-byte aligned.
 __global__ void to_f16_kernel(const float* x, int64_t x_stride, int64_t cols, InOp op, __half* dst, bool vec) {
   pdl_wait();
@@ -216,13 +210,13 @@ __global__ void to_f16_kernel(const float* x, int64_t x_stride, int64_t cols, In
   if (vec) {
     for (int64_t c = 4 * first; c < cols; c += 4 * step) {
       const float4 v = *reinterpret_cast<const float4*>(xr + c);
-      const __half2 lo = __floats2half2_rn(apply(op, v.x), apply(op, v.y));
-      const __half2 hi = __floats2half2_rn(apply(op, v.z), apply(op, v.w));
+      const __half2 lo = __floats2half2_rn(apply_in(op, v.x), apply_in(op, v.y));
+      const __half2 hi = __floats2half2_rn(apply_in(op, v.z), apply_in(op, v.w));
       *reinterpret_cast<__half2*>(dr + c) = lo;
       *reinterpret_cast<__half2*>(dr + c + 2) = hi;
     }
   } else {
-    for (int64_t c = first; c < cols; c += step) dr[c] = __float2half_rn(apply(op, xr[c]));
+    for (int64_t c = first; c < cols; c += step) dr[c] = __float2half_rn(apply_in(op, xr[c]));
   }
 }
 

@@ -55,7 +55,7 @@ DeviceMatrix upload_matrix(TensorType type, int64_t rows, int64_t cols, const ui
 
 // ---- matrix-vector products for few rows (decode) ------------------------------------------
 
-enum class InOp : int { none = 0, tanh = 1, sigmoid = 2 };  // applied to x before the product
+enum class InOp : int { none = 0, tanh = 1, sigmoid = 2, relu_sq = 3 };  // applied to x before the product
 enum class OutOp : int {
   store = 0,    // y = W x
   add = 1,      // y += W x (residual); y_raw (if set) = W x
@@ -184,8 +184,8 @@ struct ShiftLerpArgs {
   float eps = 1e-5f;
   const float* mix = nullptr;  // [n_mix x C]
   int n_mix = 0;
-  float* out[6] = {};
-  float* xln = nullptr;
+  float* out[6] = {};    // where null, lerp s is not written in fp32 (out16 only)
+  float* xln = nullptr;  // may be null
   float* shift = nullptr;
   size_t state_stride = 0;
   QuantX out_q[6];      // where q0 is set, out[s] is also written quantised

@@ -112,10 +112,6 @@ __device__ __forceinline__ void trace_point(const PersistentArgs& a, int g, int 
     a.trace[(size_t(blockIdx.x) * a.stages + g) * 5 + point] = point < 4 ? global_ns() : v;
 }
 
-__device__ __forceinline__ float apply_in(InOp op, float v) {
-  return op == InOp::tanh ? tanhf(v) : op == InOp::sigmoid ? sigmoidf_(v) : v;
-}
-
 // ln[c] = LayerNorm(h)[c], ln[C + c] = the token-shift vector (the previous token's).
 __device__ __forceinline__ void prep_layer_norm(const PersistentArgs& a, const float* w, const float* b,
                                                 const float* shift, float* ln, float* red) {
