@@ -497,6 +497,59 @@ TEST(CudaOps, EpilogueAndF16Conversion) {
   }
 }
 
+// The elementwise steps around the batched LoRA GEMMs: ranks below the padded width, all
+// four problems, odd sizes.
+TEST(CudaOps, LoraMidAndEpilogue) {
+  REQUIRE_GPU();
+  const int R = 5, D = 40, C = 72, n = 4;
+  const std::vector<float> lo = randn(size_t(n * R * D)), out0 = randn(size_t(n * R * C)), w0 = randn(size_t(C)),
+                           a0 = randn(size_t(C)), v0 = randn(size_t(C));
+  Guarded dlo(lo), dout(out0), dw0(w0), da0(a0), dv0(v0);
+  DeviceBuffer mid(size_t(n * R * D) * 2);
+  LoraArgs a;
+  a.R = R;
+  a.D = D;
+  a.C = C;
+  a.n = n;
+  const int ranks[4] = {40, 24, 8, 33};
+  const InOp mid_ops[4] = {InOp::tanh, InOp::none, InOp::sigmoid, InOp::none};
+  const OutOp out_ops[4] = {OutOp::decay, OutOp::sigmoid, OutOp::store, OutOp::sigmoid};
+  const float* biases[4] = {dw0.data(), da0.data(), nullptr, dv0.data()};
+  for (int p = 0; p < n; ++p) {
+    a.rank[p] = ranks[p];
+    a.mid_op[p] = mid_ops[p];
+    a.out_op[p] = out_ops[p];
+    a.bias[p] = biases[p];
+  }
+  a.lo = dlo.data();
+  a.lo_step = R * D;
+  a.mid = mid.data();
+  a.mid_step = R * D;
+  a.out = dout.data();
+  a.out_step = R * C;
+  lora_mid(a, nullptr);
+  lora_epilogue(a, nullptr);
+  std::vector<uint16_t> bits(size_t(n * R * D));
+  mid.download(bits.data(), bits.size() * 2);
+  std::vector<float> got_mid(bits.size()), want_mid(bits.size()), want_out = out0;
+  const std::vector<const float*> host_bias = {w0.data(), a0.data(), nullptr, v0.data()};
+  for (int p = 0; p < n; ++p)
+    for (int r = 0; r < R; ++r) {
+      for (int j = 0; j < D; ++j) {
+        const size_t at = size_t((p * R + r) * D + j);
+        got_mid[at] = f16_to_f32(bits[at]);
+        want_mid[at] = j < ranks[p] ? apply_in(mid_ops[p], lo[at]) : 0.f;
+      }
+      for (int c = 0; c < C; ++c) {
+        float& y = want_out[size_t((p * R + r) * C + c)];
+        if (out_ops[p] == OutOp::decay) y = std::exp(-0.6065306597126334f * sigmoid(host_bias[p][c] + y));
+        if (out_ops[p] == OutOp::sigmoid) y = sigmoid(host_bias[p][c] + y);
+      }
+    }
+  expect_close(got_mid, want_mid, 1e-6, "lora_mid");
+  expect_close(dout.read(), want_out, 1e-12, "lora_epilogue");
+}
+
 // ---- row ops over several sequences ----------------------------------------------------------
 
 // Sequences of lengths `lens` in state slots `slots`, on the device.

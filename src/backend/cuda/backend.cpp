@@ -197,20 +197,37 @@ void CudaBackend::upload_sparse_ffn() {
   check(cudaMemset(sparse_scratch_, 0, sparse_ffn_scratch_floats(C, F) * sizeof(float)), "sparse ffn scratch");
 }
 
-// f16 copies of every non-F16 matrix except the embedding, for the cuBLAS path; when they
-// do not fit in half the free memory, matrices are dequantised into Scratch::w16 on use.
+// f16 copies of every non-F16 matrix except the embedding and the LoRA matrices, and the
+// LoRA stacks (LayerDev::lora_down16), for the cuBLAS path; when they do not fit in half
+// the free memory, matrices are dequantised into Scratch::w16 on use.
 void CudaBackend::prepare_gemm() {
   if (gemm_ready_) return;
   std::vector<Mat*> mats{&head_};
   for (LayerDev& d : layers_)
-    for (Mat* m :
-         {&d.w1, &d.w2, &d.a1, &d.a2, &d.v1, &d.v2, &d.g1, &d.g2, &d.wr, &d.wk, &d.wv, &d.wo, &d.ffn_key, &d.ffn_value})
+    for (Mat* m : {&d.wr, &d.wk, &d.wv, &d.wo, &d.ffn_key, &d.ffn_value})
       if (m->packed.buffer.data() && !m->f16) mats.push_back(m);
   size_t bytes = 0;
   for (const Mat* m : mats) bytes += align256(size_t(m->rows()) * size_t(m->cols()) * 2);
+  const size_t C = size_t(hp_.n_embd), D = size_t(d_max_), lora_bytes = 2 * 4 * D * C * 2;  // per layer
   size_t free_b = 0, total_b = 0;
   check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
-  if (bytes <= free_b / 2) {
+  if (bytes + lora_bytes * layers_.size() <= free_b / 2) {
+    // The LoRA stacks for the batched GEMMs: zero padding, then each matrix in its slot.
+    lora16_ = DeviceBuffer(lora_bytes * layers_.size());
+    check(cudaMemsetAsync(lora16_.data(), 0, lora16_.size(), stream_), "lora16");
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      LayerDev& d = layers_[l];
+      auto* down = lora16_.as<uint8_t>() + l * lora_bytes;
+      auto* up = down + lora_bytes / 2;
+      const Mat* downs[4] = {&d.w1, &d.a1, &d.g1, &d.v1};
+      const Mat* ups[4] = {&d.w2, &d.a2, &d.g2, &d.v2};
+      for (size_t p = 0; p < 4; ++p) {
+        if (downs[p]->packed.buffer.data()) dequant_to_f16(downs[p]->view(), down + p * D * C * 2, int64_t(C), stream_);
+        if (ups[p]->packed.buffer.data()) dequant_to_f16(ups[p]->view(), up + p * C * D * 2, int64_t(D), stream_);
+      }
+      d.lora_down16 = down;
+      d.lora_up16 = up;
+    }
     f16_shadow_ = DeviceBuffer(bytes);
     size_t off = 0;
     for (Mat* m : mats) {
@@ -274,8 +291,8 @@ void CudaBackend::set_state(int slot, std::span<const float> in) {
 }
 
 size_t CudaBackend::memory_bytes() const {
-  size_t bytes = vectors_.size() + states_.size() + scratch_.buffer.size() + f16_shadow_.size() + w16_scratch_.size() +
-                 sparse_ffn_.size();
+  size_t bytes = vectors_.size() + states_.size() + scratch_.buffer.size() + f16_shadow_.size() + lora16_.size() +
+                 w16_scratch_.size() + sparse_ffn_.size();
   bytes += tok_embd_.packed.buffer.size() + head_.packed.buffer.size();
   for (const LayerDev& d : layers_)
     for (const Mat* m :
@@ -298,11 +315,12 @@ void CudaBackend::ensure_scratch(int rows) {
   std::vector<size_t> sizes;  // bytes, in the order of the assignments below
   const size_t rc = align256(R * C * 4);
   for (int i = 0; i < 23; ++i) sizes.push_back(rc);  // h, xln, mix x6, r..v_first x8, kk..raw x6, head_x
-  for (int i = 0; i < 4; ++i) sizes.push_back(align256(R * D * 4));
+  for (int i = 0; i < 4; ++i) sizes.push_back(align256(R * D * 4));  // w_lo, a_lo, g_lo, v_lo
   sizes.push_back(align256(R * F * 4));                              // hidden
   sizes.push_back(align256(R * V * 4));                              // logits
   sizes.push_back(align256(R * wide * 2));                           // x16
   for (int i = 0; i < 6; ++i) sizes.push_back(align256(R * C * 2));  // mix16
+  sizes.push_back(align256(4 * R * D * 2));                          // lora_mid16
   for (int i = 0; i < 4; ++i) sizes.push_back(align256(quant_x_bytes(cap, C)));
   sizes.push_back(align256(quant_x_bytes(cap, F)));  // qx_hidden
   sizes.push_back(align256((5 * R + 1) * 4));        // ints
@@ -322,11 +340,13 @@ void CudaBackend::ensure_scratch(int rows) {
                        &s.r,  &s.k,    &s.v,      &s.decay,  &s.a,      &s.g,      &s.nu,     &s.v_first,
                        &s.kk, &s.kmod, &s.y,      &s.lnx,    &s.xo,     &s.raw,    &s.head_x};
   for (float** b : rc_bufs) *b = reinterpret_cast<float*>(next());
-  for (float** b : {&s.w_lo, &s.a_lo, &s.v_lo, &s.g_lo}) *b = reinterpret_cast<float*>(next());
+  for (float** b : {&s.w_lo, &s.a_lo, &s.g_lo, &s.v_lo}) *b = reinterpret_cast<float*>(next());
   s.hidden = reinterpret_cast<float*>(next());
   s.logits = reinterpret_cast<float*>(next());
   s.x16 = next();
-  for (void*& m : s.mix16) m = next();
+  for (int m : {1, 4, 5, 3, 0, 2}) s.mix16[m] = next();  // the LoRA inputs w, a, g, v first
+  s.mix16_step = int64_t(align256(R * C * 2) / 2);
+  s.lora_mid16 = next();
   for (QuantX& q : s.qx) q = quant_x_view(next(), cap, C);
   s.qx_hidden = quant_x_view(next(), cap, F);
   s.ints = reinterpret_cast<int32_t*>(next());

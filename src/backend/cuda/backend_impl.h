@@ -32,6 +32,10 @@ struct LayerDev {
   const float *w0, *a0, *v0, *k_k, *k_a, *r_k, *lnx_w, *lnx_b;
   Mat w1, w2, a1, a2, v1, v2, g1, g2, wr, wk, wv, wo, ffn_key, ffn_value;
   SparseFfn ffn_value_t;  // transposed copy for one-row decode (w null: not kept)
+  // The LoRA matrices in f16 for the batched GEMMs (ops.h: LoraArgs), problems (w, a, g, v)
+  // padded to the largest rank D with zeros: down [4][D][C], up [4][C][D]. Null where the
+  // f16 copies did not fit.
+  const void *lora_down16 = nullptr, *lora_up16 = nullptr;
 };
 
 // Activation buffers for up to `rows` tokens (fp32 unless noted), sized once per capacity.
@@ -39,10 +43,14 @@ struct Scratch {
   int rows = 0;
   DeviceBuffer buffer;
   float *h, *xln, *mix[6], *r, *k, *v, *decay, *a, *g, *nu, *v_first;
-  float *w_lo, *a_lo, *v_lo, *g_lo, *kk, *kmod, *y, *lnx, *xo, *raw, *hidden, *head_x, *logits;
-  void* x16;       // f16 GEMM input, rows x max(C, F, Dmax)
-  void* mix16[6];  // f16 copies of mix[0..5] written by ln_shift_lerp for the GEMM path
-  QuantX qx[4];    // quantised activations (matvec path): xr / xk / xv (or ffn xk, head x), xo
+  float *w_lo, *a_lo, *g_lo, *v_lo, *kk, *kmod, *y, *lnx, *xo, *raw, *hidden, *head_x, *logits;
+  void* x16;  // f16 GEMM input, rows x max(C, F, Dmax)
+  // f16 copies of mix[0..5] written by ln_shift_lerp for the GEMM path; the LoRA inputs
+  // (w, a, g, v: mix16[1], [4], [5], [3]) lie mix16_step halves apart, in that order.
+  void* mix16[6];
+  int64_t mix16_step;
+  void* lora_mid16;  // [4][rows][D] f16: the LoRA up-projections' inputs
+  QuantX qx[4];      // quantised activations (matvec path): xr / xk / xv (or ffn xk, head x), xo
   QuantX qx_hidden;
   int32_t* ints;  // tokens [rows], row_seq [rows], seq_start [rows+1], seq_slot [rows], out_rows [rows]
 };
@@ -104,6 +112,7 @@ class CudaBackend final : public Backend {
   // `bias`.
   void matmul(const Mat& W, const float* x, int64_t x_stride, int R, InOp in, float* y, int64_t y_stride, OutOp out,
               const float* bias, float* y_raw, const QuantX* xq = nullptr, const void* x16 = nullptr);
+  void lora_products(const LayerDev& L, int R, bool with_v);
   void emit(int layer, const char* name, const float* data, int rows, int width);
 
   std::string device_name_;
@@ -120,6 +129,7 @@ class CudaBackend final : public Backend {
   const float *ln0_w_ = nullptr, *ln0_b_ = nullptr, *ln_out_w_ = nullptr, *ln_out_b_ = nullptr;
   bool gemm_ready_ = false;
   DeviceBuffer f16_shadow_;   // f16 copies of non-F16 matrices for cuBLAS (when memory allows)
+  DeviceBuffer lora16_;       // LayerDev::lora_down16 / lora_up16 (with the shadows)
   DeviceBuffer w16_scratch_;  // else: one matrix dequantised on use
   DeviceBuffer sparse_ffn_;   // every layer's SparseFfn copy, then ffn_value_sparse's scratch
   float* sparse_scratch_ = nullptr;

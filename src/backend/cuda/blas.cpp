@@ -43,4 +43,16 @@ void Blas::gemm_f16(const void* W16, int64_t ldw, int64_t rows, int64_t cols, co
       "cublasGemmEx");
 }
 
+void Blas::gemm_f16_strided(const void* W16, int64_t ldw, int64_t w_step, int64_t rows, int64_t cols, const void* X16,
+                            int64_t x_step, int R, float* Y, int64_t ldy, int64_t y_step, int count, Stream stream) {
+  auto h = static_cast<cublasHandle_t>(handle_);
+  check_blas(cublasSetStream(h, stream), "cublasSetStream");
+  check_blas(cublasSetWorkspace(h, workspace_, kWorkspaceBytes), "cublasSetWorkspace");
+  const float alpha = 1.f, beta = 0.f;
+  check_blas(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), R, int(cols), &alpha, W16, CUDA_R_16F,
+                                        int(ldw), w_step, X16, CUDA_R_16F, int(cols), x_step, &beta, Y, CUDA_R_32F,
+                                        int(ldy), y_step, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "cublasGemmStridedBatchedEx");
+}
+
 }  // namespace rwkv::cuda

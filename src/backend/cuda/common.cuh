@@ -138,4 +138,21 @@ __device__ __forceinline__ float apply_in(InOp op, float v) {
 // decay = exp(-e^-0.5 * sigmoid(z)), spec §2.2 step 4 (fp32 throughout).
 __device__ __forceinline__ float decay_from_logit(float z) { return expf(-0.6065306597126334f / (1.f + expf(-z))); }
 
+// The epilogue OutOp names for a product v (+ bias); `old` is the destination's value
+// (OutOp::add).
+__device__ __forceinline__ float apply_out(OutOp op, float v, float bias, float old) {
+  switch (op) {
+    case OutOp::add:
+      return old + v;
+    case OutOp::decay:
+      return decay_from_logit(bias + v);
+    case OutOp::sigmoid:
+      return sigmoidf_(bias + v);
+    case OutOp::relu_sq:
+      return fmaxf(v, 0.f) * fmaxf(v, 0.f);
+    default:
+      return v;
+  }
+}
+
 }  // namespace rwkv::cuda

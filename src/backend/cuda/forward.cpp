@@ -73,6 +73,42 @@ void CudaBackend::matmul(const Mat& W, const float* x, int64_t x_stride, int R, 
   }
 }
 
+// The GEMM path's LoRA products of layer L in four launches (ops.h: LoraArgs): the
+// down-projections of (w, a, g, v) as one batched GEMM, tanh/sigmoid and f16, the
+// up-projections as one batched GEMM, and the decay/sigmoid epilogues.
+void CudaBackend::lora_products(const LayerDev& L, int R, bool with_v) {
+  Scratch& s = scratch_;
+  const int C = hp_.n_embd, D = d_max_;
+  LoraArgs a;
+  a.R = R;
+  a.D = D;
+  a.C = C;
+  a.n = with_v ? 4 : 3;
+  const int ranks[4] = {hp_.rank_w, hp_.rank_a, hp_.rank_g, hp_.rank_v};
+  const InOp mid_ops[4] = {InOp::tanh, InOp::none, InOp::sigmoid, InOp::none};
+  const OutOp out_ops[4] = {OutOp::decay, OutOp::sigmoid, OutOp::store, OutOp::sigmoid};
+  const float* biases[4] = {L.w0, L.a0, nullptr, L.v0};
+  for (int p = 0; p < 4; ++p) {
+    a.rank[p] = ranks[p];
+    a.mid_op[p] = mid_ops[p];
+    a.out_op[p] = out_ops[p];
+    a.bias[p] = biases[p];
+  }
+  // w_lo .. v_lo, the lora_mid16 parts and decay, a, g, nu are each equally spaced.
+  a.lo = s.w_lo;
+  a.lo_step = s.a_lo - s.w_lo;
+  a.mid = s.lora_mid16;
+  a.mid_step = int64_t(s.rows) * D;
+  a.out = s.decay;
+  a.out_step = s.a - s.decay;
+  blas_->gemm_f16_strided(L.lora_down16, C, int64_t(D) * C, D, C, s.mix16[1], s.mix16_step, R, s.w_lo, D, a.lo_step,
+                          a.n, stream_);
+  lora_mid(a, stream_);
+  blas_->gemm_f16_strided(L.lora_up16, D, int64_t(C) * D, C, D, s.lora_mid16, a.mid_step, R, s.decay, C, a.out_step,
+                          a.n, stream_);
+  lora_epilogue(a, stream_);
+}
+
 void CudaBackend::encode(const ChunkPlan& p) {
   Scratch& s = scratch_;
   const int C = hp_.n_embd, R = p.R;
@@ -164,6 +200,10 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
     matmul(L.wr, xr, C, R, InOp::none, s.r, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[0]);
     matmul(L.wk, xk, C, R, InOp::none, s.k, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[2]);
     matmul(L.wv, xv, C, R, InOp::none, s.v, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[3]);
+  }
+  if (!mv && L.lora_down16) {
+    lora_products(L, R, residual);
+  } else if (!mv) {  // one product at a time where the LoRA stacks did not fit
     matmul(L.w1, xw, C, R, InOp::none, s.w_lo, D, OutOp::store, nullptr, nullptr, nullptr, s.mix16[1]);
     matmul(L.w2, s.w_lo, D, R, InOp::tanh, s.decay, C, OutOp::decay, L.w0, nullptr);
     matmul(L.a1, xa, C, R, InOp::none, s.a_lo, D, OutOp::store, nullptr, nullptr, nullptr, s.mix16[4]);

@@ -176,26 +176,7 @@ __global__ void epilogue_kernel(OutOp op, const float* src, float* dst, const fl
   const int64_t r = blockIdx.y;
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
     const int64_t at = r * stride + c;
-    const float v = src[at];
-    switch (op) {
-      case OutOp::store:
-        dst[at] = v;
-        break;
-      case OutOp::add:
-        dst[at] += v;
-        break;
-      case OutOp::decay:
-        dst[at] = decay_from_logit(bias[c] + v);
-        break;
-      case OutOp::sigmoid:
-        dst[at] = sigmoidf_(bias[c] + v);
-        break;
-      case OutOp::relu_sq: {
-        const float m = fmaxf(v, 0.f);
-        dst[at] = m * m;
-        break;
-      }
-    }
+    dst[at] = apply_out(op, src[at], bias ? bias[c] : 0.f, op == OutOp::add ? dst[at] : 0.f);
   }
 }
 

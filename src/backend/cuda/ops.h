@@ -150,11 +150,36 @@ class Blas {
   Blas& operator=(const Blas&) = delete;
   void gemm_f16(const void* W16, int64_t ldw, int64_t rows, int64_t cols, const void* X16, int R, float* Y, int64_t ldy,
                 float beta, Stream stream);
+  // `count` such products in one launch: problem p uses W16 + p * w_step, X16 + p * x_step
+  // (f16 elements) and Y + p * y_step (floats); X16 rows are cols apart.
+  void gemm_f16_strided(const void* W16, int64_t ldw, int64_t w_step, int64_t rows, int64_t cols, const void* X16,
+                        int64_t x_step, int R, float* Y, int64_t ldy, int64_t y_step, int count, Stream stream);
 
  private:
   void* handle_ = nullptr;
   void* workspace_ = nullptr;
 };
+
+// ---- the four LoRA products of a time-mix layer as batched GEMMs (GEMM path) ------------------
+//
+// Problems p = 0 .. n-1 are (w, a, g, v) (layer 0: no v, n = 3). Between the down-projections
+// (lo = x W1^T, rank rank[p] padded to D) and the up-projections (out = mid W2^T), mid =
+// f16(mid_op[p](lo)), zero past rank[p]; afterwards out = out_op[p](bias[p] + out).
+struct LoraArgs {
+  int R = 0, D = 0, C = 0, n = 0;  // rows, padded rank, width, problems
+  int rank[4] = {};
+  InOp mid_op[4] = {};
+  OutOp out_op[4] = {};
+  const float* bias[4] = {};
+  const float* lo = nullptr;  // [n][R][D] fp32, problem p at lo + p * lo_step
+  int64_t lo_step = 0;
+  void* mid = nullptr;  // [n][R][D] f16, problem p at p * mid_step halves
+  int64_t mid_step = 0;
+  float* out = nullptr;  // [n][R][C] fp32, problem p at out + p * out_step
+  int64_t out_step = 0;
+};
+void lora_mid(const LoraArgs& args, Stream stream);
+void lora_epilogue(const LoraArgs& args, Stream stream);
 
 // ---- per-token layer ops ----------------------------------------------------------------------
 
