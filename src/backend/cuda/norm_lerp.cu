@@ -103,20 +103,25 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
   __shared__ float scratch[32];
   const int C = a.C;
   const int c0 = blockIdx.y * kRowThreads + threadIdx.x, cstep = gridDim.y * kRowThreads;
-  float w = 0.f, b = 0.f, mix[6] = {};
-  if (c0 < C) {  // the first channel's weights before the PDL wait
+  // Before the PDL wait: the first channel's weights, the batch layout (uploaded before the
+  // step) and the sequence's shift state (written by no kernel of this step before this
+  // one). After the wait only the row itself is read: a decode step of many sequences
+  // spent most of this kernel's ~19 us in the dependent loads of the layout and the state.
+  const int r = blockIdx.x;
+  const int s = a.batch.row_seq[r];
+  const int start = a.batch.seq_start[s], last = a.batch.seq_start[s + 1] - 1;
+  float* shift = a.shift + size_t(a.batch.seq_slot[s]) * a.state_stride;
+  float w = 0.f, b = 0.f, mix[6] = {}, shift0 = 0.f;
+  if (c0 < C) {
     w = a.ln_w[c0];
     b = a.ln_b[c0];
 #pragma unroll
     for (int m = 0; m < 6; ++m)
       if (m < a.n_mix) mix[m] = a.mix[size_t(m) * C + c0];
+    if (r == start) shift0 = shift[c0];
   }
   pdl_wait();
   pdl_trigger();
-  const int r = blockIdx.x;
-  const int s = a.batch.row_seq[r];
-  const int start = a.batch.seq_start[s], last = a.batch.seq_start[s + 1] - 1;
-  float* shift = a.shift + size_t(a.batch.seq_slot[s]) * a.state_stride;
   const float* hr = a.h + size_t(r) * C;
   const float* hp = a.h + size_t(r > start ? r - 1 : r) * C;
   const float* hl = a.h + size_t(last) * C;
@@ -132,7 +137,7 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
     const float x = (hr[c] - st.x) * st.y * w + b;
     // The blocks of a sequence's first row are the only readers of its shift state, so
     // they also write the new one: x of the sequence's last row.
-    const float prev = r == start ? shift[c] : (hp[c] - sp.x) * sp.y * w + b;
+    const float prev = r == start ? (c == c0 ? shift0 : shift[c]) : (hp[c] - sp.x) * sp.y * w + b;
     if (r == start) shift[c] = last == r ? x : (hl[c] - sl.x) * sl.y * w + b;
     const int64_t at = int64_t(r) * C + c;
     if (a.xln) a.xln[at] = x;
