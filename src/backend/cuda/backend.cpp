@@ -204,7 +204,7 @@ void CudaBackend::prepare_gemm() {
   if (gemm_ready_) return;
   std::vector<Mat*> mats{&head_};
   for (LayerDev& d : layers_)
-    for (Mat* m : {&d.wr, &d.wk, &d.wv, &d.wo, &d.ffn_key, &d.ffn_value})
+    for (Mat* m : {&d.wv, &d.wr, &d.wk, &d.wo, &d.ffn_key, &d.ffn_value})  // v, r, k: one batched GEMM
       if (m->packed.buffer.data() && !m->f16) mats.push_back(m);
   size_t bytes = 0;
   for (const Mat* m : mats) bytes += align256(size_t(m->rows()) * size_t(m->cols()) * 2);
@@ -337,7 +337,7 @@ void CudaBackend::ensure_scratch(int rows) {
   };
   Scratch& s = scratch_;
   float** rc_bufs[] = {&s.h,  &s.xln,  &s.mix[0], &s.mix[1], &s.mix[2], &s.mix[3], &s.mix[4], &s.mix[5],
-                       &s.r,  &s.k,    &s.v,      &s.decay,  &s.a,      &s.g,      &s.nu,     &s.v_first,
+                       &s.v,  &s.r,    &s.k,      &s.decay,  &s.a,      &s.g,      &s.nu,     &s.v_first,
                        &s.kk, &s.kmod, &s.y,      &s.lnx,    &s.xo,     &s.raw,    &s.head_x};
   for (float** b : rc_bufs) *b = reinterpret_cast<float*>(next());
   for (float** b : {&s.w_lo, &s.a_lo, &s.g_lo, &s.v_lo}) *b = reinterpret_cast<float*>(next());

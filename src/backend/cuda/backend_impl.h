@@ -45,8 +45,10 @@ struct Scratch {
   float *h, *xln, *mix[6], *r, *k, *v, *decay, *a, *g, *nu, *v_first;
   float *w_lo, *a_lo, *g_lo, *v_lo, *kk, *kmod, *y, *lnx, *xo, *raw, *hidden, *head_x, *logits;
   void* x16;  // f16 GEMM input, rows x max(C, F, Dmax)
-  // f16 copies of mix[0..5] written by ln_shift_lerp for the GEMM path; the LoRA inputs
-  // (w, a, g, v: mix16[1], [4], [5], [3]) lie mix16_step halves apart, in that order.
+  // f16 copies of mix[0..5] written by ln_shift_lerp for the GEMM path, mix16_step halves
+  // apart in the order w, a, g, v, r, k (mix16[1], [4], [5], [3], [0], [2]): the LoRA
+  // inputs (w, a, g, v) and the projections' (v, r, k) are each equally spaced. So are the
+  // outputs v, r, k and decay, a, g, nu.
   void* mix16[6];
   int64_t mix16_step;
   void* lora_mid16;  // [4][rows][D] f16: the LoRA up-projections' inputs

@@ -4,6 +4,7 @@
 // elementwise epilogues. With a debug hook every named intermediate is copied out.
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "backend/cuda/backend_impl.h"
@@ -196,10 +197,19 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
     if (residual) second.push_back(job(L.v2, s.v_lo, D, s.nu, C, OutOp::sigmoid, L.v0));
     matvec(second.data(), int(second.size()), R, stream_);
   } else {
-    // The lerped inputs come in f16 from ln_shift_lerp (s.mix16: r, w, k, v, a, g).
-    matmul(L.wr, xr, C, R, InOp::none, s.r, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[0]);
-    matmul(L.wk, xk, C, R, InOp::none, s.k, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[2]);
-    matmul(L.wv, xv, C, R, InOp::none, s.v, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[3]);
+    // The lerped inputs come in f16 from ln_shift_lerp (s.mix16). The f16 copies of the
+    // v, r, k matrices lie equally spaced where they are shadows (prepare_gemm): one
+    // batched GEMM for the three.
+    const auto* v16 = static_cast<const uint16_t*>(L.wv.f16);  // f16 bits
+    const int64_t step = int64_t(C) * C;
+    if (v16 && L.wr.f16 == v16 + step && L.wk.f16 == v16 + 2 * step && L.wv.ld16 == C && L.wr.ld16 == C &&
+        L.wk.ld16 == C) {
+      blas_->gemm_f16_strided(v16, C, step, C, C, s.mix16[3], s.mix16_step, R, s.v, C, s.r - s.v, 3, stream_);
+    } else {
+      matmul(L.wr, xr, C, R, InOp::none, s.r, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[0]);
+      matmul(L.wk, xk, C, R, InOp::none, s.k, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[2]);
+      matmul(L.wv, xv, C, R, InOp::none, s.v, C, OutOp::store, nullptr, nullptr, nullptr, s.mix16[3]);
+    }
   }
   if (!mv && L.lora_down16) {
     lora_products(L, R, residual);
