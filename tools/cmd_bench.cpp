@@ -24,6 +24,7 @@ struct BenchArgs {
   int n_gen = 128;
   int reps = 3;
   std::vector<int> batches = {1};
+  int ubatch = 512;  // prompt tokens per prefill step
   std::string format = "md";
   double bandwidth_gbps = 0;  // 0: unknown
 };
@@ -125,7 +126,7 @@ void run_bench(const BenchArgs& args) {
   for (int b : args.batches)
     if (b < 1) throw UsageError("--batch sizes must be >= 1");
   const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
-  auto engine = open_engine(args.model, max_batch);
+  auto engine = open_engine(args.model, max_batch, args.ubatch);
   Bench bench(*engine, args);
   std::vector<TestResult> results;
   if (args.n_prompt > 0) results.push_back(bench.prompt_test());
@@ -148,6 +149,7 @@ void run_bench(const BenchArgs& args) {
                           {"device", device},
                           {"test", r.name},
                           {"batch", r.batch},
+                          {"n_ubatch", args.ubatch},
                           {"reps", args.reps},
                           {"ts_mean", mean(r.tokens_per_second)},
                           {"ts_stddev", stddev(r.tokens_per_second)},
@@ -189,6 +191,9 @@ void register_bench(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-r,--repetitions", args->reps, "Timed repetitions per test")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("-u,--ubatch", args->ubatch, "Prompt tokens per prefill step (the engine's chunk)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--batch", args->batches, "Sequences decoded at once, one tg test each: 1,8,64")

@@ -45,7 +45,7 @@ std::string resolve_model(const std::string& given);
 
 // Opens an engine on the resolved model, drawing a progress bar on stderr while the
 // backend loads the weights (when stderr is a terminal) and printing backend notes with -v.
-std::unique_ptr<Engine> open_engine(const ModelArgs& args, int n_slots = 1, int prefill_chunk = 256);
+std::unique_ptr<Engine> open_engine(const ModelArgs& args, int n_slots = 1, int prefill_chunk = 512);
 
 // --temp, --top-k, --top-p, --min-p, --presence-penalty, --frequency-penalty,
 // --penalty-decay, --seed; defaults from SamplerParams (RWKV's chat demos).

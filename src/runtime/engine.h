@@ -19,9 +19,9 @@ namespace rwkv {
 struct EngineOptions {
   std::string backend = "auto";  // auto, cuda, vulkan, cpu, cpu-ref
   BackendOptions backend_options;
-  int n_slots = 1;           // sequences that can be live at once
-  int prefill_chunk = 256;   // tokens per step when feeding a long prompt
-  ProgressFn progress;       // weight upload progress
+  int n_slots = 1;                                  // sequences that can be live at once
+  int prefill_chunk = 512;                          // tokens per step when feeding a long prompt (llama.cpp's ubatch)
+  ProgressFn progress;                              // weight upload progress
   std::function<void(const std::string&)> on_note;  // one-line notes (backend fall-through)
 };
 
