@@ -1,9 +1,10 @@
 // The Vulkan backend end to end against cpu-ref: logits (rel L2 <= 5e-3) of synthetic
 // models of every weight type and of the demo models, several sequences of different
-// lengths per step, prefill and decode (one-row decode of F16/BF16 models through the
-// sparse FFN value product, also against the dense one); the named intermediates through
-// `rwkv check`; state copies; buffers split below the device limit; and a 4096-token
-// generation.
+// lengths per step, prefill (short sequences through the fused WKV kernel, a 20-token one
+// through the prefill form and the tiled matmul with K split) and decode (one-row decode of
+// F16/BF16 models through the sparse FFN value product, also against the dense one); the
+// named intermediates through `rwkv check`; state copies; buffers split below the device
+// limit; and a 4096-token generation.
 // Every test skips when the machine has no Vulkan device.
 #include <gtest/gtest.h>
 
@@ -78,7 +79,8 @@ void step_both(Pair& p, std::span<const SeqTokens> batch, const std::string& wha
 }
 
 // Three slots: a 5-token prompt with all logits, a 1-token one, a 3-token one; a decode step
-// of all three; a 20-token prompt (the tiled matrix path) and another decode step.
+// of all three; a 20-token prompt (the tiled matrix path, the prefill WKV) and another
+// decode step.
 void run_scenario(Pair& p, const std::string& what) {
   const int V = p.model->hparams().n_vocab;
   p.vk->set_slots(3);
@@ -143,22 +145,48 @@ TEST(VulkanModel, DemoF16) { check_demo(testing::demo_model_f16()); }
 TEST(VulkanModel, DemoQ8_0) { check_demo(testing::demo_model_q8_0()); }
 
 // `rwkv check`: every named intermediate and the states against cpu-ref (the debug hook).
-// Its decode phase is one row: for F16, ffn.out comes from the sparse value product.
+// Its decode phase is one row: for F16, ffn.out comes from the sparse value product. Its
+// prefill phase is all tokens but the last: 5 rows run the fused WKV kernel, 19 the prefill
+// form (Kernels::wkv_scan_min_tokens), whose intermediates travel through the debug regions.
 TEST(VulkanModel, CheckIntermediatesAgainstCpuRef) {
   for (const TensorType type : {TensorType::Q8_0, TensorType::F16}) {
     Pair p = load_pair(testing::synthetic_model(small_spec(type)));
     if (p.vk == nullptr) GTEST_SKIP() << "no Vulkan device here";
-    const std::vector<int32_t> tokens = random_tokens(6, p.model->hparams().n_vocab, 11);
-    const CheckReport report = compare_backends(*p.model, *p.vk, *p.ref, tokens);
-    EXPECT_TRUE(report.passed()) << type_name(type) << ": " << report.summary();
-    size_t reported = 0;
-    for (const CheckEntry& e : report.entries) {
-      EXPECT_FALSE(e.missing) << "vulkan did not report layer " << e.layer << " " << e.name;
-      reported += e.missing ? 0 : 1;
+    for (const int n : {6, 20}) {
+      const std::vector<int32_t> tokens = random_tokens(n, p.model->hparams().n_vocab, 11);
+      const CheckReport report = compare_backends(*p.model, *p.vk, *p.ref, tokens);
+      EXPECT_TRUE(report.passed()) << type_name(type) << ", " << n << " tokens: " << report.summary();
+      size_t reported = 0;
+      for (const CheckEntry& e : report.entries) {
+        EXPECT_FALSE(e.missing) << "vulkan did not report layer " << e.layer << " " << e.name;
+        reported += e.missing ? 0 : 1;
+      }
+      // 23 names per layer and 4 top-level ones, in both phases, plus states and step logits.
+      EXPECT_GE(reported, size_t(2 * (23 * p.model->hparams().n_layer + 4)));
     }
-    // 23 names per layer and 4 top-level ones, in both phases, plus states and step logits.
-    EXPECT_GE(reported, size_t(2 * (23 * p.model->hparams().n_layer + 4)));
   }
+}
+
+// Prefill of a wider model (C = 512, F = 2048): every matrix stage of a 40-token step splits
+// K, each with its own tile count, so one stage's partial sums sit where the next one's
+// counters were; prompts of 40, 1 and 17 tokens in one step (the prefill WKV for two of
+// them), then decode; logits and, through `rwkv check`, every intermediate against cpu-ref.
+TEST(VulkanModel, WidePrefillMatchesCpuRef) {
+  SyntheticSpec spec = small_spec(TensorType::F16);
+  spec.n_embd = 512;
+  spec.n_ffn = 2048;
+  Pair p = load_pair(testing::synthetic_model(spec));
+  if (p.vk == nullptr) GTEST_SKIP() << "no Vulkan device here";
+  const int V = p.model->hparams().n_vocab;
+  p.vk->set_slots(3);
+  p.ref->set_slots(3);
+  const std::vector<int32_t> a = random_tokens(40, V, 61), b = random_tokens(1, V, 62), c = random_tokens(17, V, 63);
+  const SeqTokens prefill[] = {{1, a.data(), 40, false}, {0, b.data(), 1, false}, {2, c.data(), 17, true}};
+  step_both(p, prefill, "wide prefill");
+  const SeqTokens decode[] = {{0, a.data(), 1, false}, {1, b.data(), 1, false}, {2, c.data(), 1, false}};
+  step_both(p, decode, "wide decode");
+  const CheckReport report = compare_backends(*p.model, *p.vk, *p.ref, a);
+  EXPECT_TRUE(report.passed()) << report.summary();
 }
 
 // One-row decode through the ReLU^2-sparse FFN value product (F16 and BF16 models): loaded

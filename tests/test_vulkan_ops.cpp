@@ -1,8 +1,10 @@
 // Vulkan kernels against the reference ops (backend/cpu/ref_ops.h) on the same encoded
 // bytes: every matrix shader for every weight type (odd row counts, T = 1 and T > 1, both
 // the matvec and the tiled path, row-split weights, gathered rows, every epilogue), the
-// ReLU^2-sparse FFN value product of one-row decode, the embedding lookup for every
-// type, the fused LayerNorm/shift/lerp kernel and the fused WKV kernel with several
+// tiled matmul's two tile widths and its K splits (partial tiles, empty splits, counters
+// left at zero for the next dispatch), the ReLU^2-sparse FFN value product of one-row
+// decode, the embedding lookup for every type, the fused LayerNorm/shift/lerp kernel, and
+// the WKV kernels (fused, and the prefill scan in several work splits) with several
 // sequences of different lengths. Every run also checks that no guard word around the
 // kernel's buffers was overwritten and that outputs are finite.
 #include <gtest/gtest.h>
@@ -114,6 +116,7 @@ void check_matrix_type(OpRunner* vk, TensorType type, bool wide, bool coopmat) {
       const std::vector<float> got = vk->matrix(w, x, T, path);
       expect_close(got, want, path == MatPath::matmul_coopmat ? 3e-3 : 1e-5, what);
       EXPECT_EQ(vk->guards_broken(), 0u) << what;
+      EXPECT_FALSE(vk->runs_differ()) << what;
     }
   }
 }
@@ -199,6 +202,73 @@ TEST(VulkanOps, MatrixEpilogues) {
   }
 }
 
+// The tiled matmul's shapes: 64-token tiles (T <= 64) and 128-token ones, rows and T not
+// multiples of the tiles (partial tiles in both directions), K splits chosen by the backend
+// and forced (1; 3, which leaves a short last split; 8 over 72 F16 columns, which leaves
+// five splits empty). Quantised types round the widths up to their blocks. A product with K
+// split runs twice in one command buffer: the second must match the first bit for bit
+// (each dispatch leaves its counters at zero; the partial sums are added in a fixed order).
+TEST(VulkanOps, MatrixTilesAndSplits) {
+  REQUIRE_DEVICE();
+  struct Case {
+    int64_t rows, cols;
+    int T;
+    uint32_t splits;
+  };
+  const Case cases[] = {{130, 1056, 20, 0}, {37, 1056, 70, 0}, {130, 264, 130, 0}, {37, 1056, 70, 1},
+                        {130, 1056, 20, 3}, {37, 72, 20, 8},   {37, 72, 130, 8}};
+  for (TensorType type : {TensorType::F16, TensorType::Q8_0, TensorType::Q4_K}) {
+    for (const Case& c : cases) {
+      const int64_t block = type_info(type).block_size, cols = (c.cols + block - 1) / block * block;
+      std::vector<uint8_t> bytes;
+      const Weight w = make_weight(type, c.rows, cols, 17 + uint64_t(c.rows), bytes);
+      const std::vector<float> x = random_vector(size_t(c.T * cols), -1.0f, 1.0f, 18 + uint64_t(c.T));
+      std::vector<float> want(size_t(c.T) * size_t(c.rows));
+      ref::matmul(w, x.data(), c.T, want.data());
+      const std::string what = std::string(type_name(type)) + " rows=" + std::to_string(c.rows) +
+                               " cols=" + std::to_string(cols) + " T=" + std::to_string(c.T) +
+                               " splits=" + std::to_string(c.splits);
+      const std::vector<float> got = vk->matrix(w, x, c.T, MatPath::matmul, vk::kActNone, {}, 0, {}, 1.0f, c.splits);
+      expect_close(got, want, 1e-5, what);
+      EXPECT_EQ(vk->guards_broken(), 0u) << what;
+      EXPECT_FALSE(vk->runs_differ()) << what << ": a second run differs";
+    }
+  }
+}
+
+// The matmul's plan at the 2.9B shapes (T = 256): 128 x 128 tiles, and K split so that
+// each dispatch has about 256 workgroups of 256: W_value (2560 x 10240, 40 tiles) 6 ways,
+// W_key (10240 x 2560, 160 tiles) 2 ways; fewer splits where the scratch is short, none
+// where no scratch is bound or K is short (the LoRA up-projections, K = 96); 64-token
+// tiles for T <= 64.
+TEST(VulkanOps, MatmulPlans) {
+  REQUIRE_DEVICE();
+  if (vk->context().limits().max_shared_bytes < 32768) GTEST_SKIP() << "no room for 128-token tiles";
+  const vk::Kernels& k = vk->kernels();
+  const auto jobs = [](uint32_t rows, uint32_t cols, uint32_t n = 1) {
+    return vk::MatJobs{.n_jobs = n, .max_rows = rows, .max_cols = cols, .row_tiles = n * ((rows + 127) / 128)};
+  };
+  const uint64_t lots = uint64_t(1) << 40;
+  const vk::MatmulPlan value = k.matmul_plan(jobs(2560, 10240), 256, lots, lots);
+  EXPECT_EQ(value.threads, 256u);
+  EXPECT_EQ(value.tokens, 128u);
+  EXPECT_EQ(value.splits, 6u);
+  EXPECT_EQ(value.count_words, 40u);
+  EXPECT_EQ(value.part_words, 40u * 6u * 128u * 128u);
+  EXPECT_EQ(k.matmul_plan(jobs(10240, 2560), 256, lots, lots).splits, 2u);
+  EXPECT_EQ(k.matmul_plan(jobs(2560, 96, 4), 256, lots, lots).splits, 1u);
+  EXPECT_EQ(k.matmul_plan(jobs(2560, 10240), 256, 0, 0).splits, 1u);
+  EXPECT_EQ(k.matmul_plan(jobs(2560, 10240), 256, 39, lots).splits, 1u);
+  EXPECT_EQ(k.matmul_plan(jobs(2560, 10240), 256, lots, value.part_words - 1).splits, 5u);
+  const vk::MatmulPlan narrow = k.matmul_plan(jobs(2560, 2560), 40, lots, lots);
+  EXPECT_EQ(narrow.threads, 128u);
+  EXPECT_EQ(narrow.tokens, 64u);
+  vk::MatJobs forced = jobs(2560, 2560);
+  forced.splits = 3;
+  EXPECT_EQ(k.matmul_plan(forced, 256, lots, lots).splits, 3u);
+  EXPECT_THROW(k.matmul_plan(forced, 256, lots, 0), Error);
+}
+
 // The tensor-core path with activations far beyond float16's range, kept in range by the
 // job's x scale (as for the FFN's relu^2 values).
 TEST(VulkanOps, CoopmatScalesLargeActivations) {
@@ -266,6 +336,12 @@ TEST(VulkanOps, MatrixSplitOverBuffers) {
       const std::vector<float> got = vk->matrix(w, x, T, path, vk::kActNone, {}, limit);
       expect_close(got, want, 1e-5, std::string(type_name(type)) + " split, T=" + std::to_string(T));
       EXPECT_EQ(vk->guards_broken(), 0u);
+      if (path == MatPath::matmul) {  // the three pieces' tiles, K split two ways
+        const std::vector<float> halves = vk->matrix(w, x, T, path, vk::kActNone, {}, limit, {}, 1.0f, 2);
+        expect_close(halves, want, 1e-5, std::string(type_name(type)) + " split over buffers and K");
+        EXPECT_EQ(vk->guards_broken(), 0u);
+        EXPECT_FALSE(vk->runs_differ());
+      }
     }
   }
 }
@@ -381,7 +457,6 @@ TEST(VulkanOps, EmbedEveryTypeMatchesReference) {
 
 // Three sequences of 3, 1 and 4 rows in slots 2, 0, 1 (spec pitfall P10).
 const OpSeq kSeqs[] = {{2, 3}, {0, 1}, {1, 4}};
-constexpr int kSeqRowsTotal = 8;
 constexpr int kSlots = 3;
 
 // One ln_mix case against ref::layer_norm and ref::token_shift_lerp, per sequence (slots
@@ -455,85 +530,131 @@ TEST(VulkanOps, LnMixDecodeRowsMatchReference) {
   }
 }
 
-// The fused WKV kernel against the spec's per-token formulas built from the reference ops,
-// for layer 0 (v_first written) and a later layer (value residual read).
-TEST(VulkanOps, WkvMatchesReference) {
-  REQUIRE_DEVICE();
-  const int N = 64, H = 2, C = H * N, T = kSeqRowsTotal;
-  const size_t n = size_t(T * C), stride = size_t(2 * C + C * N);
-  for (bool layer0 : {true, false}) {
-    OpRunner::WkvIo io;
-    io.r = random_vector(n, -1.0f, 1.0f, 41);
-    io.k = random_vector(n, -1.0f, 1.0f, 42);
-    io.v = random_vector(n, -1.0f, 1.0f, 43);
-    io.a = random_vector(n, 0.0f, 1.0f, 44);
-    io.decay = random_vector(n, 0.55f, 1.0f, 45);
-    io.g = random_vector(n, -1.0f, 1.0f, 46);
-    io.xa = random_vector(n, -1.0f, 1.0f, 47);
-    if (!layer0) {
-      io.nu = random_vector(n, 0.0f, 1.0f, 48);
-      io.v_first = random_vector(n, -1.0f, 1.0f, 49);
-    }
-    io.k_k = random_vector(size_t(C), 0.5f, 1.5f, 50);
-    io.k_a = random_vector(size_t(C), 0.0f, 1.0f, 51);
-    io.r_k = random_vector(size_t(C), -0.5f, 0.5f, 52);
-    io.lnx_w = random_vector(size_t(C), 0.5f, 1.5f, 53);
-    io.lnx_b = random_vector(size_t(C), -0.2f, 0.2f, 54);
-    io.state = random_vector(size_t(kSlots) * stride, -0.5f, 0.5f, 55);
-    const OpRunner::WkvIo in = io;
-    vk->wkv(io, C, N, kSeqs);
-    EXPECT_EQ(vk->guards_broken(), 0u);
+// Random WKV inputs for T rows of C channels (layer 0: no value residual, v_first written).
+OpRunner::WkvIo wkv_inputs(int C, int N, int T, bool layer0) {
+  const size_t n = size_t(T) * size_t(C), stride = size_t(2 * C + C * N);
+  OpRunner::WkvIo io;
+  io.r = random_vector(n, -1.0f, 1.0f, 41);
+  io.k = random_vector(n, -1.0f, 1.0f, 42);
+  io.v = random_vector(n, -1.0f, 1.0f, 43);
+  io.a = random_vector(n, 0.0f, 1.0f, 44);
+  io.decay = random_vector(n, 0.55f, 1.0f, 45);
+  io.g = random_vector(n, -1.0f, 1.0f, 46);
+  io.xa = random_vector(n, -1.0f, 1.0f, 47);
+  if (!layer0) {
+    io.nu = random_vector(n, 0.0f, 1.0f, 48);
+    io.v_first = random_vector(n, -1.0f, 1.0f, 49);
+  }
+  io.k_k = random_vector(size_t(C), 0.5f, 1.5f, 50);
+  io.k_a = random_vector(size_t(C), 0.0f, 1.0f, 51);
+  io.r_k = random_vector(size_t(C), -0.5f, 0.5f, 52);
+  io.lnx_w = random_vector(size_t(C), 0.5f, 1.5f, 53);
+  io.lnx_b = random_vector(size_t(C), -0.2f, 0.2f, 54);
+  io.state = random_vector(size_t(kSlots) * stride, -0.5f, 0.5f, 55);
+  return io;
+}
 
-    // Reference, spec §2.2 steps 6, 9-13 and §2.3.
-    std::vector<float> v(in.v), kk(n), kkh(n), kmod(n), alpha(n), beta(n);
-    for (size_t i = 0; i < n; ++i) {
-      const size_t c = i % size_t(C);
-      if (!layer0) v[i] = in.v[i] + in.nu[i] * (in.v_first[i] - in.v[i]);
-      kk[i] = in.k[i] * in.k_k[c];
-      kmod[i] = in.k[i] * (1.0f + (in.a[i] - 1.0f) * in.k_a[c]);
-    }
-    ref::l2_normalize_heads(kk.data(), T, C, N, 1e-12f, kkh.data());
-    for (size_t i = 0; i < n; ++i) {
-      alpha[i] = -kkh[i];
-      beta[i] = kkh[i] * in.a[i];
-    }
-    std::vector<float> y(n), state = in.state;
-    int row = 0;
-    for (const OpSeq& s : kSeqs) {
-      const size_t o = size_t(row) * C;
-      float* S = state.data() + size_t(s.slot) * stride;
-      ref::wkv7(S + 2 * C, in.r.data() + o, in.decay.data() + o, kmod.data() + o, v.data() + o, alpha.data() + o,
-                beta.data() + o, s.rows, H, N, y.data() + o);
-      std::copy(in.xa.begin() + std::ptrdiff_t(o + size_t(s.rows - 1) * C),
-                in.xa.begin() + std::ptrdiff_t(o + size_t(s.rows) * C), S);  // attention shift commit
-      row += s.rows;
-    }
-    std::vector<float> lnx(n), out(n);
-    ref::group_norm(y.data(), in.lnx_w.data(), in.lnx_b.data(), T, C, N, in.gn_eps, lnx.data());
-    for (int t = 0; t < T; ++t) {
-      for (int h = 0; h < H; ++h) {
-        double bonus = 0;
-        for (int j = 0; j < N; ++j) {
-          const size_t i = size_t(t) * C + size_t(h * N + j);
-          bonus += double(in.r[i]) * kmod[i] * in.r_k[size_t(h * N + j)];
-        }
-        for (int j = 0; j < N; ++j) {
-          const size_t i = size_t(t) * C + size_t(h * N + j);
-          lnx[i] = float(lnx[i] + bonus * v[i]);
-          out[i] = lnx[i] * in.g[i];
-        }
+// The outputs of a WKV run on `in` by the spec's per-token formulas built from the reference
+// ops (spec §2.2 steps 6, 9-13 and §2.3).
+OpRunner::WkvIo wkv_reference(const OpRunner::WkvIo& in, int C, int N, std::span<const OpSeq> seqs) {
+  const int H = C / N;
+  const size_t n = in.r.size(), stride = size_t(2 * C + C * N);
+  const int T = int(n / size_t(C));
+  OpRunner::WkvIo out = in;
+  std::vector<float>& v = out.v_mixed;
+  v = in.v;
+  std::vector<float> kk(n), alpha(n), beta(n);
+  out.k_mod.resize(n);
+  out.kk.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t c = i % size_t(C);
+    if (!in.nu.empty()) v[i] = in.v[i] + in.nu[i] * (in.v_first[i] - in.v[i]);
+    kk[i] = in.k[i] * in.k_k[c];
+    out.k_mod[i] = in.k[i] * (1.0f + (in.a[i] - 1.0f) * in.k_a[c]);
+  }
+  if (in.nu.empty()) out.v_first = in.v;
+  ref::l2_normalize_heads(kk.data(), T, C, N, 1e-12f, out.kk.data());
+  for (size_t i = 0; i < n; ++i) {
+    alpha[i] = -out.kk[i];
+    beta[i] = out.kk[i] * in.a[i];
+  }
+  out.wkv.assign(n, 0.0f);
+  int row = 0;
+  for (const OpSeq& s : seqs) {
+    const size_t o = size_t(row) * C;
+    float* S = out.state.data() + size_t(s.slot) * stride;
+    ref::wkv7(S + 2 * C, in.r.data() + o, in.decay.data() + o, out.k_mod.data() + o, v.data() + o, alpha.data() + o,
+              beta.data() + o, s.rows, H, N, out.wkv.data() + o);
+    std::copy(in.xa.begin() + std::ptrdiff_t(o + size_t(s.rows - 1) * C),
+              in.xa.begin() + std::ptrdiff_t(o + size_t(s.rows) * C), S);  // attention shift commit
+    row += s.rows;
+  }
+  out.lnx.resize(n);
+  out.out.resize(n);
+  ref::group_norm(out.wkv.data(), in.lnx_w.data(), in.lnx_b.data(), T, C, N, in.gn_eps, out.lnx.data());
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < H; ++h) {
+      double bonus = 0;
+      for (int j = 0; j < N; ++j) {
+        const size_t i = size_t(t) * C + size_t(h * N + j);
+        bonus += double(in.r[i]) * out.k_mod[i] * in.r_k[size_t(h * N + j)];
+      }
+      for (int j = 0; j < N; ++j) {
+        const size_t i = size_t(t) * C + size_t(h * N + j);
+        out.lnx[i] = float(out.lnx[i] + bonus * v[i]);
+        out.out[i] = out.lnx[i] * in.g[i];
       }
     }
-    const std::string what = layer0 ? "layer 0 " : "layer 1 ";
-    expect_close(io.kk, kkh, 1e-5, what + "kk");
-    expect_close(io.k_mod, kmod, 1e-6, what + "k_mod");
-    expect_close(io.v_mixed, v, 1e-6, what + "v");
-    expect_close(io.wkv, y, 1e-5, what + "wkv");
-    expect_close(io.lnx, lnx, 1e-5, what + "lnx");
-    expect_close(io.out, out, 1e-5, what + "out");
-    expect_close(io.state, state, 1e-5, what + "state");
-    if (layer0) expect_close(io.v_first, in.v, 0, what + "v_first");
   }
+  return out;
+}
+
+// One WKV run (fused, or the prefill form with scan split `shape`) against the reference,
+// for layer 0 (v_first written) and a later layer (value residual read).
+void check_wkv(OpRunner* vk, int C, int N, std::span<const OpSeq> seqs, bool prefill, vk::WkvScanShape shape = {}) {
+  int T = 0;
+  for (const OpSeq& s : seqs) T += s.rows;
+  for (bool layer0 : {true, false}) {
+    OpRunner::WkvIo io = wkv_inputs(C, N, T, layer0);
+    const OpRunner::WkvIo want = wkv_reference(io, C, N, seqs);
+    vk->wkv(io, C, N, seqs, prefill, shape);
+    const std::string what = std::string(layer0 ? "layer 0" : "layer 1") + (prefill ? " scan" : " fused") +
+                             " N=" + std::to_string(N) + " T=" + std::to_string(T) +
+                             " rows=" + std::to_string(shape.rows) + " lanes=" + std::to_string(shape.lanes) +
+                             " chunk=" + std::to_string(shape.chunk) + " ";
+    EXPECT_EQ(vk->guards_broken(), 0u) << what;
+    expect_close(io.kk, want.kk, 1e-5, what + "kk");
+    expect_close(io.k_mod, want.k_mod, 1e-6, what + "k_mod");
+    expect_close(io.v_mixed, want.v_mixed, 1e-6, what + "v");
+    expect_close(io.wkv, want.wkv, 1e-5, what + "wkv");
+    expect_close(io.lnx, want.lnx, 1e-5, what + "lnx");
+    expect_close(io.out, want.out, 1e-5, what + "out");
+    expect_close(io.state, want.state, 1e-5, what + "state");
+    if (layer0) expect_close(io.v_first, want.v_first, 0, what + "v_first");
+  }
+}
+
+// The fused WKV kernel: three short sequences (3, 1, 4 rows) in slots 2, 0, 1.
+TEST(VulkanOps, WkvMatchesReference) {
+  REQUIRE_DEVICE();
+  check_wkv(vk, 128, 64, kSeqs, false);
+}
+
+// The prefill form (prep, scan, post): sequences of 37, 1 and 20 rows (several chunks, a
+// partial last one, a single token), the backend's split, and forced ones that cover each
+// lane count, row count and chunk size the scan takes, and head sizes 32 and 64.
+TEST(VulkanOps, WkvPrefillMatchesReference) {
+  REQUIRE_DEVICE();
+  const OpSeq seqs[] = {{2, 37}, {0, 1}, {1, 20}};
+  check_wkv(vk, 128, 64, seqs, true);
+  const uint32_t sg = vk->context().limits().subgroup_size;
+  for (const vk::WkvScanShape shape : {vk::WkvScanShape{16, 8, 8}, vk::WkvScanShape{32, 8, 4},
+                                       vk::WkvScanShape{8, 4, 16}, vk::WkvScanShape{64, 2, 1}}) {
+    if (shape.lanes > sg) continue;
+    check_wkv(vk, 128, 64, seqs, true, shape);
+  }
+  check_wkv(vk, 96, 32, seqs, true);
+  check_wkv(vk, 96, 32, seqs, true, vk::WkvScanShape{32, 4, 16});
 }
 
 }  // namespace

@@ -155,15 +155,19 @@ MatStage VulkanBackend::build_stage(const std::vector<JobSpec>& specs, std::vect
         g->used = 1;
         job.wbind = 0;
       }
-      g->group.max_rows = std::max(g->group.max_rows, job.rows);
-      g->group.max_cols = std::max(g->group.max_cols, job.cols);
+      g->group.jobs.max_rows = std::max(g->group.jobs.max_rows, job.rows);
+      g->group.jobs.max_cols = std::max(g->group.jobs.max_cols, job.cols);
       g->jobs.push_back(job);
     }
     std::vector<MatGroup> out;
     for (Pending& p : groups) {
       for (uint32_t i = p.used; i < 4; ++i) p.group.weights[i] = p.group.weights[0];
-      p.group.job_base = uint32_t(jobs.size());
-      p.group.n_jobs = uint32_t(p.jobs.size());
+      p.group.jobs.job_base = uint32_t(jobs.size());
+      p.group.jobs.n_jobs = uint32_t(p.jobs.size());
+      for (MatJob& job : p.jobs) {
+        job.tile_base = p.group.jobs.row_tiles;
+        p.group.jobs.row_tiles += (job.rows + Kernels::matmul_rows - 1) / Kernels::matmul_rows;
+      }
       jobs.insert(jobs.end(), p.jobs.begin(), p.jobs.end());
       out.push_back(p.group);
     }
@@ -278,6 +282,7 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
       ctx_->fn().vkCmdFillBuffer(cmd, sparse_parts_.handle(), 0, VK_WHOLE_SIZE, 0);  // the counters start at 0
     });
   }
+  plan_matmul_scratch();
   jobs_ = Buffer(*ctx_, jobs.size() * sizeof(MatJob), MemoryKind::device, "matrix jobs");
   upload_bytes(*ctx_, jobs_.handle(), 0, jobs.data(), jobs.size() * sizeof(MatJob));
   scratch_ = Buffer(*ctx_, s.floats * 4, MemoryKind::device, "activations");
@@ -286,6 +291,37 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
   meta_device_ = Buffer(*ctx_, uint64_t(meta_stride_) * 7 * 4, MemoryKind::device, "step tables");
   model_ = std::move(model);
   set_slots(1);
+}
+
+void VulkanBackend::plan_matmul_scratch() {
+  // A stage's groups run without barriers between them, so each takes its own ranges; the
+  // split (hence the scratch) depends on the rows of the step: every count from the matvec
+  // limit up to a full sub-step. Counters first, partial sums after.
+  const uint64_t cap = ctx_->limits().max_storage_range / 4;
+  uint64_t counters = 0, parts = 0;
+  const auto add_stage = [&](const MatStage& stage, uint32_t n_tok) {
+    uint64_t c = 0, p = 0;
+    for (const MatGroup& g : stage.typed) {
+      const MatmulPlan plan = kernels_->matmul_plan(g.jobs, n_tok, cap / 2, cap / 2);
+      c += plan.count_words;
+      p += plan.part_words;
+    }
+    counters = std::max(counters, c);
+    parts = std::max(parts, p);
+  };
+  for (uint32_t n_tok = Kernels::matvec_max_tokens + 1; n_tok <= sl_.rows_cap; ++n_tok) {
+    add_stage(head_stage_, std::min(n_tok, logits_rows_cap_));
+    for (const LayerPlan& p : layers_) {
+      for (const MatStage* stage : {&p.in, &p.lora, &p.out, &p.key, &p.value}) add_stage(*stage, n_tok);
+    }
+  }
+  if (parts == 0) return;
+  mat_counters_ = uint32_t((std::min(counters, cap / 2) + 3) / 4 * 4);
+  const uint64_t words = mat_counters_ + std::min(parts, cap / 2);
+  mat_scratch_ = Buffer(*ctx_, words * 4, MemoryKind::device, "matmul split-K scratch");
+  ctx_->run([&](VkCommandBuffer cmd) {
+    ctx_->fn().vkCmdFillBuffer(cmd, mat_scratch_.handle(), 0, VK_WHOLE_SIZE, 0);  // the counters start at 0
+  });
 }
 
 // The ReLU^2-sparse value product of one-row steps reads a transposed copy of each F16/BF16

@@ -170,6 +170,9 @@ ProbedDevice probe(const Functions& fn, VkPhysicalDevice pd, int index) {
   if (lim.maxComputeWorkGroupInvocations < 256 || lim.maxComputeWorkGroupSize[0] < 256) {
     add_missing(missing, "compute workgroups of 256 invocations");
   }
+  // The tiled matmul's smaller variant keeps two K slices of 128 x 16 weights and 64 x 16
+  // activations in shared memory.
+  if (lim.maxComputeSharedMemorySize < 24576) add_missing(missing, "24 KB of compute shared memory");
   info.usable = missing.empty();
   return d;
 }

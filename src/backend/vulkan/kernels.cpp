@@ -11,7 +11,10 @@ namespace rwkv::vk {
 namespace {
 
 // Descriptor interfaces of the shaders (binding counts in binding order) and push sizes.
-const ShaderInterface kMatrixIface{{4, 1, 1, 1, 1, 1}, 12};
+// Every matrix shader has the same push block (matrix_io.glsl); the tiled matmul also
+// binds its split-K scratch.
+const ShaderInterface kMatrixIface{{4, 1, 1, 1, 1, 1}, 24};
+const ShaderInterface kMatmulIface{{4, 1, 1, 1, 1, 1, 1}, 24};
 const ShaderInterface kEmbedIface{{4, 1, 1, 1}, sizeof(EmbedPush)};
 const ShaderInterface kLnMixIface{{1, 1, 1, 1, 1}, sizeof(LnMixPush)};
 const ShaderInterface kWkvIface{{1, 1, 1, 1}, sizeof(WkvPush)};
@@ -19,7 +22,24 @@ const ShaderInterface kFfnSparseIface{{1, 1, 1}, sizeof(FfnSparsePush)};
 
 uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
 
+// The tiled matmul splits K so that a dispatch has about this many invocations (256
+// workgroups of 256: about two per SM of an H100, the most that fit; the 8 x 8 outputs per
+// invocation leave too few invocations for T = 256 and 2560 output rows), keeping at least
+// kMinSplitK elements per split. On the H100 (2.9B F16 pp512) no split was 13% slower.
+constexpr uint32_t kSplitTarget = 65536;
+constexpr uint32_t kMinSplitK = 256;
+
+// Shared-memory bytes of the tiled matmul with `threads` invocations: two K slices of 16
+// for 128 rows and threads / 2 tokens.
+uint32_t matmul_shared_bytes(uint32_t threads) { return 2 * 16 * (Kernels::matmul_rows + threads / 2) * 4; }
+
 }  // namespace
+
+uint32_t WkvScanShape::shared_bytes(uint32_t N) const {
+  // Staged r, decay, k_mod, alpha, beta (padded rows of N + 4 lanes floats) and v', the parts
+  // of y, and the parts of sa for two token parities (wkv_scan.comp).
+  return 4 * (chunk * (5 * (N + 4 * lanes) + rows + rows * lanes) + 2 * rows * lanes);
+}
 
 std::string shader_type_suffix(TensorType type) {
   std::string s(type_name(type));
@@ -84,6 +104,9 @@ Kernels::Kernels(Context& ctx) : ctx_(ctx) {
     matvec_wg_ = 32;
     mixed_matvec_ = false;
   }
+  // MATMUL_TOKENS=64|128: the tiled matmul's token tile for more than 64 rows (default 128).
+  // SPLITK=n: split K up to about n invocations per dispatch (default kSplitTarget; 1: never).
+  // WKV_ROWS, WKV_LANES, WKV_CHUNK: the prefill scan's split (WkvScanShape).
 }
 
 uint32_t Kernels::max_job_rows() const {
@@ -125,12 +148,10 @@ void Kernels::host_barrier(VkCommandBuffer cmd) const {
                  VK_ACCESS_HOST_READ_BIT);
 }
 
-void Kernels::push(VkCommandBuffer cmd, const Pipeline& p,
-                   std::initializer_list<std::pair<VkBuffer, uint32_t>> bindings, const void* constants,
-                   uint32_t bytes) const {
+void Kernels::push(VkCommandBuffer cmd, const Pipeline& p, std::span<const std::pair<VkBuffer, uint32_t>> bindings,
+                   const void* constants, uint32_t bytes) const {
   const Functions& fn = ctx_.fn();
   fn.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipeline);
-  // (buffer, binding) pairs; consecutive pairs with the same binding fill its array elements.
   std::vector<VkDescriptorBufferInfo> infos;
   infos.reserve(bindings.size());
   for (const auto& [buffer, binding] : bindings) infos.push_back({buffer, 0, VK_WHOLE_SIZE});
@@ -158,10 +179,45 @@ void Kernels::push(VkCommandBuffer cmd, const Pipeline& p,
   fn.vkCmdPushConstants(cmd, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, constants);
 }
 
-void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base, uint32_t n_jobs,
-                     uint32_t max_rows, uint32_t max_cols, uint32_t n_tok, uint32_t gather_off, MatPath path,
-                     bool mixed) {
-  if (n_jobs == 0 || n_tok == 0) return;
+MatmulPlan Kernels::matmul_plan(const MatJobs& jobs, uint32_t n_tok, uint64_t max_count_words,
+                                uint64_t max_part_words) const {
+  MatmulPlan p;
+  // 128-token tiles for long steps where they fit in the device's shared memory; 64 below
+  // (less padding) and on small devices.
+  const bool wide = n_tok > 64 && matmul_shared_bytes(256) <= ctx_.limits().max_shared_bytes;
+  p.threads = wide ? 256 : 128;
+  p.tokens = p.threads / 2;
+  // Scratch: a counter per tile, 64 floats per invocation per split.
+  const uint64_t tiles = uint64_t(jobs.row_tiles) * ceil_div(n_tok, p.tokens);
+  const auto fits = [&](uint32_t splits) {
+    return splits == 1 || (tiles <= max_count_words && tiles * splits * 64 * p.threads <= max_part_words);
+  };
+  if (jobs.splits != 0) {
+    p.splits = jobs.splits;
+    if (!fits(p.splits)) {
+      fail(ErrorCode::argument,
+           "vulkan: a matmul split " + std::to_string(p.splits) + " ways needs " + std::to_string(tiles) +
+               " counters and " + std::to_string(tiles * p.splits * 64 * p.threads) + " words of partial sums; " +
+               std::to_string(max_count_words) + " and " + std::to_string(max_part_words) + " are bound");
+    }
+  } else {
+    // The whole number of splits that brings the grid nearest the target (any count: a
+    // power of two would overshoot or undershoot one wave by up to a third).
+    const uint64_t target = kSplitTarget / p.threads;
+    const uint64_t by_k = std::max<uint32_t>(jobs.max_cols / kMinSplitK, 1);
+    p.splits = uint32_t(std::clamp<uint64_t>((target + tiles / 2) / std::max<uint64_t>(tiles, 1), 1, by_k));
+    while (!fits(p.splits)) --p.splits;
+  }
+  if (p.splits > 1) {
+    p.count_words = uint32_t(tiles);
+    p.part_words = tiles * p.splits * 64 * p.threads;
+  }
+  return p;
+}
+
+MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, const MatJobs& jobs,
+                           uint32_t n_tok, uint32_t gather_off, MatPath path, bool mixed) {
+  if (jobs.n_jobs == 0 || n_tok == 0) return {};
   if (path == MatPath::automatic) {
     path = n_tok <= matvec_max_tokens ? MatPath::matvec : use_coopmat_ ? MatPath::matmul_coopmat : MatPath::matmul;
   }
@@ -169,35 +225,42 @@ void Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b,
     fail(ErrorCode::unsupported, "vulkan: " + ctx_.info().name + " has no usable cooperative matrices");
   }
   if (mixed && path != MatPath::matvec) fail(ErrorCode::argument, "vulkan: mixed-type jobs run only as matvec");
+  if (b.part_off % 4 != 0) fail(ErrorCode::argument, "vulkan: matmul partial sums not 16-byte aligned");
   const std::string suffix = mixed ? "any" : shader_type_suffix(type);
-  const uint32_t push_data[3] = {job_base, n_tok, gather_off};
-  const auto bind = [&](const Pipeline& p) {
-    push(cmd, p,
-         {{b.weights[0], 0},
-          {b.weights[1], 0},
-          {b.weights[2], 0},
-          {b.weights[3], 0},
-          {b.vecs, 1},
-          {b.x, 2},
-          {b.y, 3},
-          {b.jobs, 4},
-          {b.meta, 5}},
-         push_data, sizeof(push_data));
+  MatmulPlan plan;
+  if (path == MatPath::matmul) {
+    const bool scratch = b.split_k != VK_NULL_HANDLE;
+    plan = matmul_plan(jobs, n_tok, scratch ? b.count_words : 0, scratch ? b.part_words : 0);
+  }
+  // The push block of matrix_io.glsl (the partial sums' offset in vec4 units).
+  const uint32_t push_data[6] = {jobs.job_base, n_tok, gather_off, plan.splits, b.count_off, b.part_off / 4};
+  const auto bind = [&](const Pipeline& p, const ShaderInterface& iface) {
+    // Binding 6 exists only in the tiled matmul's interface; without scratch it binds y
+    // (unused: no split).
+    const std::pair<VkBuffer, uint32_t> all[] = {{b.weights[0], 0}, {b.weights[1], 0},
+                                                 {b.weights[2], 0}, {b.weights[3], 0},
+                                                 {b.vecs, 1},       {b.x, 2},
+                                                 {b.y, 3},          {b.jobs, 4},
+                                                 {b.meta, 5},       {b.split_k != VK_NULL_HANDLE ? b.split_k : b.y, 6}};
+    push(cmd, p, std::span(all, iface.binding_counts.size() == 7 ? 10 : 9), push_data, sizeof(push_data));
   };
   if (path == MatPath::matvec) {
     // One token at a time for decode; four at a time for small batches.
     const uint32_t tok = n_tok == 1 ? 1 : 4;
-    const uint32_t wg = max_cols <= 16 * short_wg ? std::min(short_wg, matvec_wg_) : matvec_wg_;
+    const uint32_t wg = jobs.max_cols <= 16 * short_wg ? std::min(short_wg, matvec_wg_) : matvec_wg_;
     const uint32_t spec[3] = {wg, matvec_rows, tok};
-    bind(ctx_.pipelines().get("matvec_" + suffix, kMatrixIface, spec));
-    ctx_.fn().vkCmdDispatch(cmd, ceil_div(max_rows, matvec_rows), n_jobs, 1);
+    bind(ctx_.pipelines().get("matvec_" + suffix, kMatrixIface, spec), kMatrixIface);
+    ctx_.fn().vkCmdDispatch(cmd, ceil_div(jobs.max_rows, matvec_rows), jobs.n_jobs, 1);
   } else if (path == MatPath::matmul) {
-    bind(ctx_.pipelines().get("matmul_" + suffix, kMatrixIface, {}));
-    ctx_.fn().vkCmdDispatch(cmd, ceil_div(max_rows, 64), ceil_div(n_tok, 64), n_jobs);
+    const uint32_t spec[1] = {plan.threads};
+    bind(ctx_.pipelines().get("matmul_" + suffix, kMatmulIface, spec), kMatmulIface);
+    ctx_.fn().vkCmdDispatch(cmd, ceil_div(jobs.max_rows, matmul_rows), ceil_div(n_tok, plan.tokens),
+                            jobs.n_jobs * plan.splits);
   } else {
-    bind(ctx_.pipelines().get("matmul_cm_" + suffix, kMatrixIface, {}));
-    ctx_.fn().vkCmdDispatch(cmd, ceil_div(n_tok, 64), ceil_div(max_rows, 64), n_jobs);
+    bind(ctx_.pipelines().get("matmul_cm_" + suffix, kMatrixIface, {}), kMatrixIface);
+    ctx_.fn().vkCmdDispatch(cmd, ceil_div(n_tok, 64), ceil_div(jobs.max_rows, 64), jobs.n_jobs);
   }
+  return plan;
 }
 
 void Kernels::embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch,
@@ -224,6 +287,53 @@ void Kernels::wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer
   const Pipeline& pl = ctx_.pipelines().get("wkv", kWkvIface, spec);
   push(cmd, pl, {{scratch, 0}, {vecs, 1}, {state, 2}, {meta, 3}}, &p, sizeof(p));
   ctx_.fn().vkCmdDispatch(cmd, n_head, n_seq, 1);
+}
+
+WkvScanShape Kernels::wkv_scan_shape(uint32_t N, uint32_t n_head, uint32_t n_seq, WkvScanShape want) const {
+  WkvScanShape s = want;
+  const auto fits_lanes = [&](uint32_t lanes) { return N % (4 * lanes) == 0 && lanes <= ctx_.limits().subgroup_size; };
+  if (s.lanes == 0) {
+    s.lanes = fits_lanes(8) ? 8 : fits_lanes(4) ? 4 : 2;
+  }
+  if (s.rows == 0) {
+    // 32 rows per workgroup; 16 where that would leave most SMs of a large GPU idle (one
+    // sequence of a model with 40 heads: 80 workgroups), as the CUDA backend's scan.
+    s.rows = n_head * n_seq * (N / 32) < 100 ? 16 : 32;
+    while (s.rows > 8 && N % s.rows != 0) s.rows /= 2;
+  }
+  if (s.chunk == 0) {
+    s.chunk = 16;
+    while (s.chunk > 1 && s.shared_bytes(N) > ctx_.limits().max_shared_bytes) s.chunk /= 2;
+  }
+  const bool ok = (s.lanes == 2 || s.lanes == 4 || s.lanes == 8) && fits_lanes(s.lanes) &&
+                  (s.rows == 8 || s.rows == 16 || s.rows == 32 || s.rows == 64) && N % s.rows == 0 &&
+                  s.rows * s.lanes <= ctx_.limits().max_workgroup_size_x && s.chunk >= 1 && s.chunk <= 16 &&
+                  s.shared_bytes(N) <= ctx_.limits().max_shared_bytes;
+  if (!ok) {
+    fail(ErrorCode::argument, "vulkan: no WKV scan with " + std::to_string(s.rows) + " rows of " +
+                                  std::to_string(s.lanes) + " lanes, " + std::to_string(s.chunk) +
+                                  "-token chunks for head size " + std::to_string(N) + " on " + ctx_.info().name);
+  }
+  return s;
+}
+
+void Kernels::wkv_prefill(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta,
+                          const WkvPush& p, uint32_t n_head, uint32_t n_seq, uint32_t n_rows, uint32_t head_size,
+                          WkvScanShape shape) {
+  if (p.dbg == kNone) fail(ErrorCode::argument, "vulkan: the prefill WKV needs the debug regions");
+  const WkvScanShape s = wkv_scan_shape(head_size, n_head, n_seq, shape);
+  const uint32_t per_token[1] = {head_size};
+  const uint32_t scan[4] = {s.rows * s.lanes, head_size, s.lanes, s.chunk};
+  const auto dispatch = [&](const char* name, std::span<const uint32_t> spec, uint32_t x, uint32_t y) {
+    push(cmd, ctx_.pipelines().get(name, kWkvIface, spec), {{scratch, 0}, {vecs, 1}, {state, 2}, {meta, 3}}, &p,
+         sizeof(p));
+    ctx_.fn().vkCmdDispatch(cmd, x, y, 1);
+  };
+  dispatch("wkv_prep", per_token, n_head, n_rows);
+  barrier(cmd);
+  dispatch("wkv_scan", scan, n_head * (head_size / s.rows), n_seq);
+  barrier(cmd);
+  dispatch("wkv_post", per_token, n_head, n_rows);
 }
 
 void Kernels::ffn_sparse(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer act, VkBuffer partials,

@@ -6,6 +6,10 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <utility>
 
 #include "backend/vulkan/context.h"
 #include "backend/vulkan/pipelines.h"
@@ -25,9 +29,39 @@ struct MatJob {
   uint32_t x_off = 0, x_stride = 0, y_off = 0, y_stride = 0;
   uint32_t flags = 0, bias_off = kNone, type = 0;  // type: GGUF id, read by the mixed matvec
   float x_scale = 1.0f;                            // x is scaled by this in the tensor-core path
-  uint32_t pad0 = 0, pad1 = 0, pad2 = 0;
+  uint32_t tile_base = 0;  // the tiled matmul: the job's first row tile among its dispatch's jobs
+  uint32_t pad1 = 0, pad2 = 0;
 };
 static_assert(sizeof(MatJob) == 64);
+
+// The jobs of one matrix dispatch: jobs[job_base, job_base + n_jobs) of the bound table.
+struct MatJobs {
+  uint32_t job_base = 0, n_jobs = 0;
+  uint32_t max_rows = 0, max_cols = 0;  // the largest rows, cols among them
+  // Sum over the jobs of ceil(rows / Kernels::matmul_rows); each job's tile_base is the sum
+  // over the jobs before it.
+  uint32_t row_tiles = 0;
+  uint32_t splits = 0;  // K splits of the tiled matmul; 0: matmul_plan's choice (tests force others)
+};
+
+// How the tiled matmul runs a dispatch (Kernels::matmul_plan).
+struct MatmulPlan {
+  uint32_t threads = 0;  // invocations per workgroup: 256 (tiles of 128 rows x 128 tokens) or 128 (x 64)
+  uint32_t tokens = 0;   // tokens per tile
+  uint32_t splits = 1;   // K splits: each tile's K range is shared by this many workgroups
+  // Split-K scratch words (0 without a split): a counter per tile, the partial sums (a
+  // multiple of 4).
+  uint32_t count_words = 0;
+  uint64_t part_words = 0;
+};
+
+// The prefill WKV scan's work split (wkv_scan.comp).
+struct WkvScanShape {
+  uint32_t rows = 0;   // value rows per workgroup: 8, 16, 32 or 64, dividing the head size
+  uint32_t lanes = 0;  // invocations per row: 2, 4 or 8, head size % (4 lanes) == 0
+  uint32_t chunk = 0;  // tokens staged in shared memory at a time: 1 .. 16
+  uint32_t shared_bytes(uint32_t head_size) const;
+};
 
 struct EmbedPush {
   uint32_t w_off, row_bytes, piece_start, piece_rows, C, emb_off, h_off, ln_w, ln_b;
@@ -80,6 +114,14 @@ struct MatBindings {
   std::array<VkBuffer, 4> weights{};
   VkBuffer vecs = VK_NULL_HANDLE, x = VK_NULL_HANDLE, y = VK_NULL_HANDLE;
   VkBuffer jobs = VK_NULL_HANDLE, meta = VK_NULL_HANDLE;
+  // The tiled matmul's split-K scratch, two ranges of words of `split_k`: tile counters,
+  // which must be zero when first used and hold nothing else (each dispatch leaves its
+  // counters at zero, and the next counts on it), and partial sums. Dispatches that may run
+  // concurrently need disjoint ranges. Null: the matmul does not split K.
+  VkBuffer split_k = VK_NULL_HANDLE;
+  uint32_t count_off = 0, count_words = 0;
+  uint32_t part_off = 0;  // a multiple of 4
+  uint64_t part_words = 0;
 };
 
 class Kernels {
@@ -97,13 +139,18 @@ class Kernels {
   // Earlier transfer and shader writes visible to the host (before a fence wait and a readback).
   void host_barrier(VkCommandBuffer cmd) const;
 
-  // jobs[job_base, job_base + n_jobs), all of weight `type`, over n_tok activation rows.
-  // max_rows, max_cols: the largest `rows`, `cols` among them. automatic: matvec for n_tok <=
+  // `jobs`, all of weight `type`, over n_tok activation rows. automatic: matvec for n_tok <=
   // matvec_max_tokens. With `mixed`, the jobs may have any types (MatJob::type) and the
-  // matvec path is taken.
-  void matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, uint32_t job_base, uint32_t n_jobs,
-              uint32_t max_rows, uint32_t max_cols, uint32_t n_tok, uint32_t gather_off,
-              MatPath path = MatPath::automatic, bool mixed = false);
+  // matvec path is taken. Returns the tiled matmul's plan (its split-K scratch words are
+  // used from b.count_off and b.part_off); a default plan for the other paths.
+  MatmulPlan matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, const MatJobs& jobs, uint32_t n_tok,
+                    uint32_t gather_off, MatPath path = MatPath::automatic, bool mixed = false);
+  // The tiled matmul's tiles and K split for `jobs` over n_tok rows, with at most
+  // max_count_words of counters and max_part_words of partial sums. The split makes grids
+  // that would leave most of a large GPU idle (T = 256 against 2560 output rows: 40 tiles)
+  // about one wave of workgroups.
+  MatmulPlan matmul_plan(const MatJobs& jobs, uint32_t n_tok, uint64_t max_count_words, uint64_t max_part_words) const;
+  static constexpr uint32_t matmul_rows = 128;  // output rows per matmul tile
   // Embedding rows + ln0 for n_rows token rows (weights: the table piece; 1 binding).
   void embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch, VkBuffer meta,
              const EmbedPush& p, uint32_t n_rows);
@@ -111,8 +158,25 @@ class Kernels {
   // ceil(C / 256) x n_rows workgroups.
   void ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state_in, VkBuffer state_commit,
               VkBuffer meta, const LnMixPush& p, uint32_t n_rows);
+  // The WKV time-mix core, fused (wkv.comp): one workgroup per (head, sequence) runs the
+  // sequence's tokens in order, everything per token inside. For decode and short sequences.
   void wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta, const WkvPush& p,
            uint32_t n_head, uint32_t n_seq, uint32_t head_size);
+  // The same for prefill, as three dispatches with barriers between: wkv_prep and wkv_post
+  // over (head, row) for the per-token work, wkv_scan for the recurrence alone with each
+  // head's rows split over workgroups. p.dbg must name the five debug regions (they carry
+  // the intermediates). n_rows: the step's rows. shape: zeros are the backend's choice.
+  void wkv_prefill(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta,
+                   const WkvPush& p, uint32_t n_head, uint32_t n_seq, uint32_t n_rows, uint32_t head_size,
+                   WkvScanShape shape = {});
+  // The scan's work split for this head size and grid, zeros in `want` filled in; throws
+  // Error(argument) for a split the shader or the device cannot run.
+  WkvScanShape wkv_scan_shape(uint32_t head_size, uint32_t n_head, uint32_t n_seq, WkvScanShape want = {}) const;
+  // The backend takes wkv_prefill for a step where some sequence has at least this many
+  // tokens: the fused form waits on three workgroup reductions per token, the prefill form
+  // on none but costs two more dispatches and barriers (an estimate of the break-even
+  // point, not a measurement).
+  static constexpr uint32_t wkv_scan_min_tokens = 16;
   // y = W h for one row, skipping the hidden units where h is exactly zero (ffn_sparse.comp):
   // `weights` holds W transposed (type F16 or BF16), `act` h and y, `partials` the shape's
   // counters and partial sums (partial_words(C) words).
@@ -134,8 +198,14 @@ class Kernels {
   uint32_t max_job_rows() const;
 
  private:
-  void push(VkCommandBuffer cmd, const Pipeline& p, std::initializer_list<std::pair<VkBuffer, uint32_t>> bindings,
+  // Binds `p` and pushes its descriptors, (buffer, binding) pairs in binding order
+  // (consecutive pairs with the same binding fill its array elements), and constants.
+  void push(VkCommandBuffer cmd, const Pipeline& p, std::span<const std::pair<VkBuffer, uint32_t>> bindings,
             const void* constants, uint32_t bytes) const;
+  void push(VkCommandBuffer cmd, const Pipeline& p, std::initializer_list<std::pair<VkBuffer, uint32_t>> bindings,
+            const void* constants, uint32_t bytes) const {
+    push(cmd, p, std::span(bindings.begin(), bindings.size()), constants, bytes);
+  }
   Context& ctx_;
   // Matvec workgroup: a couple of rows, several subgroups wide on GPUs, where many small
   // workgroups keep enough loads in flight to stream the weights at full bandwidth; one

@@ -97,7 +97,7 @@ void OpRunner::run(Scratch& scratch, const std::vector<uint32_t>& meta, F&& body
 
 std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, int T, MatPath path, uint32_t act,
                                     std::span<const float> bias, uint64_t arena_limit, std::span<const uint32_t> gather,
-                                    float x_scale) {
+                                    float x_scale, uint32_t splits) {
   WeightStore store(*ctx_, arena_limit);
   const DeviceMatrix m = store.add_matrix(W);
   if (m.pieces.size() > 4) fail(ErrorCode::argument, "OpRunner::matrix: more than 4 pieces");
@@ -107,33 +107,52 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
 
   Scratch s;
   const uint32_t x_off = s.add(x);
-  const uint32_t y_off = s.add({}, size_t(n_out) * m.rows);
+  const uint32_t y_off[2] = {s.add({}, size_t(n_out) * m.rows), s.add({}, size_t(n_out) * m.rows)};
+  // Jobs [0, pieces) write the first output, [pieces, 2 pieces) the second (a second run).
   std::vector<MatJob> jobs;
   MatBindings b;
-  uint32_t max_rows = 0;
-  for (size_t i = 0; i < m.pieces.size(); ++i) {
-    const DeviceMatrix::Piece& p = m.pieces[i];
-    MatJob j;
-    j.wbind = uint32_t(i);
-    j.w_off = p.offset;
-    j.row_bytes = m.row_bytes;
-    j.rows = p.rows;
-    j.cols = m.cols;
-    j.x_off = x_off;
-    j.x_stride = m.cols;
-    j.y_off = y_off + p.row_begin;
-    j.y_stride = m.rows;
-    j.flags = act | (gather.empty() ? 0 : kJobGather);
-    j.bias_off = bias_off == kNone ? kNone : bias_off + p.row_begin;
-    j.type = uint32_t(m.type);
-    j.x_scale = x_scale;
-    jobs.push_back(j);
-    b.weights[i] = store.arena(p.arena);
-    max_rows = std::max(max_rows, p.rows);
+  MatJobs mj;
+  mj.n_jobs = uint32_t(m.pieces.size());
+  mj.max_cols = m.cols;
+  mj.splits = splits;
+  for (const uint32_t y : y_off) {
+    mj.row_tiles = 0;
+    for (size_t i = 0; i < m.pieces.size(); ++i) {
+      const DeviceMatrix::Piece& p = m.pieces[i];
+      MatJob j;
+      j.wbind = uint32_t(i);
+      j.w_off = p.offset;
+      j.row_bytes = m.row_bytes;
+      j.rows = p.rows;
+      j.cols = m.cols;
+      j.x_off = x_off;
+      j.x_stride = m.cols;
+      j.y_off = y + p.row_begin;
+      j.y_stride = m.rows;
+      j.flags = act | (gather.empty() ? 0 : kJobGather);
+      j.bias_off = bias_off == kNone ? kNone : bias_off + p.row_begin;
+      j.type = uint32_t(m.type);
+      j.x_scale = x_scale;
+      j.tile_base = mj.row_tiles;
+      mj.row_tiles += (p.rows + Kernels::matmul_rows - 1) / Kernels::matmul_rows;
+      jobs.push_back(j);
+      b.weights[i] = store.arena(p.arena);
+      mj.max_rows = std::max(mj.max_rows, p.rows);
+    }
   }
   for (size_t i = m.pieces.size(); i < 4; ++i) b.weights[i] = b.weights[0];
   Buffer job_buf(*ctx_, jobs.size() * sizeof(MatJob), MemoryKind::device, "op jobs");
   upload_bytes(*ctx_, job_buf.handle(), 0, jobs.data(), jobs.size() * sizeof(MatJob));
+  // Split-K scratch for the plan the dispatch will take (counters, then partial sums),
+  // zeroed; a split product runs twice.
+  MatmulPlan plan;
+  if (path == MatPath::matmul) plan = kernels_->matmul_plan(mj, n_out, ~0ull, ~0ull);
+  const uint32_t counters = (plan.count_words + 3) / 4 * 4, runs = plan.splits > 1 ? 2 : 1;
+  Buffer scratch_k;
+  if (plan.splits > 1) {
+    scratch_k = Buffer(*ctx_, (counters + plan.part_words) * 4, MemoryKind::device, "op matmul scratch");
+    ctx_->run([&](VkCommandBuffer cmd) { ctx_->fn().vkCmdFillBuffer(cmd, scratch_k.handle(), 0, VK_WHOLE_SIZE, 0); });
+  }
   const std::vector<uint32_t> meta(gather.begin(), gather.end());
   run(s, meta, [&](VkCommandBuffer cmd, VkBuffer scratch, VkBuffer meta_buf) {
     b.vecs = store.vectors();
@@ -141,9 +160,19 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
     b.y = scratch;
     b.jobs = job_buf.handle();
     b.meta = meta_buf;
-    kernels_->matrix(cmd, m.type, b, 0, uint32_t(jobs.size()), max_rows, m.cols, n_out, 0, path);
+    b.split_k = scratch_k.handle();
+    b.count_words = plan.count_words;
+    b.part_off = counters;
+    b.part_words = plan.part_words;
+    for (uint32_t r = 0; r < runs; ++r) {
+      mj.job_base = r * mj.n_jobs;
+      kernels_->matrix(cmd, m.type, b, mj, n_out, 0, path);
+      kernels_->barrier(cmd);
+    }
   });
-  return s.get(y_off, size_t(n_out) * m.rows);
+  const std::vector<float> y = s.get(y_off[0], size_t(n_out) * m.rows);
+  runs_differ_ = runs == 2 && s.get(y_off[1], size_t(n_out) * m.rows) != y;
+  return y;
 }
 
 std::vector<std::vector<float>> OpRunner::mixed_matvec(std::span<const Weight* const> ws, std::span<const float> x,
@@ -157,7 +186,7 @@ std::vector<std::vector<float>> OpRunner::mixed_matvec(std::span<const Weight* c
   const uint32_t x_off = s.add(x);
   std::vector<uint32_t> y_offs;
   std::vector<MatJob> jobs;
-  uint32_t max_rows = 0, max_cols = 0;
+  MatJobs mj;
   for (const DeviceMatrix& m : ms) {
     if (m.pieces.size() != 1 || m.pieces[0].arena != 0) fail(ErrorCode::argument, "OpRunner::mixed_matvec: split");
     y_offs.push_back(s.add({}, size_t(T) * m.rows));
@@ -172,9 +201,10 @@ std::vector<std::vector<float>> OpRunner::mixed_matvec(std::span<const Weight* c
     j.y_stride = m.rows;
     j.type = uint32_t(m.type);
     jobs.push_back(j);
-    max_rows = std::max(max_rows, m.rows);
-    max_cols = std::max(max_cols, m.cols);
+    mj.max_rows = std::max(mj.max_rows, m.rows);
+    mj.max_cols = std::max(mj.max_cols, m.cols);
   }
+  mj.n_jobs = uint32_t(jobs.size());
   Buffer job_buf(*ctx_, jobs.size() * sizeof(MatJob), MemoryKind::device, "op jobs");
   upload_bytes(*ctx_, job_buf.handle(), 0, jobs.data(), jobs.size() * sizeof(MatJob));
   run(s, {}, [&](VkCommandBuffer cmd, VkBuffer scratch, VkBuffer meta_buf) {
@@ -185,9 +215,7 @@ std::vector<std::vector<float>> OpRunner::mixed_matvec(std::span<const Weight* c
     b.y = scratch;
     b.jobs = job_buf.handle();
     b.meta = meta_buf;
-    kernels_->matrix(cmd, TensorType::F32, b, 0, uint32_t(jobs.size()), max_rows, max_cols, uint32_t(T), 0,
-                     MatPath::matvec,
-                     /*mixed=*/true);
+    kernels_->matrix(cmd, TensorType::F32, b, mj, uint32_t(T), 0, MatPath::matvec, /*mixed=*/true);
   });
   std::vector<std::vector<float>> out;
   for (size_t i = 0; i < ms.size(); ++i) out.push_back(s.get(y_offs[i], size_t(T) * ms[i].rows));
@@ -315,7 +343,7 @@ void OpRunner::ln_mix(LnMixIo& io, int C, int nmix, std::span<const OpSeq> seqs)
   io.state = s.get(state, io.state.size());
 }
 
-void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs) {
+void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool prefill, WkvScanShape shape) {
   const uint32_t T = uint32_t(io.r.size() / size_t(C));
   const uint32_t stride = std::max<uint32_t>(T, uint32_t(seqs.size()));
   const std::vector<uint32_t> meta = seq_tables(seqs, T, stride);
@@ -365,8 +393,13 @@ void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs) {
                     .seq_start = 3 * stride,
                     .seq_rows = 4 * stride,
                     .seq_slot = 2 * stride};
-    kernels_->wkv(cmd, scratch, store.vectors(), state.handle(), meta_buf, p, uint32_t(C / N), uint32_t(seqs.size()),
-                  uint32_t(N));
+    if (prefill) {
+      kernels_->wkv_prefill(cmd, scratch, store.vectors(), state.handle(), meta_buf, p, uint32_t(C / N),
+                            uint32_t(seqs.size()), T, uint32_t(N), shape);
+    } else {
+      kernels_->wkv(cmd, scratch, store.vectors(), state.handle(), meta_buf, p, uint32_t(C / N), uint32_t(seqs.size()),
+                    uint32_t(N));
+    }
     kernels_->to_transfer(cmd);
     const VkBufferCopy region{0, 0, state_host.size() * 4};
     ctx_->fn().vkCmdCopyBuffer(cmd, state.handle(), state_back.handle(), 1, &region);

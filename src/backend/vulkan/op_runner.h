@@ -29,13 +29,19 @@ class OpRunner {
   OpRunner();
   ~OpRunner();
   Context& context() { return *ctx_; }
+  const Kernels& kernels() const { return *kernels_; }
 
   // y [T x W.rows()] = act(W x + bias), x [T x W.cols()]. `arena_limit` > 0 splits W by rows
   // over buffers of at most that many bytes (at most 4). With `gather`, y row t is computed
-  // from x row gather[t] (and T = gather.size()). x_scale: see MatJob.
+  // from x row gather[t] (and T = gather.size()). x_scale: see MatJob. splits: the tiled
+  // matmul's K splits (0: the backend's choice). A product with K split runs twice in one
+  // command buffer into two outputs (the second relies on the counters the first left at
+  // zero); returns the first, and runs_differ() tells whether the second differs in any bit
+  // (a float comparison: NaN outputs differ too).
   std::vector<float> matrix(const Weight& W, std::span<const float> x, int T, MatPath path, uint32_t act = kActNone,
                             std::span<const float> bias = {}, uint64_t arena_limit = 0,
-                            std::span<const uint32_t> gather = {}, float x_scale = 1.0f);
+                            std::span<const uint32_t> gather = {}, float x_scale = 1.0f, uint32_t splits = 0);
+  bool runs_differ() const { return runs_differ_; }
 
   // The mixed-type matvec: every matrix of `ws` (any types, equal column counts) applied to
   // the same x [T x cols] in one dispatch; returns each product [T x rows], in order.
@@ -75,7 +81,9 @@ class OpRunner {
     // outputs [T x C]: out, and the debug intermediates
     std::vector<float> out, kk, k_mod, v_mixed, wkv, lnx;
   };
-  void wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs);
+  // The fused kernel, or with `prefill` the three-dispatch form with the scan split `shape`
+  // (zeros: the backend's choice).
+  void wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool prefill = false, WkvScanShape shape = {});
 
   // Guard words overwritten by the last op (0 when every kernel stayed in bounds).
   size_t guards_broken() const { return guards_broken_; }
@@ -89,6 +97,7 @@ class OpRunner {
   std::unique_ptr<Context> ctx_;
   std::unique_ptr<Kernels> kernels_;
   size_t guards_broken_ = 0;
+  bool runs_differ_ = false;
 };
 
 }  // namespace rwkv::vk

@@ -113,9 +113,11 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
   }
   const uint32_t S = uint32_t(parts.size());
   if (R > 0) ensure_logits(R);
+  const bool scan = std::any_of(parts.begin(), parts.end(),
+                                [](const StepPart& p) { return uint32_t(p.n) >= Kernels::wkv_scan_min_tokens; });
 
   if (!hook_) {
-    const auto key = std::make_tuple(T, S, R);
+    const auto key = std::make_tuple(T, S, R, scan);
     auto it = commands_.find(key);
     if (it == commands_.end()) {
       // Keeps a handful of shapes; a workload with many shapes re-records now and then.
@@ -124,7 +126,7 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
       rec.cmd = ctx_->begin_commands();
       try {
         profiler_->begin(rec.cmd);
-        record(rec.cmd, T, S, R, false);
+        record(rec.cmd, T, S, R, scan, false);
         check(ctx_->fn().vkEndCommandBuffer(rec.cmd), "vkEndCommandBuffer");
       } catch (...) {
         ctx_->free_commands(rec.cmd);
@@ -138,7 +140,7 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
   } else {
     VkCommandBuffer cmd = ctx_->begin_commands();
     try {
-      record(cmd, T, S, R, true);
+      record(cmd, T, S, R, scan, true);
       flush_captures(cmd);
     } catch (...) {
       ctx_->free_commands(cmd);
@@ -161,15 +163,24 @@ void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, 
   b.y = y;
   b.jobs = jobs_.handle();
   b.meta = meta_device_.handle();
+  b.split_k = mat_scratch_.handle();
+  b.count_words = mat_counters_;
+  b.part_off = mat_counters_;
+  b.part_words = mat_scratch_.size() / 4 - mat_counters_;
   const bool mixed = kernels_->mixed_matvec() && n_tok <= Kernels::matvec_max_tokens;
   for (const MatGroup& g : mixed ? stage.mixed : stage.typed) {
     b.weights = g.weights;
-    kernels_->matrix(cmd, g.type, b, g.job_base, g.n_jobs, g.max_rows, g.max_cols, n_tok,
-                     gather ? uint32_t(kLogitRows) * meta_stride_ : 0, MatPath::automatic, mixed);
+    const uint32_t gather_off = gather ? uint32_t(kLogitRows) * meta_stride_ : 0;
+    const MatmulPlan used = kernels_->matrix(cmd, g.type, b, g.jobs, n_tok, gather_off, MatPath::automatic, mixed);
+    // The stage's groups may run concurrently: each takes its own scratch ranges.
+    b.count_off += used.count_words;
+    b.count_words -= used.count_words;
+    b.part_off += uint32_t(used.part_words);
+    b.part_words -= used.part_words;
   }
 }
 
-void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, bool debug) {
+void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, bool scan, bool debug) {
   const ScratchLayout& s = sl_;
   const uint32_t C = uint32_t(hp_.n_embd), F = uint32_t(hp_.n_ffn), ms = s.rows_cap * C;
   const uint32_t M = meta_stride_;
@@ -251,7 +262,7 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                       .v_first = s.v_first,
                       .xa = s.xa,
                       .out = s.att_y,
-                      .dbg = debug ? s.dbg : kNone,
+                      .dbg = debug || scan ? s.dbg : kNone,
                       .dbg_stride = ms,
                       .k_k = L.k_k,
                       .k_a = L.k_a,
@@ -263,7 +274,11 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                       .seq_start = kSeqStart * M,
                       .seq_rows = kSeqRows * M,
                       .seq_slot = kSeqSlot * M};
-    k.wkv(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, uint32_t(hp_.head_size));
+    if (scan) {
+      k.wkv_prefill(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, T, uint32_t(hp_.head_size));
+    } else {
+      k.wkv(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, uint32_t(hp_.head_size));
+    }
     sync("wkv");
     record_matrices(cmd, L.out, T, scratch, false);
     sync("mat.out");

@@ -7,7 +7,9 @@
 //   ln_mix(att)  h += ffn_out(l-1); xa = LN1(h); the six lerps with the token shift
 //   matrices     r, k, v = W x; LoRA down projections (tanh / sigmoid epilogues)
 //   matrices     LoRA up projections: decay, a, nu (value residual), g
-//   wkv          removal key, k_mod, value residual, recurrence, ln_x, bonus, gate
+//   wkv          removal key, k_mod, value residual, recurrence, ln_x, bonus, gate (fused in
+//                one dispatch; when a sequence of the step is long, three: per-token work,
+//                the recurrence alone, per-token work)
 //   matrices     att_out = W_o y
 //   ln_mix(ffn)  h += att_out; xf = LN2(h); xk lerp with the token shift
 //   matrices     hidden = relu(W_key xk)^2;  ffn_out = W_value hidden (one-row steps: the
@@ -46,8 +48,8 @@ struct ScratchLayout {
 
 // Jobs of one weight type run by one dispatch (jobs table entries [job_base, +n_jobs)).
 struct MatGroup {
+  MatJobs jobs;
   TensorType type = TensorType::F32;
-  uint32_t job_base = 0, n_jobs = 0, max_rows = 0, max_cols = 0;
   std::array<VkBuffer, 4> weights{};
 };
 // Matrix products with no dependencies among them: dispatched back to back, no barriers.
@@ -112,10 +114,13 @@ class VulkanBackend final : public Backend {
 
   std::vector<std::vector<StepPart>> split(std::span<const SeqTokens> batch) const;
   void run_substep(const std::vector<StepPart>& parts, float* logits);
-  // Records a whole sub-step. With `captures`, flushes after the embedding and after every
+  // Records a whole sub-step. With `debug`, flushes after the embedding and after every
   // layer, handing the named intermediates to the hook (the command buffer is replaced).
-  void record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, bool debug);
+  // `scan`: the WKV in its prefill form (Kernels::wkv_prefill).
+  void record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, bool scan, bool debug);
   void record_matrices(VkCommandBuffer cmd, const MatStage& stage, uint32_t n_tok, VkBuffer y, bool gather);
+  // Sizes mat_scratch_ for the largest split-K scratch a stage may use (Kernels::matmul_plan).
+  void plan_matmul_scratch();
   void capture(VkCommandBuffer cmd, int layer, const char* name, uint32_t region, uint32_t rows, uint32_t width,
                VkBuffer source = VK_NULL_HANDLE);
   void flush_captures(VkCommandBuffer& cmd);
@@ -138,6 +143,10 @@ class VulkanBackend final : public Backend {
   uint32_t logits_rows_cap_ = 0;  // most logits rows one sub-step may produce
 
   Buffer jobs_, scratch_;
+  // The tiled matmul's split-K scratch (MatBindings::split_k): mat_counters_ words of tile
+  // counters, then partial sums.
+  Buffer mat_scratch_;
+  uint32_t mat_counters_ = 0;
   Buffer meta_, meta_device_;  // step tables: written by the host, copied to the device per step
   Buffer logits_, readback_;   // sized for logits_rows_ rows, grown on demand
   uint32_t logits_rows_ = 0;
@@ -145,12 +154,13 @@ class VulkanBackend final : public Backend {
   int n_slots_ = 0;
   uint32_t meta_stride_ = 0;  // = rows_cap: tokens, row_slot, row_flags, seq_start, seq_rows, seq_slot, logit_rows
 
-  // Recorded steps by shape (rows, sequences, logits rows), with their profiler labels.
+  // Recorded steps by shape (rows, sequences, logits rows, prefill WKV), with their profiler
+  // labels.
   struct Recorded {
     VkCommandBuffer cmd = VK_NULL_HANDLE;
     std::vector<const char*> labels;
   };
-  std::map<std::tuple<uint32_t, uint32_t, uint32_t>, Recorded> commands_;
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t, bool>, Recorded> commands_;
   std::unique_ptr<Profiler> profiler_;
 
   // Debug capture state (only while hook_ is set).

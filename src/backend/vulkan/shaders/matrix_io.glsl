@@ -15,7 +15,8 @@ struct Job {
   uint bias_off;   // NONE or offset in vecs
   uint type;       // GGUF type id of W (read by the mixed-type matvec)
   float x_scale;   // the tensor-core path multiplies x by this before rounding it to float16
-  uint pad0, pad1, pad2;
+  uint tile_base;  // tiled matmul: the job's first row tile (of 128 rows) among its dispatch's jobs
+  uint pad1, pad2;
 };
 #define JOB_GATHER 0x100u
 
@@ -36,9 +37,12 @@ layout(std430, set = 0, binding = 4) readonly buffer Jobs { Job jobs[]; };
 layout(std430, set = 0, binding = 5) readonly buffer Meta { uint meta[]; };
 
 layout(push_constant) uniform Push {
-  uint job_base;    // jobs[job_base + z] is the job of workgroup z (matvec: y)
+  uint job_base;    // jobs[job_base + z] is the job of workgroup z (matvec: y; matmul: z / splits)
   uint n_tok;       // T, activation rows
   uint gather_off;  // where the gathered row indices start in meta
+  uint splits;      // matmul: K splits per job (1: none)
+  uint count_off;   // matmul, split K: its tile counters in binding 6 (words)
+  uint part_off;    // matmul, split K: its partial sums in binding 6 (vec4 units)
 } pc;
 
 // The vec4 index where activation row t of job `jb` starts.

@@ -5,35 +5,14 @@
 // Per token: value-residual mix, removal key kk = normalize(k * k_k), k_mod, the state
 // update and read-out y = S'r, group norm (ln_x), the bonus (sum r*k_mod*r_k) * v, and the
 // gate: out = (ln_x(y) + bonus * v) * g. Layer 0 stores v as v_first. Also commits the
-// attention shift state (the last row's ln1 output) for this head's channels.
+// attention shift state (the last row's ln1 output) for this head's channels. For decode
+// and short sequences; long ones take the prefill form (wkv_scan.comp).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#include "wkv_io.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint N = 64;
-
-layout(std430, set = 0, binding = 0) buffer Scratch { float act[]; };
-layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };
-layout(std430, set = 0, binding = 2) buffer State { float state[]; };
-// The same buffer as vec4: each invocation's state row of N floats is 16-byte aligned (slots
-// and rows are multiples of 4 floats), so it moves in N / 4 wide accesses.
-layout(std430, set = 0, binding = 2) buffer State4 { vec4 state4[]; };
-layout(std430, set = 0, binding = 3) readonly buffer Meta { uint meta[]; };
-
-layout(push_constant) uniform Push {
-  uint C;
-  uint r, k, v, a, decay, g;  // [T x C] inputs
-  uint nu;                     // value-residual gate sigma(v0 + V2 V1 x_v), NONE on layer 0
-  uint v_first;                // written on layer 0, read after
-  uint xa;                     // ln1 output, source of the shift state
-  uint out_;                   // [T x C] output, the input of W_o
-  uint dbg;                    // NONE, or 5 consecutive [T x C] regions: kk, k_mod, v, wkv, lnx
-  uint dbg_stride;
-  uint k_k, k_a, r_k, lnx_w, lnx_b;  // in vecs
-  float gn_eps;
-  uint slot_stride;
-  uint seq_start, seq_rows, seq_slot;  // per-sequence tables in meta
-} pc;
 
 shared float sh_r[N], sh_d[N], sh_k[N], sh_a[N], sh_b[N];
 
@@ -103,11 +82,11 @@ void main() {
     float lnx = dy * inversesqrt(var + pc.gn_eps) * lw + lb + red.y * v;
     act[pc.out_ + o] = lnx * g;
     if (pc.dbg != NONE) {
-      act[pc.dbg + o] = kkh;
-      act[pc.dbg + pc.dbg_stride + o] = kmod;
-      act[pc.dbg + 2u * pc.dbg_stride + o] = v;
-      act[pc.dbg + 3u * pc.dbg_stride + o] = y;
-      act[pc.dbg + 4u * pc.dbg_stride + o] = lnx;
+      act[dbg_at(DBG_KK, o)] = kkh;
+      act[dbg_at(DBG_KMOD, o)] = kmod;
+      act[dbg_at(DBG_V, o)] = v;
+      act[dbg_at(DBG_WKV, o)] = y;
+      act[dbg_at(DBG_LNX, o)] = lnx;
     }
   }
   for (uint j = 0u; j < N; j += 4u) state4[(sbase + j) >> 2] = vec4(st[j], st[j + 1u], st[j + 2u], st[j + 3u]);
