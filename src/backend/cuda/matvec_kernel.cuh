@@ -92,30 +92,6 @@ __device__ inline void stage_float(const MatvecJob& job, int t0, int T, float* x
   }
 }
 
-__device__ __forceinline__ void store_out(const MatvecJob& job, int t, int64_t row, float v) {
-  float* y = job.y + t * job.y_stride + row;
-  switch (job.out_op) {
-    case OutOp::store:
-      *y = v;
-      break;
-    case OutOp::add:
-      *y += v;
-      if (job.y_raw) job.y_raw[t * job.y_stride + row] = v;
-      break;
-    case OutOp::decay:
-      *y = decay_from_logit(job.bias[row] + v);
-      break;
-    case OutOp::sigmoid:
-      *y = sigmoidf_(job.bias[row] + v);
-      break;
-    case OutOp::relu_sq: {
-      const float r = fmaxf(v, 0.f);
-      *y = r * r;
-      break;
-    }
-  }
-}
-
 // Loads the U items base, base + tpr, ... of `row` (those that exist) into registers.
 template <typename It, int U>
 __device__ __forceinline__ void load_round(It (&w)[U], const PackedView& W, int64_t row, bool row_ok, int64_t base,
@@ -165,6 +141,16 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   It w[U];
   int64_t base = g_lane;
   load_round(w, job.W, row, row_ok, base, tpr);
+  // So are the epilogue's operands: the bias (a weight) and, for OutOp::add, the residual
+  // (written by no kernel right before this one: MatvecJob::y). Read after the products,
+  // they were one more memory round trip at the end of every block.
+  float bias = 0.f, old[TM] = {};
+  if (row_ok && g_lane == 0) {
+    if (job.bias) bias = job.bias[row];
+#pragma unroll
+    for (int t = 0; t < TM; ++t)
+      if (job.out_op == OutOp::add && t < T) old[t] = job.y[(t0 + t) * job.y_stride + row];
+  }
 
   pdl_wait();
   pdl_trigger();
@@ -202,8 +188,12 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   }
   if (row_ok && g_lane == 0) {
 #pragma unroll
-    for (int t = 0; t < TM; ++t)
-      if (t < T) store_out(job, t0 + t, row, acc[t]);
+    for (int t = 0; t < TM; ++t) {
+      if (t >= T) break;
+      const int64_t at = (t0 + t) * job.y_stride + row;
+      job.y[at] = apply_out(job.out_op, acc[t], bias, old[t]);
+      if (job.out_op == OutOp::add && job.y_raw) job.y_raw[at] = acc[t];
+    }
   }
 }
 

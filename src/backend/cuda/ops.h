@@ -88,7 +88,9 @@ struct MatvecJob {
   QuantX xq;                 // quantised weights: x already quantised (else the kernel quantises x itself)
   const float* x = nullptr;  // T rows of W.cols floats, row t at x + t * x_stride
   int64_t x_stride = 0;
-  float* y = nullptr;  // T rows of W.rows floats, row t at y + t * y_stride
+  // T rows of W.rows floats, row t at y + t * y_stride. OutOp::add reads y before the PDL
+  // wait: the kernel launched just before must not write it.
+  float* y = nullptr;
   int64_t y_stride = 0;
   float* y_raw = nullptr;       // OutOp::add only, may be null
   const float* bias = nullptr;  // OutOp::decay / sigmoid: [W.rows]
