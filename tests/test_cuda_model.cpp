@@ -170,6 +170,45 @@ TEST(CudaModel, DemoModels) {
   compare_model(testing::demo_model_q8_0(), "demo q8_0");
 }
 
+// Decode steps of more sequences than the matvec path takes (cuBLAS with the batched LoRA
+// and v/r/k GEMMs, then the fused WKV kernel), one and two tokens per sequence.
+void compare_batched_decode(const std::string& path, const std::string& what) {
+  auto model = Model::load(path);
+  const int V = model->hparams().n_vocab, n = 12;
+  auto ref = open("cpu-ref", model, n);
+  auto gpu = open("cuda", model, n);
+  std::mt19937_64 rng(11);
+  for (int s = 0; s < n; ++s) {
+    const std::vector<int32_t> p = random_tokens(3 + s % 4, V, rng);
+    step_both(*ref, *gpu, {SeqTokens{s, p.data(), int(p.size()), false}}, V, what + " prompt");
+  }
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<int32_t> t = random_tokens(2 * n, V, rng);
+    std::vector<SeqTokens> batch;
+    for (int s = 0; s < n; ++s) batch.push_back({s, &t[size_t(2 * s)], step == 2 && s % 2 == 0 ? 2 : 1, false});
+    step_both(*ref, *gpu, batch, V, what + " batched step " + std::to_string(step));
+  }
+  expect_states_close(*ref, *gpu, n, model->hparams().state_floats(), what + " batched");
+}
+
+TEST(CudaModel, BatchedDecodeMatchesReference) {
+  REQUIRE_GPU();
+  compare_batched_decode(testing::synthetic_model(wide_spec()), "192x4 q8_0");
+  SyntheticSpec f16;
+  f16.type = f16.head_type = TensorType::F16;
+  compare_batched_decode(testing::synthetic_model(f16), "f16");
+}
+
+// Without the f16 weight copies (RWKV_CUDA_F16_COPIES=0, as where they do not fit) every
+// GEMM-path matrix is converted on use and the LoRA products run one by one.
+TEST(CudaModel, GemmPathWithoutF16Copies) {
+  REQUIRE_GPU();
+  setenv("RWKV_CUDA_F16_COPIES", "0", 1);
+  compare_model(testing::synthetic_model(wide_spec()), "no f16 copies 192x4 q8_0");
+  compare_batched_decode(testing::synthetic_model(wide_spec()), "no f16 copies 192x4 q8_0");
+  unsetenv("RWKV_CUDA_F16_COPIES");
+}
+
 // More tokens than one internal chunk: the sequence continues across chunks.
 TEST(CudaModel, LongPrefillAcrossChunks) {
   REQUIRE_GPU();

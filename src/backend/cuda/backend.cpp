@@ -199,7 +199,8 @@ void CudaBackend::upload_sparse_ffn() {
 
 // f16 copies of every non-F16 matrix except the embedding and the LoRA matrices, and the
 // LoRA stacks (LayerDev::lora_down16), for the cuBLAS path; when they do not fit in half
-// the free memory, matrices are dequantised into Scratch::w16 on use.
+// the free memory (or RWKV_CUDA_F16_COPIES=0), matrices are dequantised into Scratch::w16
+// on use.
 void CudaBackend::prepare_gemm() {
   if (gemm_ready_) return;
   std::vector<Mat*> mats{&head_};
@@ -211,7 +212,9 @@ void CudaBackend::prepare_gemm() {
   const size_t C = size_t(hp_.n_embd), D = size_t(d_max_), lora_bytes = 2 * 4 * D * C * 2;  // per layer
   size_t free_b = 0, total_b = 0;
   check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
-  if (bytes + lora_bytes * layers_.size() <= free_b / 2) {
+  const char* copies_env = std::getenv("RWKV_CUDA_F16_COPIES");
+  const bool copies = copies_env == nullptr || std::string(copies_env) != "0";
+  if (copies && bytes + lora_bytes * layers_.size() <= free_b / 2) {
     // The LoRA stacks for the batched GEMMs: zero padding, then each matrix in its slot.
     lora16_ = DeviceBuffer(lora_bytes * layers_.size());
     check(cudaMemsetAsync(lora16_.data(), 0, lora16_.size(), stream_), "lora16");
