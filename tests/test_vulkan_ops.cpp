@@ -100,7 +100,7 @@ void check_matrix_type(OpRunner* vk, TensorType type, bool wide, bool coopmat) {
   const int64_t rows = 37;  // odd: partial workgroups in both shaders
   std::vector<uint8_t> bytes;
   const Weight w = make_weight(type, rows, cols, 11 + uint64_t(type), bytes);
-  for (int T : {1, 3, 70}) {
+  for (int T : {1, 3, 13, 70}) {  // 13: matvec passes of 4 tokens, the last partial
     const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 100 + uint64_t(T));
     std::vector<float> want(size_t(T * rows));
     ref::matmul(w, x.data(), T, want.data());
@@ -121,7 +121,7 @@ void check_matrix_type(OpRunner* vk, TensorType type, bool wide, bool coopmat) {
   }
 }
 
-// Every type, every shader path, T = 1, 3 (matvec sizes) and 70 (two token tiles). The
+// Every type, every shader path, T = 1, 3, 13 (matvec sizes: passes of 4 tokens) and 70 (two token tiles). The
 // tensor-core path (where the device has one) rounds W and x to float16: looser tolerance.
 TEST(VulkanOps, MatrixEveryTypeMatchesReference) {
   REQUIRE_DEVICE();
@@ -139,7 +139,7 @@ void check_mixed_matvec(OpRunner* vk, int64_t cols) {
   }
   std::vector<const Weight*> ptrs;
   for (const Weight& w : ws) ptrs.push_back(&w);
-  for (int T : {1, 3}) {
+  for (int T : {1, 3, 13}) {
     const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 70 + uint64_t(T));
     const std::vector<std::vector<float>> got = vk->mixed_matvec(ptrs, x, T);
     EXPECT_EQ(vk->guards_broken(), 0u);
