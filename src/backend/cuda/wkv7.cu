@@ -36,84 +36,152 @@ __device__ __forceinline__ void store_state(float* S, const float (&st)[Q]) {
     *reinterpret_cast<float4*>(S + j) = make_float4(st[j], st[j + 1], st[j + 2], st[j + 3]);
 }
 
+// Named barrier 1 over the whole block: warp 0 waits there for the other warps' parts of y
+// (bar.sync), the others only signal (bar.arrive) and go on to store their state rows.
+template <int kThreads>
+__device__ __forceinline__ void y_ready_wait() {
+  asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory");
+}
+template <int kThreads>
+__device__ __forceinline__ void y_ready_signal() {
+  asm volatile("bar.arrive 1, %0;" ::"n"(kThreads) : "memory");
+}
+__device__ __forceinline__ void cp_async4(float* smem, const float* gmem) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(uint32_t(__cvta_generic_to_shared(smem))), "l"(gmem));
+}
+
 // At least four blocks per SM (two for N = 128): with many sequences the kernel moves every
 // state through the SM, and three resident blocks (76 registers) left it latency-bound.
+// Warp 0 does a token's channel work, M = N/32 channels h*N + lane + 32m per lane, so every
+// reduction over the head is a warp sum: a token costs one block barrier and one named
+// barrier (nine with block-wide reductions).
 template <int N>
 __global__ void __launch_bounds__(4 * N, N == 128 ? 2 : 4) wkv_fused_kernel(const __grid_constant__ WkvArgs a) {
-  constexpr int Q = N / 4;
+  constexpr int Q = N / 4, M = N / 32, kThreads = 4 * N;
+  // The token's vectors as the state update reads them (s_v: v after the value-residual mix).
   __shared__ __align__(16) float s_r[N], s_d[N], s_km[N], s_al[N], s_be[N], s_v[N], s_y[N];
-  __shared__ float scratch[32];
+  // Warp 0's copies: raw k, v_first, a, nu and the gate of the token, the head's per-channel
+  // weights.
+  __shared__ float s_k[N], s_vf[N], s_a[N], s_nu[N], s_g[N], s_kk[N], s_ka[N], s_rk[N], s_lw[N], s_lb[N];
   const int h = blockIdx.x, b = blockIdx.y;
-  const int tid = threadIdx.x, i = tid >> 2, part = tid & 3;
-  const int C = a.H * N, hc = h * N + tid;  // hc: this thread's channel (tid < N)
-  const bool chan = tid < N;
-  // Per-channel weights before the PDL wait.
-  float k_k = 0.f, k_a = 0.f, r_k = 0.f, lw = 0.f, lb = 0.f;
-  if (chan) {
-    k_k = a.k_k[hc];
-    k_a = a.k_a[hc];
-    r_k = a.r_k[hc];
-    lw = a.lnx_w[hc];
-    lb = a.lnx_b[hc];
-  }
-  // The batch layout (uploaded before the step) and this layer's WKV state (written by no
-  // kernel of this step before this one) are read before the PDL wait.
+  const int tid = threadIdx.x, i = tid >> 2, part = tid & 3, lane = tid & 31;
+  const bool lead = tid < 32;  // warp 0
+  const int C = a.H * N, c0 = h * N + lane;
+  // r, k, v and v_first of a token (written two or more kernels back) into shared memory by
+  // cp.async: in flight without holding registers. The first token's go before the PDL wait.
+  const auto copy_early = [&](size_t row) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const int c = lane + 32 * m;
+      cp_async4(s_r + c, a.r + row + c0 + 32 * m);
+      cp_async4(s_k + c, a.k + row + c0 + 32 * m);
+      cp_async4(s_v + c, a.v + row + c0 + 32 * m);
+      if (!a.first_layer) cp_async4(s_vf + c, a.v_first + row + c0 + 32 * m);
+    }
+    asm volatile("cp.async.commit_group;");
+  };
+  // a, decay, g and nu (written by the kernel right before this one), after the wait.
+  const auto copy_late = [&](size_t row) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const int c = lane + 32 * m;
+      cp_async4(s_a + c, a.a + row + c0 + 32 * m);
+      cp_async4(s_d + c, a.decay + row + c0 + 32 * m);
+      cp_async4(s_g + c, a.g + row + c0 + 32 * m);
+      if (!a.first_layer) cp_async4(s_nu + c, a.nu + row + c0 + 32 * m);
+    }
+    asm volatile("cp.async.commit_group;");
+  };
+  // So are the per-channel weights, the batch layout (uploaded before the step) and this
+  // layer's WKV state (written by no kernel of this step before this one).
   const int start = a.batch.seq_start[b], end = a.batch.seq_start[b + 1];
+  if (lead) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const int c = lane + 32 * m;
+      cp_async4(s_kk + c, a.k_k + c0 + 32 * m);
+      cp_async4(s_ka + c, a.k_a + c0 + 32 * m);
+      cp_async4(s_rk + c, a.r_k + c0 + 32 * m);
+      cp_async4(s_lw + c, a.lnx_w + c0 + 32 * m);
+      cp_async4(s_lb + c, a.lnx_b + c0 + 32 * m);
+    }
+    if (start < end)
+      copy_early(size_t(start) * C);
+    else
+      asm volatile("cp.async.wait_all;" ::: "memory");  // nothing to do: leave no copy in flight
+  }
   float* S = a.state + size_t(a.batch.seq_slot[b]) * a.state_stride + size_t(h) * N * N + size_t(i) * N + part * Q;
   float st[Q];
   load_state(S, st);
   pdl_wait();
   pdl_trigger();
   for (int r = start; r < end; ++r) {
-    const size_t at = size_t(r) * C + hc;
-    float rr = 0.f, kv = 0.f, vv = 0.f, aa = 0.f, dd = 0.f, gg = 0.f, nu = 0.f, vf = 0.f;
-    if (chan) {  // every load of the token at once
-      rr = a.r[at];
-      kv = a.k[at];
-      vv = a.v[at];
-      aa = a.a[at];
-      dd = a.decay[at];
-      gg = a.g[at];
-      if (a.first_layer) {
-        a.v_first[at] = vv;
-      } else {
-        nu = a.nu[at];
-        vf = a.v_first[at];
-        vv += nu * (vf - vv);
-        a.v[at] = vv;
+    const size_t row = size_t(r) * C;
+    if (lead) {
+      if (r > start) copy_early(row);
+      copy_late(row);
+      asm volatile("cp.async.wait_all;" ::: "memory");  // each lane reads only what it copied
+      float ss = 0.f;
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const int c = lane + 32 * m;
+        const size_t at = row + c0 + 32 * m;
+        float vv = s_v[c];
+        if (a.first_layer) {
+          a.v_first[at] = vv;
+        } else {
+          vv += s_nu[c] * (s_vf[c] - vv);
+          a.v[at] = vv;
+          s_v[c] = vv;
+        }
+        const float kv = s_k[c];
+        const float kmod = kv * (1.f + (s_a[c] - 1.f) * s_ka[c]);
+        ss += (kv * s_kk[c]) * (kv * s_kk[c]);
+        s_km[c] = kmod;
+        if (a.kmod) a.kmod[at] = kmod;
       }
-    }
-    float kk = kv * k_k;
-    const float kmod = kv * (1.f + (aa - 1.f) * k_a);
-    if (chan) {
-      s_r[tid] = rr;
-      s_d[tid] = dd;
-      s_km[tid] = kmod;
-      s_v[tid] = vv;
-    }
-    const float norm = sqrtf(block_sum(kk * kk, scratch));
-    if (chan) {
-      kk /= fmaxf(norm, kL2Eps);
-      s_al[tid] = -kk;
-      s_be[tid] = kk * aa;
-      if (a.kk) a.kk[at] = kk;
-      if (a.kmod) a.kmod[at] = kmod;
+      const float inv = 1.f / fmaxf(sqrtf(warp_sum(ss)), kL2Eps);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const int c = lane + 32 * m;
+        const float kk = s_k[c] * s_kk[c] * inv;
+        s_al[c] = -kk;
+        s_be[c] = kk * s_a[c];
+        if (a.kk) a.kk[row + c0 + 32 * m] = kk;
+      }
     }
     __syncthreads();
     const float y = state_step<Q>(st, part, s_v[i], s_r, s_d, s_km, s_al, s_be);
     if (part == 0) s_y[i] = y;
-    __syncthreads();
-    const float yv = chan ? s_y[tid] : 0.f;
-    const float bonus = block_sum(rr * kmod * r_k, scratch);
-    const float mean = block_sum(yv, scratch) / float(N);
-    const float dv = chan ? yv - mean : 0.f;
-    const float var = block_sum(dv * dv, scratch) / float(N);
-    if (chan) {  // warps 0 .. N/32-1 entirely: quantize32 below is warp-uniform
-      const float o = dv * rsqrtf(var + a.gn_eps) * lw + lb + bonus * vv;
-      if (a.y) a.y[at] = yv;
+    if (!lead) {
+      y_ready_signal<kThreads>();
+      continue;
+    }
+    y_ready_wait<kThreads>();
+    // Group norm over the head's N values of y, bonus, gate (spec §2.2 steps 12-13).
+    float yv[M], sum = 0.f, bonus = 0.f;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const int c = lane + 32 * m;
+      yv[m] = s_y[c];
+      sum += yv[m];
+      bonus += s_r[c] * s_km[c] * s_rk[c];
+    }
+    const float mean = warp_sum(sum) / float(N);
+    bonus = warp_sum(bonus);
+    float q = 0.f;
+#pragma unroll
+    for (int m = 0; m < M; ++m) q += (yv[m] - mean) * (yv[m] - mean);
+    const float rs = rsqrtf(warp_sum(q) / float(N) + a.gn_eps);
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const int c = lane + 32 * m;
+      const size_t at = row + c0 + 32 * m;
+      const float o = (yv[m] - mean) * rs * s_lw[c] + s_lb[c] + bonus * s_v[c];
+      if (a.y) a.y[at] = yv[m];
       if (a.lnx) a.lnx[at] = o;
-      a.xo[at] = o * gg;
-      if (a.xo_q.q0) quantize32(a.xo_q, o * gg, int64_t(at), int64_t(at) / 32);
+      a.xo[at] = o * s_g[c];
+      if (a.xo_q.q0) quantize32(a.xo_q, o * s_g[c], int64_t(at), int64_t(at) / 32);
     }
   }
   store_state(S, st);
