@@ -1,10 +1,10 @@
 // The Vulkan backend end to end against cpu-ref: logits (rel L2 <= 5e-3) of synthetic
 // models of every weight type and of the demo models, several sequences of different
 // lengths per step, prefill (short sequences through the fused WKV kernel, a 20-token one
-// through the prefill form and the tiled matmul with K split) and decode (one-row decode of
-// F16/BF16 models through the sparse FFN value product, also against the dense one); the
-// named intermediates through `rwkv check`; state copies; buffers split below the device
-// limit; and a 4096-token generation.
+// through the prefill form and the tiled matmul with K split, on tensor cores where the
+// device has them) and decode (one-row decode of F16/BF16 models through the sparse FFN
+// value product, also against the dense one); the named intermediates through `rwkv
+// check`; state copies; buffers split below the device limit; and a 4096-token generation.
 // Every test skips when the machine has no Vulkan device.
 #include <gtest/gtest.h>
 

@@ -1,8 +1,10 @@
 // Vulkan kernels against the reference ops (backend/cpu/ref_ops.h) on the same encoded
 // bytes: every matrix shader for every weight type (odd row counts, T = 1 and T > 1, both
 // the matvec and the tiled path, row-split weights, gathered rows, every epilogue), the
-// tiled matmul's two tile widths and its K splits (partial tiles, empty splits, counters
-// left at zero for the next dispatch), the ReLU^2-sparse FFN value product of one-row
+// matvec's variants (Q8_0 conversion, rows per workgroup), the tiled matmul's two tile
+// widths and its K splits (partial tiles, empty splits, counters
+// left at zero for the next dispatch), the tensor-core matmul on the same kinds of shapes
+// (where the device has cooperative matrices), the ReLU^2-sparse FFN value product of one-row
 // decode, the embedding lookup for every type, the fused LayerNorm/shift/lerp kernel, and
 // the WKV kernels (fused, and the prefill scan in several work splits) with several
 // sequences of different lengths. Every run also checks that no guard word around the
@@ -161,6 +163,65 @@ TEST(VulkanOps, MixedTypeMatvecMatchesReference) {
   for (const int64_t cols : {256, 768}) check_mixed_matvec(vk, cols);
 }
 
+// Every one-token matvec variant (RWKV_VULKAN_MATVEC_VARIANT): Q8_0 quants converted by
+// instruction or from their bits, 2, 4 or 8 rows per workgroup, on the Q8_0 shader (rows
+// with a partial group, several units per invocation, 37 rows: partial workgroups) and on
+// the mixed-type one with every type (two variants). T = 3 checks that several tokens keep their path.
+TEST(VulkanOps, MatvecVariantsMatchReference) {
+  REQUIRE_DEVICE();
+  EXPECT_EQ(vk::parse_matvec_variant("bits4").rows, 4u);
+  EXPECT_EQ(vk::parse_matvec_variant("i2f").q8_conv, 0u);
+  EXPECT_THROW(vk::parse_matvec_variant("bits3"), Error);
+  EXPECT_THROW(vk::parse_matvec_variant("f16"), Error);
+  const vk::MatvecVariant before = vk->kernels().matvec_variant();
+  for (const char* name : {"i2f2", "i2f8", "bits2", "bits4", "bits8"}) {
+    vk->set_matvec_variant(vk::parse_matvec_variant(name));
+    for (const int64_t cols : {352, 2592}) {
+      std::vector<uint8_t> bytes;
+      const Weight w = make_weight(TensorType::Q8_0, 37, cols, 5 + uint64_t(cols), bytes);
+      for (int T : {1, 3}) {
+        const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 90 + uint64_t(T));
+        std::vector<float> want(size_t(T) * 37);
+        ref::matmul(w, x.data(), T, want.data());
+        const std::string what = std::string(name) + " cols=" + std::to_string(cols) + " T=" + std::to_string(T);
+        expect_close(vk->matrix(w, x, T, MatPath::matvec), want, 1e-5, what);
+        EXPECT_EQ(vk->guards_broken(), 0u) << what;
+      }
+    }
+    // The mixed-type shader is slow to build on CPU devices: both conversions, once each.
+    if (name == std::string("i2f8") || name == std::string("bits2")) check_mixed_matvec(vk, 768);
+  }
+  vk->set_matvec_variant(before);
+}
+
+// act(y + bias) for products y [T x rows]: the matrix epilogues' expected outputs.
+std::vector<float> epilogue_reference(const std::vector<float>& y, const std::vector<float>& bias, uint32_t act) {
+  const auto sigmoid = [](double z) { return 1.0 / (1.0 + std::exp(-z)); };
+  std::vector<float> want(y.size());
+  for (size_t i = 0; i < y.size(); ++i) {
+    const double z = double(y[i]) + double(bias[i % bias.size()]);
+    switch (act) {
+      case vk::kActTanh:
+        want[i] = float(std::tanh(z));
+        break;
+      case vk::kActSigmoid:
+        want[i] = float(sigmoid(z));
+        break;
+      case vk::kActReluSq:
+        want[i] = float(z > 0 ? z * z : 0.0);
+        break;
+      case vk::kActDecay:
+        want[i] = float(std::exp(-0.6065306597126334 * sigmoid(z)));
+        break;
+      default:
+        want[i] = float(z);
+    }
+  }
+  return want;
+}
+
+constexpr uint32_t kAllActs[] = {vk::kActNone, vk::kActTanh, vk::kActSigmoid, vk::kActReluSq, vk::kActDecay};
+
 // The epilogues: bias, then tanh / sigmoid / relu^2 / the decay formula (spec §2.2 step 4).
 TEST(VulkanOps, MatrixEpilogues) {
   REQUIRE_DEVICE();
@@ -168,32 +229,12 @@ TEST(VulkanOps, MatrixEpilogues) {
   std::vector<uint8_t> bytes;
   const Weight w = make_weight(TensorType::F16, rows, cols, 5, bytes);
   const std::vector<float> bias = random_vector(size_t(rows), -2.0f, 2.0f, 6);
-  const auto sigmoid = [](double z) { return 1.0 / (1.0 + std::exp(-z)); };
   for (int T : {1, 2, 20}) {
     const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 7);
     std::vector<float> y(size_t(T * rows));
     ref::matmul(w, x.data(), T, y.data());
-    for (uint32_t act : {vk::kActNone, vk::kActTanh, vk::kActSigmoid, vk::kActReluSq, vk::kActDecay}) {
-      std::vector<float> want(y.size());
-      for (size_t i = 0; i < y.size(); ++i) {
-        const double z = double(y[i]) + double(bias[i % size_t(rows)]);
-        switch (act) {
-          case vk::kActTanh:
-            want[i] = float(std::tanh(z));
-            break;
-          case vk::kActSigmoid:
-            want[i] = float(sigmoid(z));
-            break;
-          case vk::kActReluSq:
-            want[i] = float(z > 0 ? z * z : 0.0);
-            break;
-          case vk::kActDecay:
-            want[i] = float(std::exp(-0.6065306597126334 * sigmoid(z)));
-            break;
-          default:
-            want[i] = float(z);
-        }
-      }
+    for (uint32_t act : kAllActs) {
+      const std::vector<float> want = epilogue_reference(y, bias, act);
       const MatPath path = T <= int(vk::Kernels::matvec_max_tokens) ? MatPath::matvec : MatPath::matmul;
       const std::vector<float> got = vk->matrix(w, x, T, path, act, bias);
       expect_close(got, want, 1e-5, "act " + std::to_string(act) + " T=" + std::to_string(T));
@@ -236,11 +277,12 @@ TEST(VulkanOps, MatrixTilesAndSplits) {
   }
 }
 
-// The matmul's plan at the 2.9B shapes (T = 256): 128 x 128 tiles, and K split so that
+// The matmuls' plans at the 2.9B shapes (T = 256): 128 x 128 tiles, and K split so that
 // each dispatch has about 256 workgroups of 256: W_value (2560 x 10240, 40 tiles) 6 ways,
 // W_key (10240 x 2560, 160 tiles) 2 ways; fewer splits where the scratch is short, none
 // where no scratch is bound or K is short (the LoRA up-projections, K = 96); 64-token
-// tiles for T <= 64.
+// tiles for T <= 64 in the float32 matmul, 128 always in the tensor-core one (a plan is
+// host arithmetic: checked on every device).
 TEST(VulkanOps, MatmulPlans) {
   REQUIRE_DEVICE();
   if (vk->context().limits().max_shared_bytes < 32768) GTEST_SKIP() << "no room for 128-token tiles";
@@ -249,24 +291,35 @@ TEST(VulkanOps, MatmulPlans) {
     return vk::MatJobs{.n_jobs = n, .max_rows = rows, .max_cols = cols, .row_tiles = n * ((rows + 127) / 128)};
   };
   const uint64_t lots = uint64_t(1) << 40;
-  const vk::MatmulPlan value = k.matmul_plan(jobs(2560, 10240), 256, lots, lots);
-  EXPECT_EQ(value.threads, 256u);
-  EXPECT_EQ(value.tokens, 128u);
-  EXPECT_EQ(value.splits, 6u);
-  EXPECT_EQ(value.count_words, 40u);
-  EXPECT_EQ(value.part_words, 40u * 6u * 128u * 128u);
-  EXPECT_EQ(k.matmul_plan(jobs(10240, 2560), 256, lots, lots).splits, 2u);
-  EXPECT_EQ(k.matmul_plan(jobs(2560, 96, 4), 256, lots, lots).splits, 1u);
-  EXPECT_EQ(k.matmul_plan(jobs(2560, 10240), 256, 0, 0).splits, 1u);
-  EXPECT_EQ(k.matmul_plan(jobs(2560, 10240), 256, 39, lots).splits, 1u);
-  EXPECT_EQ(k.matmul_plan(jobs(2560, 10240), 256, lots, value.part_words - 1).splits, 5u);
-  const vk::MatmulPlan narrow = k.matmul_plan(jobs(2560, 2560), 40, lots, lots);
+  for (const MatPath path : {MatPath::matmul, MatPath::matmul_coopmat}) {
+    const std::string what = path == MatPath::matmul ? "float32" : "coopmat";
+    const vk::MatmulPlan value = k.matmul_plan(jobs(2560, 10240), 256, lots, lots, path);
+    EXPECT_EQ(value.threads, 256u) << what;
+    EXPECT_EQ(value.tokens, 128u) << what;
+    EXPECT_EQ(value.splits, 6u) << what;
+    EXPECT_EQ(value.count_words, 40u) << what;
+    EXPECT_EQ(value.part_words, 40u * 6u * 128u * 128u) << what;
+    EXPECT_EQ(k.matmul_plan(jobs(10240, 2560), 256, lots, lots, path).splits, 2u) << what;
+    EXPECT_EQ(k.matmul_plan(jobs(2560, 96, 4), 256, lots, lots, path).splits, 1u) << what;
+    EXPECT_EQ(k.matmul_plan(jobs(2560, 10240), 256, 0, 0, path).splits, 1u) << what;
+    EXPECT_EQ(k.matmul_plan(jobs(2560, 10240), 256, 39, lots, path).splits, 1u) << what;
+    EXPECT_EQ(k.matmul_plan(jobs(2560, 10240), 256, lots, value.part_words - 1, path).splits, 5u) << what;
+    vk::MatJobs forced = jobs(2560, 2560);
+    forced.splits = 3;
+    EXPECT_EQ(k.matmul_plan(forced, 256, lots, lots, path).splits, 3u) << what;
+    EXPECT_THROW(k.matmul_plan(forced, 256, lots, 0, path), Error) << what;
+  }
+  const vk::MatmulPlan narrow = k.matmul_plan(jobs(2560, 2560), 40, lots, lots, MatPath::matmul);
   EXPECT_EQ(narrow.threads, 128u);
   EXPECT_EQ(narrow.tokens, 64u);
-  vk::MatJobs forced = jobs(2560, 2560);
-  forced.splits = 3;
-  EXPECT_EQ(k.matmul_plan(forced, 256, lots, lots).splits, 3u);
-  EXPECT_THROW(k.matmul_plan(forced, 256, lots, 0), Error);
+  const vk::MatmulPlan narrow_cm = k.matmul_plan(jobs(2560, 2560), 40, lots, lots, MatPath::matmul_coopmat);
+  EXPECT_EQ(narrow_cm.threads, 256u);
+  EXPECT_EQ(narrow_cm.tokens, 128u);
+  EXPECT_EQ(narrow_cm.splits, 10u);  // 20 tiles; at most 2560 / 256 splits
+  // The backend's own plan (MatPath::automatic) is that of the path prefill takes.
+  const MatPath prefill = k.uses_coopmat() ? MatPath::matmul_coopmat : MatPath::matmul;
+  EXPECT_EQ(k.matmul_plan(jobs(2560, 2560), 40, lots, lots).tokens,
+            k.matmul_plan(jobs(2560, 2560), 40, lots, lots, prefill).tokens);
 }
 
 // The tensor-core path with activations far beyond float16's range, kept in range by the
@@ -284,6 +337,95 @@ TEST(VulkanOps, CoopmatScalesLargeActivations) {
   const std::vector<float> got = vk->matrix(w, x, T, MatPath::matmul_coopmat, vk::kActNone, {}, 0, {}, 1.0f / 256);
   expect_close(got, want, 3e-3, "coopmat, |x| up to 2e5");
   EXPECT_EQ(vk->guards_broken(), 0u);
+}
+
+// The tensor-core matmul (prefill's default where the device has it) on the shapes that
+// stress its tiles: rows and tokens not multiples of 128 (partial tiles both ways; T = 257
+// leaves one token in the last tile), K not a multiple of its 32-element slices, K splits
+// chosen and forced (3: a short last split; 8 over 72 columns: empty splits; a split
+// product runs twice and the second run must match bit for bit), every epilogue with a
+// bias, gathered rows, a matrix split over buffers. W and x are rounded to float16: looser
+// tolerance than the float32 paths.
+TEST(VulkanOps, CoopmatMatchesReference) {
+  REQUIRE_DEVICE();
+  if (!vk->context().info().coopmat) {
+    GTEST_SKIP() << "no cooperative matrices on this device: the tensor-core matmul is not tested here";
+  }
+  constexpr double tol = 3e-3;
+  const MatPath cm = MatPath::matmul_coopmat;
+  struct Case {
+    int64_t rows, cols;
+    int T;
+    uint32_t splits;
+  };
+  const Case cases[] = {{130, 1056, 20, 0}, {37, 1056, 70, 0},  {130, 264, 130, 0},
+                        {37, 1056, 70, 1},  {130, 1056, 20, 3}, {37, 72, 20, 8},
+                        {37, 72, 130, 8},   {200, 520, 257, 0}, {129, 40, 17, 1}};
+  for (TensorType type : {TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_K}) {
+    for (const Case& c : cases) {
+      const int64_t block = type_info(type).block_size, cols = (c.cols + block - 1) / block * block;
+      std::vector<uint8_t> bytes;
+      const Weight w = make_weight(type, c.rows, cols, 21 + uint64_t(c.rows), bytes);
+      const std::vector<float> x = random_vector(size_t(c.T * cols), -1.0f, 1.0f, 22 + uint64_t(c.T));
+      std::vector<float> want(size_t(c.T) * size_t(c.rows));
+      ref::matmul(w, x.data(), c.T, want.data());
+      const std::string what = std::string(type_name(type)) + " rows=" + std::to_string(c.rows) +
+                               " cols=" + std::to_string(cols) + " T=" + std::to_string(c.T) +
+                               " splits=" + std::to_string(c.splits);
+      expect_close(vk->matrix(w, x, c.T, cm, vk::kActNone, {}, 0, {}, 1.0f, c.splits), want, tol, what);
+      EXPECT_EQ(vk->guards_broken(), 0u) << what;
+      EXPECT_FALSE(vk->runs_differ()) << what << ": a second run differs";
+    }
+  }
+  {  // epilogues, unsplit and split
+    const int64_t rows = 45, cols = 64;
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(TensorType::F16, rows, cols, 5, bytes);
+    const std::vector<float> bias = random_vector(size_t(rows), -2.0f, 2.0f, 6);
+    for (int T : {20, 130}) {
+      const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 7);
+      std::vector<float> y(size_t(T * rows));
+      ref::matmul(w, x.data(), T, y.data());
+      for (uint32_t act : kAllActs) {
+        for (uint32_t splits : {1u, 2u}) {
+          const std::string what =
+              "coopmat act " + std::to_string(act) + " T=" + std::to_string(T) + " splits=" + std::to_string(splits);
+          expect_close(vk->matrix(w, x, T, cm, act, bias, 0, {}, 1.0f, splits), epilogue_reference(y, bias, act), tol,
+                       what);
+          EXPECT_EQ(vk->guards_broken(), 0u) << what;
+        }
+      }
+    }
+  }
+  {  // gathered rows
+    const int64_t rows = 33, cols = 64;
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(TensorType::Q4_0, rows, cols, 12, bytes);
+    const int T = 6;
+    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 13);
+    const std::vector<uint32_t> gather = {5, 0, 3};
+    std::vector<float> all(size_t(T * rows)), want;
+    ref::matmul(w, x.data(), T, all.data());
+    for (uint32_t g : gather) want.insert(want.end(), all.begin() + g * rows, all.begin() + (g + 1) * rows);
+    expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, 0, gather), want, tol, "coopmat gather");
+    EXPECT_EQ(vk->guards_broken(), 0u);
+  }
+  for (TensorType type : {TensorType::F16, TensorType::Q6_K}) {  // three buffers, K unsplit and split
+    const int64_t cols = 256, rows = 51;
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(type, rows, cols, 9, bytes);
+    const uint64_t limit = w.row_stride() * 20;
+    const int T = 66;
+    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 10);
+    std::vector<float> want(size_t(T * rows));
+    ref::matmul(w, x.data(), T, want.data());
+    for (uint32_t splits : {1u, 2u}) {
+      const std::string what = std::string(type_name(type)) + " coopmat over buffers, splits=" + std::to_string(splits);
+      expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, limit, {}, 1.0f, splits), want, tol, what);
+      EXPECT_EQ(vk->guards_broken(), 0u) << what;
+      EXPECT_FALSE(vk->runs_differ()) << what;
+    }
+  }
 }
 
 // The grouped Q8_0 rows the device reads hold every stored byte where q8_0_layout.h says:

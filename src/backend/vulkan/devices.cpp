@@ -101,7 +101,7 @@ ProbedDevice probe(const Functions& fn, VkPhysicalDevice pd, int index) {
   info.fp16 = f16i8.shaderFloat16 == VK_TRUE;
   info.int8 = f16i8.shaderInt8 == VK_TRUE;
   // The tensor-core shader needs float16 arithmetic, 16x8x16 float16 fragments with float32
-  // accumulators at subgroup scope, and subgroups of exactly 32 (four per workgroup).
+  // accumulators at subgroup scope, and subgroups of exactly 32 (eight per workgroup).
   if (has_coop && coop.cooperativeMatrix && info.fp16 && subgroup.subgroupSize == 32) {
     uint32_t n = 0;
     fn.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, nullptr);

@@ -11,8 +11,8 @@ namespace rwkv::vk {
 namespace {
 
 // Descriptor interfaces of the shaders (binding counts in binding order) and push sizes.
-// Every matrix shader has the same push block (matrix_io.glsl); the tiled matmul also
-// binds its split-K scratch.
+// Every matrix shader has the same push block (matrix_io.glsl); the tiled matmuls also
+// bind their split-K scratch.
 const ShaderInterface kMatrixIface{{4, 1, 1, 1, 1, 1}, 24};
 const ShaderInterface kMatmulIface{{4, 1, 1, 1, 1, 1, 1}, 24};
 const ShaderInterface kEmbedIface{{4, 1, 1, 1}, sizeof(EmbedPush)};
@@ -32,6 +32,9 @@ constexpr uint32_t kMinSplitK = 256;
 // Shared-memory bytes of the tiled matmul with `threads` invocations: two K slices of 16
 // for 128 rows and threads / 2 tokens.
 uint32_t matmul_shared_bytes(uint32_t threads) { return 2 * 16 * (Kernels::matmul_rows + threads / 2) * 4; }
+// Shared-memory bytes of the tensor-core matmul (matmul_cm.comp): two K slices of 32 for 128
+// rows and 128 tokens as float16 rows padded to 40, and common.glsl's reduction array.
+constexpr uint32_t kCoopmatSharedBytes = 2 * 2 * 128 * 40 * 2 + 64 * 8;
 
 }  // namespace
 
@@ -95,11 +98,35 @@ SparseFfnShape sparse_ffn_shape(uint32_t C, uint32_t F, uint32_t lanes, uint32_t
   return s;
 }
 
+MatvecVariant parse_matvec_variant(const std::string& text) {
+  MatvecVariant v;
+  std::string rows;
+  if (text.starts_with("i2f")) {
+    v.q8_conv = 0;
+    rows = text.substr(3);
+  } else if (text.starts_with("bits")) {
+    v.q8_conv = 1;
+    rows = text.substr(4);
+  } else {
+    rows = "?";
+  }
+  if (!rows.empty()) v.rows = rows == "2" ? 2 : rows == "4" ? 4 : rows == "8" ? 8 : 0;
+  if (v.rows == 0) {
+    fail(ErrorCode::argument,
+         "vulkan: matvec variant '" + text + "' is not i2f or bits, optionally followed by 2, 4 or 8");
+  }
+  return v;
+}
+
 Kernels::Kernels(Context& ctx) : ctx_(ctx) {
-  // The tensor-core matmul is opt-in: on an H100 it measured slower than the tiled float32
-  // matmul (see bench/RESULTS-vulkan.md), so prefill takes it only when asked.
+  if (const char* mv = std::getenv("RWKV_VULKAN_MATVEC_VARIANT"); mv != nullptr && mv[0] != 0) {
+    matvec_variant_ = parse_matvec_variant(mv);
+  }
+  // Prefill takes the tensor-core matmul where the device has it, unless
+  // RWKV_VULKAN_COOPMAT=0 (for comparisons with the float32 one).
   const char* cm = std::getenv("RWKV_VULKAN_COOPMAT");
-  use_coopmat_ = ctx.info().coopmat && cm != nullptr && cm[0] == '1';
+  use_coopmat_ =
+      ctx.info().coopmat && ctx.limits().max_shared_bytes >= kCoopmatSharedBytes && !(cm != nullptr && cm[0] == '0');
   if (ctx.info().type == "cpu") {
     matvec_wg_ = 32;
     mixed_matvec_ = false;
@@ -107,6 +134,14 @@ Kernels::Kernels(Context& ctx) : ctx_(ctx) {
   // MATMUL_TOKENS=64|128: the tiled matmul's token tile for more than 64 rows (default 128).
   // SPLITK=n: split K up to about n invocations per dispatch (default kSplitTarget; 1: never).
   // WKV_ROWS, WKV_LANES, WKV_CHUNK: the prefill scan's split (WkvScanShape).
+}
+
+void Kernels::set_matvec_variant(const MatvecVariant& v) {
+  if (v.q8_conv > 1 || (v.rows != 2 && v.rows != 4 && v.rows != 8)) {
+    fail(ErrorCode::argument, "vulkan: no matvec variant with Q8_CONV " + std::to_string(v.q8_conv) + " and " +
+                                  std::to_string(v.rows) + " rows");
+  }
+  matvec_variant_ = v;
 }
 
 uint32_t Kernels::max_job_rows() const {
@@ -179,12 +214,14 @@ void Kernels::push(VkCommandBuffer cmd, const Pipeline& p, std::span<const std::
   fn.vkCmdPushConstants(cmd, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, bytes, constants);
 }
 
-MatmulPlan Kernels::matmul_plan(const MatJobs& jobs, uint32_t n_tok, uint64_t max_count_words,
-                                uint64_t max_part_words) const {
+MatmulPlan Kernels::matmul_plan(const MatJobs& jobs, uint32_t n_tok, uint64_t max_count_words, uint64_t max_part_words,
+                                MatPath path) const {
   MatmulPlan p;
-  // 128-token tiles for long steps where they fit in the device's shared memory; 64 below
-  // (less padding) and on small devices.
-  const bool wide = n_tok > 64 && matmul_shared_bytes(256) <= ctx_.limits().max_shared_bytes;
+  if (path == MatPath::automatic) path = use_coopmat_ ? MatPath::matmul_coopmat : MatPath::matmul;
+  // Float32: 128-token tiles for long steps where they fit in the device's shared memory; 64
+  // below (less padding) and on small devices. Tensor cores: always 128 (one shader shape).
+  const bool wide =
+      path == MatPath::matmul_coopmat || (n_tok > 64 && matmul_shared_bytes(256) <= ctx_.limits().max_shared_bytes);
   p.threads = wide ? 256 : 128;
   p.tokens = p.threads / 2;
   // Scratch: a counter per tile, 64 floats per invocation per split.
@@ -221,21 +258,22 @@ MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindin
   if (path == MatPath::automatic) {
     path = n_tok <= matvec_max_tokens ? MatPath::matvec : use_coopmat_ ? MatPath::matmul_coopmat : MatPath::matmul;
   }
-  if (path == MatPath::matmul_coopmat && !ctx_.info().coopmat) {
+  if (path == MatPath::matmul_coopmat &&
+      (!ctx_.info().coopmat || ctx_.limits().max_shared_bytes < kCoopmatSharedBytes)) {
     fail(ErrorCode::unsupported, "vulkan: " + ctx_.info().name + " has no usable cooperative matrices");
   }
   if (mixed && path != MatPath::matvec) fail(ErrorCode::argument, "vulkan: mixed-type jobs run only as matvec");
   if (b.part_off % 4 != 0) fail(ErrorCode::argument, "vulkan: matmul partial sums not 16-byte aligned");
   const std::string suffix = mixed ? "any" : shader_type_suffix(type);
   MatmulPlan plan;
-  if (path == MatPath::matmul) {
+  if (path != MatPath::matvec) {
     const bool scratch = b.split_k != VK_NULL_HANDLE;
-    plan = matmul_plan(jobs, n_tok, scratch ? b.count_words : 0, scratch ? b.part_words : 0);
+    plan = matmul_plan(jobs, n_tok, scratch ? b.count_words : 0, scratch ? b.part_words : 0, path);
   }
   // The push block of matrix_io.glsl (the partial sums' offset in vec4 units).
   const uint32_t push_data[6] = {jobs.job_base, n_tok, gather_off, plan.splits, b.count_off, b.part_off / 4};
   const auto bind = [&](const Pipeline& p, const ShaderInterface& iface) {
-    // Binding 6 exists only in the tiled matmul's interface; without scratch it binds y
+    // Binding 6 exists only in the tiled matmuls' interface; without scratch it binds y
     // (unused: no split).
     const std::pair<VkBuffer, uint32_t> all[] = {{b.weights[0], 0}, {b.weights[1], 0},
                                                  {b.weights[2], 0}, {b.weights[3], 0},
@@ -245,20 +283,24 @@ MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindin
     push(cmd, p, std::span(all, iface.binding_counts.size() == 7 ? 10 : 9), push_data, sizeof(push_data));
   };
   if (path == MatPath::matvec) {
-    // One token at a time for decode; four at a time for small batches.
+    // One token at a time for decode (rows per workgroup: the variant's); four at a time
+    // for small batches.
     const uint32_t tok = n_tok == 1 ? 1 : 4;
+    const uint32_t rows = n_tok == 1 ? matvec_variant_.rows : matvec_rows;
     const uint32_t wg = jobs.max_cols <= 16 * short_wg ? std::min(short_wg, matvec_wg_) : matvec_wg_;
-    const uint32_t spec[3] = {wg, matvec_rows, tok};
+    const uint32_t spec[4] = {wg, rows, tok, matvec_variant_.q8_conv};
     bind(ctx_.pipelines().get("matvec_" + suffix, kMatrixIface, spec), kMatrixIface);
-    ctx_.fn().vkCmdDispatch(cmd, ceil_div(jobs.max_rows, matvec_rows), jobs.n_jobs, 1);
+    ctx_.fn().vkCmdDispatch(cmd, ceil_div(jobs.max_rows, rows), jobs.n_jobs, 1);
   } else if (path == MatPath::matmul) {
     const uint32_t spec[1] = {plan.threads};
     bind(ctx_.pipelines().get("matmul_" + suffix, kMatmulIface, spec), kMatmulIface);
     ctx_.fn().vkCmdDispatch(cmd, ceil_div(jobs.max_rows, matmul_rows), ceil_div(n_tok, plan.tokens),
                             jobs.n_jobs * plan.splits);
   } else {
-    bind(ctx_.pipelines().get("matmul_cm_" + suffix, kMatrixIface, {}), kMatrixIface);
-    ctx_.fn().vkCmdDispatch(cmd, ceil_div(n_tok, 64), ceil_div(jobs.max_rows, 64), jobs.n_jobs);
+    // Token tiles along x: the workgroups that share a weight tile run together.
+    bind(ctx_.pipelines().get("matmul_cm_" + suffix, kMatmulIface, {}), kMatmulIface);
+    ctx_.fn().vkCmdDispatch(cmd, ceil_div(n_tok, plan.tokens), ceil_div(jobs.max_rows, matmul_rows),
+                            jobs.n_jobs * plan.splits);
   }
   return plan;
 }

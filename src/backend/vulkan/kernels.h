@@ -44,11 +44,12 @@ struct MatJobs {
   uint32_t splits = 0;  // K splits of the tiled matmul; 0: matmul_plan's choice (tests force others)
 };
 
-// How the tiled matmul runs a dispatch (Kernels::matmul_plan).
+// How a tiled matmul (float32 or tensor-core) runs a dispatch (Kernels::matmul_plan).
 struct MatmulPlan {
-  uint32_t threads = 0;  // invocations per workgroup: 256 (tiles of 128 rows x 128 tokens) or 128 (x 64)
-  uint32_t tokens = 0;   // tokens per tile
-  uint32_t splits = 1;   // K splits: each tile's K range is shared by this many workgroups
+  // Invocations per workgroup: 256 (tiles of 128 rows x 128 tokens) or, float32 only, 128 (x 64).
+  uint32_t threads = 0;
+  uint32_t tokens = 0;  // tokens per tile
+  uint32_t splits = 1;  // K splits: each tile's K range is shared by this many workgroups
   // Split-K scratch words (0 without a split): a counter per tile, the partial sums (a
   // multiple of 4).
   uint32_t count_words = 0;
@@ -104,8 +105,21 @@ SparseFfnShape sparse_ffn_shape(uint32_t C, uint32_t F, uint32_t lanes = 0, uint
 // Whether the sparse product handles a value matrix of this type with C outputs.
 bool sparse_ffn_supported(TensorType type, uint32_t C);
 
+// How the matvec shader reads Q8_0 (every matvec dispatch) and how many rows a one-token
+// (decode) dispatch gives each workgroup. RWKV_VULKAN_MATVEC_VARIANT picks one for
+// measurements: "i2f" or "bits", optionally followed by the rows (e.g. "bits4").
+struct MatvecVariant {
+  // Q8_0 quants to floats: 0 ("i2f") by int-to-float conversions, scaled one by one; 1
+  // ("bits") from their bits, the block scale applied once per 16 (matvec.comp, Q8_CONV).
+  uint32_t q8_conv = 1;
+  uint32_t rows = 2;  // output rows per workgroup at one token: 2, 4 or 8 (sharing each x load)
+};
+// The variant named by `text` (the environment variable's syntax); throws Error(argument).
+MatvecVariant parse_matvec_variant(const std::string& text);
+
 // Which matrix-product shader runs a group of jobs. automatic: matvec for few tokens, else
-// the tiled matmul, or the tensor-core one where the device has it and RWKV_VULKAN_COOPMAT=1.
+// the tensor-core matmul where the device has it (RWKV_VULKAN_COOPMAT=0: not), else the
+// float32 tiled one.
 enum class MatPath { automatic, matvec, matmul, matmul_coopmat };
 
 // The buffers a matrix dispatch reads and writes. Weight slots that no job uses may repeat
@@ -141,16 +155,19 @@ class Kernels {
 
   // `jobs`, all of weight `type`, over n_tok activation rows. automatic: matvec for n_tok <=
   // matvec_max_tokens. With `mixed`, the jobs may have any types (MatJob::type) and the
-  // matvec path is taken. Returns the tiled matmul's plan (its split-K scratch words are
-  // used from b.count_off and b.part_off); a default plan for the other paths.
+  // matvec path is taken. Returns a tiled matmul's plan (its split-K scratch words are
+  // used from b.count_off and b.part_off); a default plan for the matvec.
   MatmulPlan matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, const MatJobs& jobs, uint32_t n_tok,
                     uint32_t gather_off, MatPath path = MatPath::automatic, bool mixed = false);
-  // The tiled matmul's tiles and K split for `jobs` over n_tok rows, with at most
-  // max_count_words of counters and max_part_words of partial sums. The split makes grids
-  // that would leave most of a large GPU idle (T = 256 against 2560 output rows: 40 tiles)
-  // about one wave of workgroups.
-  MatmulPlan matmul_plan(const MatJobs& jobs, uint32_t n_tok, uint64_t max_count_words, uint64_t max_part_words) const;
-  static constexpr uint32_t matmul_rows = 128;  // output rows per matmul tile
+  // The tiles and K split of tiled-matmul `path` (matmul or matmul_coopmat; automatic: the
+  // one prefill takes) for `jobs` over n_tok rows, with at most max_count_words of counters
+  // and max_part_words of partial sums. The split makes grids that would leave most of a
+  // large GPU idle (T = 256 against 2560 output rows: 40 tiles) about one wave of workgroups.
+  MatmulPlan matmul_plan(const MatJobs& jobs, uint32_t n_tok, uint64_t max_count_words, uint64_t max_part_words,
+                         MatPath path = MatPath::automatic) const;
+  // Whether prefill takes the tensor-core matmul (MatPath::automatic above matvec sizes).
+  bool uses_coopmat() const { return use_coopmat_; }
+  static constexpr uint32_t matmul_rows = 128;  // output rows per matmul tile (both tiled paths)
   // Embedding rows + ln0 for n_rows token rows (weights: the table piece; 1 binding).
   void embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch, VkBuffer meta,
              const EmbedPush& p, uint32_t n_rows);
@@ -188,9 +205,13 @@ class Kernels {
   // per stage). True on GPUs; CPU-type devices (llvmpipe) run a uniform switch as masked
   // code for every case, so they take one dispatch per weight type instead.
   bool mixed_matvec() const { return mixed_matvec_; }
-  // Rows per workgroup of the matvec shader: the most rows one job may have is this times
-  // the device's workgroup-count limit (jobs are split to respect it).
+  // Rows per workgroup of the matvec shader for several tokens, and the fewest for one
+  // (MatvecVariant::rows): the most rows one job may have is this times the device's
+  // workgroup-count limit (jobs are split to respect it).
   static constexpr uint32_t matvec_rows = 2;
+  const MatvecVariant& matvec_variant() const { return matvec_variant_; }
+  // Tests run every variant; the backend keeps the one it was created with.
+  void set_matvec_variant(const MatvecVariant& v);
   // Products whose rows have at most 16 x short_wg elements (the LoRA up projections: rank
   // columns) run with workgroups of short_wg invocations: in a wider one most invocations
   // would have no 16-element unit to read, and the idle ones limit the workgroups per SM.
@@ -213,6 +234,7 @@ class Kernels {
   uint32_t matvec_wg_ = 128;
   bool mixed_matvec_ = true;
   bool use_coopmat_ = false;
+  MatvecVariant matvec_variant_;
 };
 
 // "q4_K" -> "q4_k": the shader-variant suffix of a weight type.

@@ -146,7 +146,8 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
   // Split-K scratch for the plan the dispatch will take (counters, then partial sums),
   // zeroed; a split product runs twice.
   MatmulPlan plan;
-  if (path == MatPath::matmul) plan = kernels_->matmul_plan(mj, n_out, ~0ull, ~0ull);
+  if (path == MatPath::matmul || path == MatPath::matmul_coopmat)
+    plan = kernels_->matmul_plan(mj, n_out, ~0ull, ~0ull, path);
   const uint32_t counters = (plan.count_words + 3) / 4 * 4, runs = plan.splits > 1 ? 2 : 1;
   Buffer scratch_k;
   if (plan.splits > 1) {

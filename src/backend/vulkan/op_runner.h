@@ -30,10 +30,12 @@ class OpRunner {
   ~OpRunner();
   Context& context() { return *ctx_; }
   const Kernels& kernels() const { return *kernels_; }
+  // The one-token matvec variant of the following ops (Kernels::set_matvec_variant).
+  void set_matvec_variant(const MatvecVariant& v) { kernels_->set_matvec_variant(v); }
 
   // y [T x W.rows()] = act(W x + bias), x [T x W.cols()]. `arena_limit` > 0 splits W by rows
   // over buffers of at most that many bytes (at most 4). With `gather`, y row t is computed
-  // from x row gather[t] (and T = gather.size()). x_scale: see MatJob. splits: the tiled
+  // from x row gather[t] (and T = gather.size()). x_scale: see MatJob. splits: a tiled
   // matmul's K splits (0: the backend's choice). A product with K split runs twice in one
   // command buffer into two outputs (the second relies on the counters the first left at
   // zero); returns the first, and runs_differ() tells whether the second differs in any bit

@@ -17,9 +17,9 @@ struct VulkanDeviceInfo {
   uint32_t subgroup_size = 0;  // threads of one subgroup (warp / wave)
   bool fp16 = false;           // shaderFloat16
   bool int8 = false;           // shaderInt8
-  bool coopmat = false;        // has the tensor-core products the optional prefill path uses
+  bool coopmat = false;        // has the tensor-core products the prefill matmul uses
                                // (VK_NV_cooperative_matrix, float16 16x8x16 fragments, float32
-                               // accumulators, subgroups of 32; taken with RWKV_VULKAN_COOPMAT=1)
+                               // accumulators, subgroups of 32; RWKV_VULKAN_COOPMAT=0: not used)
   bool usable = false;         // has every feature the backend needs
   std::string missing;         // when not usable: the missing features, e.g. "VK_KHR_push_descriptor"
 };

@@ -199,6 +199,27 @@ void dq16_q8_0(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, o
 }
 #endif
 
+#if defined(TYPE_Q8_0)
+// The same 16 quants unscaled, without int-to-float conversion instructions (quarter rate
+// on NVIDIA GPUs: one per weight byte): byte q ^ 0x80 = q + 128 in the low mantissa bits of
+// 2^23 is the float 2^23 + q + 128 exactly, and one subtraction leaves q. Returns the scale,
+// which the caller applies once per unit instead of 16 times.
+vec4 q8_bits4(uint q) {
+  uint b = q ^ 0x80808080u;
+  uvec4 m = (uvec4(b) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu;
+  return uintBitsToFloat(m | 0x4B000000u) - 8388736.0;  // 2^23 + 128
+}
+float dq16_q8_0_unscaled(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
+  uint gb = rb + (e >> 8) * Q8G_BYTES;
+  uvec4 q = wq4[b].w[(gb + Q8G_QS + (e & 255u)) >> 4];
+  v0 = q8_bits4(q.x);
+  v1 = q8_bits4(q.y);
+  v2 = q8_bits4(q.z);
+  v3 = q8_bits4(q.w);
+  return f16(ld16(b, gb + ((e >> 4) & 14u)));
+}
+#endif
+
 #if defined(TYPE_ANY)
 // GGUF type ids (tensor/types.h).
 void dq8_any(uint type, uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {

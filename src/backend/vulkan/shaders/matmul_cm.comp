@@ -1,11 +1,37 @@
 #version 450
 // Tiled matrix product on tensor cores (VK_NV_cooperative_matrix), for prefill on devices
-// that have them: workgroup (x, y, job) computes BM output rows x BN tokens. Each step
-// dequantises a BM x BK slice of W and loads a BN x BK slice of x into shared memory as
-// float16, and each of the four subgroups multiplies a 32 x 32 quarter with 16x8x16
-// fragments, accumulating in float32. x is scaled by the job's x_scale before rounding to
-// float16 (and the result divided by it), so large activations (relu^2) stay in range.
+// that have them: workgroup (x, y, z) computes the BM x BN tile (tokens n0 = BN x, rows
+// m0 = BM y; tokens vary fastest, so the workgroups that share a W tile run together) of
+// job z / splits over the K range of split z % splits.
+//
+// 256 invocations, 8 subgroups of 32 (the host checks the subgroup size) in a 2 (rows) x 4
+// (tokens) grid: subgroup g multiplies rows 64 (g & 1) + [0, 64) by tokens 32 (g >> 1) +
+// [0, 32) as 4 x 4 float16 16x8x16 fragments with float32 accumulators. K runs in slices of
+// BK = 32; two slices live in shared memory as float16 rows of BK + 8 (80 bytes: the 16-byte
+// pieces of 8 consecutive rows fall in distinct banks, for the fragment loads and for the
+// stores), so one barrier per slice suffices: the next slice's global loads are issued into
+// registers before the current slice's fragments multiply and stored into the other half
+// after them. A slice is 512 pieces of 8 elements per operand, two per invocation, each one
+// 16-byte shared store: F16 weights as loaded (one 16-byte global load), other types
+// dequantised (dequant.glsl) and rounded to float16, x (float32, two 16-byte loads)
+// multiplied by the job's x_scale and rounded, so large activations (relu^2) stay in
+// float16 range; the result is divided by x_scale. 8 consecutive invocations take the same
+// piece of 8 adjacent rows (tokens), 32 all 4 pieces of those rows (whole 64- or 128-byte
+// runs of global memory). Loads are branch-free (addresses clamped, pieces past the K range
+// replaced by zeros); rows and tokens past the ends are computed from clamped copies and
+// never stored.
+//
+// Results: each subgroup stages one 64 x 8 column of fragments at a time in shared memory
+// (float32, column stride LDC) and stores it with matrix_io.glsl's store() (bias,
+// activation), 32 consecutive rows per store instruction.
+//
+// Split K (splits > 1, for grids too small to fill the GPU; the plan is the tiled matmul's,
+// Kernels::matmul_plan): each workgroup stores its accumulators in the scratch buffer and
+// counts itself done on the tile's counter; the last one adds the splits' partials in split
+// order (deterministic, no float atomics) in the store loop and resets the counter for the
+// next dispatch.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -13,74 +39,175 @@
 #include "dequant.glsl"
 #include "matrix_io.glsl"
 
-layout(local_size_x = 128) in;  // four subgroups of 32 (the host checks the subgroup size)
-#define BM 64u
-#define BN 64u
+layout(local_size_x = 256) in;
+#define BM 128u
+#define BN 128u
 #define BK 32u
-#define LDS 40u  // float16 row stride of the W and x tiles: BK + 8 keeps rows 16-byte aligned
-#define LDC 68u  // float32 row stride of the result tile
+#define LDS 5u          // row stride of the shared tiles in uvec4 (8 float16): BK + 8 float16
+#define TILE (BM * LDS)  // uvec4 per operand and slice (BM == BN)
+#define LDC 17u         // column stride of the staged results in uvec4 (68 floats: no bank conflicts)
+#define PART 16384u     // floats of one workgroup's partial tile (BM x BN)
 
-shared float16_t sa[BM * LDS];  // sa[m * LDS + k]: W, row-major (the A operand, M x K)
-shared float16_t sb[BN * LDS];  // sb[n * LDS + k]: x; read as B (K x N) it is column-major
-shared float sc[BN * LDC];      // sc[n * LDC + m]: the result, column-major (C, M x N)
+// sa[(buf BM + m) LDS + k / 8] holds W[m0 + m][k0 + k .. +8] of slice half buf as float16,
+// sb likewise x[n0 + n][k0 + k .. +8] (read as the K x N operand it is column-major). After
+// the loop, sa stages the results and sb[0].x passes the split-K "last one" flag.
+shared uvec4 sa[2u * TILE];
+shared uvec4 sb[2u * TILE];
+
+// Split-K scratch (splits > 1): one counter per tile from word count_off; from float
+// 4 part_off, [tile][split][subgroup 8][fragment 16][token 8][row 16] partial sums. Tile
+// (tile_base + y) gl_NumWorkGroups.x + x, where tile_base counts the row tiles of the
+// dispatch's earlier jobs. Coherent: partials written by one workgroup are read by another.
+layout(std430, set = 0, binding = 6) coherent buffer Partials { float part[]; };
+layout(std430, set = 0, binding = 6) coherent buffer Counters { uint counter[]; };
 
 #define FragA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define FragB fcoopmatNV<16, gl_ScopeSubgroup, 16, 8>
 #define FragC fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>
 
-void main() {
-  Job jb = jobs[pc.job_base + gl_WorkGroupID.z];
-  // Tokens vary fastest across workgroups, so the ones that share a W tile run together.
-  uint n0 = gl_WorkGroupID.x * BN;
-  uint m0 = gl_WorkGroupID.y * BM;
-  if (m0 >= jb.rows || n0 >= pc.n_tok) return;
-  uint tid = gl_LocalInvocationID.x;
-  uint sm = (gl_SubgroupID & 1u) * 32u, sn = (gl_SubgroupID >> 1) * 32u;
+Job jb;
+uint kb, ke;           // this split's K range [kb, ke), multiples of 8
+uint pr[2], pk[2];     // piece q: row (token) pr[q] of the tile, elements [8 pk[q], +8) of the slice
+uint wrb[2], xb[2];    // piece q's weight row (bytes) and x row (vec4 index)
+#if defined(TYPE_F16)
+uvec4 wraw[2];         // the loaded slice, on its way to shared memory
+#else
+vec4 wlo[2], whi[2];
+#endif
+vec4 xlo[2], xhi[2];
 
-  FragC acc[2][4];
-  for (uint i = 0u; i < 2u; ++i) {
-    for (uint j = 0u; j < 4u; ++j) acc[i][j] = FragC(0.0);
+// Issues the global loads of the slice at k0 (pieces at or past ke read as zeros).
+void load_slice(uint k0) {
+  [[unroll]] for (uint q = 0u; q < 2u; ++q) {
+    uint k = k0 + 8u * pk[q];
+    uint kc = min(k, jb.cols - 8u);
+    bool ok = k < ke;
+#if defined(TYPE_F16)
+    uvec4 v = wq4[jb.wbind].w[(wrb[q] + kc * 2u) >> 4];
+    wraw[q] = mix(uvec4(0u), v, bvec4(ok));
+#else
+    vec4 lo, hi;
+    DQ8(jb, wrb[q], kc, lo, hi);
+    wlo[q] = mix(vec4(0.0), lo, bvec4(ok));
+    whi[q] = mix(vec4(0.0), hi, bvec4(ok));
+#endif
+    uint e = xb[q] + (kc >> 2);
+    vec4 a = x4[e], b = x4[e + 1u];
+    xlo[q] = mix(vec4(0.0), a, bvec4(ok));
+    xhi[q] = mix(vec4(0.0), b, bvec4(ok));
   }
-  for (uint k0 = 0u; k0 < jb.cols; k0 += BK) {
-    // W: 64 rows x 32 = 256 pieces of 8, two per invocation.
-    for (uint q = 0u; q < 2u; ++q) {
-      uint u = tid + 128u * q;
-      uint m = u >> 2, k = (u & 3u) * 8u;
-      vec4 lo = vec4(0.0), hi = vec4(0.0);
-      if (m0 + m < jb.rows && k0 + k < jb.cols) DQ8(jb, jb.w_off + (m0 + m) * jb.row_bytes, k0 + k, lo, hi);
-      for (uint i = 0u; i < 4u; ++i) {
-        sa[m * LDS + k + i] = float16_t(lo[i]);
-        sa[m * LDS + k + 4u + i] = float16_t(hi[i]);
-      }
-    }
-    // x: 64 tokens x 32 = 512 pieces of 4, four per invocation.
-    for (uint q = 0u; q < 4u; ++q) {
-      uint u = tid + 128u * q;
-      uint n = u >> 3, k = (u & 7u) * 4u;
-      vec4 v = vec4(0.0);
-      if (n0 + n < pc.n_tok && k0 + k < jb.cols) v = x4[x_row(jb, n0 + n) + ((k0 + k) >> 2)] * jb.x_scale;
-      for (uint i = 0u; i < 4u; ++i) sb[n * LDS + k + i] = float16_t(v[i]);
-    }
-    barrier();
-    for (uint kk = 0u; kk < BK; kk += 16u) {
-      FragA a[2];
-      FragB b[4];
-      for (uint i = 0u; i < 2u; ++i) coopMatLoadNV(a[i], sa, (sm + 16u * i) * LDS + kk, LDS, false);
-      for (uint j = 0u; j < 4u; ++j) coopMatLoadNV(b[j], sb, (sn + 8u * j) * LDS + kk, LDS, true);
-      for (uint i = 0u; i < 2u; ++i) {
-        for (uint j = 0u; j < 4u; ++j) acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
-      }
-    }
-    barrier();
+}
+
+uvec4 pack8(vec4 lo, vec4 hi) {
+  return uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw), packHalf2x16(hi.xy), packHalf2x16(hi.zw));
+}
+
+// Stores the loaded slice into shared half `buf` as float16.
+void stash(uint buf) {
+  [[unroll]] for (uint q = 0u; q < 2u; ++q) {
+    uint e = buf * TILE + pr[q] * LDS + pk[q];
+#if defined(TYPE_F16)
+    sa[e] = wraw[q];
+#else
+    sa[e] = pack8(wlo[q], whi[q]);
+#endif
+    sb[e] = pack8(xlo[q] * jb.x_scale, xhi[q] * jb.x_scale);
   }
-  for (uint i = 0u; i < 2u; ++i) {
-    for (uint j = 0u; j < 4u; ++j) coopMatStoreNV(acc[i][j], sc, (sn + 8u * j) * LDC + sm + 16u * i, LDC, true);
+}
+
+void main() {
+  uint splits = pc.splits;
+  uint job = gl_WorkGroupID.z / splits, split = gl_WorkGroupID.z % splits;
+  jb = jobs[pc.job_base + job];
+  uint n0 = gl_WorkGroupID.x * BN, m0 = gl_WorkGroupID.y * BM;
+  if (m0 >= jb.rows || n0 >= pc.n_tok) return;
+  uint tid = gl_LocalInvocationID.x, sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+  uint sm = (sg & 1u) * 64u, sn = (sg >> 1) * 32u;
+
+  // The split's K range: equal shares rounded up to whole slices (the last ones may be short
+  // or empty).
+  uint share = ((jb.cols + splits - 1u) / splits + BK - 1u) / BK * BK;
+  kb = min(jb.cols, split * share);
+  ke = min(jb.cols, kb + share);
+  [[unroll]] for (uint q = 0u; q < 2u; ++q) {
+    uint p = tid + 256u * q;
+    pr[q] = (p & 7u) | ((p >> 5) << 3);
+    pk[q] = (p >> 3) & 3u;
+    wrb[q] = jb.w_off + min(m0 + pr[q], jb.rows - 1u) * jb.row_bytes;
+    xb[q] = x_row(jb, min(n0 + pr[q], pc.n_tok - 1u));
   }
+
+  FragC acc[4][4];  // acc[i][j]: rows 16 i, tokens 8 j of the subgroup's 64 x 32
+  [[unroll]] for (uint i = 0u; i < 4u; ++i) {
+    [[unroll]] for (uint j = 0u; j < 4u; ++j) acc[i][j] = FragC(0.0);
+  }
+  uint slices = (ke - kb + BK - 1u) / BK;
+  load_slice(kb);
+  stash(0u);
   barrier();
+  for (uint s = 0u; s < slices; ++s) {
+    load_slice(kb + (s + 1u) * BK);  // past the range after the last slice: zeros, unused
+    uint buf = (s & 1u) * TILE;
+    [[unroll]] for (uint kk = 0u; kk < BK / 8u; kk += 2u) {  // two K steps of 16 (2 uvec4)
+      FragA a[4];
+      FragB b[4];
+      [[unroll]] for (uint i = 0u; i < 4u; ++i) coopMatLoadNV(a[i], sa, buf + (sm + 16u * i) * LDS + kk, LDS, false);
+      [[unroll]] for (uint j = 0u; j < 4u; ++j) coopMatLoadNV(b[j], sb, buf + (sn + 8u * j) * LDS + kk, LDS, true);
+      [[unroll]] for (uint i = 0u; i < 4u; ++i) {
+        [[unroll]] for (uint j = 0u; j < 4u; ++j) acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
+      }
+    }
+    stash((s + 1u) & 1u);
+    barrier();
+  }
+
+  uint base = 0u;  // split K: this tile's split 0, subgroup sg (floats)
+  if (splits > 1u) {
+    uint tile = (jb.tile_base + gl_WorkGroupID.y) * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    base = 4u * pc.part_off + tile * splits * PART + sg * (PART / 8u);
+    [[unroll]] for (uint i = 0u; i < 4u; ++i) {
+      [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+        coopMatStoreNV(acc[i][j], part, base + split * PART + (4u * i + j) * 128u, 16u, true);
+      }
+    }
+    // The partials are visible device-wide before this workgroup counts itself done.
+    memoryBarrierBuffer();
+    barrier();
+    if (tid == 0u) sb[0].x = atomicAdd(counter[pc.count_off + tile], 1u) == splits - 1u ? 1u : 0u;
+    barrier();
+    if (sb[0].x == 0u) return;
+    memoryBarrierBuffer();
+    if (tid == 0u) counter[pc.count_off + tile] = 0u;
+  }
+
+  // Per column j of fragments: lane `lane` stores rows lane and lane + 32 of the subgroup's
+  // 64, tokens 8 j + [0, 8).
   float unscale = 1.0 / jb.x_scale;
-  for (uint q = 0u; q < 32u; ++q) {
-    uint u = tid + 128u * q;
-    uint m = u & 63u, n = u >> 6;
-    if (m0 + m < jb.rows && n0 + n < pc.n_tok) store(jb, n0 + n, m0 + m, sc[n * LDC + m] * unscale);
+  uint stage = sg * 8u * LDC;  // the subgroup's 64 x 8 staging block in sa (uvec4)
+  [[unroll]] for (uint j = 0u; j < 4u; ++j) {
+    if (splits == 1u) {
+      [[unroll]] for (uint i = 0u; i < 4u; ++i) coopMatStoreNV(acc[i][j], sa, stage + 4u * i, LDC, true);
+      subgroupMemoryBarrierShared();
+      subgroupBarrier();
+    }
+    [[unroll]] for (uint c = 0u; c < 8u; ++c) {
+      uint n = n0 + sn + 8u * j + c;
+      [[unroll]] for (uint h = 0u; h < 2u; ++h) {
+        uint r = lane + 32u * h;  // row of the subgroup's 64
+        float v = 0.0;
+        if (splits == 1u) {
+          v = uintBitsToFloat(sa[stage + c * LDC + (r >> 2)][r & 3u]);
+        } else {
+          uint at = base + ((r >> 4) * 4u + j) * 128u + c * 16u + (r & 15u);
+          for (uint s = 0u; s < splits; ++s) v += part[at + s * PART];
+        }
+        uint m = m0 + sm + r;
+        if (m < jb.rows && n < pc.n_tok) store(jb, n, m, v * unscale);
+      }
+    }
+    if (splits == 1u) {
+      subgroupMemoryBarrierShared();
+      subgroupBarrier();
+    }
   }
 }
