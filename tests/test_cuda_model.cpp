@@ -209,6 +209,23 @@ TEST(CudaModel, GemmPathWithoutF16Copies) {
   unsetenv("RWKV_CUDA_F16_COPIES");
 }
 
+// alloc_host gives page-locked memory (the logits download then skips the driver's bounce
+// buffer), and a step writes the same logits there as into ordinary memory.
+TEST(CudaModel, PageLockedLogitsBuffer) {
+  REQUIRE_GPU();
+  auto model = Model::load(testing::synthetic_model(wide_spec()));
+  const int V = model->hparams().n_vocab;
+  auto gpu = open("cuda", model, 2);
+  const HostFloats pinned = gpu->alloc_host(size_t(V));
+  ASSERT_TRUE(cuda::host_page_locked(pinned.get()));
+  std::vector<float> plain(size_t(V), NAN);
+  EXPECT_FALSE(cuda::host_page_locked(plain.data()));
+  const int32_t token = 7;
+  gpu->step(std::vector<SeqTokens>{{0, &token, 1, false}}, plain.data());
+  gpu->step(std::vector<SeqTokens>{{1, &token, 1, false}}, pinned.get());  // slot 1 starts from the same zero state
+  for (int i = 0; i < V; ++i) ASSERT_EQ(pinned[size_t(i)], plain[size_t(i)]) << "logit " << i;
+}
+
 // More tokens than one internal chunk: the sequence continues across chunks.
 TEST(CudaModel, LongPrefillAcrossChunks) {
   REQUIRE_GPU();

@@ -3,6 +3,7 @@
 // token, batch = singles, save/load = uninterrupted).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -80,8 +81,7 @@ TEST_P(RefVsF64, LogitsMatchFloat64Reference) {
 
 INSTANTIATE_TEST_SUITE_P(Types, RefVsF64,
                          ::testing::Values(TypeCase{TensorType::F32, 128, 1e-5}, TypeCase{TensorType::F16, 128, 1e-4},
-                                           TypeCase{TensorType::BF16, 128, 1e-4},
-                                           TypeCase{TensorType::Q8_0, 128, 1e-4},
+                                           TypeCase{TensorType::BF16, 128, 1e-4}, TypeCase{TensorType::Q8_0, 128, 1e-4},
                                            TypeCase{TensorType::Q4_K, 256, 1e-4},
                                            TypeCase{TensorType::Q6_K, 256, 1e-4}),
                          [](const auto& info) { return std::string(type_name(info.param.type)); });
@@ -143,7 +143,7 @@ TEST_P(Invariants, BatchEqualsSingles) {
   auto model = Model::load(testing::synthetic_model(small_spec(TensorType::F16)));
   const int V = model->hparams().n_vocab;
   const std::vector<std::vector<int32_t>> seqs = {random_tokens(5, V, 1), random_tokens(1, V, 2),
-                                                   random_tokens(9, V, 3)};
+                                                  random_tokens(9, V, 3)};
   auto batched = backend_for(GetParam(), model, 3);
   // Slots in a different order than the batch, to catch slot/row mix-ups (spec P10).
   const int slot_of[3] = {2, 0, 1};
@@ -170,8 +170,28 @@ TEST_P(Invariants, BatchEqualsSingles) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Invariants, ::testing::Values("cpu-ref", "cpu"),
-                         [](const auto& info) { return info.param == "cpu-ref" ? std::string("cpu_ref") : info.param; });
+INSTANTIATE_TEST_SUITE_P(Backends, Invariants, ::testing::Values("cpu-ref", "cpu"), [](const auto& info) {
+  return info.param == "cpu-ref" ? std::string("cpu_ref") : info.param;
+});
+
+// The engine's logits buffer holds rows x n_vocab floats, grows on demand, and decode
+// writes there what it writes into any other buffer.
+TEST(Engine, LogitsBufferTakesDecodeRows) {
+  EngineOptions o;
+  o.backend = "cpu";
+  o.n_slots = 4;
+  auto e = Engine::open(testing::demo_model_q8_0(), o);
+  const size_t V = size_t(e->n_vocab());
+  EXPECT_EQ(e->logits_buffer(1).size(), V);
+  const std::span<float> two = e->logits_buffer(2);
+  ASSERT_EQ(two.size(), 2 * V);
+  const std::vector<int32_t> tokens = {11, 12};
+  e->decode(std::vector<int>{0, 1}, tokens, two.data());
+  std::vector<float> want(2 * V);
+  e->decode(std::vector<int>{2, 3}, tokens, want.data());
+  EXPECT_TRUE(std::equal(want.begin(), want.end(), two.begin()));
+  EXPECT_EQ(e->logits_buffer(3).size(), 3 * V);
+}
 
 TEST(State, SaveLoadContinuesIdentically) {
   EngineOptions o;

@@ -75,7 +75,7 @@ class Bench {
   double decode_seconds(int batch, int steps) {
     std::vector<int> slots(static_cast<size_t>(batch));
     std::iota(slots.begin(), slots.end(), 0);
-    std::vector<float> logits(size_t(batch) * size_t(engine_.n_vocab()));
+    const std::span<float> logits = engine_.logits_buffer(size_t(batch));
     const std::vector<int32_t> context = random_tokens(16);
     for (int s : slots) {
       engine_.reset(s);

@@ -177,7 +177,7 @@ void Scheduler::decode(std::vector<Active>& active) {
   }
   if (batch.empty()) return;
   const size_t n_vocab = size_t(engine_.n_vocab());
-  std::vector<float> logits(batch.size() * n_vocab);
+  const std::span<float> logits = engine_.logits_buffer(batch.size());
   try {
     engine_.decode(slots, tokens, logits.data());
   } catch (const std::exception& e) {

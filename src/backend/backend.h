@@ -37,9 +37,12 @@ using DebugHook = std::function<void(int layer, std::string_view name, int rows,
 
 using ProgressFn = std::function<void(size_t done_bytes, size_t total_bytes)>;
 
+// Host floats from Backend::alloc_host, freed by their deleter.
+using HostFloats = std::unique_ptr<float[], std::function<void(float*)>>;
+
 struct BackendOptions {
-  int n_threads = 0;   // CPU backends: 0 = all hardware threads
-  int device = -1;     // GPU backends: adapter index, -1 = pick the best
+  int n_threads = 0;  // CPU backends: 0 = all hardware threads
+  int device = -1;    // GPU backends: adapter index, -1 = pick the best
   bool verbose = false;
 };
 
@@ -62,6 +65,13 @@ class Backend {
   // floats per logits row to `logits`, sequences in batch order, each giving n_tokens rows
   // if all_logits else its last row; `logits` holds sum(rows) * n_vocab floats.
   virtual void step(std::span<const SeqTokens> batch, float* logits) = 0;
+  // Host memory for n floats that this backend's step() fills fastest as `logits`: page-
+  // locked for CUDA, whose download into ordinary memory goes through a driver bounce
+  // buffer (llama.cpp's output buffer is page-locked for the same reason). Plain memory
+  // elsewhere. It may outlive the backend.
+  virtual HostFloats alloc_host(size_t n) {
+    return HostFloats(new float[n], [](float* p) { delete[] p; });
+  }
 
   virtual void set_debug_hook(DebugHook hook) { hook_ = std::move(hook); }
   // Device memory this backend holds (weights + states + scratch), bytes.

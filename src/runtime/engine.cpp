@@ -101,6 +101,15 @@ void Engine::decode(std::span<const int> slots, std::span<const int32_t> tokens,
   backend_->step(batch, logits);
 }
 
+std::span<float> Engine::logits_buffer(size_t rows) {
+  if (rows > logits_rows_) {
+    logits_.reset();  // the old buffer first: page-locked memory is scarce
+    logits_ = backend_->alloc_host(rows * size_t(n_vocab()));
+    logits_rows_ = rows;
+  }
+  return {logits_.get(), rows * size_t(n_vocab())};
+}
+
 std::vector<float> Engine::get_state(int slot) {
   std::vector<float> s(hparams().state_floats());
   backend_->get_state(slot, s);
@@ -156,8 +165,8 @@ void Engine::load_state(int slot, const std::string& path) {
   std::memcpy(&fp, buf.data() + 32, 8);
   std::memcpy(&n, buf.data() + 40, 8);
   if (header[0] != kStateVersion)
-    fail(ErrorCode::state, "state file '" + path + "' has version " + std::to_string(header[0]) + ", this build reads " +
-                               std::to_string(kStateVersion));
+    fail(ErrorCode::state, "state file '" + path + "' has version " + std::to_string(header[0]) +
+                               ", this build reads " + std::to_string(kStateVersion));
   if (n != hparams().state_floats() || buf.size() != head + n * sizeof(float) + 8)
     fail(ErrorCode::state, "state file '" + path + "' holds " + std::to_string(n) + " floats, this model's state has " +
                                std::to_string(hparams().state_floats()) + " (or the file is truncated)");

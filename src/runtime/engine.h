@@ -45,6 +45,10 @@ class Engine {
   // One decode step for many slots at once: tokens[i] goes to slots[i]; logits
   // [n x n_vocab].
   void decode(std::span<const int> slots, std::span<const int32_t> tokens, float* logits);
+  // [rows x n_vocab] floats of the backend's fastest host memory for logits (page-locked
+  // for CUDA: a 256-row download then runs at the link's speed). Valid until a later call
+  // asks for more rows.
+  std::span<float> logits_buffer(size_t rows);
 
   void reset(int slot) { backend_->reset_slot(slot); }
   std::vector<float> get_state(int slot);
@@ -62,6 +66,8 @@ class Engine {
   Tokenizer tokenizer_;
   EngineOptions options_;
   uint64_t fingerprint_ = 0;
+  HostFloats logits_;
+  size_t logits_rows_ = 0;
 };
 
 // Text generation with streaming output and stop strings, on one slot.

@@ -429,6 +429,13 @@ void CudaBackend::step(std::span<const SeqTokens> batch, float* logits) {
   flush();
 }
 
+HostFloats CudaBackend::alloc_host(size_t n) {
+  void* p = nullptr;
+  check(cudaHostAlloc(&p, std::max<size_t>(n, 1) * sizeof(float), cudaHostAllocPortable),
+        "cudaHostAlloc (page-locked logits buffer)");
+  return HostFloats(static_cast<float*>(p), [](float* q) { cudaFreeHost(q); });
+}
+
 void CudaBackend::run_chunk(const ChunkPlan& plan, float* logits) {
   if (plan.R > kMatvecMaxRows) prepare_gemm();
   check(cudaMemcpyAsync(scratch_.ints, host_ints_, host_ints_count_ * 4, cudaMemcpyHostToDevice, stream_),

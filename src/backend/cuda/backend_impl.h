@@ -88,6 +88,7 @@ class CudaBackend final : public Backend {
   void get_state(int slot, std::span<float> out) override;
   void set_state(int slot, std::span<const float> in) override;
   void step(std::span<const SeqTokens> batch, float* logits) override;
+  HostFloats alloc_host(size_t n) override;
   size_t memory_bytes() const override;
 
  private:

@@ -19,6 +19,15 @@ std::atomic<int> g_pdl_device{-1};  // -1 unknown, else whether the current devi
 
 }  // namespace
 
+bool host_page_locked(const void* p) {
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return attr.type == cudaMemoryTypeHost;
+}
+
 int device_count(std::string* reason) {
   int n = 0;
   const cudaError_t err = cudaGetDeviceCount(&n);
