@@ -1,20 +1,19 @@
 // Vulkan kernels against the reference ops (backend/cpu/ref_ops.h) on the same encoded
 // bytes: every matrix shader for every weight type (odd row counts, T = 1 and T > 1, both
-// the matvec and the tiled path, row-split weights, gathered rows, every epilogue), the
-// matvec's variants (Q8_0 conversion, rows per workgroup), the tiled matmul's two tile
-// widths and its K splits (partial tiles, empty splits, counters
-// left at zero for the next dispatch), the tensor-core matmul on the same kinds of shapes
-// (where the device has cooperative matrices), the ReLU^2-sparse FFN value product of one-row
-// decode, the embedding lookup for every type, the fused LayerNorm/shift/lerp kernel, and
-// the WKV kernels (fused, and the prefill scan in several work splits) with several
-// sequences of different lengths. Every run also checks that no guard word around the
-// kernel's buffers was overwritten and that outputs are finite.
+// the matvec and the tiled paths, the tensor-core one where the device has cooperative
+// matrices; row-split weights, gathered rows, every epilogue), the Q8_0 matvec at odd
+// shapes, the tiled matmul's two tile widths and its K splits (partial tiles, empty splits,
+// counters left at zero for the next dispatch), the matmuls' plans, the ReLU^2-sparse FFN
+// value product of one-row decode, the embedding lookup for every type, the fused
+// LayerNorm/shift/lerp kernel, and the WKV kernels (fused, and the prefill scan in several
+// work splits) with several sequences of different lengths. The tensor-core matmul's own
+// shapes are in test_vulkan_coopmat.cpp. Every run also checks that no guard word around
+// the kernel's buffers was overwritten and that outputs are finite.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstddef>
-#include <memory>
 #include <random>
 #include <span>
 #include <string>
@@ -25,12 +24,16 @@
 #include "backend/vulkan/q8_0_layout.h"
 #include "common/error.h"
 #include "tensor/blocks.h"
-#include "tensor/quant.h"
-#include "testing/testing.h"
+#include "testing/vulkan_ops.h"
 
 namespace rwkv {
 namespace {
 
+using testing::epilogue_reference;
+using testing::expect_close;
+using testing::kAllActs;
+using testing::make_weight;
+using testing::random_vector;
 using vk::MatPath;
 using vk::OpRunner;
 using vk::OpSeq;
@@ -38,60 +41,6 @@ using vk::OpSeq;
 const TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q4_0,
                                 TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q8_0,
                                 TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
-
-// One device for the whole test program; null (tests skip) when there is none.
-OpRunner* runner() {
-  static std::unique_ptr<OpRunner> r = [] {
-    try {
-      return std::make_unique<OpRunner>();
-    } catch (const Error& e) {
-      std::fprintf(stderr, "no Vulkan device: %s\n", e.what());
-      return std::unique_ptr<OpRunner>();
-    }
-  }();
-  return r.get();
-}
-
-#define REQUIRE_DEVICE()                                      \
-  OpRunner* vk = runner();                                    \
-  if (vk == nullptr) GTEST_SKIP() << "no Vulkan device here"; \
-  static_assert(true)
-
-std::vector<float> random_vector(size_t n, float lo, float hi, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-// A weight of `rows` x `cols` random values encoded as `type`; bytes owned by `storage`.
-Weight make_weight(TensorType type, int64_t rows, int64_t cols, uint64_t seed, std::vector<uint8_t>& storage) {
-  Weight w;
-  w.name = "test." + std::string(type_name(type));
-  w.type = type;
-  w.ne[0] = cols;
-  w.ne[1] = rows;
-  const std::vector<float> values = random_vector(size_t(rows * cols), -1.0f, 1.0f, seed);
-  storage.assign(row_bytes(type, cols) * size_t(rows), 0);
-  quantize_row(type, values.data(), storage.data(), rows * cols);
-  w.data = storage.data();
-  w.nbytes = storage.size();
-  return w;
-}
-
-bool all_finite(const std::vector<float>& v) {
-  for (float x : v) {
-    if (!std::isfinite(x)) return false;
-  }
-  return true;
-}
-
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  EXPECT_TRUE(all_finite(got)) << what << ": non-finite output (an element left unwritten?)";
-  EXPECT_LE(testing::rel_l2(got, want), tol) << what;
-}
 
 // One type at a narrow width (352: a full Q8_0 group of 256 and a partial one; 360: the
 // matvec's 16-element units and a final 8-element one; GPUs run both in the short-row
@@ -163,64 +112,25 @@ TEST(VulkanOps, MixedTypeMatvecMatchesReference) {
   for (const int64_t cols : {256, 768}) check_mixed_matvec(vk, cols);
 }
 
-// Every one-token matvec variant (RWKV_VULKAN_MATVEC_VARIANT): Q8_0 quants converted by
-// instruction or from their bits, 2, 4 or 8 rows per workgroup, on the Q8_0 shader (rows
-// with a partial group, several units per invocation, 37 rows: partial workgroups) and on
-// the mixed-type one with every type (two variants). T = 3 checks that several tokens keep their path.
-TEST(VulkanOps, MatvecVariantsMatchReference) {
+// The Q8_0 matvec (quants made floats from their bits, the block scale applied once per 16)
+// at odd shapes: rows with a partial group of blocks, several units per invocation, 37 rows
+// (a partial workgroup); T = 1 (decode) and T = 3. The mixed-type shader's Q8_0 jobs take
+// the same path: MixedTypeMatvecMatchesReference.
+TEST(VulkanOps, Q8_0MatvecMatchesReference) {
   REQUIRE_DEVICE();
-  EXPECT_EQ(vk::parse_matvec_variant("bits4").rows, 4u);
-  EXPECT_EQ(vk::parse_matvec_variant("i2f").q8_conv, 0u);
-  EXPECT_THROW(vk::parse_matvec_variant("bits3"), Error);
-  EXPECT_THROW(vk::parse_matvec_variant("f16"), Error);
-  const vk::MatvecVariant before = vk->kernels().matvec_variant();
-  for (const char* name : {"i2f2", "i2f8", "bits2", "bits4", "bits8"}) {
-    vk->set_matvec_variant(vk::parse_matvec_variant(name));
-    for (const int64_t cols : {352, 2592}) {
-      std::vector<uint8_t> bytes;
-      const Weight w = make_weight(TensorType::Q8_0, 37, cols, 5 + uint64_t(cols), bytes);
-      for (int T : {1, 3}) {
-        const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 90 + uint64_t(T));
-        std::vector<float> want(size_t(T) * 37);
-        ref::matmul(w, x.data(), T, want.data());
-        const std::string what = std::string(name) + " cols=" + std::to_string(cols) + " T=" + std::to_string(T);
-        expect_close(vk->matrix(w, x, T, MatPath::matvec), want, 1e-5, what);
-        EXPECT_EQ(vk->guards_broken(), 0u) << what;
-      }
-    }
-    // The mixed-type shader is slow to build on CPU devices: both conversions, once each.
-    if (name == std::string("i2f8") || name == std::string("bits2")) check_mixed_matvec(vk, 768);
-  }
-  vk->set_matvec_variant(before);
-}
-
-// act(y + bias) for products y [T x rows]: the matrix epilogues' expected outputs.
-std::vector<float> epilogue_reference(const std::vector<float>& y, const std::vector<float>& bias, uint32_t act) {
-  const auto sigmoid = [](double z) { return 1.0 / (1.0 + std::exp(-z)); };
-  std::vector<float> want(y.size());
-  for (size_t i = 0; i < y.size(); ++i) {
-    const double z = double(y[i]) + double(bias[i % bias.size()]);
-    switch (act) {
-      case vk::kActTanh:
-        want[i] = float(std::tanh(z));
-        break;
-      case vk::kActSigmoid:
-        want[i] = float(sigmoid(z));
-        break;
-      case vk::kActReluSq:
-        want[i] = float(z > 0 ? z * z : 0.0);
-        break;
-      case vk::kActDecay:
-        want[i] = float(std::exp(-0.6065306597126334 * sigmoid(z)));
-        break;
-      default:
-        want[i] = float(z);
+  for (const int64_t cols : {352, 2592}) {
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(TensorType::Q8_0, 37, cols, 5 + uint64_t(cols), bytes);
+    for (int T : {1, 3}) {
+      const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 90 + uint64_t(T));
+      std::vector<float> want(size_t(T) * 37);
+      ref::matmul(w, x.data(), T, want.data());
+      const std::string what = "cols=" + std::to_string(cols) + " T=" + std::to_string(T);
+      expect_close(vk->matrix(w, x, T, MatPath::matvec), want, 1e-5, what);
+      EXPECT_EQ(vk->guards_broken(), 0u) << what;
     }
   }
-  return want;
 }
-
-constexpr uint32_t kAllActs[] = {vk::kActNone, vk::kActTanh, vk::kActSigmoid, vk::kActReluSq, vk::kActDecay};
 
 // The epilogues: bias, then tanh / sigmoid / relu^2 / the decay formula (spec §2.2 step 4).
 TEST(VulkanOps, MatrixEpilogues) {
@@ -320,112 +230,6 @@ TEST(VulkanOps, MatmulPlans) {
   const MatPath prefill = k.uses_coopmat() ? MatPath::matmul_coopmat : MatPath::matmul;
   EXPECT_EQ(k.matmul_plan(jobs(2560, 2560), 40, lots, lots).tokens,
             k.matmul_plan(jobs(2560, 2560), 40, lots, lots, prefill).tokens);
-}
-
-// The tensor-core path with activations far beyond float16's range, kept in range by the
-// job's x scale (as for the FFN's relu^2 values).
-TEST(VulkanOps, CoopmatScalesLargeActivations) {
-  REQUIRE_DEVICE();
-  if (!vk->context().info().coopmat) GTEST_SKIP() << "no cooperative matrices on this device";
-  const int64_t rows = 70, cols = 512;
-  std::vector<uint8_t> bytes;
-  const Weight w = make_weight(TensorType::F16, rows, cols, 80, bytes);
-  const int T = 33;
-  const std::vector<float> x = random_vector(size_t(T * cols), -2e5f, 2e5f, 81);
-  std::vector<float> want(size_t(T * rows));
-  ref::matmul(w, x.data(), T, want.data());
-  const std::vector<float> got = vk->matrix(w, x, T, MatPath::matmul_coopmat, vk::kActNone, {}, 0, {}, 1.0f / 256);
-  expect_close(got, want, 3e-3, "coopmat, |x| up to 2e5");
-  EXPECT_EQ(vk->guards_broken(), 0u);
-}
-
-// The tensor-core matmul (prefill's default where the device has it) on the shapes that
-// stress its tiles: rows and tokens not multiples of 128 (partial tiles both ways; T = 257
-// leaves one token in the last tile), K not a multiple of its 32-element slices, K splits
-// chosen and forced (3: a short last split; 8 over 72 columns: empty splits; a split
-// product runs twice and the second run must match bit for bit), every epilogue with a
-// bias, gathered rows, a matrix split over buffers. W and x are rounded to float16: looser
-// tolerance than the float32 paths.
-TEST(VulkanOps, CoopmatMatchesReference) {
-  REQUIRE_DEVICE();
-  if (!vk->context().info().coopmat) {
-    GTEST_SKIP() << "no cooperative matrices on this device: the tensor-core matmul is not tested here";
-  }
-  constexpr double tol = 3e-3;
-  const MatPath cm = MatPath::matmul_coopmat;
-  struct Case {
-    int64_t rows, cols;
-    int T;
-    uint32_t splits;
-  };
-  const Case cases[] = {{130, 1056, 20, 0}, {37, 1056, 70, 0},  {130, 264, 130, 0},
-                        {37, 1056, 70, 1},  {130, 1056, 20, 3}, {37, 72, 20, 8},
-                        {37, 72, 130, 8},   {200, 520, 257, 0}, {129, 40, 17, 1}};
-  for (TensorType type : {TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_K}) {
-    for (const Case& c : cases) {
-      const int64_t block = type_info(type).block_size, cols = (c.cols + block - 1) / block * block;
-      std::vector<uint8_t> bytes;
-      const Weight w = make_weight(type, c.rows, cols, 21 + uint64_t(c.rows), bytes);
-      const std::vector<float> x = random_vector(size_t(c.T * cols), -1.0f, 1.0f, 22 + uint64_t(c.T));
-      std::vector<float> want(size_t(c.T) * size_t(c.rows));
-      ref::matmul(w, x.data(), c.T, want.data());
-      const std::string what = std::string(type_name(type)) + " rows=" + std::to_string(c.rows) +
-                               " cols=" + std::to_string(cols) + " T=" + std::to_string(c.T) +
-                               " splits=" + std::to_string(c.splits);
-      expect_close(vk->matrix(w, x, c.T, cm, vk::kActNone, {}, 0, {}, 1.0f, c.splits), want, tol, what);
-      EXPECT_EQ(vk->guards_broken(), 0u) << what;
-      EXPECT_FALSE(vk->runs_differ()) << what << ": a second run differs";
-    }
-  }
-  {  // epilogues, unsplit and split
-    const int64_t rows = 45, cols = 64;
-    std::vector<uint8_t> bytes;
-    const Weight w = make_weight(TensorType::F16, rows, cols, 5, bytes);
-    const std::vector<float> bias = random_vector(size_t(rows), -2.0f, 2.0f, 6);
-    for (int T : {20, 130}) {
-      const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 7);
-      std::vector<float> y(size_t(T * rows));
-      ref::matmul(w, x.data(), T, y.data());
-      for (uint32_t act : kAllActs) {
-        for (uint32_t splits : {1u, 2u}) {
-          const std::string what =
-              "coopmat act " + std::to_string(act) + " T=" + std::to_string(T) + " splits=" + std::to_string(splits);
-          expect_close(vk->matrix(w, x, T, cm, act, bias, 0, {}, 1.0f, splits), epilogue_reference(y, bias, act), tol,
-                       what);
-          EXPECT_EQ(vk->guards_broken(), 0u) << what;
-        }
-      }
-    }
-  }
-  {  // gathered rows
-    const int64_t rows = 33, cols = 64;
-    std::vector<uint8_t> bytes;
-    const Weight w = make_weight(TensorType::Q4_0, rows, cols, 12, bytes);
-    const int T = 6;
-    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 13);
-    const std::vector<uint32_t> gather = {5, 0, 3};
-    std::vector<float> all(size_t(T * rows)), want;
-    ref::matmul(w, x.data(), T, all.data());
-    for (uint32_t g : gather) want.insert(want.end(), all.begin() + g * rows, all.begin() + (g + 1) * rows);
-    expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, 0, gather), want, tol, "coopmat gather");
-    EXPECT_EQ(vk->guards_broken(), 0u);
-  }
-  for (TensorType type : {TensorType::F16, TensorType::Q6_K}) {  // three buffers, K unsplit and split
-    const int64_t cols = 256, rows = 51;
-    std::vector<uint8_t> bytes;
-    const Weight w = make_weight(type, rows, cols, 9, bytes);
-    const uint64_t limit = w.row_stride() * 20;
-    const int T = 66;
-    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 10);
-    std::vector<float> want(size_t(T * rows));
-    ref::matmul(w, x.data(), T, want.data());
-    for (uint32_t splits : {1u, 2u}) {
-      const std::string what = std::string(type_name(type)) + " coopmat over buffers, splits=" + std::to_string(splits);
-      expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, limit, {}, 1.0f, splits), want, tol, what);
-      EXPECT_EQ(vk->guards_broken(), 0u) << what;
-      EXPECT_FALSE(vk->runs_differ()) << what;
-    }
-  }
 }
 
 // The grouped Q8_0 rows the device reads hold every stored byte where q8_0_layout.h says:

@@ -98,30 +98,7 @@ SparseFfnShape sparse_ffn_shape(uint32_t C, uint32_t F, uint32_t lanes, uint32_t
   return s;
 }
 
-MatvecVariant parse_matvec_variant(const std::string& text) {
-  MatvecVariant v;
-  std::string rows;
-  if (text.starts_with("i2f")) {
-    v.q8_conv = 0;
-    rows = text.substr(3);
-  } else if (text.starts_with("bits")) {
-    v.q8_conv = 1;
-    rows = text.substr(4);
-  } else {
-    rows = "?";
-  }
-  if (!rows.empty()) v.rows = rows == "2" ? 2 : rows == "4" ? 4 : rows == "8" ? 8 : 0;
-  if (v.rows == 0) {
-    fail(ErrorCode::argument,
-         "vulkan: matvec variant '" + text + "' is not i2f or bits, optionally followed by 2, 4 or 8");
-  }
-  return v;
-}
-
 Kernels::Kernels(Context& ctx) : ctx_(ctx) {
-  if (const char* mv = std::getenv("RWKV_VULKAN_MATVEC_VARIANT"); mv != nullptr && mv[0] != 0) {
-    matvec_variant_ = parse_matvec_variant(mv);
-  }
   // Prefill takes the tensor-core matmul where the device has it, unless
   // RWKV_VULKAN_COOPMAT=0 (for comparisons with the float32 one).
   const char* cm = std::getenv("RWKV_VULKAN_COOPMAT");
@@ -134,14 +111,6 @@ Kernels::Kernels(Context& ctx) : ctx_(ctx) {
   // MATMUL_TOKENS=64|128: the tiled matmul's token tile for more than 64 rows (default 128).
   // SPLITK=n: split K up to about n invocations per dispatch (default kSplitTarget; 1: never).
   // WKV_ROWS, WKV_LANES, WKV_CHUNK: the prefill scan's split (WkvScanShape).
-}
-
-void Kernels::set_matvec_variant(const MatvecVariant& v) {
-  if (v.q8_conv > 1 || (v.rows != 2 && v.rows != 4 && v.rows != 8)) {
-    fail(ErrorCode::argument, "vulkan: no matvec variant with Q8_CONV " + std::to_string(v.q8_conv) + " and " +
-                                  std::to_string(v.rows) + " rows");
-  }
-  matvec_variant_ = v;
 }
 
 uint32_t Kernels::max_job_rows() const {
@@ -283,14 +252,12 @@ MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindin
     push(cmd, p, std::span(all, iface.binding_counts.size() == 7 ? 10 : 9), push_data, sizeof(push_data));
   };
   if (path == MatPath::matvec) {
-    // One token at a time for decode (rows per workgroup: the variant's); four at a time
-    // for small batches.
+    // One token at a time for decode; four at a time for small batches.
     const uint32_t tok = n_tok == 1 ? 1 : 4;
-    const uint32_t rows = n_tok == 1 ? matvec_variant_.rows : matvec_rows;
     const uint32_t wg = jobs.max_cols <= 16 * short_wg ? std::min(short_wg, matvec_wg_) : matvec_wg_;
-    const uint32_t spec[4] = {wg, rows, tok, matvec_variant_.q8_conv};
+    const uint32_t spec[3] = {wg, matvec_rows, tok};
     bind(ctx_.pipelines().get("matvec_" + suffix, kMatrixIface, spec), kMatrixIface);
-    ctx_.fn().vkCmdDispatch(cmd, ceil_div(jobs.max_rows, rows), jobs.n_jobs, 1);
+    ctx_.fn().vkCmdDispatch(cmd, ceil_div(jobs.max_rows, matvec_rows), jobs.n_jobs, 1);
   } else if (path == MatPath::matmul) {
     const uint32_t spec[1] = {plan.threads};
     bind(ctx_.pipelines().get("matmul_" + suffix, kMatmulIface, spec), kMatmulIface);

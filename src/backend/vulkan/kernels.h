@@ -105,18 +105,6 @@ SparseFfnShape sparse_ffn_shape(uint32_t C, uint32_t F, uint32_t lanes = 0, uint
 // Whether the sparse product handles a value matrix of this type with C outputs.
 bool sparse_ffn_supported(TensorType type, uint32_t C);
 
-// How the matvec shader reads Q8_0 (every matvec dispatch) and how many rows a one-token
-// (decode) dispatch gives each workgroup. RWKV_VULKAN_MATVEC_VARIANT picks one for
-// measurements: "i2f" or "bits", optionally followed by the rows (e.g. "bits4").
-struct MatvecVariant {
-  // Q8_0 quants to floats: 0 ("i2f") by int-to-float conversions, scaled one by one; 1
-  // ("bits") from their bits, the block scale applied once per 16 (matvec.comp, Q8_CONV).
-  uint32_t q8_conv = 1;
-  uint32_t rows = 2;  // output rows per workgroup at one token: 2, 4 or 8 (sharing each x load)
-};
-// The variant named by `text` (the environment variable's syntax); throws Error(argument).
-MatvecVariant parse_matvec_variant(const std::string& text);
-
 // Which matrix-product shader runs a group of jobs. automatic: matvec for few tokens, else
 // the tensor-core matmul where the device has it (RWKV_VULKAN_COOPMAT=0: not), else the
 // float32 tiled one.
@@ -205,13 +193,10 @@ class Kernels {
   // per stage). True on GPUs; CPU-type devices (llvmpipe) run a uniform switch as masked
   // code for every case, so they take one dispatch per weight type instead.
   bool mixed_matvec() const { return mixed_matvec_; }
-  // Rows per workgroup of the matvec shader for several tokens, and the fewest for one
-  // (MatvecVariant::rows): the most rows one job may have is this times the device's
-  // workgroup-count limit (jobs are split to respect it).
+  // Rows per workgroup of the matvec shader (each x load serves both; 4 measured slower at
+  // 2.9B decode, bench/RESULTS-vulkan.md): the most rows one job may have is this times the
+  // device's workgroup-count limit (jobs are split to respect it).
   static constexpr uint32_t matvec_rows = 2;
-  const MatvecVariant& matvec_variant() const { return matvec_variant_; }
-  // Tests run every variant; the backend keeps the one it was created with.
-  void set_matvec_variant(const MatvecVariant& v);
   // Products whose rows have at most 16 x short_wg elements (the LoRA up projections: rank
   // columns) run with workgroups of short_wg invocations: in a wider one most invocations
   // would have no 16-element unit to read, and the idle ones limit the workgroups per SM.
@@ -234,7 +219,6 @@ class Kernels {
   uint32_t matvec_wg_ = 128;
   bool mixed_matvec_ = true;
   bool use_coopmat_ = false;
-  MatvecVariant matvec_variant_;
 };
 
 // "q4_K" -> "q4_k": the shader-variant suffix of a weight type.

@@ -30,8 +30,6 @@ class OpRunner {
   ~OpRunner();
   Context& context() { return *ctx_; }
   const Kernels& kernels() const { return *kernels_; }
-  // The one-token matvec variant of the following ops (Kernels::set_matvec_variant).
-  void set_matvec_variant(const MatvecVariant& v) { kernels_->set_matvec_variant(v); }
 
   // y [T x W.rows()] = act(W x + bias), x [T x W.cols()]. `arena_limit` > 0 splits W by rows
   // over buffers of at most that many bytes (at most 4). With `gather`, y row t is computed

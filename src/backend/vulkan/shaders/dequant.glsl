@@ -187,23 +187,11 @@ void dq8_q6_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 #endif
 
 #if defined(TYPE_Q8_0)
-// Elements [e, e+16), e % 16 == 0: the 16 quants are one aligned 16-byte load.
-void dq16_q8_0(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
-  uint gb = rb + (e >> 8) * Q8G_BYTES;
-  float d = f16(ld16(b, gb + ((e >> 4) & 14u)));
-  uvec4 q = wq4[b].w[(gb + Q8G_QS + (e & 255u)) >> 4];
-  v0 = i8x4(q.x) * d;
-  v1 = i8x4(q.y) * d;
-  v2 = i8x4(q.z) * d;
-  v3 = i8x4(q.w) * d;
-}
-#endif
-
-#if defined(TYPE_Q8_0)
-// The same 16 quants unscaled, without int-to-float conversion instructions (quarter rate
-// on NVIDIA GPUs: one per weight byte): byte q ^ 0x80 = q + 128 in the low mantissa bits of
-// 2^23 is the float 2^23 + q + 128 exactly, and one subtraction leaves q. Returns the scale,
-// which the caller applies once per unit instead of 16 times.
+// Elements [e, e+16) unscaled, e % 16 == 0: the 16 quants are one aligned 16-byte load, made
+// floats without int-to-float conversion instructions (quarter rate on NVIDIA GPUs: one per
+// weight byte): byte q ^ 0x80 = q + 128 in the low mantissa bits of 2^23 is the float
+// 2^23 + q + 128 exactly, and one subtraction leaves q. Returns the block scale, which the
+// caller applies once per 16 elements.
 vec4 q8_bits4(uint q) {
   uint b = q ^ 0x80808080u;
   uvec4 m = (uvec4(b) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu;
@@ -263,13 +251,9 @@ void dq8_any(uint type, uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 #error "define one TYPE_<type> or TYPE_ANY"
 #endif
 
-// dq16: elements [e, e+16) of a row, e % 16 == 0, into v0..v3 (the matvec's unit): one wide
-// read for Q8_0, two dq8 reads for the other types. (The all-types matvec reads only its
-// Q8_0 jobs this way, through dq16_q8_0.)
-#if defined(TYPE_ANY)
-#elif defined(TYPE_Q8_0)
-#define dq16 dq16_q8_0
-#else
+// dq16: elements [e, e+16) of a row, e % 16 == 0, into v0..v3 (the matvec's unit): two dq8
+// reads. Q8_0 units (in the Q8_0 and the all-types matvec) are read by dq16_q8_0_unscaled.
+#if !defined(TYPE_ANY) && !defined(TYPE_Q8_0)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
   dq8(b, rb, e, v0, v1);
   dq8(b, rb, e + 8u, v2, v3);

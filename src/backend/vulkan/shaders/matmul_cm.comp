@@ -10,14 +10,17 @@
 // BK = 32; two slices live in shared memory as float16 rows of BK + 8 (80 bytes: the 16-byte
 // pieces of 8 consecutive rows fall in distinct banks, for the fragment loads and for the
 // stores), so one barrier per slice suffices: the next slice's global loads are issued into
-// registers before the current slice's fragments multiply and stored into the other half
-// after them. A slice is 512 pieces of 8 elements per operand, two per invocation, each one
-// 16-byte shared store: F16 weights as loaded (one 16-byte global load), other types
-// dequantised (dequant.glsl) and rounded to float16, x (float32, two 16-byte loads)
-// multiplied by the job's x_scale and rounded, so large activations (relu^2) stay in
-// float16 range; the result is divided by x_scale. 8 consecutive invocations take the same
-// piece of 8 adjacent rows (tokens), 32 all 4 pieces of those rows (whole 64- or 128-byte
-// runs of global memory). Loads are branch-free (addresses clamped, pieces past the K range
+// registers before the current slice's fragments multiply and stored into the other buffer
+// after them. (Slices of 64 held once and tiles of 64 tokens, which trade those staging
+// registers against workgroups per SM, measured slower: bench/RESULTS-vulkan.md.) A slice
+// is 128 x 4 pieces of 8 elements per operand, two per invocation, each one 16-byte shared
+// store: F16 weights as loaded (one 16-byte global load), other types dequantised
+// (dequant.glsl) and rounded to float16 at load, x (float32, two 16-byte loads) multiplied
+// by the job's x_scale and rounded, so large activations (relu^2) stay in float16 range; the
+// result is divided by x_scale. Invocation i takes piece (i >> 3) & 3 of rows R and R + 64,
+// R = (i & 7) | (i >> 5) 8: 8 consecutive invocations the same piece of 8 adjacent rows
+// (tokens), a subgroup all 4 pieces of those rows (whole 64-byte runs of F16 weights,
+// 128-byte runs of x). Loads are branch-free (addresses clamped, pieces past the K range
 // replaced by zeros); rows and tokens past the ends are computed from clamped copies and
 // never stored.
 //
@@ -43,14 +46,16 @@ layout(local_size_x = 256) in;
 #define BM 128u
 #define BN 128u
 #define BK 32u
-#define LDS 5u          // row stride of the shared tiles in uvec4 (8 float16): BK + 8 float16
+#define LDS 5u           // row stride of the shared tiles in uvec4 (8 float16): BK + 8 float16
 #define TILE (BM * LDS)  // uvec4 per operand and slice (BM == BN)
-#define LDC 17u         // column stride of the staged results in uvec4 (68 floats: no bank conflicts)
-#define PART 16384u     // floats of one workgroup's partial tile (BM x BN)
+#define RSTEP 64u        // rows (tokens) between an invocation's two pieces
+#define LDC 17u          // column stride of the staged results in uvec4 (68 floats: no bank conflicts)
+#define PART 16384u      // floats of one workgroup's partial tile (BM x BN)
 
-// sa[(buf BM + m) LDS + k / 8] holds W[m0 + m][k0 + k .. +8] of slice half buf as float16,
+// sa[(buf BM + m) LDS + k / 8] holds W[m0 + m][k0 + k .. +8] of slice buffer buf as float16,
 // sb likewise x[n0 + n][k0 + k .. +8] (read as the K x N operand it is column-major). After
-// the loop, sa stages the results and sb[0].x passes the split-K "last one" flag.
+// the loop, sa stages the results (8 blocks of 8 LDC uvec4: 1088 of its 1280) and sb[0].x
+// passes the split-K "last one" flag.
 shared uvec4 sa[2u * TILE];
 shared uvec4 sb[2u * TILE];
 
@@ -66,30 +71,30 @@ layout(std430, set = 0, binding = 6) coherent buffer Counters { uint counter[]; 
 #define FragC fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>
 
 Job jb;
-uint kb, ke;           // this split's K range [kb, ke), multiples of 8
-uint pr[2], pk[2];     // piece q: row (token) pr[q] of the tile, elements [8 pk[q], +8) of the slice
-uint wrb[2], xb[2];    // piece q's weight row (bytes) and x row (vec4 index)
-#if defined(TYPE_F16)
-uvec4 wraw[2];         // the loaded slice, on its way to shared memory
-#else
-vec4 wlo[2], whi[2];
-#endif
+uint kb, ke;      // this split's K range [kb, ke), multiples of 8
+uint pr, pk;      // the invocation's pieces q = 0, 1: rows (tokens) pr + q RSTEP, elements [8 pk, +8)
+uint mr;          // m0 + pr
+uint xb[2];       // piece q's x row (vec4 index)
+uvec4 wraw[2];    // the loaded slice of W as float16, on its way to shared memory
 vec4 xlo[2], xhi[2];
+
+uvec4 pack8(vec4 lo, vec4 hi) {
+  return uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw), packHalf2x16(hi.xy), packHalf2x16(hi.zw));
+}
 
 // Issues the global loads of the slice at k0 (pieces at or past ke read as zeros).
 void load_slice(uint k0) {
+  uint k = k0 + 8u * pk;
+  uint kc = min(k, jb.cols - 8u);
+  bool ok = k < ke;
   [[unroll]] for (uint q = 0u; q < 2u; ++q) {
-    uint k = k0 + 8u * pk[q];
-    uint kc = min(k, jb.cols - 8u);
-    bool ok = k < ke;
+    uint rb = jb.w_off + min(mr + q * RSTEP, jb.rows - 1u) * jb.row_bytes;  // piece q's weight row (bytes)
 #if defined(TYPE_F16)
-    uvec4 v = wq4[jb.wbind].w[(wrb[q] + kc * 2u) >> 4];
-    wraw[q] = mix(uvec4(0u), v, bvec4(ok));
+    wraw[q] = mix(uvec4(0u), wq4[jb.wbind].w[(rb + kc * 2u) >> 4], bvec4(ok));
 #else
     vec4 lo, hi;
-    DQ8(jb, wrb[q], kc, lo, hi);
-    wlo[q] = mix(vec4(0.0), lo, bvec4(ok));
-    whi[q] = mix(vec4(0.0), hi, bvec4(ok));
+    DQ8(jb, rb, kc, lo, hi);
+    wraw[q] = mix(uvec4(0u), pack8(lo, hi), bvec4(ok));
 #endif
     uint e = xb[q] + (kc >> 2);
     vec4 a = x4[e], b = x4[e + 1u];
@@ -98,19 +103,11 @@ void load_slice(uint k0) {
   }
 }
 
-uvec4 pack8(vec4 lo, vec4 hi) {
-  return uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw), packHalf2x16(hi.xy), packHalf2x16(hi.zw));
-}
-
-// Stores the loaded slice into shared half `buf` as float16.
+// Stores the loaded slice into shared buffer `buf` as float16.
 void stash(uint buf) {
   [[unroll]] for (uint q = 0u; q < 2u; ++q) {
-    uint e = buf * TILE + pr[q] * LDS + pk[q];
-#if defined(TYPE_F16)
+    uint e = buf * TILE + (pr + q * RSTEP) * LDS + pk;
     sa[e] = wraw[q];
-#else
-    sa[e] = pack8(wlo[q], whi[q]);
-#endif
     sb[e] = pack8(xlo[q] * jb.x_scale, xhi[q] * jb.x_scale);
   }
 }
@@ -129,13 +126,10 @@ void main() {
   uint share = ((jb.cols + splits - 1u) / splits + BK - 1u) / BK * BK;
   kb = min(jb.cols, split * share);
   ke = min(jb.cols, kb + share);
-  [[unroll]] for (uint q = 0u; q < 2u; ++q) {
-    uint p = tid + 256u * q;
-    pr[q] = (p & 7u) | ((p >> 5) << 3);
-    pk[q] = (p >> 3) & 3u;
-    wrb[q] = jb.w_off + min(m0 + pr[q], jb.rows - 1u) * jb.row_bytes;
-    xb[q] = x_row(jb, min(n0 + pr[q], pc.n_tok - 1u));
-  }
+  pr = (tid & 7u) | ((tid >> 5) << 3);
+  pk = (tid >> 3) & 3u;
+  mr = m0 + pr;
+  [[unroll]] for (uint q = 0u; q < 2u; ++q) xb[q] = x_row(jb, min(n0 + pr + q * RSTEP, pc.n_tok - 1u));
 
   FragC acc[4][4];  // acc[i][j]: rows 16 i, tokens 8 j of the subgroup's 64 x 32
   [[unroll]] for (uint i = 0u; i < 4u; ++i) {

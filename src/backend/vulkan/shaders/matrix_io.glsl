@@ -20,14 +20,15 @@ struct Job {
 };
 #define JOB_GATHER 0x100u
 
-// Elements [e, e+8) and [e, e+16) of a row of the job's matrix (see dequant.glsl). TYPE_ANY
-// shaders use DQ16 for Q8_0 jobs only.
+// Elements [e, e+8) and [e, e+16) of a row of the job's matrix (see dequant.glsl). Q8_0 and
+// TYPE_ANY shaders have no DQ16: their 16-element units are Q8_0 ones (dq16_q8_0_unscaled).
 #if defined(TYPE_ANY)
 #define DQ8(jb, rb, e, lo, hi) dq8_any(jb.type, jb.wbind, rb, e, lo, hi)
-#define DQ16(jb, rb, e, v0, v1, v2, v3) dq16_q8_0(jb.wbind, rb, e, v0, v1, v2, v3)
 #else
 #define DQ8(jb, rb, e, lo, hi) dq8(jb.wbind, rb, e, lo, hi)
+#if !defined(TYPE_Q8_0)
 #define DQ16(jb, rb, e, v0, v1, v2, v3) dq16(jb.wbind, rb, e, v0, v1, v2, v3)
+#endif
 #endif
 
 layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };

@@ -5,10 +5,9 @@
 // invocations stride over the row in units of 16 elements (Q8_0: one 16-byte quant load;
 // TYPE_ANY: 8 for types other than Q8_0), two units per loop trip so that each has the loads
 // of both in flight; each weight byte is read from memory once per TOK tokens; partial sums
-// meet through subgroup adds and one shared-memory step. Q8_0 units are read in one of two
-// ways (spec constant Q8_CONV, chosen by the host): 0 converts each quant with an
-// int-to-float instruction and scales it, 1 builds the floats from the bits and applies the
-// block scale once per unit (dequant.glsl, dq16_q8_0_unscaled).
+// meet through subgroup adds and one shared-memory step. Q8_0 units build their floats from
+// the quant bits, without int-to-float conversion instructions, and apply the block scale
+// once per unit (dequant.glsl, dq16_q8_0_unscaled).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "dequant.glsl"
@@ -18,7 +17,6 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
 layout(constant_id = 1) const uint ROWS = 2;
 layout(constant_id = 2) const uint TOK = 1;
-layout(constant_id = 3) const uint Q8_CONV = 0;
 
 shared float part[ROWS * TOK * RED_MAX];
 
@@ -28,11 +26,13 @@ uint rb[ROWS];
 uint xb[TOK];
 float acc[ROWS * TOK];
 
-// sum_i a_i . b_i over four vec4 pairs, as four independent FMA chains.
+#if defined(TYPE_ANY) || defined(TYPE_Q8_0)
+// sum_i a_i . b_i over four vec4 pairs, as four independent FMA chains (Q8_0 units).
 float dot16(vec4 a0, vec4 a1, vec4 a2, vec4 a3, vec4 b0, vec4 b1, vec4 b2, vec4 b3) {
   vec4 s = fma(a3, b3, fma(a2, b2, fma(a1, b1, a0 * b0)));
   return (s.x + s.y) + (s.z + s.w);
 }
+#endif
 
 // Adds elements [16u, 16u + 16) of every row x token to acc.
 void add_unit16(Job jb, uint u) {
@@ -42,19 +42,16 @@ void add_unit16(Job jb, uint u) {
   }
 #if defined(TYPE_ANY) || defined(TYPE_Q8_0)
   // Only Q8_0 jobs come here in these builds.
-  if (Q8_CONV == 1u) {
-    for (uint r = 0u; r < ROWS; ++r) {
-      vec4 w0, w1, w2, w3;
-      float d = dq16_q8_0_unscaled(jb.wbind, rb[r], 16u * u, w0, w1, w2, w3);
-      for (uint j = 0u; j < TOK; ++j) {
-        acc[r * TOK + j] =
-            fma(d, dot16(w0, w1, w2, w3, xv[4u * j], xv[4u * j + 1u], xv[4u * j + 2u], xv[4u * j + 3u]),
-                acc[r * TOK + j]);
-      }
+  for (uint r = 0u; r < ROWS; ++r) {
+    vec4 w0, w1, w2, w3;
+    float d = dq16_q8_0_unscaled(jb.wbind, rb[r], 16u * u, w0, w1, w2, w3);
+    for (uint j = 0u; j < TOK; ++j) {
+      acc[r * TOK + j] =
+          fma(d, dot16(w0, w1, w2, w3, xv[4u * j], xv[4u * j + 1u], xv[4u * j + 2u], xv[4u * j + 3u]),
+              acc[r * TOK + j]);
     }
-    return;
   }
-#endif
+#else
   for (uint r = 0u; r < ROWS; ++r) {
     vec4 w0, w1, w2, w3;
     DQ16(jb, rb[r], 16u * u, w0, w1, w2, w3);
@@ -63,6 +60,7 @@ void add_unit16(Job jb, uint u) {
                           dot(w3, xv[4u * j + 3u]);
     }
   }
+#endif
 }
 
 // Adds elements [e, e + 8) of every row x token to acc (the end of a row of 8 mod 16).

@@ -1,0 +1,137 @@
+// The Vulkan tensor-core matmul (matmul_cm.comp, prefill's matrix products where the device
+// has VK_NV_cooperative_matrix) against the reference ops on the same encoded bytes: rows
+// and tokens not multiples of its 128 x 128 tiles, K not a multiple of its 32-element slices,
+// K splits chosen and forced (short and empty splits, bit-identical reruns), every epilogue,
+// gathered rows, matrices split over buffers, and activations beyond float16's range kept
+// in range by the job's x scale. Every test skips on devices without cooperative matrices
+// (lavapipe); every run also checks the guard words around the kernel's buffers. The other
+// matrix paths, and this one on every weight type, are in test_vulkan_ops.cpp.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ref_ops.h"
+#include "backend/vulkan/op_runner.h"
+#include "tensor/types.h"
+#include "testing/vulkan_ops.h"
+
+namespace rwkv {
+namespace {
+
+using testing::epilogue_reference;
+using testing::expect_close;
+using testing::kAllActs;
+using testing::make_weight;
+using testing::random_vector;
+using vk::MatPath;
+
+// The tensor-core path with activations far beyond float16's range, kept in range by the
+// job's x scale (as for the FFN's relu^2 values).
+TEST(VulkanOps, CoopmatScalesLargeActivations) {
+  REQUIRE_DEVICE();
+  if (!vk->context().info().coopmat) GTEST_SKIP() << "no cooperative matrices on this device";
+  const int64_t rows = 70, cols = 512;
+  std::vector<uint8_t> bytes;
+  const Weight w = make_weight(TensorType::F16, rows, cols, 80, bytes);
+  const int T = 33;
+  const std::vector<float> x = random_vector(size_t(T * cols), -2e5f, 2e5f, 81);
+  std::vector<float> want(size_t(T * rows));
+  ref::matmul(w, x.data(), T, want.data());
+  const std::vector<float> got = vk->matrix(w, x, T, MatPath::matmul_coopmat, vk::kActNone, {}, 0, {}, 1.0f / 256);
+  expect_close(got, want, 3e-3, "coopmat, |x| up to 2e5");
+  EXPECT_EQ(vk->guards_broken(), 0u);
+}
+
+// The tensor-core matmul (prefill's default where the device has it) on the shapes that
+// stress its tiles: rows and tokens not multiples of 128 (partial tiles both ways; T = 257
+// leaves one token in the last tile), K not a multiple of its 32-element slices, K splits
+// chosen and forced (3: a short last split; 8 over 72 columns: empty splits; a split
+// product runs twice and the second run must match bit for bit), every epilogue with a
+// bias, gathered rows, a matrix split over buffers. W and x are rounded to float16: looser
+// tolerance than the float32 paths.
+TEST(VulkanOps, CoopmatMatchesReference) {
+  REQUIRE_DEVICE();
+  if (!vk->context().info().coopmat) {
+    GTEST_SKIP() << "no cooperative matrices on this device: the tensor-core matmul is not tested here";
+  }
+  constexpr double tol = 3e-3;
+  const MatPath cm = MatPath::matmul_coopmat;
+  struct Case {
+    int64_t rows, cols;
+    int T;
+    uint32_t splits;
+  };
+  const Case cases[] = {{130, 1056, 20, 0}, {37, 1056, 70, 0},  {130, 264, 130, 0},
+                        {37, 1056, 70, 1},  {130, 1056, 20, 3}, {37, 72, 20, 8},
+                        {37, 72, 130, 8},   {200, 520, 257, 0}, {129, 40, 17, 1}};
+  for (TensorType type : {TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_K}) {
+    for (const Case& c : cases) {
+      const int64_t block = type_info(type).block_size, cols = (c.cols + block - 1) / block * block;
+      std::vector<uint8_t> bytes;
+      const Weight w = make_weight(type, c.rows, cols, 21 + uint64_t(c.rows), bytes);
+      const std::vector<float> x = random_vector(size_t(c.T * cols), -1.0f, 1.0f, 22 + uint64_t(c.T));
+      std::vector<float> want(size_t(c.T) * size_t(c.rows));
+      ref::matmul(w, x.data(), c.T, want.data());
+      const std::string what = std::string(type_name(type)) + " rows=" + std::to_string(c.rows) +
+                               " cols=" + std::to_string(cols) + " T=" + std::to_string(c.T) +
+                               " splits=" + std::to_string(c.splits);
+      expect_close(vk->matrix(w, x, c.T, cm, vk::kActNone, {}, 0, {}, 1.0f, c.splits), want, tol, what);
+      EXPECT_EQ(vk->guards_broken(), 0u) << what;
+      EXPECT_FALSE(vk->runs_differ()) << what << ": a second run differs";
+    }
+  }
+  {  // epilogues, unsplit and split
+    const int64_t rows = 45, cols = 64;
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(TensorType::F16, rows, cols, 5, bytes);
+    const std::vector<float> bias = random_vector(size_t(rows), -2.0f, 2.0f, 6);
+    for (int T : {20, 130}) {
+      const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 7);
+      std::vector<float> y(size_t(T * rows));
+      ref::matmul(w, x.data(), T, y.data());
+      for (uint32_t act : kAllActs) {
+        for (uint32_t splits : {1u, 2u}) {
+          const std::string what =
+              "coopmat act " + std::to_string(act) + " T=" + std::to_string(T) + " splits=" + std::to_string(splits);
+          expect_close(vk->matrix(w, x, T, cm, act, bias, 0, {}, 1.0f, splits), epilogue_reference(y, bias, act), tol,
+                       what);
+          EXPECT_EQ(vk->guards_broken(), 0u) << what;
+        }
+      }
+    }
+  }
+  {  // gathered rows
+    const int64_t rows = 33, cols = 64;
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(TensorType::Q4_0, rows, cols, 12, bytes);
+    const int T = 6;
+    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 13);
+    const std::vector<uint32_t> gather = {5, 0, 3};
+    std::vector<float> all(size_t(T * rows)), want;
+    ref::matmul(w, x.data(), T, all.data());
+    for (uint32_t g : gather) want.insert(want.end(), all.begin() + g * rows, all.begin() + (g + 1) * rows);
+    expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, 0, gather), want, tol, "coopmat gather");
+    EXPECT_EQ(vk->guards_broken(), 0u);
+  }
+  for (TensorType type : {TensorType::F16, TensorType::Q6_K}) {  // three buffers, K unsplit and split
+    const int64_t cols = 256, rows = 51;
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(type, rows, cols, 9, bytes);
+    const uint64_t limit = w.row_stride() * 20;
+    const int T = 66;
+    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 10);
+    std::vector<float> want(size_t(T * rows));
+    ref::matmul(w, x.data(), T, want.data());
+    for (uint32_t splits : {1u, 2u}) {
+      const std::string what = std::string(type_name(type)) + " coopmat over buffers, splits=" + std::to_string(splits);
+      expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, limit, {}, 1.0f, splits), want, tol, what);
+      EXPECT_EQ(vk->guards_broken(), 0u) << what;
+      EXPECT_FALSE(vk->runs_differ()) << what;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rwkv

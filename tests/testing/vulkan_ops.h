@@ -1,0 +1,112 @@
+// Helpers shared by the Vulkan kernel tests (test_vulkan_ops.cpp, test_vulkan_coopmat.cpp):
+// one device per test program, random inputs and encoded weights, output checks, and the
+// matrix epilogues' expected outputs.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/vulkan/op_runner.h"
+#include "common/error.h"
+#include "model/model.h"
+#include "tensor/quant.h"
+#include "tensor/types.h"
+#include "testing/testing.h"
+
+namespace rwkv::testing {
+
+// One device for the whole test program; null (tests skip) when there is none.
+inline vk::OpRunner* vulkan_runner() {
+  static std::unique_ptr<vk::OpRunner> r = [] {
+    try {
+      return std::make_unique<vk::OpRunner>();
+    } catch (const Error& e) {
+      std::fprintf(stderr, "no Vulkan device: %s\n", e.what());
+      return std::unique_ptr<vk::OpRunner>();
+    }
+  }();
+  return r.get();
+}
+
+// n values uniform in [lo, hi), the same for the same seed.
+inline std::vector<float> random_vector(size_t n, float lo, float hi, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// A weight of `rows` x `cols` random values encoded as `type`; bytes owned by `storage`.
+inline Weight make_weight(TensorType type, int64_t rows, int64_t cols, uint64_t seed, std::vector<uint8_t>& storage) {
+  Weight w;
+  w.name = "test." + std::string(type_name(type));
+  w.type = type;
+  w.ne[0] = cols;
+  w.ne[1] = rows;
+  const std::vector<float> values = random_vector(size_t(rows * cols), -1.0f, 1.0f, seed);
+  storage.assign(row_bytes(type, cols) * size_t(rows), 0);
+  quantize_row(type, values.data(), storage.data(), rows * cols);
+  w.data = storage.data();
+  w.nbytes = storage.size();
+  return w;
+}
+
+inline bool all_finite(const std::vector<float>& v) {
+  for (float x : v) {
+    if (!std::isfinite(x)) return false;
+  }
+  return true;
+}
+
+// Relative L2 error of `got` against `want` at most `tol`, every output finite.
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol,
+                         const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  EXPECT_TRUE(all_finite(got)) << what << ": non-finite output (an element left unwritten?)";
+  EXPECT_LE(rel_l2(got, want), tol) << what;
+}
+
+// act(y + bias) for products y [T x rows]: the matrix epilogues' expected outputs.
+inline std::vector<float> epilogue_reference(const std::vector<float>& y, const std::vector<float>& bias,
+                                             uint32_t act) {
+  const auto sigmoid = [](double z) { return 1.0 / (1.0 + std::exp(-z)); };
+  std::vector<float> want(y.size());
+  for (size_t i = 0; i < y.size(); ++i) {
+    const double z = double(y[i]) + double(bias[i % bias.size()]);
+    switch (act) {
+      case vk::kActTanh:
+        want[i] = float(std::tanh(z));
+        break;
+      case vk::kActSigmoid:
+        want[i] = float(sigmoid(z));
+        break;
+      case vk::kActReluSq:
+        want[i] = float(z > 0 ? z * z : 0.0);
+        break;
+      case vk::kActDecay:
+        want[i] = float(std::exp(-0.6065306597126334 * sigmoid(z)));
+        break;
+      default:
+        want[i] = float(z);
+    }
+  }
+  return want;
+}
+
+inline constexpr uint32_t kAllActs[] = {vk::kActNone, vk::kActTanh, vk::kActSigmoid, vk::kActReluSq, vk::kActDecay};
+
+}  // namespace rwkv::testing
+
+// Declares `vk`, the program's device, in a test; skips the test when there is none.
+#define REQUIRE_DEVICE()                                       \
+  ::rwkv::vk::OpRunner* vk = ::rwkv::testing::vulkan_runner(); \
+  if (vk == nullptr) GTEST_SKIP() << "no Vulkan device here";  \
+  static_assert(true)
