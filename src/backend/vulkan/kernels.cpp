@@ -108,9 +108,6 @@ Kernels::Kernels(Context& ctx) : ctx_(ctx) {
     matvec_wg_ = 32;
     mixed_matvec_ = false;
   }
-  // MATMUL_TOKENS=64|128: the tiled matmul's token tile for more than 64 rows (default 128).
-  // SPLITK=n: split K up to about n invocations per dispatch (default kSplitTarget; 1: never).
-  // WKV_ROWS, WKV_LANES, WKV_CHUNK: the prefill scan's split (WkvScanShape).
 }
 
 uint32_t Kernels::max_job_rows() const {
