@@ -162,6 +162,17 @@ static void test_eval_and_state(rwkv_model* model, const char* state_path) {
   CHECK_OK(rwkv_decode_batch(model, slots, tokens, 2, batch));
   CHECK(max_abs_diff(batch, continued, V) < 1e-4f);
   CHECK(max_abs_diff(batch + V, continued, V) < 1e-4f);
+  /* The same step into the model's own logits buffer. */
+  float* fast = NULL;
+  CHECK_OK(rwkv_logits_buffer(model, 2, &fast));
+  CHECK(fast != NULL);
+  CHECK_OK(rwkv_state_set(model, 1, state, S));
+  CHECK_OK(rwkv_state_clone(model, 1, 2));
+  if (fast) {
+    CHECK_OK(rwkv_decode_batch(model, slots, tokens, 2, fast));
+    CHECK(max_abs_diff(fast, batch, 2 * V) == 0.0f);
+  }
+  CHECK(rwkv_logits_buffer(model, 0, &fast) == RWKV_ERR_ARGUMENT);
 
   /* Bad arguments name what is wrong and change nothing. */
   CHECK(rwkv_eval(model, 3, prompt, n_prompt, NULL) == RWKV_ERR_ARGUMENT);

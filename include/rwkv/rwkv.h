@@ -34,7 +34,7 @@ extern "C" {
 /* Version of this header. A library of the same major version accepts every program built
  * against this or an earlier minor version; compare with rwkv_api_version() at run time. */
 #define RWKV_API_VERSION_MAJOR 1
-#define RWKV_API_VERSION_MINOR 0
+#define RWKV_API_VERSION_MINOR 1
 #define RWKV_API_VERSION ((RWKV_API_VERSION_MAJOR << 16) | RWKV_API_VERSION_MINOR)
 
 /* Result of every fallible call. Codes 1-7 mirror the library's rwkv::ErrorCode. */
@@ -142,6 +142,13 @@ RWKV_API rwkv_status rwkv_eval_all(rwkv_model* model, int32_t slot, const int32_
  * rwkv_eval calls on GPU backends. */
 RWKV_API rwkv_status rwkv_decode_batch(rwkv_model* model, const int32_t* slots, const int32_t* tokens, size_t n,
                                        float* logits);
+
+/* (1.1) *out = host memory for rows * n_vocab logits that the model's backend fills fastest:
+ * page-locked on CUDA, where a batched download into it runs ~6x faster than into ordinary
+ * memory (256 rows: 1.2 ms instead of 7 ms on an H100). Owned by the model: valid until a
+ * later call asks for more rows, or rwkv_model_free. Pass it as the logits of
+ * rwkv_decode_batch or rwkv_eval. */
+RWKV_API rwkv_status rwkv_logits_buffer(rwkv_model* model, size_t rows, float** out);
 
 /* ---------------------------------------------------------------------------------------
  * States */

@@ -273,13 +273,19 @@ rwkv_status rwkv_decode_batch(rwkv_model* model, const int32_t* slots, const int
       slot_list[i] = slots[i];
     }
     check_tokens(model, tokens, n);
-    std::vector<float> scratch;
-    if (!logits) {
-      scratch.resize(n * size_t(model->engine->n_vocab()));
-      logits = scratch.data();
-    }
     std::lock_guard lock(model->mutex);
-    model->engine->decode(slot_list, {tokens, n}, logits);
+    model->engine->decode(slot_list, {tokens, n}, logits ? logits : model->engine->logits_buffer(n).data());
+    return RWKV_OK;
+  });
+}
+
+rwkv_status rwkv_logits_buffer(rwkv_model* model, size_t rows, float** out) {
+  return guarded(__func__, [&] {
+    require(model != nullptr, "model is NULL");
+    require(out != nullptr, "out is NULL");
+    require(rows > 0, "rows is 0");
+    std::lock_guard lock(model->mutex);
+    *out = model->engine->logits_buffer(rows).data();
     return RWKV_OK;
   });
 }
