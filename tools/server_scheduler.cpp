@@ -177,8 +177,9 @@ void Scheduler::decode(std::vector<Active>& active) {
   }
   if (batch.empty()) return;
   const size_t n_vocab = size_t(engine_.n_vocab());
-  const std::span<float> logits = engine_.logits_buffer(batch.size());
+  std::span<float> logits;
   try {
+    logits = engine_.logits_buffer(batch.size());
     engine_.decode(slots, tokens, logits.data());
   } catch (const std::exception& e) {
     for (Active* a : batch) a->end("error", e.what());

@@ -103,7 +103,8 @@ void Engine::decode(std::span<const int> slots, std::span<const int32_t> tokens,
 
 std::span<float> Engine::logits_buffer(size_t rows) {
   if (rows > logits_rows_) {
-    logits_.reset();  // the old buffer first: page-locked memory is scarce
+    logits_.reset();   // the old buffer first: page-locked memory is scarce
+    logits_rows_ = 0;  // and none held if the allocation throws
     logits_ = backend_->alloc_host(rows * size_t(n_vocab()));
     logits_rows_ = rows;
   }
