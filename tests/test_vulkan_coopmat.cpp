@@ -58,30 +58,11 @@ TEST(VulkanOps, CoopmatMatchesReference) {
   }
   constexpr double tol = 3e-3;
   const MatPath cm = MatPath::matmul_coopmat;
-  struct Case {
-    int64_t rows, cols;
-    int T;
-    uint32_t splits;
-  };
-  const Case cases[] = {{130, 1056, 20, 0}, {37, 1056, 70, 0},  {130, 264, 130, 0},
-                        {37, 1056, 70, 1},  {130, 1056, 20, 3}, {37, 72, 20, 8},
-                        {37, 72, 130, 8},   {200, 520, 257, 0}, {129, 40, 17, 1}};
-  for (TensorType type : {TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_K}) {
-    for (const Case& c : cases) {
-      const int64_t block = type_info(type).block_size, cols = (c.cols + block - 1) / block * block;
-      std::vector<uint8_t> bytes;
-      const Weight w = make_weight(type, c.rows, cols, 21 + uint64_t(c.rows), bytes);
-      const std::vector<float> x = random_vector(size_t(c.T * cols), -1.0f, 1.0f, 22 + uint64_t(c.T));
-      std::vector<float> want(size_t(c.T) * size_t(c.rows));
-      ref::matmul(w, x.data(), c.T, want.data());
-      const std::string what = std::string(type_name(type)) + " rows=" + std::to_string(c.rows) +
-                               " cols=" + std::to_string(cols) + " T=" + std::to_string(c.T) +
-                               " splits=" + std::to_string(c.splits);
-      expect_close(vk->matrix(w, x, c.T, cm, vk::kActNone, {}, 0, {}, 1.0f, c.splits), want, tol, what);
-      EXPECT_EQ(vk->guards_broken(), 0u) << what;
-      EXPECT_FALSE(vk->runs_differ()) << what << ": a second run differs";
-    }
-  }
+  const testing::MatrixCase cases[] = {{130, 1056, 20, 0}, {37, 1056, 70, 0},  {130, 264, 130, 0},
+                                       {37, 1056, 70, 1},  {130, 1056, 20, 3}, {37, 72, 20, 8},
+                                       {37, 72, 130, 8},   {200, 520, 257, 0}, {129, 40, 17, 1}};
+  testing::expect_matrix_cases(*vk, cm, {TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_K}, cases,
+                               tol, 21);
   {  // epilogues, unsplit and split
     const int64_t rows = 45, cols = 64;
     std::vector<uint8_t> bytes;

@@ -161,30 +161,10 @@ TEST(VulkanOps, MatrixEpilogues) {
 // (each dispatch leaves its counters at zero; the partial sums are added in a fixed order).
 TEST(VulkanOps, MatrixTilesAndSplits) {
   REQUIRE_DEVICE();
-  struct Case {
-    int64_t rows, cols;
-    int T;
-    uint32_t splits;
-  };
-  const Case cases[] = {{130, 1056, 20, 0}, {37, 1056, 70, 0}, {130, 264, 130, 0}, {37, 1056, 70, 1},
-                        {130, 1056, 20, 3}, {37, 72, 20, 8},   {37, 72, 130, 8}};
-  for (TensorType type : {TensorType::F16, TensorType::Q8_0, TensorType::Q4_K}) {
-    for (const Case& c : cases) {
-      const int64_t block = type_info(type).block_size, cols = (c.cols + block - 1) / block * block;
-      std::vector<uint8_t> bytes;
-      const Weight w = make_weight(type, c.rows, cols, 17 + uint64_t(c.rows), bytes);
-      const std::vector<float> x = random_vector(size_t(c.T * cols), -1.0f, 1.0f, 18 + uint64_t(c.T));
-      std::vector<float> want(size_t(c.T) * size_t(c.rows));
-      ref::matmul(w, x.data(), c.T, want.data());
-      const std::string what = std::string(type_name(type)) + " rows=" + std::to_string(c.rows) +
-                               " cols=" + std::to_string(cols) + " T=" + std::to_string(c.T) +
-                               " splits=" + std::to_string(c.splits);
-      const std::vector<float> got = vk->matrix(w, x, c.T, MatPath::matmul, vk::kActNone, {}, 0, {}, 1.0f, c.splits);
-      expect_close(got, want, 1e-5, what);
-      EXPECT_EQ(vk->guards_broken(), 0u) << what;
-      EXPECT_FALSE(vk->runs_differ()) << what << ": a second run differs";
-    }
-  }
+  const testing::MatrixCase cases[] = {{130, 1056, 20, 0}, {37, 1056, 70, 0}, {130, 264, 130, 0}, {37, 1056, 70, 1},
+                                       {130, 1056, 20, 3}, {37, 72, 20, 8},   {37, 72, 130, 8}};
+  testing::expect_matrix_cases(*vk, MatPath::matmul, {TensorType::F16, TensorType::Q8_0, TensorType::Q4_K}, cases, 1e-5,
+                               17);
 }
 
 // The matmuls' plans at the 2.9B shapes (T = 256): 128 x 128 tiles, and K split so that

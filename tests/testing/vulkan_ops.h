@@ -8,11 +8,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <initializer_list>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "backend/cpu/ref_ops.h"
 #include "backend/vulkan/op_runner.h"
 #include "common/error.h"
 #include "model/model.h"
@@ -99,6 +102,36 @@ inline std::vector<float> epilogue_reference(const std::vector<float>& y, const 
     }
   }
   return want;
+}
+
+// A tiled-matmul shape: rows x cols (rounded up to the weight type's block) over T tokens,
+// K split `splits` ways (0: the backend's plan).
+struct MatrixCase {
+  int64_t rows, cols;
+  int T;
+  uint32_t splits;
+};
+// Every case of every type through `path` against ref::matmul on the same encoded bytes:
+// relative error within tol, guard words intact, and a split product's second run in the
+// same command buffer bit-identical to the first. Weights use seed + rows, x seed + 1 + T.
+inline void expect_matrix_cases(vk::OpRunner& vk, vk::MatPath path, std::initializer_list<TensorType> types,
+                                std::span<const MatrixCase> cases, double tol, uint64_t seed) {
+  for (TensorType type : types) {
+    for (const MatrixCase& c : cases) {
+      const int64_t block = type_info(type).block_size, cols = (c.cols + block - 1) / block * block;
+      std::vector<uint8_t> bytes;
+      const Weight w = make_weight(type, c.rows, cols, seed + uint64_t(c.rows), bytes);
+      const std::vector<float> x = random_vector(size_t(c.T * cols), -1.0f, 1.0f, seed + 1 + uint64_t(c.T));
+      std::vector<float> want(size_t(c.T) * size_t(c.rows));
+      ref::matmul(w, x.data(), c.T, want.data());
+      const std::string what = std::string(type_name(type)) + " rows=" + std::to_string(c.rows) +
+                               " cols=" + std::to_string(cols) + " T=" + std::to_string(c.T) +
+                               " splits=" + std::to_string(c.splits);
+      expect_close(vk.matrix(w, x, c.T, path, vk::kActNone, {}, 0, {}, 1.0f, c.splits), want, tol, what);
+      EXPECT_EQ(vk.guards_broken(), 0u) << what;
+      EXPECT_FALSE(vk.runs_differ()) << what << ": a second run differs";
+    }
+  }
 }
 
 inline constexpr uint32_t kAllActs[] = {vk::kActNone, vk::kActTanh, vk::kActSigmoid, vk::kActReluSq, vk::kActDecay};
