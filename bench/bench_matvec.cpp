@@ -1,13 +1,15 @@
 // bench_matvec: the CUDA decode matvec alone, one matrix at a time, for telling its fixed
 // cost per launch from its streaming rate (src/backend/cuda/NOTES.md, "after session 5").
-// Each shape is launched back to back `--iters` times (one token, x quantised as the decode
-// step gives it), with programmatic dependent launch as in the decode step and without it
-// (each launch then starts after the previous one has finished). Prints us per launch and
-// the weight bytes per second; a fit of time = fixed + bytes / rate over the shapes shows
-// whether a layer matrix loses to a fixed cost or to its grid.
+// Each shape is launched back to back (one token, x quantised as the decode step gives it),
+// cycling over enough copies of the matrix that every launch reads from DRAM as in the
+// decode step (the 50 MB L2 would otherwise hold a layer matrix), the launches recorded in
+// a CUDA graph as the decode step is: with programmatic dependent launch as in the decode
+// step, and without it (each launch then starts after the previous one has finished).
+// Prints us per launch and the weight bytes per second; a fit of time = fixed + bytes /
+// rate over the shapes shows whether a layer matrix loses to a fixed cost or to its grid.
 //
 //   bench_matvec [--type q8_0|f16|q4_k] [--iters 200]
-#include <chrono>
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -16,13 +18,13 @@
 #include "tensor/types.h"
 
 #if defined(RWKV_HAVE_CUDA)
+#include <cuda_runtime.h>
+
 #include "backend/cuda/ops.h"
 #include "common/error.h"
 
 namespace rwkv {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 struct Shape {
   const char* name;
@@ -56,15 +58,37 @@ std::vector<uint8_t> random_matrix(TensorType type, int64_t rows, int64_t cols, 
   return bytes;
 }
 
-// Microseconds per launch of `iters` back-to-back launches of job j (one activation row).
-double time_launches(const cuda::MatvecJob& j, int iters, cuda::DeviceBuffer& sync) {
-  float probe = 0.f;
-  for (int i = 0; i < 5; ++i) cuda::matvec(&j, 1, 1, nullptr);  // warm-up
-  sync.download(&probe, sizeof(probe));
-  const auto t0 = Clock::now();
-  for (int i = 0; i < iters; ++i) cuda::matvec(&j, 1, 1, nullptr);
-  sync.download(&probe, sizeof(probe));  // a synchronous copy: waits for the launches
-  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / iters;
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) fail(ErrorCode::backend, std::string("bench_matvec: ") + what + ": " + cudaGetErrorString(err));
+}
+
+// Microseconds per launch of `iters` back-to-back launches cycling over the jobs, recorded
+// in one graph (PDL as set by cuda::set_pdl) and replayed after a warm-up replay.
+double time_launches(const std::vector<cuda::MatvecJob>& jobs, int iters) {
+  cudaStream_t stream = nullptr;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  cudaGraph_t graph = nullptr;
+  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+  for (int i = 0; i < iters; ++i) cuda::matvec(&jobs[size_t(i) % jobs.size()], 1, 1, stream);
+  check(cudaStreamEndCapture(stream, &graph), "end capture");
+  cudaGraphExec_t exec = nullptr;
+  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  cudaEvent_t t0, t1;
+  check(cudaEventCreate(&t0), "event");
+  check(cudaEventCreate(&t1), "event");
+  check(cudaGraphLaunch(exec, stream), "warm-up replay");
+  check(cudaEventRecord(t0, stream), "record");
+  check(cudaGraphLaunch(exec, stream), "replay");
+  check(cudaEventRecord(t1, stream), "record");
+  check(cudaEventSynchronize(t1), "sync");
+  float ms = 0.f;
+  check(cudaEventElapsedTime(&ms, t0, t1), "elapsed");
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+  return double(ms) * 1e3 / iters;
 }
 
 int run(int argc, char** argv) {
@@ -91,32 +115,40 @@ int run(int argc, char** argv) {
   // The 2.9B layer matrices, the head, and matrices of the FFN's bytes in other grids.
   const Shape shapes[] = {{"W_o 2560x2560", 2560, 2560},       {"ffn value 2560x10240", 2560, 10240},
                           {"ffn key 10240x2560", 10240, 2560}, {"tall 40960x640", 40960, 640},
-                          {"4 keys 40960x2560", 40960, 2560},  {"head 65536x2560", 65536, 2560}};
+                          {"4 keys 40960x2560", 40960, 2560},  {"head 65536x2560", 65536, 2560},
+                          {"0.1B W_o 768x768", 768, 768},       {"0.1B key 3072x768", 3072, 768},
+                          {"0.1B value 768x3072", 768, 3072}};
   std::mt19937_64 rng(7);
   std::printf("| shape | MB | us/launch (PDL) | GB/s | us/launch (no PDL) | GB/s |\n|---|---:|---:|---:|---:|---:|\n");
   for (const Shape& s : shapes) {
     const std::vector<uint8_t> host = random_matrix(type, s.rows, s.cols, rng);
-    const cuda::DeviceMatrix m = cuda::upload_matrix(type, s.rows, s.cols, host.data());
+    // Copies enough to stream 256 MB per cycle: no launch finds its matrix in L2.
+    const int copies = int(std::max<size_t>(2, (size_t(256) << 20) / host.size() + 1));
+    std::vector<cuda::DeviceMatrix> mats;
+    for (int c = 0; c < copies; ++c) mats.push_back(cuda::upload_matrix(type, s.rows, s.cols, host.data()));
     cuda::DeviceBuffer x(size_t(s.cols) * 4), y(size_t(s.rows) * 4), qx(cuda::quant_x_bytes(1, s.cols));
     std::vector<float> hx(size_t(s.cols));
     std::normal_distribution<float> nd(0.f, 1.f);
     for (float& v : hx) v = nd(rng);
     x.upload(hx.data(), hx.size() * 4);
-    cuda::MatvecJob j;
-    j.W = m.view();
-    j.x = x.as<float>();
-    j.x_stride = s.cols;
-    j.y = y.as<float>();
-    j.y_stride = s.rows;
-    if (type != TensorType::F16) {
-      j.xq = cuda::quant_x_view(qx.data(), 1, s.cols);
-      cuda::quantize_rows(j.x, s.cols, 1, s.cols, cuda::InOp::none, j.xq, nullptr);
+    std::vector<cuda::MatvecJob> jobs;
+    for (const cuda::DeviceMatrix& m : mats) {
+      cuda::MatvecJob j;
+      j.W = m.view();
+      j.x = x.as<float>();
+      j.x_stride = s.cols;
+      j.y = y.as<float>();
+      j.y_stride = s.rows;
+      if (type != TensorType::F16) j.xq = cuda::quant_x_view(qx.data(), 1, s.cols);
+      jobs.push_back(j);
     }
+    if (type != TensorType::F16) cuda::quantize_rows(jobs[0].x, s.cols, 1, s.cols, cuda::InOp::none, jobs[0].xq, nullptr);
+    const int n = std::max(iters, copies);
     const double mb = double(host.size()) / 1e6;
     cuda::set_pdl(true);
-    const double pdl = time_launches(j, iters, y);
+    const double pdl = time_launches(jobs, n);
     cuda::set_pdl(false);
-    const double serial = time_launches(j, iters, y);
+    const double serial = time_launches(jobs, n);
     cuda::set_pdl(true);
     std::printf("| %s | %.1f | %.2f | %.0f | %.2f | %.0f |\n", s.name, mb, pdl, mb * 1e3 / pdl, serial,
                 mb * 1e3 / serial);
