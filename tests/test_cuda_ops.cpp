@@ -16,141 +16,12 @@
 #include "common/error.h"
 #include "common/half.h"
 #include "tensor/quant.h"
+#include "testing/cuda_ops.h"
 
 namespace rwkv::cuda {
 namespace {
 
-#define REQUIRE_GPU()                                 \
-  do {                                                \
-    std::string why;                                  \
-    if (device_count(&why) == 0) GTEST_SKIP() << why; \
-  } while (0)
-
-const TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0,
-                                TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1,
-                                TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
-
-bool is_float(TensorType t) { return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16; }
-
-std::mt19937_64& rng() {
-  static std::mt19937_64 r(std::random_device{}());
-  return r;
-}
-
-std::vector<float> randn(size_t n, float scale = 1.f, float mean = 0.f) {
-  std::normal_distribution<float> d(mean, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng());
-  return v;
-}
-std::vector<float> uniform(size_t n, float lo, float hi) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng());
-  return v;
-}
-
-// A rows x cols weight in GGUF layout on the host.
-struct HostWeight {
-  std::vector<uint8_t> bytes;
-  Weight w;
-};
-HostWeight make_weight(TensorType type, int64_t rows, int64_t cols, float scale = 0.1f) {
-  EXPECT_TRUE(can_quantize(type)) << type_name(type);
-  HostWeight h;
-  const std::vector<float> v = randn(size_t(rows * cols), scale);
-  const size_t rb = row_bytes(type, cols);
-  h.bytes.resize(rb * size_t(rows));
-  for (int64_t r = 0; r < rows; ++r) quantize_row(type, v.data() + r * cols, h.bytes.data() + size_t(r) * rb, cols);
-  h.w.name = "test";
-  h.w.type = type;
-  h.w.ne[0] = cols;
-  h.w.ne[1] = rows;
-  h.w.data = h.bytes.data();
-  h.w.nbytes = h.bytes.size();
-  return h;
-}
-
-// Device floats with guard regions on both sides; contents start as NaN (0xFF bytes).
-class Guarded {
- public:
-  static constexpr size_t kGuard = 64;
-  explicit Guarded(size_t n) : n_(n), buf_((n + 2 * kGuard) * sizeof(float)) { buf_.fill(0xFF); }
-  explicit Guarded(const std::vector<float>& init) : Guarded(init.size()) {
-    buf_.upload(init.data(), init.size() * sizeof(float), kGuard * sizeof(float));
-  }
-  float* data() { return buf_.as<float>() + kGuard; }
-  // The contents; fails the test if a guard byte changed.
-  std::vector<float> read() const {
-    std::vector<uint32_t> all(n_ + 2 * kGuard);
-    buf_.download(all.data(), all.size() * 4);
-    for (size_t i = 0; i < kGuard; ++i) {
-      EXPECT_EQ(all[i], 0xFFFFFFFFu) << "write before the buffer at -" << (kGuard - i);
-      EXPECT_EQ(all[kGuard + n_ + i], 0xFFFFFFFFu) << "write past the buffer at +" << i;
-    }
-    std::vector<float> out(n_);
-    std::memcpy(out.data(), all.data() + kGuard, n_ * sizeof(float));
-    return out;
-  }
-
- private:
-  size_t n_;
-  DeviceBuffer buf_;
-};
-
-// A QuantX on the device, and its host reading: x ~= d0 q0 + d1 q1 per block of 32.
-struct DeviceQuantX {
-  DeviceBuffer buf;
-  QuantX q;
-  int rows;
-  int64_t cols;
-  DeviceQuantX(int rows_, int64_t cols_) : buf(quant_x_bytes(rows_, cols_)), rows(rows_), cols(cols_) {
-    buf.fill(0xFF);
-    q = quant_x_view(buf.data(), rows, cols);
-  }
-  // Dequantised values; checks each block's sums of quants.
-  std::vector<float> read() const {
-    std::vector<uint8_t> h(buf.size());
-    buf.download(h.data(), h.size());
-    auto at = [&](const void* p) { return h.data() + (static_cast<const uint8_t*>(p) - buf.as<uint8_t>()); };
-    const auto* q0 = reinterpret_cast<const int8_t*>(at(q.q0));
-    const auto* q1 = reinterpret_cast<const int8_t*>(at(q.q1));
-    const auto* d0 = reinterpret_cast<const float*>(at(q.d0));
-    const auto* d1 = reinterpret_cast<const float*>(at(q.d1));
-    const auto* s0 = reinterpret_cast<const int32_t*>(at(q.s0));
-    const auto* s1 = reinterpret_cast<const int32_t*>(at(q.s1));
-    std::vector<float> x(size_t(rows) * size_t(cols));
-    for (size_t b = 0; b < x.size() / 32; ++b) {
-      int sum0 = 0, sum1 = 0;
-      for (size_t e = 32 * b; e < 32 * b + 32; ++e) {
-        x[e] = d0[b] * q0[e] + d1[b] * q1[e];
-        sum0 += q0[e];
-        sum1 += q1[e];
-      }
-      EXPECT_EQ(sum0, s0[b]) << "block " << b;
-      EXPECT_EQ(sum1, s1[b]) << "block " << b;
-    }
-    return x;
-  }
-};
-
-// Normalised mean squared error sum((a-b)^2) / sum(b^2); +inf on NaN/Inf in a.
-double nmse(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return den > 0 ? num / den : num;
-}
-
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, double limit,
-                  const std::string& what) {
-  const double e = nmse(got, want);
-  EXPECT_LE(e, limit) << what << ": normalised MSE " << e;
-}
+using namespace test_util;
 
 // Quantised weights take x as two int8 terms per 32 (relative error ~1e-5 per element).
 double matvec_limit(TensorType t) { return is_float(t) ? 1e-11 : 1e-8; }
@@ -337,6 +208,50 @@ TEST(CudaOps, MatvecWithQuantisedInput) {
       j.y_stride = rows;
       matvec(&j, 1, T, nullptr);
       expect_matvec_close(dy.read(), h.w, x, T, matvec_limit(t), std::string(type_name(t)) + " T=" + std::to_string(T));
+    }
+  }
+}
+
+// The FFN key product of decode writes its ReLU^2 output also quantised for the value
+// product (MatvecJob::yq): every type, one and several groups of 32 rows per block, one
+// and several activation rows; a width with more than 8 threads per row is refused.
+TEST(CudaOps, MatvecQuantisedOutput) {
+  REQUIRE_GPU();
+  for (TensorType t : kAllTypes) {
+    const int64_t narrow = is_float(t) ? 64 : type_info(t).block_size == 256 ? 512 : 768;
+    for (int64_t cols : {narrow, int64_t(2560)}) {
+      for (int64_t rows : {int64_t(32), int64_t(96), int64_t(640)}) {
+        HostWeight h = make_weight(t, rows, cols);
+        DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
+        for (int T : {1, 3, 8}) {
+          const std::vector<float> x = randn(size_t(T * cols));
+          Guarded dx(x), dy(size_t(T * rows));
+          DeviceQuantX qx(T, cols), qy(T, rows);
+          MatvecJob j;
+          j.W = m.view();
+          if (!is_float(t)) {
+            quantize_rows(dx.data(), cols, T, cols, InOp::none, qx.q, nullptr);
+            j.xq = qx.q;
+          }
+          j.x = dx.data();
+          j.x_stride = cols;
+          j.y = dy.data();
+          j.y_stride = rows;
+          j.out_op = OutOp::relu_sq;
+          j.yq = qy.q;
+          const std::string what = std::string(type_name(t)) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
+                                   " T=" + std::to_string(T);
+          if (!matvec_quantises_output(j.W)) {
+            EXPECT_EQ(cols, 2560) << what;
+            EXPECT_THROW(matvec(&j, 1, T, nullptr), Error) << what;
+            continue;
+          }
+          matvec(&j, 1, T, nullptr);
+          const std::vector<float> y = dy.read();
+          for (float v : y) ASSERT_GE(v, 0.f) << what;
+          expect_close(qy.read(), y, 1e-8, what + " quantised copy");
+        }
+      }
     }
   }
 }
@@ -550,34 +465,7 @@ TEST(CudaOps, LoraMidAndEpilogue) {
   expect_close(dout.read(), want_out, 1e-12, "lora_epilogue");
 }
 
-// ---- row ops over several sequences ----------------------------------------------------------
-
-// Sequences of lengths `lens` in state slots `slots`, on the device.
-struct DeviceBatch {
-  std::vector<int32_t> row_seq, seq_start, seq_slot;
-  DeviceBuffer buf;
-  BatchDev bd;
-  DeviceBatch(const std::vector<int>& lens, const std::vector<int>& slots) {
-    int R = 0;
-    for (size_t s = 0; s < lens.size(); ++s) {
-      seq_start.push_back(R);
-      seq_slot.push_back(slots[s]);
-      for (int t = 0; t < lens[s]; ++t) row_seq.push_back(int32_t(s));
-      R += lens[s];
-    }
-    seq_start.push_back(R);
-    std::vector<int32_t> all = row_seq;
-    all.insert(all.end(), seq_start.begin(), seq_start.end());
-    all.insert(all.end(), seq_slot.begin(), seq_slot.end());
-    buf = DeviceBuffer(all.size() * 4);
-    buf.upload(all.data(), all.size() * 4);
-    bd.row_seq = buf.as<int32_t>();
-    bd.seq_start = bd.row_seq + row_seq.size();
-    bd.seq_slot = bd.seq_start + seq_start.size();
-    bd.R = R;
-    bd.B = int(lens.size());
-  }
-};
+// ---- row ops over several sequences (DeviceBatch: testing/cuda_ops.h) ---------------------
 
 TEST(CudaOps, EmbedLayerNormEveryType) {
   REQUIRE_GPU();
@@ -686,122 +574,6 @@ TEST(CudaOps, LayerNormSelectedRows) {
   for (size_t i = 0; i < rows.size(); ++i)
     ref::layer_norm(x.data() + size_t(rows[i]) * C, w.data(), b.data(), 1, C, 1e-5f, want.data() + i * C);
   expect_close(y.read(), want, 1e-11, "layer_norm_rows");
-}
-
-// ---- WKV -----------------------------------------------------------------------------------
-
-struct WkvCase {
-  int H, N;
-  std::vector<int> lens, slots;
-  bool first_layer;
-};
-
-void run_wkv_case(const WkvCase& c, bool fused) {
-  const int H = c.H, N = c.N, C = H * N, n_slots = 4;
-  DeviceBatch batch(c.lens, c.slots);
-  const int R = batch.bd.R;
-  const size_t RC = size_t(R) * C, stride = size_t(C) * N + 4;  // slots apart by more than a state
-  const std::vector<float> r = randn(RC), decay = uniform(RC, 0.55f, 1.f), k = randn(RC), a = uniform(RC, 0.f, 1.f),
-                           g = randn(RC), nu = uniform(RC, 0.f, 1.f), v0 = randn(RC), vfirst0 = randn(RC),
-                           k_k = randn(size_t(C), 0.5f, 1.f), k_a = uniform(size_t(C), 0.f, 1.f),
-                           r_k = randn(size_t(C), 0.5f), lnx_w = randn(size_t(C), 0.3f, 1.f),
-                           lnx_b = randn(size_t(C), 0.1f), state0 = randn(stride * n_slots, 0.3f);
-  DeviceQuantX xo_q(R, C);
-  Guarded dr(r), dd(decay), dk(k), da(a), dg(g), dnu(nu), dv(v0), dvf(vfirst0), dkk_k(k_k), dk_a(k_a), dr_k(r_k),
-      dlw(lnx_w), dlb(lnx_b), dstate(state0), xo(RC), kk(RC), kmod(RC), y(RC), lnx(RC);
-  WkvArgs w;
-  w.batch = batch.bd;
-  w.H = H;
-  w.N = N;
-  w.first_layer = c.first_layer;
-  w.r = dr.data();
-  w.decay = dd.data();
-  w.k = dk.data();
-  w.a = da.data();
-  w.g = dg.data();
-  w.nu = dnu.data();
-  w.v = dv.data();
-  w.v_first = dvf.data();
-  w.k_k = dkk_k.data();
-  w.k_a = dk_a.data();
-  w.r_k = dr_k.data();
-  w.lnx_w = dlw.data();
-  w.lnx_b = dlb.data();
-  w.gn_eps = 64e-5f;
-  w.state = dstate.data();
-  w.state_stride = stride;
-  w.xo = xo.data();
-  w.kk = kk.data();
-  w.kmod = kmod.data();
-  w.y = y.data();
-  w.lnx = lnx.data();
-  if (fused) w.xo_q = xo_q.q;
-  if (fused)
-    wkv_fused(w, nullptr);
-  else
-    wkv_prefill(w, nullptr);
-
-  // Reference: spec §2.2 steps 6, 9-13 with the reference ops, sequence by sequence.
-  std::vector<float> v = v0, vfirst = vfirst0, state = state0;
-  std::vector<float> want_kk(RC), want_kmod(RC), want_y(RC), want_lnx(RC), want_xo(RC), kraw(RC), alpha(RC), beta(RC);
-  for (size_t i = 0; i < RC; ++i) {
-    const size_t ch = i % size_t(C);
-    if (c.first_layer)
-      vfirst[i] = v[i];
-    else
-      v[i] += nu[i] * (vfirst[i] - v[i]);
-    kraw[i] = k[i] * k_k[ch];
-    want_kmod[i] = k[i] * (1.f + (a[i] - 1.f) * k_a[ch]);
-  }
-  ref::l2_normalize_heads(kraw.data(), R, C, N, 1e-12f, want_kk.data());
-  for (size_t i = 0; i < RC; ++i) {
-    alpha[i] = -want_kk[i];
-    beta[i] = want_kk[i] * a[i];
-  }
-  for (size_t s = 0; s < c.lens.size(); ++s) {
-    const size_t o = size_t(batch.seq_start[s]) * C;
-    ref::wkv7(state.data() + size_t(c.slots[s]) * stride, r.data() + o, decay.data() + o, want_kmod.data() + o,
-              v.data() + o, alpha.data() + o, beta.data() + o, c.lens[s], H, N, want_y.data() + o);
-  }
-  ref::group_norm(want_y.data(), lnx_w.data(), lnx_b.data(), R, C, N, 64e-5f, want_lnx.data());
-  for (int row = 0; row < R; ++row)
-    for (int h = 0; h < H; ++h) {
-      const size_t o = size_t(row) * C + size_t(h) * N;
-      double bonus = 0;
-      for (int n = 0; n < N; ++n) bonus += double(r[o + n]) * want_kmod[o + n] * r_k[size_t(h * N + n)];
-      for (int n = 0; n < N; ++n) {
-        want_lnx[o + n] += float(bonus) * v[o + n];
-        want_xo[o + n] = want_lnx[o + n] * g[o + n];
-      }
-    }
-  const std::string what = std::string(fused ? "fused" : "prefill") + " H=" + std::to_string(H) +
-                           " N=" + std::to_string(N) + (c.first_layer ? " layer 0" : "");
-  expect_close(xo.read(), want_xo, 1e-9, what + " xo");
-  if (fused) expect_close(xo_q.read(), want_xo, 1e-8, what + " xo quantised");
-  expect_close(dstate.read(), state, 1e-10, what + " state");
-  expect_close(dv.read(), v, 1e-12, what + " v");
-  expect_close(dvf.read(), vfirst, 1e-12, what + " v_first");
-  expect_close(kk.read(), want_kk, 1e-11, what + " kk");
-  expect_close(kmod.read(), want_kmod, 1e-11, what + " k_mod");
-  expect_close(y.read(), want_y, 1e-9, what + " y");
-  expect_close(lnx.read(), want_lnx, 1e-9, what + " lnx");
-}
-
-TEST(CudaOps, WkvFusedAndPrefillMatchReference) {
-  REQUIRE_GPU();
-  const WkvCase cases[] = {{3, 64, {1, 3, 7}, {2, 0, 3}, false},
-                           {3, 64, {1, 1}, {1, 3}, true},
-                           {2, 32, {5, 1, 20}, {0, 1, 2}, false},
-                           {2, 128, {2, 9}, {3, 1}, true},
-                           {1, 64, {40}, {1}, false},
-                           // Several staged chunks, partial last ones; a few heads (16-row
-                           // scan blocks) and many (32-row blocks).
-                           {2, 128, {37, 3}, {0, 2}, false},
-                           {60, 64, {45}, {3}, false}};
-  for (const WkvCase& c : cases) {
-    run_wkv_case(c, true);
-    run_wkv_case(c, false);
-  }
 }
 
 }  // namespace

@@ -104,6 +104,13 @@ constexpr size_t kMaxSmem = 160 << 10;
 
 }  // namespace
 
+bool matvec_quantises_output(const PackedView& W) {
+  // A block quantising its outputs holds whole groups of 32 rows (kThreads / tpr >= 32).
+  // Forcing fewer threads per row than choose_tpr's made the 2.9B FFN key product slower
+  // than a separate quantize_rows launch (NOTES.md run 43).
+  return W.rows % 32 == 0 && kThreads / choose_tpr(W.items) >= 32;
+}
+
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
   if (n_jobs < 1 || n_jobs > kMatvecMaxJobs || T < 1 || T > kMatvecMaxRows)
     fail(ErrorCode::argument, "cuda matvec: bad job count " + std::to_string(n_jobs) + " or rows " + std::to_string(T));
@@ -154,6 +161,10 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     for (int i = 0; i < n_now; ++i) {
       const MatvecJob& j = now[i];
       const int tpr = choose_tpr(j.W.items);
+      if (j.yq.q0 && !matvec_quantises_output(j.W))
+        fail(ErrorCode::argument, "cuda matvec: quantised output needs whole groups of 32 rows per block");
+      if (j.yq.q0 && j.yq.cols < j.W.rows)
+        fail(ErrorCode::argument, "cuda matvec: quantised output narrower than the matrix");
       batch.jobs[i].job = j;
       batch.jobs[i].tpr = tpr;
       batch.jobs[i].block_begin = blocks;
@@ -161,6 +172,12 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
       blocks += int((j.W.rows + rows_per_block - 1) / rows_per_block);
     }
     smem = (smem + 15) / 16 * 16;
+    batch.out_smem = int(smem);
+    for (int i = 0; i < n_now; ++i)
+      if (now[i].yq.q0) {
+        smem += size_t(T == 1 ? 1 : 4) * kThreads * sizeof(float);
+        break;
+      }
     if (T == 1)
       launch_tm<1>(ty, batch, blocks, smem, stream);
     else
