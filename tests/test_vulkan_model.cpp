@@ -3,8 +3,11 @@
 // lengths per step, prefill (short sequences through the fused WKV kernel, a 20-token one
 // through the prefill form and the tiled matmul with K split, on tensor cores where the
 // device has them) and decode (one-row decode of F16/BF16 models through the sparse FFN
-// value product, also against the dense one); the named intermediates through `rwkv
-// check`; state copies; buffers split below the device limit; and a 4096-token generation.
+// value product, also against the dense one); decode and short prompts with the LoRA
+// up-projections folded into the WKV kernel (every model here: F32/F16 LoRA in the synthetic
+// ones, Q8_0 in the Q8_0 demo), also against the separate matrix stage; the named
+// intermediates through `rwkv check`; state copies; buffers split below the device limit;
+// and a 4096-token generation.
 // Every test skips when the machine has no Vulkan device.
 #include <gtest/gtest.h>
 
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "backend/registry.h"
+#include "backend/vulkan/kernels.h"
 #include "backend/vulkan/vulkan_devices.h"
 #include "common/error.h"
 #include "runtime/check.h"
@@ -219,6 +223,60 @@ TEST(VulkanModel, SparseFfnDecodeMatchesDense) {
       tokens.push_back(int32_t(testing::argmax(want.data(), V)));
       s = SeqTokens{0, &tokens.back(), 1, false};
     }
+  }
+}
+
+// The LoRA up-projections folded into the WKV dispatch (the default for steps of short
+// sequences) against the separate matrix stage (RWKV_VULKAN_LORA_FOLD=0) and cpu-ref: two
+// prompts of Kernels::wkv_lora_max_rows and 2 rows in one step (the first with every logits
+// row), then decode steps of both sequences; also with 128 invocations per workgroup instead
+// of 256. Logits within fp32 rounding of the matrix stage's. A value that is not 0, 1 or an
+// invocation count is an argument error.
+TEST(VulkanModel, LoraFoldMatchesMatrixStage) {
+  Pair p = load_pair(testing::synthetic_model(small_spec(TensorType::F16)));
+  if (p.vk == nullptr) GTEST_SKIP() << "no Vulkan device here";
+  const auto load_with = [&](const char* value) {
+    EXPECT_EQ(setenv("RWKV_VULKAN_LORA_FOLD", value, 1), 0);
+    std::unique_ptr<Backend> b = vulkan_or_null();
+    try {
+      b->load(p.model, {});
+    } catch (...) {
+      unsetenv("RWKV_VULKAN_LORA_FOLD");
+      throw;
+    }
+    unsetenv("RWKV_VULKAN_LORA_FOLD");
+    b->set_slots(2);
+    return b;
+  };
+  std::unique_ptr<Backend> stage = load_with("0"), narrow = load_with("128");
+  for (const char* bad : {"7", "300", "x"}) {
+    try {
+      load_with(bad);
+      ADD_FAILURE() << "RWKV_VULKAN_LORA_FOLD=" << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::argument) << e.what();
+    }
+  }
+  p.vk->set_slots(2);
+  p.ref->set_slots(2);
+  const int V = p.model->hparams().n_vocab;
+  const int n = int(vk::Kernels::wkv_lora_max_rows);
+  const std::vector<int32_t> a = random_tokens(n, V, 41), b = random_tokens(2, V, 42), d = random_tokens(8, V, 43);
+  const SeqTokens prompts[] = {{0, a.data(), n, true}, {1, b.data(), 2, false}};
+  std::vector<SeqTokens> decode = {{1, d.data(), 1, false}, {0, d.data() + 1, 1, false}};
+  for (int i = 0; i < 4; ++i) {
+    const std::span<const SeqTokens> batch = i == 0 ? std::span<const SeqTokens>(prompts) : decode;
+    const size_t n = logits_rows(batch) * size_t(V);
+    std::vector<float> got(n), want(n), plain(n), half(n);
+    p.vk->step(batch, got.data());
+    p.ref->step(batch, want.data());
+    stage->step(batch, plain.data());
+    narrow->step(batch, half.data());
+    const std::string what = "step " + std::to_string(i);
+    EXPECT_LE(testing::rel_l2(got, want), kLogitsTolerance) << what;
+    EXPECT_LE(testing::rel_l2(got, plain), 1e-5) << what << ": folded and matrix-stage LoRA differ";
+    EXPECT_LE(testing::rel_l2(half, plain), 1e-5) << what << ": 128 invocations";
+    for (SeqTokens& s : decode) s.tokens += 2;
   }
 }
 

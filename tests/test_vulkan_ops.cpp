@@ -5,10 +5,11 @@
 // shapes, the tiled matmul's two tile widths and its K splits (partial tiles, empty splits,
 // counters left at zero for the next dispatch), the matmuls' plans, the ReLU^2-sparse FFN
 // value product of one-row decode, the embedding lookup for every type, the fused
-// LayerNorm/shift/lerp kernel, and the WKV kernels (fused, and the prefill scan in several
-// work splits) with several sequences of different lengths. The tensor-core matmul's own
-// shapes are in test_vulkan_coopmat.cpp. Every run also checks that no guard word around
-// the kernel's buffers was overwritten and that outputs are finite.
+// LayerNorm/shift/lerp kernel, and the WKV kernels (fused, fused with the LoRA
+// up-projections folded in, and the prefill scan in several work splits) with several
+// sequences of different lengths. The tensor-core matmul's own shapes are in
+// test_vulkan_coopmat.cpp. Every run also checks that no guard word around the kernel's
+// buffers was overwritten and that outputs are finite.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -581,6 +582,122 @@ TEST(VulkanOps, WkvPrefillMatchesReference) {
   }
   check_wkv(vk, 96, 32, seqs, true);
   check_wkv(vk, 96, 32, seqs, true, vk::WkvScanShape{32, 4, 16});
+}
+
+// The folded WKV (the LoRA up-projections inside the fused kernel) against the reference:
+// decay, a, g and nu from ref::matmul on the same encoded up matrices and the matrix
+// epilogues' formulas, then the WKV reference; layer 0 and a later layer.
+struct LoraCase {
+  int C, N;
+  std::vector<OpSeq> seqs;
+  TensorType w_type, type;       // W2's type; A2, G2 and V2's
+  std::array<int64_t, 4> ranks;  // Dw, Da, Dg, Dv
+  uint32_t invocations;          // 0: the backend's default
+};
+
+void check_wkv_lora(OpRunner* vk, const LoraCase& lc) {
+  const int C = lc.C, N = lc.N;
+  int T = 0;
+  for (const OpSeq& s : lc.seqs) T += s.rows;
+  const size_t n = size_t(T) * size_t(C);
+  std::array<std::vector<uint8_t>, 4> bytes;
+  std::array<Weight, 4> up;
+  for (size_t m = 0; m < 4; ++m) up[m] = make_weight(m == 0 ? lc.w_type : lc.type, C, lc.ranks[m], 70 + m, bytes[m]);
+  for (bool layer0 : {true, false}) {
+    OpRunner::WkvIo io = wkv_inputs(C, N, T, layer0);
+    OpRunner::LoraIo lora;
+    lora.w_mid = random_vector(size_t(T * lc.ranks[0]), -1.0f, 1.0f, 61);  // tanh outputs
+    lora.a_mid = random_vector(size_t(T * lc.ranks[1]), -1.5f, 1.5f, 62);
+    lora.g_mid = random_vector(size_t(T * lc.ranks[2]), 0.0f, 1.0f, 63);  // sigmoid outputs
+    lora.w2 = &up[0], lora.a2 = &up[1], lora.g2 = &up[2], lora.v2 = &up[3];
+    lora.w0 = random_vector(size_t(C), -1.0f, 1.0f, 64);
+    lora.a0 = random_vector(size_t(C), -1.0f, 1.0f, 65);
+    if (!layer0) {
+      lora.v_mid = random_vector(size_t(T * lc.ranks[3]), -1.5f, 1.5f, 66);
+      lora.v0 = random_vector(size_t(C), -1.0f, 1.0f, 67);
+    }
+    const auto up_proj = [&](const Weight& w, const std::vector<float>& mid, const std::vector<float>& bias,
+                             uint32_t act) {
+      std::vector<float> z(n);
+      ref::matmul(w, mid.data(), T, z.data());
+      return epilogue_reference(z, bias.empty() ? std::vector<float>(size_t(C), 0.0f) : bias, act);
+    };
+    io.decay = up_proj(up[0], lora.w_mid, lora.w0, vk::kActDecay);
+    io.a = up_proj(up[1], lora.a_mid, lora.a0, vk::kActSigmoid);
+    io.g = up_proj(up[2], lora.g_mid, {}, vk::kActNone);
+    if (!layer0) io.nu = up_proj(up[3], lora.v_mid, lora.v0, vk::kActSigmoid);
+    const OpRunner::WkvIo want = wkv_reference(io, C, N, lc.seqs);
+    vk->wkv_lora(io, lora, C, N, lc.seqs, lc.invocations);
+    const std::string what = std::string(layer0 ? "layer 0" : "layer 1") + " C=" + std::to_string(C) +
+                             " N=" + std::to_string(N) + " T=" + std::to_string(T) + " " +
+                             std::string(type_name(lc.w_type)) + "/" + std::string(type_name(lc.type)) +
+                             " invocations=" + std::to_string(lc.invocations) + " ";
+    EXPECT_EQ(vk->guards_broken(), 0u) << what;
+    expect_close(io.k_mod, want.k_mod, 1e-6, what + "k_mod");
+    expect_close(io.v_mixed, want.v_mixed, 1e-6, what + "v");
+    expect_close(io.wkv, want.wkv, 1e-5, what + "wkv");
+    expect_close(io.out, want.out, 1e-5, what + "out");
+    expect_close(io.state, want.state, 1e-5, what + "state");
+    if (layer0) expect_close(io.v_first, want.v_first, 0, what + "v_first");
+  }
+}
+
+// The folded WKV: the 0.1B ranks (64/64/128/32) with F32 W2 and F16 others, as in real
+// models, over three short sequences and one decode row; head size 32 with ranks that leave
+// partial quad runs and odd partial-sum rows (24/40/56/16), sequences of 1-2 rows, F32, BF16
+// and F16 matrices, and 48 invocations (fewer than the outputs: several per invocation);
+// Q8_0 A2, G2, V2 (as llama.cpp quantises them), G2 with a full group of 256 columns and a
+// partial one.
+TEST(VulkanOps, WkvLoraFoldMatchesReference) {
+  REQUIRE_DEVICE();
+  const std::vector<OpSeq> short_seqs = {{2, 1}, {0, 2}, {1, 1}};
+  const LoraCase cases[] = {
+      {128, 64, {kSeqs, kSeqs + 3}, TensorType::F32, TensorType::F16, {64, 64, 128, 32}, 0},
+      {128, 64, {{1, 1}}, TensorType::F32, TensorType::F16, {64, 64, 128, 32}, 0},
+      {96, 32, short_seqs, TensorType::F32, TensorType::F32, {24, 40, 56, 16}, 0},
+      {96, 32, short_seqs, TensorType::BF16, TensorType::F16, {24, 40, 56, 16}, 0},
+      {96, 32, short_seqs, TensorType::F32, TensorType::BF16, {24, 40, 56, 16}, 48},
+      {96, 32, short_seqs, TensorType::F32, TensorType::Q8_0, {24, 32, 288, 64}, 0},
+  };
+  for (const LoraCase& lc : cases) check_wkv_lora(vk, lc);
+}
+
+// The folded WKV's shapes: quads and shared memory at the 2.9B shape (head size 64, ranks
+// 96/96/320/64, F32 W2; F16 or Q8_0 others: a grouped Q8_0 row of 320 has 17 + 5 quads), and
+// the shapes the backend refuses (then the layer keeps its matrix stage): a k-quant up
+// matrix, a rank not a multiple of 8 (Q8_0: of 32), fewer invocations than channels or more
+// than 256, more quads than an invocation may hold.
+TEST(VulkanOps, WkvLoraShapes) {
+  REQUIRE_DEVICE();
+  const vk::Kernels& k = vk->kernels();
+  vk::WkvLoraShape s{.head_size = 64,
+                     .invocations = vk::Kernels::wkv_lora_invocations(64),
+                     .types = {TensorType::F32, TensorType::F16, TensorType::F16, TensorType::F16},
+                     .ranks = {96, 96, 320, 64}};
+  EXPECT_EQ(s.invocations, 256u);
+  EXPECT_EQ(s.quads(), 7u + 4u + 11u + 2u);  // rows of 24, 12, 40, 8 quads: 10, 21, 6, 32 a pass
+  EXPECT_EQ(s.shared_bytes(), 4u * (64u * (25u + 13u + 41u + 9u) + 9u * 64u) + 512u);
+  if (s.shared_bytes() <= vk->context().limits().max_shared_bytes) {
+    EXPECT_EQ(k.wkv_lora_unfit(s), "");
+  }
+  const auto refused = [&](auto change) {
+    vk::WkvLoraShape t = s;
+    change(t);
+    return !k.wkv_lora_unfit(t).empty();
+  };
+  vk::WkvLoraShape q8 = s;
+  q8.types = {TensorType::F32, TensorType::Q8_0, TensorType::Q8_0, TensorType::Q8_0};
+  EXPECT_EQ(q8.quads(), 7u + 2u + 6u + 2u);  // rows of 7, 22 and 5 quads: 36, 11, 51 a pass
+  EXPECT_EQ(q8.shared_bytes(), 4u * (64u * (25u + 7u + 23u + 5u) + 9u * 64u) + 512u);
+  EXPECT_TRUE(refused([](vk::WkvLoraShape& t) { t.types[2] = TensorType::Q4_K; }));
+  EXPECT_TRUE(refused([](vk::WkvLoraShape& t) { t.ranks[1] = 92; }));
+  EXPECT_TRUE(refused([](vk::WkvLoraShape& t) {
+    t.types[3] = TensorType::Q8_0;
+    t.ranks[3] = 48;
+  }));
+  EXPECT_TRUE(refused([](vk::WkvLoraShape& t) { t.invocations = 32; }));
+  EXPECT_TRUE(refused([](vk::WkvLoraShape& t) { t.invocations = 512; }));
+  EXPECT_TRUE(refused([](vk::WkvLoraShape& t) { t.invocations = 128; }));  // 46 quads
 }
 
 }  // namespace

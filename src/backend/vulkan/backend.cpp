@@ -17,12 +17,32 @@ namespace {
 // sub-steps (the recurrence carries over through the state).
 constexpr uint32_t kMaxRowsPerStep = 512;
 
+// Invocations per workgroup of the WKV with the LoRA up-projections folded in (LoraFold),
+// from RWKV_VULKAN_LORA_FOLD: unset or 1, the default (Kernels::wkv_lora_invocations); 0, no
+// fold (every layer keeps the mat.lora stage: the comparison); a count from the head size to
+// 256, that many (for measurements).
+uint32_t lora_fold_invocations(uint32_t head_size) {
+  const char* env = std::getenv("RWKV_VULKAN_LORA_FOLD");
+  if (env == nullptr || std::strcmp(env, "") == 0 || std::strcmp(env, "1") == 0) {
+    return Kernels::wkv_lora_invocations(head_size);
+  }
+  char* end = nullptr;
+  const unsigned long n = std::strtoul(env, &end, 10);
+  if (*end != '\0' || n > 256 || (n != 0 && n < head_size)) {
+    fail(ErrorCode::argument, "vulkan: RWKV_VULKAN_LORA_FOLD=" + std::string(env) +
+                                  " is not 0, 1 or a count of invocations from the head size (" +
+                                  std::to_string(head_size) + ") to 256");
+  }
+  return uint32_t(n);
+}
+
 }  // namespace
 
 VulkanBackend::VulkanBackend(const BackendOptions& options, bool allow_cpu_devices) {
   ctx_ = Context::create(options.device, allow_cpu_devices);
   kernels_ = std::make_unique<Kernels>(*ctx_);
   profiler_ = std::make_unique<Profiler>(*ctx_);
+  verbose_ = options.verbose;
   if (options.verbose) {
     const VulkanDeviceInfo& d = ctx_->info();
     std::fprintf(stderr, "vulkan: device %d: %s (%s, %s, subgroup %u)\n", d.index, d.name.c_str(), d.type.c_str(),
@@ -247,6 +267,9 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
   const uint32_t Dw = uint32_t(hp_.rank_w), Da = uint32_t(hp_.rank_a), Dv = uint32_t(hp_.rank_v),
                  Dg = uint32_t(hp_.rank_g);
   std::vector<MatJob> jobs;
+  const uint32_t fold_invocations = lora_fold_invocations(N);
+  int folded = 0;
+  std::string unfit, first_unfit;  // why a layer keeps its mat.lora stage
   for (int l = 0; l < hp_.n_layer; ++l) {
     LayerMats& m = mats[size_t(l)];
     LayerPlan& p = layers_[size_t(l)];
@@ -258,6 +281,9 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
         {&m.wv, xv, C, s.v, C, kActNone, kNone},      {&m.w1, xw, C, s.w_mid, Dw, kActTanh, kNone},
         {&m.a1, xa, C, s.a_mid, Da, kActNone, kNone}, {&m.g1, xg, C, s.g_mid, Dg, kActSigmoid, kNone},
     };
+    // The up projections' stage (mat.lora): prefill, the debug hook and steps of many rows;
+    // steps of short sequences fold them into the wkv dispatch where the layer allows
+    // (p.fold, WkvForm::folded).
     std::vector<JobSpec> lora = {
         {&m.w2, s.w_mid, Dw, s.decay, C, kActDecay, m.w0},
         {&m.a2, s.a_mid, Da, s.a, C, kActSigmoid, m.a0},
@@ -269,12 +295,20 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
     }
     p.in = build_stage(in, jobs);
     p.lora = build_stage(lora, jobs);
+    p.fold = plan_lora_fold({&m.w2, &m.a2, &m.g2, l > 0 ? &m.v2 : nullptr}, m.w0, m.a0, m.v0, fold_invocations, unfit);
+    folded += p.fold.shape.invocations != 0 ? 1 : 0;
+    if (first_unfit.empty()) first_unfit = unfit;
     p.out = build_stage({{&m.wo, s.att_y, C, s.att_out, C, kActNone, kNone}}, jobs);
     p.key = build_stage({{&m.key, s.xk, C, s.hidden, F, kActReluSq, kNone}}, jobs);
     // relu^2 values can pass float16's 65504: the tensor-core path scales them by 2^-8.
     p.value = build_stage({{&m.value, s.hidden, F, s.ffn_out, C, kActNone, kNone, 1.0f / 256}}, jobs);
   }
   head_stage_ = build_stage({{&head_, s.head_in, C, 0, uint32_t(hp_.n_vocab), kJobGather, kNone}}, jobs);
+  if (verbose_) {
+    std::fprintf(stderr, "vulkan: LoRA up-projections folded into the WKV on %d of %d layers (%u invocations)%s%s\n",
+                 folded, hp_.n_layer, fold_invocations,
+                 first_unfit.empty() ? "" : "; not where: ", first_unfit.c_str());
+  }
 
   if (std::any_of(layers_.begin(), layers_.end(), [](const LayerPlan& p) { return !p.value_t.pieces.empty(); })) {
     sparse_parts_ = Buffer(*ctx_, sparse_shape_.partial_words(C) * 4, MemoryKind::device, "sparse FFN partial sums");
@@ -291,6 +325,35 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
   meta_device_ = Buffer(*ctx_, uint64_t(meta_stride_) * 7 * 4, MemoryKind::device, "step tables");
   model_ = std::move(model);
   set_slots(1);
+}
+
+LoraFold VulkanBackend::plan_lora_fold(std::array<const DeviceMatrix*, 4> up, uint32_t w0, uint32_t a0, uint32_t v0,
+                                       uint32_t invocations, std::string& unfit) const {
+  LoraFold f;
+  if (invocations == 0) return f;
+  // Layer 0 has no V2, and the shader reads none there: A2 takes its place, with V2's usual
+  // type (A2's) and rank, so that layer 0 shares the other layers' pipeline.
+  const bool layer0 = up[3] == nullptr;
+  if (layer0) up[3] = up[1];
+  WkvLoraShape shape{.head_size = uint32_t(hp_.head_size), .invocations = invocations};
+  for (size_t i = 0; i < 4; ++i) {
+    const DeviceMatrix& m = *up[i];
+    if (m.pieces.size() != 1) {
+      unfit = "an up matrix split over weight buffers";
+      return f;
+    }
+    shape.types[i] = m.type;
+    shape.ranks[i] = i == 3 && layer0 ? uint32_t(hp_.rank_v) : m.cols;
+    f.weights[i] = store_->arena(m.pieces[0].arena);
+    f.offsets[i] = m.pieces[0].offset;
+  }
+  unfit = kernels_->wkv_lora_unfit(shape);
+  if (!unfit.empty()) return f;
+  f.shape = shape;
+  f.w0 = w0;
+  f.a0 = a0;
+  f.v0 = layer0 ? kNone : v0;
+  return f;
 }
 
 void VulkanBackend::plan_matmul_scratch() {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/vulkan/pipelines.h"
+#include "backend/vulkan/q8_0_layout.h"
 #include "common/error.h"
 
 namespace rwkv::vk {
@@ -18,9 +19,16 @@ const ShaderInterface kMatmulIface{{4, 1, 1, 1, 1, 1, 1}, 24};
 const ShaderInterface kEmbedIface{{4, 1, 1, 1}, sizeof(EmbedPush)};
 const ShaderInterface kLnMixIface{{1, 1, 1, 1, 1}, sizeof(LnMixPush)};
 const ShaderInterface kWkvIface{{1, 1, 1, 1}, sizeof(WkvPush)};
+const ShaderInterface kWkvLoraIface{{1, 1, 1, 1, 4}, sizeof(WkvLoraPush)};
 const ShaderInterface kFfnSparseIface{{1, 1, 1}, sizeof(FfnSparsePush)};
 
 uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
+
+// 16-byte quads per row of a folded WKV's up matrix (wkv_lora.glsl's Q_*).
+uint32_t lora_row_quads(TensorType type, uint32_t rank) {
+  if (type == TensorType::Q8_0) return q8_0_grouped_row_bytes(rank) / 16;
+  return type == TensorType::F32 ? rank / 4 : rank / 8;
+}
 
 // The tiled matmul splits K so that a dispatch has about this many invocations (256
 // workgroups of 256: about two per SM of an H100, the most that fit; the 8 x 8 outputs per
@@ -42,6 +50,23 @@ uint32_t WkvScanShape::shared_bytes(uint32_t N) const {
   // Staged r, decay, k_mod, alpha, beta (padded rows of N + 4 lanes floats) and v', the parts
   // of y, and the parts of sa for two token parities (wkv_scan.comp).
   return 4 * (chunk * (5 * (N + 4 * lanes) + rows + rows * lanes) + 2 * rows * lanes);
+}
+
+uint32_t WkvLoraShape::quads() const {
+  if (invocations == 0) return 0;
+  uint32_t n = 0;
+  for (size_t m = 0; m < 4; ++m) {
+    const uint32_t rows_per_pass = invocations / lora_row_quads(types[m], ranks[m]);
+    if (rows_per_pass == 0) return ~0u;  // a row wider than the workgroup
+    n += ceil_div(head_size, rows_per_pass);
+  }
+  return n;
+}
+
+uint32_t WkvLoraShape::shared_bytes() const {
+  uint32_t floats = 9 * head_size;  // lora_out [4 N], sh_r .. sh_b [5 N]
+  for (size_t m = 0; m < 4; ++m) floats += head_size * (lora_row_quads(types[m], ranks[m]) | 1);
+  return 4 * floats + 64 * 8;  // + red_sh
 }
 
 std::string shader_type_suffix(TensorType type) {
@@ -292,6 +317,57 @@ void Kernels::wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer
   const uint32_t spec[1] = {head_size};
   const Pipeline& pl = ctx_.pipelines().get("wkv", kWkvIface, spec);
   push(cmd, pl, {{scratch, 0}, {vecs, 1}, {state, 2}, {meta, 3}}, &p, sizeof(p));
+  ctx_.fn().vkCmdDispatch(cmd, n_head, n_seq, 1);
+}
+
+std::string Kernels::wkv_lora_unfit(const WkvLoraShape& s) const {
+  const char* names[4] = {"W2", "A2", "G2", "V2"};
+  for (size_t m = 0; m < 4; ++m) {
+    const TensorType t = s.types[m];
+    if (t != TensorType::F32 && t != TensorType::F16 && t != TensorType::BF16 && t != TensorType::Q8_0)
+      return std::string(names[m]) + " has type " + std::string(type_name(t)) + " (not F32, F16, BF16 or Q8_0)";
+    const uint32_t multiple = t == TensorType::Q8_0 ? 32 : 8;
+    if (s.ranks[m] == 0 || s.ranks[m] % multiple != 0) {
+      return std::string(names[m]) + " has rank " + std::to_string(s.ranks[m]) + " (not a multiple of " +
+             std::to_string(multiple) + ")";
+    }
+  }
+  if (s.head_size == 0 || s.invocations < s.head_size || s.invocations > 256 ||
+      s.invocations > ctx_.limits().max_workgroup_size_x) {
+    return std::to_string(s.invocations) + " invocations for head size " + std::to_string(s.head_size) +
+           " (from the head size to 256)";
+  }
+  if (s.quads() == ~0u) return "a row of more 16-byte quads than " + std::to_string(s.invocations) + " invocations";
+  if (s.quads() > wkv_lora_max_quads)
+    return std::to_string(s.quads()) + " weight quads per invocation (at most " + std::to_string(wkv_lora_max_quads) +
+           ")";
+  if (s.shared_bytes() > ctx_.limits().max_shared_bytes)
+    return std::to_string(s.shared_bytes()) + " bytes of shared memory (the device has " +
+           std::to_string(ctx_.limits().max_shared_bytes) + ")";
+  return {};
+}
+
+void Kernels::wkv_lora(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta,
+                       const std::array<VkBuffer, 4>& weights, const WkvLoraPush& p, const WkvLoraShape& shape,
+                       uint32_t n_head, uint32_t n_seq) {
+  const std::string unfit = wkv_lora_unfit(shape);
+  if (!unfit.empty()) fail(ErrorCode::argument, "vulkan: no folded LoRA WKV with " + unfit);
+  const uint32_t spec[10] = {shape.head_size,          shape.invocations,
+                             uint32_t(shape.types[0]), uint32_t(shape.types[1]),
+                             uint32_t(shape.types[2]), uint32_t(shape.types[3]),
+                             shape.ranks[0],           shape.ranks[1],
+                             shape.ranks[2],           shape.ranks[3]};
+  const Pipeline& pl = ctx_.pipelines().get("wkv_lora", kWkvLoraIface, spec);
+  push(cmd, pl,
+       {{scratch, 0},
+        {vecs, 1},
+        {state, 2},
+        {meta, 3},
+        {weights[0], 4},
+        {weights[1], 4},
+        {weights[2], 4},
+        {weights[3], 4}},
+       &p, sizeof(p));
   ctx_.fn().vkCmdDispatch(cmd, n_head, n_seq, 1);
 }
 

@@ -4,6 +4,7 @@
 // Activation offsets are in floats of the bound buffer; weight offsets in bytes.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <initializer_list>
@@ -79,7 +80,35 @@ struct WkvPush {
   float gn_eps;
   uint32_t slot_stride, seq_start, seq_rows, seq_slot;
 };
-static_assert(sizeof(WkvPush) <= 128 && sizeof(LnMixPush) <= 128 && sizeof(EmbedPush) <= 128);
+// The fused WKV with the LoRA up-projections folded in (wkv.comp built with LORA): wkv's
+// constants, with a, decay, g, nu naming the down projections' outputs a_mid [T x Da],
+// w_mid [T x Dw], g_mid [T x Dg] and v_mid [T x Dv] (kNone on layer 0), then the up
+// matrices W2, A2, G2, V2 [C x D] (byte offsets in weight bindings 0..3, 16-byte aligned)
+// and the biases w0, a0, v0 [C] in vecs (v0: layers > 0).
+struct WkvLoraPush {
+  WkvPush wkv;
+  uint32_t w2_off, a2_off, g2_off, v2_off;
+  uint32_t w0, a0, v0;
+};
+static_assert(sizeof(WkvPush) <= 128 && sizeof(WkvLoraPush) <= 128 && sizeof(LnMixPush) <= 128 &&
+              sizeof(EmbedPush) <= 128);
+
+// The folded WKV's specialisation (shaders/wkv_lora.glsl): invocations per workgroup, and
+// types (F32, F16, BF16, Q8_0) and ranks (columns, multiples of 8; Q8_0: of 32) of W2, A2, G2,
+// V2.
+struct WkvLoraShape {
+  uint32_t head_size = 0;
+  uint32_t invocations = 0;  // >= head_size; 0: none (the layer keeps the matrix stage)
+  std::array<TensorType, 4> types{};
+  std::array<uint32_t, 4> ranks{};
+  // 16-byte weight quads each invocation holds in registers: per matrix, head_size rows of Q
+  // quads (as stored on the device: Q8_0 grouped) in passes of invocations / Q rows. ~0u
+  // where a row has more quads than the workgroup has invocations.
+  uint32_t quads() const;
+  // The shader's shared memory: a partial sum per quad (rows padded to an odd count), the
+  // four outputs, the recurrence's five arrays and common.glsl's reduction array.
+  uint32_t shared_bytes() const;
+};
 
 // The sparse FFN value product's push constants (ffn_sparse.comp).
 struct FfnSparsePush {
@@ -167,6 +196,25 @@ class Kernels {
   // sequence's tokens in order, everything per token inside. For decode and short sequences.
   void wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta, const WkvPush& p,
            uint32_t n_head, uint32_t n_seq, uint32_t head_size);
+  // The same with the LoRA up-projections folded in (WkvLoraPush): each workgroup first
+  // computes decay, a, g and nu of its head, per token, from the down projections' outputs
+  // and rows of the up matrices, held in `weights` (bindings of W2, A2, G2, V2).
+  void wkv_lora(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta,
+                const std::array<VkBuffer, 4>& weights, const WkvLoraPush& p, const WkvLoraShape& shape,
+                uint32_t n_head, uint32_t n_seq);
+  // Why `shape` cannot run on this device (types, ranks, invocations, registers, shared
+  // memory); empty when it can.
+  std::string wkv_lora_unfit(const WkvLoraShape& shape) const;
+  // The invocations a folded WKV takes by default: four per channel of the head (each holds
+  // a quarter of the head's weight quads), at most 256 (common.glsl's reductions).
+  static uint32_t wkv_lora_invocations(uint32_t head_size) { return std::min(4 * head_size, 256u); }
+  // Quads one invocation may hold (4 registers each; the recurrence holds head_size more).
+  static constexpr uint32_t wkv_lora_max_quads = 32;
+  // The backend folds the LoRA up-projections into the WKV only in steps whose sequences
+  // have at most this many rows: each workgroup computes them token after token, where the
+  // matrix stage spreads every token over the GPU. On the H100 (0.1B and 2.9B Q8_0, one
+  // sequence of p rows) the fold gained 4% at p = 2, nothing at 4 and lost up to 7% at 8.
+  static constexpr uint32_t wkv_lora_max_rows = 4;
   // The same for prefill, as three dispatches with barriers between: wkv_prep and wkv_post
   // over (head, row) for the per-token work, wkv_scan for the recurrence alone with each
   // head's rows split over workgroups. p.dbg must name the five debug regions (they carry

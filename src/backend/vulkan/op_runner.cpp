@@ -344,11 +344,12 @@ void OpRunner::ln_mix(LnMixIo& io, int C, int nmix, std::span<const OpSeq> seqs)
   io.state = s.get(state, io.state.size());
 }
 
-void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool prefill, WkvScanShape shape) {
+template <class F>
+void OpRunner::run_wkv(WkvIo& io, WeightStore& store, Scratch& s, int C, int N, std::span<const OpSeq> seqs,
+                       bool layer0, F&& dispatch) {
   const uint32_t T = uint32_t(io.r.size() / size_t(C));
   const uint32_t stride = std::max<uint32_t>(T, uint32_t(seqs.size()));
   const std::vector<uint32_t> meta = seq_tables(seqs, T, stride);
-  WeightStore store(*ctx_);
   const uint32_t k_k = store.add_floats(io.k_k.data(), io.k_k.size());
   const uint32_t k_a = store.add_floats(io.k_a.data(), io.k_a.size());
   const uint32_t r_k = store.add_floats(io.r_k.data(), io.r_k.size());
@@ -356,11 +357,8 @@ void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool pr
   const uint32_t lnx_b = store.add_floats(io.lnx_b.data(), io.lnx_b.size());
   store.upload({});
   const size_t n = io.r.size();
-  Scratch s;
-  const uint32_t r = s.add(io.r), k = s.add(io.k), v = s.add(io.v), a = s.add(io.a), decay = s.add(io.decay),
-                 g = s.add(io.g), xa = s.add(io.xa);
-  const uint32_t nu = io.nu.empty() ? kNone : s.add(io.nu);
-  const uint32_t v_first = io.nu.empty() ? s.add({}, n) : s.add(io.v_first);
+  const uint32_t r = s.add(io.r), k = s.add(io.k), v = s.add(io.v), xa = s.add(io.xa);
+  const uint32_t v_first = layer0 ? s.add({}, n) : s.add(io.v_first);
   const uint32_t out = s.add({}, n);
   // The five debug outputs must be consecutive regions `dbg_stride` apart: one block.
   const uint32_t dbg = s.add({}, 5 * n);
@@ -375,10 +373,10 @@ void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool pr
                     .r = r,
                     .k = k,
                     .v = v,
-                    .a = a,
-                    .decay = decay,
-                    .g = g,
-                    .nu = nu,
+                    .a = kNone,
+                    .decay = kNone,
+                    .g = kNone,
+                    .nu = kNone,
                     .v_first = v_first,
                     .xa = xa,
                     .out = out,
@@ -394,13 +392,7 @@ void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool pr
                     .seq_start = 3 * stride,
                     .seq_rows = 4 * stride,
                     .seq_slot = 2 * stride};
-    if (prefill) {
-      kernels_->wkv_prefill(cmd, scratch, store.vectors(), state.handle(), meta_buf, p, uint32_t(C / N),
-                            uint32_t(seqs.size()), T, uint32_t(N), shape);
-    } else {
-      kernels_->wkv(cmd, scratch, store.vectors(), state.handle(), meta_buf, p, uint32_t(C / N), uint32_t(seqs.size()),
-                    uint32_t(N));
-    }
+    dispatch(cmd, scratch, state.handle(), meta_buf, p);
     kernels_->to_transfer(cmd);
     const VkBufferCopy region{0, 0, state_host.size() * 4};
     ctx_->fn().vkCmdCopyBuffer(cmd, state.handle(), state_back.handle(), 1, &region);
@@ -415,7 +407,74 @@ void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool pr
   io.v_mixed = s.get(dbg + 2 * uint32_t(n), n);
   io.wkv = s.get(dbg + 3 * uint32_t(n), n);
   io.lnx = s.get(dbg + 4 * uint32_t(n), n);
-  if (io.nu.empty()) io.v_first = s.get(v_first, n);
+  if (layer0) io.v_first = s.get(v_first, n);
+}
+
+void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool prefill, WkvScanShape shape) {
+  WeightStore store(*ctx_);
+  Scratch s;
+  const uint32_t a = s.add(io.a), decay = s.add(io.decay), g = s.add(io.g);
+  const uint32_t nu = io.nu.empty() ? kNone : s.add(io.nu);
+  const uint32_t T = uint32_t(io.r.size() / size_t(C));
+  run_wkv(io, store, s, C, N, seqs, io.nu.empty(),
+          [&](VkCommandBuffer cmd, VkBuffer scratch, VkBuffer state, VkBuffer meta_buf, WkvPush p) {
+            p.a = a;
+            p.decay = decay;
+            p.g = g;
+            p.nu = nu;
+            if (prefill) {
+              kernels_->wkv_prefill(cmd, scratch, store.vectors(), state, meta_buf, p, uint32_t(C / N),
+                                    uint32_t(seqs.size()), T, uint32_t(N), shape);
+            } else {
+              kernels_->wkv(cmd, scratch, store.vectors(), state, meta_buf, p, uint32_t(C / N), uint32_t(seqs.size()),
+                            uint32_t(N));
+            }
+          });
+}
+
+void OpRunner::wkv_lora(WkvIo& io, const LoraIo& lora, int C, int N, std::span<const OpSeq> seqs,
+                        uint32_t invocations) {
+  const bool layer0 = lora.v_mid.empty();
+  WeightStore store(*ctx_);
+  const Weight* up[4] = {lora.w2, lora.a2, lora.g2, lora.v2};
+  WkvLoraShape shape{.head_size = uint32_t(N),
+                     .invocations = invocations != 0 ? invocations : Kernels::wkv_lora_invocations(uint32_t(N))};
+  std::array<DeviceMatrix, 4> m;
+  for (size_t i = 0; i < 4; ++i) {
+    m[i] = store.add_matrix(*up[i]);
+    shape.types[i] = m[i].type;
+    shape.ranks[i] = m[i].cols;
+  }
+  const uint32_t w0 = store.add_floats(lora.w0.data(), lora.w0.size());
+  const uint32_t a0 = store.add_floats(lora.a0.data(), lora.a0.size());
+  const uint32_t v0 = layer0 ? kNone : store.add_floats(lora.v0.data(), lora.v0.size());
+  Scratch s;
+  const uint32_t w_mid = s.add(lora.w_mid), a_mid = s.add(lora.a_mid), g_mid = s.add(lora.g_mid);
+  const uint32_t v_mid = layer0 ? kNone : s.add(lora.v_mid);
+  run_wkv(io, store, s, C, N, seqs, layer0,
+          [&](VkCommandBuffer cmd, VkBuffer scratch, VkBuffer state, VkBuffer meta_buf, WkvPush p) {
+            p.a = a_mid;
+            p.decay = w_mid;
+            p.g = g_mid;
+            p.nu = v_mid;
+            std::array<VkBuffer, 4> weights;
+            std::array<uint32_t, 4> offsets;
+            for (size_t i = 0; i < 4; ++i) {
+              if (m[i].pieces.size() != 1) fail(ErrorCode::argument, "OpRunner::wkv_lora: a split matrix");
+              weights[i] = store.arena(m[i].pieces[0].arena);
+              offsets[i] = m[i].pieces[0].offset;
+            }
+            const WkvLoraPush lp{.wkv = p,
+                                 .w2_off = offsets[0],
+                                 .a2_off = offsets[1],
+                                 .g2_off = offsets[2],
+                                 .v2_off = offsets[3],
+                                 .w0 = w0,
+                                 .a0 = a0,
+                                 .v0 = v0};
+            kernels_->wkv_lora(cmd, scratch, store.vectors(), state, meta_buf, weights, lp, shape, uint32_t(C / N),
+                               uint32_t(seqs.size()));
+          });
 }
 
 }  // namespace rwkv::vk

@@ -17,6 +17,8 @@
 
 namespace rwkv::vk {
 
+class WeightStore;
+
 // One sequence of a multi-sequence op: `rows` consecutive activation rows using state slot `slot`.
 struct OpSeq {
   int slot = 0;
@@ -85,6 +87,19 @@ class OpRunner {
   // (zeros: the backend's choice).
   void wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool prefill = false, WkvScanShape shape = {});
 
+  struct LoraIo {
+    // The down projections' outputs [T x D] (tanh / sigmoid applied); v_mid empty on layer 0.
+    std::vector<float> w_mid, a_mid, g_mid, v_mid;
+    // The up matrices [C x D] (F32, F16, BF16 or Q8_0); on layer 0, V2 only specialises the shader
+    // (its type and rank; it is not read).
+    const Weight *w2 = nullptr, *a2 = nullptr, *g2 = nullptr, *v2 = nullptr;
+    std::vector<float> w0, a0, v0;  // biases [C]; v0 empty on layer 0
+  };
+  // The fused kernel with the LoRA up-projections folded in (Kernels::wkv_lora): as wkv(),
+  // with io's a, decay, g and nu computed from `lora` instead (not read); layer 0 when
+  // lora.v_mid is empty. invocations: per workgroup (0: the backend's default).
+  void wkv_lora(WkvIo& io, const LoraIo& lora, int C, int N, std::span<const OpSeq> seqs, uint32_t invocations = 0);
+
   // Guard words overwritten by the last op (0 when every kernel stayed in bounds).
   size_t guards_broken() const { return guards_broken_; }
 
@@ -93,6 +108,13 @@ class OpRunner {
   // Uploads `scratch`, records `body`, runs, reads the scratch and state back.
   template <class F>
   void run(Scratch& scratch, const std::vector<uint32_t>& meta, F&& body);
+  // A WKV run (either form): adds the per-channel vectors to `store` and uploads it, adds the
+  // regions both forms use to `s` (the caller's own are there already), calls
+  // dispatch(cmd, scratch, state, meta, push) with the push's common fields set, and reads
+  // the outputs back into io.
+  template <class F>
+  void run_wkv(WkvIo& io, WeightStore& store, Scratch& s, int C, int N, std::span<const OpSeq> seqs, bool layer0,
+               F&& dispatch);
 
   std::unique_ptr<Context> ctx_;
   std::unique_ptr<Kernels> kernels_;

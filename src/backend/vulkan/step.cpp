@@ -113,11 +113,17 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
   }
   const uint32_t S = uint32_t(parts.size());
   if (R > 0) ensure_logits(R);
-  const bool scan = std::any_of(parts.begin(), parts.end(),
-                                [](const StepPart& p) { return uint32_t(p.n) >= Kernels::wkv_scan_min_tokens; });
+  uint32_t most = 0;  // rows of the longest sequence
+  for (const StepPart& p : parts) most = std::max(most, uint32_t(p.n));
+  WkvForm form = WkvForm::fused;
+  if (most >= Kernels::wkv_scan_min_tokens) {
+    form = WkvForm::scan;
+  } else if (most <= Kernels::wkv_lora_max_rows && T <= Kernels::matvec_max_tokens) {
+    form = WkvForm::folded;
+  }
 
   if (!hook_) {
-    const auto key = std::make_tuple(T, S, R, scan);
+    const auto key = std::make_tuple(T, S, R, form);
     auto it = commands_.find(key);
     if (it == commands_.end()) {
       // Keeps a handful of shapes; a workload with many shapes re-records now and then.
@@ -126,7 +132,7 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
       rec.cmd = ctx_->begin_commands();
       try {
         profiler_->begin(rec.cmd);
-        record(rec.cmd, T, S, R, scan, false);
+        record(rec.cmd, T, S, R, form, false);
         check(ctx_->fn().vkEndCommandBuffer(rec.cmd), "vkEndCommandBuffer");
       } catch (...) {
         ctx_->free_commands(rec.cmd);
@@ -140,7 +146,7 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
   } else {
     VkCommandBuffer cmd = ctx_->begin_commands();
     try {
-      record(cmd, T, S, R, scan, true);
+      record(cmd, T, S, R, form, true);
       flush_captures(cmd);
     } catch (...) {
       ctx_->free_commands(cmd);
@@ -180,8 +186,9 @@ void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, 
   }
 }
 
-void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, bool scan, bool debug) {
+void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, WkvForm wkv_form, bool debug) {
   const ScratchLayout& s = sl_;
+  const bool scan = wkv_form == WkvForm::scan;
   const uint32_t C = uint32_t(hp_.n_embd), F = uint32_t(hp_.n_ffn), ms = s.rows_cap * C;
   const uint32_t M = meta_stride_;
   const uint32_t slot_stride = uint32_t(hp_.state_floats_per_layer());
@@ -249,8 +256,14 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
     sync("ln_mix");
     record_matrices(cmd, L.in, T, scratch, false);
     sync("mat.in");
-    record_matrices(cmd, L.lora, T, scratch, false);
-    sync("mat.lora");
+    // Steps of short sequences fold the LoRA up-projections into the wkv dispatch where the
+    // layer allows it: one dispatch and barrier fewer. The debug hook captures decay, a and g,
+    // and the other forms read them: those keep the matrix stage.
+    const bool fold = wkv_form == WkvForm::folded && L.fold.shape.invocations != 0 && !debug;
+    if (!fold) {
+      record_matrices(cmd, L.lora, T, scratch, false);
+      sync("mat.lora");
+    }
     const WkvPush wkv{.C = C,
                       .r = s.r,
                       .k = s.k,
@@ -276,6 +289,20 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                       .seq_slot = kSeqSlot * M};
     if (scan) {
       k.wkv_prefill(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, T, uint32_t(hp_.head_size));
+    } else if (fold) {
+      WkvLoraPush p{.wkv = wkv,
+                    .w2_off = L.fold.offsets[0],
+                    .a2_off = L.fold.offsets[1],
+                    .g2_off = L.fold.offsets[2],
+                    .v2_off = L.fold.offsets[3],
+                    .w0 = L.fold.w0,
+                    .a0 = L.fold.a0,
+                    .v0 = L.fold.v0};
+      p.wkv.a = s.a_mid;
+      p.wkv.decay = s.w_mid;
+      p.wkv.g = s.g_mid;
+      p.wkv.nu = l > 0 ? s.v_mid : kNone;
+      k.wkv_lora(cmd, scratch, vecs, state, meta, L.fold.weights, p, L.fold.shape, uint32_t(hp_.n_head), S);
     } else {
       k.wkv(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, uint32_t(hp_.head_size));
     }

@@ -6,7 +6,9 @@
 // Per layer (T = rows of the step, sequence-major):
 //   ln_mix(att)  h += ffn_out(l-1); xa = LN1(h); the six lerps with the token shift
 //   matrices     r, k, v = W x; LoRA down projections (tanh / sigmoid epilogues)
-//   matrices     LoRA up projections: decay, a, nu (value residual), g
+//   matrices     LoRA up projections: decay, a, nu (value residual), g (mat.lora; in
+//                decode and other steps of short sequences, WkvForm::folded, the wkv
+//                dispatch computes them instead where the layer allows: LoraFold)
 //   wkv          removal key, k_mod, value residual, recurrence, ln_x, bonus, gate (fused in
 //                one dispatch; when a sequence of the step is long, three: per-token work,
 //                the recurrence alone, per-token work)
@@ -59,13 +61,32 @@ struct MatStage {
   std::vector<MatGroup> typed, mixed;
 };
 
+// A layer's LoRA up-projections folded into its WKV dispatch (Kernels::wkv_lora): each up
+// matrix (W2, A2, G2, V2; layer 0, which has no V2, names A2 in its place) whole in one
+// weight buffer, at a byte offset. Planned at load where the types and shapes allow
+// (Kernels::wkv_lora_unfit) and RWKV_VULKAN_LORA_FOLD is not 0.
+struct LoraFold {
+  WkvLoraShape shape;  // shape.invocations == 0: the layer keeps the mat.lora stage
+  std::array<VkBuffer, 4> weights{};
+  std::array<uint32_t, 4> offsets{};
+  uint32_t w0 = 0, a0 = 0, v0 = kNone;  // biases in the vectors buffer (v0: layers > 0)
+};
+
 struct LayerPlan {
   uint32_t ln1_w = 0, ln1_b = 0, ln2_w = 0, ln2_b = 0, mu6 = 0, ffn_mu = 0;
   uint32_t k_k = 0, k_a = 0, r_k = 0, lnx_w = 0, lnx_b = 0;
   MatStage in, lora, out, key, value;
+  LoraFold fold;
   // W_value transposed [F x C] for one-row steps (ffn_sparse.comp); no pieces: none kept.
   DeviceMatrix value_t;
 };
+
+// How a sub-step runs the WKV, from the most rows one of its sequences has: the prefill form
+// (scan: some sequence has Kernels::wkv_scan_min_tokens or more), or the fused kernel after
+// the LoRA up-projections' matrix stage (fused), or, in steps of matvec size whose sequences
+// have at most Kernels::wkv_lora_max_rows rows, with them folded in where the layer allows
+// (folded).
+enum class WkvForm { fused, scan, folded };
 
 // One sequence's share of a sub-step.
 struct StepPart {
@@ -109,6 +130,11 @@ class VulkanBackend final : public Backend {
   void plan_scratch();
   // Plans the transposed value matrices (layers_[l].value_t) where they are wanted and fit.
   void plan_sparse_ffn(const Model& model, WeightStore& st);
+  // The fold of a layer's up matrices `up` (W2, A2, G2, V2; V2 null on layer 0) with
+  // `invocations` per workgroup (0: none), or none, with the reason in `unfit`, where they do
+  // not fit it.
+  LoraFold plan_lora_fold(std::array<const DeviceMatrix*, 4> up, uint32_t w0, uint32_t a0, uint32_t v0,
+                          uint32_t invocations, std::string& unfit) const;
   void check_slot(int slot, const char* what) const;
   void invalidate_commands();
 
@@ -116,8 +142,8 @@ class VulkanBackend final : public Backend {
   void run_substep(const std::vector<StepPart>& parts, float* logits);
   // Records a whole sub-step. With `debug`, flushes after the embedding and after every
   // layer, handing the named intermediates to the hook (the command buffer is replaced).
-  // `scan`: the WKV in its prefill form (Kernels::wkv_prefill).
-  void record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, bool scan, bool debug);
+  // The debug hook takes the fused form where `wkv` is folded (it captures decay, a and g).
+  void record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, WkvForm wkv, bool debug);
   void record_matrices(VkCommandBuffer cmd, const MatStage& stage, uint32_t n_tok, VkBuffer y, bool gather);
   // Sizes mat_scratch_ for the largest split-K scratch a stage may use (Kernels::matmul_plan).
   void plan_matmul_scratch();
@@ -128,6 +154,7 @@ class VulkanBackend final : public Backend {
 
   std::unique_ptr<Context> ctx_;
   std::unique_ptr<Kernels> kernels_;
+  bool verbose_ = false;  // BackendOptions::verbose: load() reports its choices on stderr
   std::shared_ptr<const Model> model_;
   Hparams hp_;
   std::unique_ptr<WeightStore> store_;
@@ -154,13 +181,13 @@ class VulkanBackend final : public Backend {
   int n_slots_ = 0;
   uint32_t meta_stride_ = 0;  // = rows_cap: tokens, row_slot, row_flags, seq_start, seq_rows, seq_slot, logit_rows
 
-  // Recorded steps by shape (rows, sequences, logits rows, prefill WKV), with their profiler
+  // Recorded steps by shape (rows, sequences, logits rows, WKV form), with their profiler
   // labels.
   struct Recorded {
     VkCommandBuffer cmd = VK_NULL_HANDLE;
     std::vector<const char*> labels;
   };
-  std::map<std::tuple<uint32_t, uint32_t, uint32_t, bool>, Recorded> commands_;
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t, WkvForm>, Recorded> commands_;
   std::unique_ptr<Profiler> profiler_;
 
   // Debug capture state (only while hook_ is set).

@@ -12,8 +12,15 @@ layout(std430, set = 0, binding = 3) readonly buffer Meta { uint meta[]; };
 
 layout(push_constant) uniform Push {
   uint C;
+#if defined(LORA)
+  // wkv.comp with the LoRA up-projections folded in (wkv_lora.glsl): in place of a, decay,
+  // g and nu, the down projections' outputs they are computed from ([T x D], D the ranks)
+  uint r, k, v, a_mid, w_mid, g_mid;
+  uint v_mid;  // NONE on layer 0
+#else
   uint r, k, v, a, decay, g;  // [T x C] inputs
   uint nu;                     // value-residual gate sigma(v0 + V2 V1 x_v), NONE on layer 0
+#endif
   uint v_first;                // written on layer 0, read after
   uint xa;                     // ln1 output, source of the shift state
   uint out_;                   // [T x C] output, the input of W_o
@@ -26,6 +33,10 @@ layout(push_constant) uniform Push {
   float gn_eps;
   uint slot_stride;
   uint seq_start, seq_rows, seq_slot;  // per-sequence tables in meta
+#if defined(LORA)
+  uint w2_off, a2_off, g2_off, v2_off;  // bytes: the up matrices [C x D] in weight bindings 0..3
+  uint w0, a0, v0;                      // their biases [C] in vecs (v0: layers > 0)
+#endif
 } pc;
 
 #define DBG_KK 0u
