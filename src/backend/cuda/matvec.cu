@@ -102,12 +102,24 @@ size_t job_smem(const MatvecJob& j, int T) {
 
 constexpr size_t kMaxSmem = 160 << 10;
 
+// The rows of q from row t on.
+QuantX from_row(QuantX q, int t) {
+  const int64_t nb = q.cols / 32;
+  q.q0 += t * q.cols;
+  q.q1 += t * q.cols;
+  q.d0 += t * nb;
+  q.d1 += t * nb;
+  q.s0 += t * nb;
+  q.s1 += t * nb;
+  return q;
+}
+
 }  // namespace
 
 bool matvec_quantises_output(const PackedView& W) {
   // A block quantising its outputs holds whole groups of 32 rows (kThreads / tpr >= 32).
   // Forcing fewer threads per row than choose_tpr's made the 2.9B FFN key product slower
-  // than a separate quantize_rows launch (NOTES.md run 43).
+  // than a separate quantize_rows launch (NOTES.md run 44).
   return W.rows % 32 == 0 && kThreads / choose_tpr(W.items) >= 32;
 }
 
@@ -140,16 +152,8 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
       second[i].x += T1 * now[i].x_stride;
       second[i].y += T1 * now[i].y_stride;
       if (second[i].y_raw) second[i].y_raw += T1 * now[i].y_stride;
-      if (second[i].xq.q0) {
-        QuantX& q = second[i].xq;
-        const int64_t nb = q.cols / 32;
-        q.q0 += T1 * q.cols;
-        q.q1 += T1 * q.cols;
-        q.d0 += T1 * nb;
-        q.d1 += T1 * nb;
-        q.s0 += T1 * nb;
-        q.s1 += T1 * nb;
-      }
+      if (second[i].xq.q0) second[i].xq = from_row(second[i].xq, T1);
+      if (second[i].yq.q0) second[i].yq = from_row(second[i].yq, T1);
     }
     matvec(now, n_now, T1, stream);
     matvec(second, n_now, T - T1, stream);

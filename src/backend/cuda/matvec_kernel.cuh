@@ -129,8 +129,8 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
 }
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
-template <TensorType TY, int TM>
 // block_out: [TM][kThreads] floats of shared memory for the outputs of a quantised copy (yq).
+template <TensorType TY, int TM>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* block_out) {
   using It = Item<TY>;
   constexpr int U = TM == 1 ? It::kUnroll : (It::kUnroll + 1) / 2;  // more rows: more accumulators
