@@ -56,10 +56,12 @@ void expect_matvec_close(const std::vector<float>& got, const Weight& w, const s
   EXPECT_LE(num / den, limit) << what << ": error energy " << num / den;
 }
 
+// Widths of one item per row up to multiples of 64 items (quantised rows over two warps:
+// 2048 columns of 32-blocks, 4096 of 256-blocks).
 std::vector<int64_t> test_cols(TensorType t) {
-  if (type_info(t).block_size == 256) return {256, 512, 768};
+  if (type_info(t).block_size == 256) return {256, 512, 768, 4096};
   if (is_float(t)) return {16, 40, 96, 100, 768, 2560};
-  return {32, 96, 544, 2560};
+  return {32, 96, 544, 2048, 2560};
 }
 
 // ---- packing and dequantisation -----------------------------------------------------------

@@ -24,11 +24,13 @@ namespace {
 
 using namespace matvec_detail;
 
-// Threads per row: prefer few idle lanes, then wide groups (coalescing).
-int choose_tpr(int64_t items) {
+// Threads per row for a matrix of `type`: prefer few idle lanes, then wide groups
+// (coalescing, and smaller blocks: a block's bytes set the grid's tail). Rows over two warps
+// only for quantised types: 2.9B Q8_0 decode +3%, F16 -3.5% (NOTES.md run 47).
+int choose_tpr(TensorType type, int64_t items) {
   int best = 1;
   double best_cost = 1e30;
-  for (int t = 32; t >= 1; t /= 2) {
+  for (int t = type_info(type).block_size > 1 ? kMaxTpr : 32; t >= 1; t /= 2) {
     const int64_t rounds = (items + t - 1) / t;
     const double waste = double(rounds * t - items) / double(items);
     const double cost = waste + (t < 4 ? 0.3 : 0.0) + (t < 8 ? 0.1 : 0.0);
@@ -120,7 +122,7 @@ bool matvec_quantises_output(const PackedView& W) {
   // A block quantising its outputs holds whole groups of 32 rows (kThreads / tpr >= 32).
   // Forcing fewer threads per row than choose_tpr's made the 2.9B FFN key product slower
   // than a separate quantize_rows launch (NOTES.md run 44).
-  return W.rows % 32 == 0 && kThreads / choose_tpr(W.items) >= 32;
+  return W.rows % 32 == 0 && kThreads / choose_tpr(W.type, W.items) >= 32;
 }
 
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
@@ -164,7 +166,7 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     int blocks = 0;
     for (int i = 0; i < n_now; ++i) {
       const MatvecJob& j = now[i];
-      const int tpr = choose_tpr(j.W.items);
+      const int tpr = choose_tpr(j.W.type, j.W.items);
       if (j.yq.q0 && !matvec_quantises_output(j.W))
         fail(ErrorCode::argument, "cuda matvec: quantised output needs whole groups of 32 rows per block");
       if (j.yq.q0 && j.yq.cols < j.W.rows)
@@ -180,6 +182,12 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     for (int i = 0; i < n_now; ++i)
       if (now[i].yq.q0) {
         smem += size_t(T == 1 ? 1 : 4) * kThreads * sizeof(float);
+        break;
+      }
+    batch.red_smem = int(smem);
+    for (int i = 0; i < n_now; ++i)
+      if (batch.jobs[i].tpr > 32) {
+        smem += size_t(kThreads / 32) * (T == 1 ? 1 : 4) * sizeof(float);
         break;
       }
     if (T == 1)

@@ -17,10 +17,11 @@ namespace rwkv::cuda::matvec_detail {
 
 constexpr int kThreads = 256;
 constexpr int kMaxRowsPerLaunch = 4;  // TM of the widest instantiation
+constexpr int kMaxTpr = 64;           // threads per row (quantised types); two warps meet in shared memory
 
 struct JobDev {
   MatvecJob job;
-  int tpr;          // threads per output row (power of two <= 32)
+  int tpr;          // threads per output row (power of two <= kMaxTpr)
   int block_begin;  // first block of this job in the grid
 };
 struct Batch {
@@ -32,6 +33,9 @@ struct Batch {
   // (shared memory the kernel does not need costs L1 capacity, and the products read x
   // through L1).
   int out_smem;
+  // Byte offset of [kThreads / 32][TM] floats for the warp sums of rows wider than a warp
+  // (tpr > 32), reserved only in launches with such jobs.
+  int red_smem;
 };
 
 constexpr int kStageBatch = 8;                 // float4 loads in flight per thread while staging
@@ -129,9 +133,11 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
 }
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
-// block_out: [TM][kThreads] floats of shared memory for the outputs of a quantised copy (yq).
+// block_out: [TM][kThreads] floats of shared memory for the outputs of a quantised copy (yq);
+// warp_sums: [kThreads / 32][TM] floats for rows wider than a warp.
 template <TensorType TY, int TM>
-__device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* block_out) {
+__device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* block_out,
+                                        float* warp_sums) {
   using It = Item<TY>;
   constexpr int U = TM == 1 ? It::kUnroll : (It::kUnroll + 1) / 2;  // more rows: more accumulators
   const MatvecJob& job = jd.job;
@@ -190,7 +196,23 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   }
 #pragma unroll
   for (int t = 0; t < TM; ++t) {
-    for (int o = tpr >> 1; o > 0; o >>= 1) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+    for (int o = min(tpr, 32) >> 1; o > 0; o >>= 1) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+  }
+  if (tpr > 32) {  // the row's warps add their sums in order
+    const int warp = threadIdx.x >> 5;
+    if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+      for (int t = 0; t < TM; ++t) warp_sums[warp * TM + t] = acc[t];
+    }
+    __syncthreads();
+    if (g_lane == 0) {
+#pragma unroll
+      for (int t = 0; t < TM; ++t) {
+        float s = 0.f;
+        for (int k = 0; k < tpr / 32; ++k) s += warp_sums[(warp + k) * TM + t];
+        acc[t] = s;
+      }
+    }
   }
   const int rows_per_block = kThreads / tpr, row_in_block = threadIdx.x / tpr;
   if (row_ok && g_lane == 0) {
@@ -225,6 +247,7 @@ template <TensorType TY, int TM>
 __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_constant__ Batch batch) {
   extern __shared__ __align__(16) uint8_t smem[];
   float* block_out = reinterpret_cast<float*>(smem + batch.out_smem);
+  float* warp_sums = reinterpret_cast<float*>(smem + batch.red_smem);
   int j = 0;
   while (j + 1 < batch.n_jobs && int(blockIdx.x) >= batch.jobs[j + 1].block_begin) ++j;
   const JobDev& jd = batch.jobs[j];
@@ -233,14 +256,14 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
     if (type == TY) {
-      run_job<TY, TM>(jd, blk, t0, T, smem, block_out);
+      run_job<TY, TM>(jd, blk, t0, T, smem, block_out, warp_sums);
       return;
     }
   }
   if (type == TensorType::F32) {
-    run_job<TensorType::F32, TM>(jd, blk, t0, T, smem, block_out);
+    run_job<TensorType::F32, TM>(jd, blk, t0, T, smem, block_out, warp_sums);
   } else {
-    run_job<TensorType::F16, TM>(jd, blk, t0, T, smem, block_out);
+    run_job<TensorType::F16, TM>(jd, blk, t0, T, smem, block_out, warp_sums);
   }
 }
 
