@@ -536,6 +536,16 @@ OpRunner::WkvIo wkv_reference(const OpRunner::WkvIo& in, int C, int N, std::span
   return out;
 }
 
+// The outputs both WKV forms (plain and LoRA-folded) write, against the reference.
+void expect_wkv_outputs(const OpRunner::WkvIo& io, const OpRunner::WkvIo& want, bool layer0, const std::string& what) {
+  expect_close(io.k_mod, want.k_mod, 1e-6, what + "k_mod");
+  expect_close(io.v_mixed, want.v_mixed, 1e-6, what + "v");
+  expect_close(io.wkv, want.wkv, 1e-5, what + "wkv");
+  expect_close(io.out, want.out, 1e-5, what + "out");
+  expect_close(io.state, want.state, 1e-5, what + "state");
+  if (layer0) expect_close(io.v_first, want.v_first, 0, what + "v_first");
+}
+
 // One WKV run (fused, or the prefill form with scan split `shape`) against the reference,
 // for layer 0 (v_first written) and a later layer (value residual read).
 void check_wkv(OpRunner* vk, int C, int N, std::span<const OpSeq> seqs, bool prefill, vk::WkvScanShape shape = {}) {
@@ -551,13 +561,8 @@ void check_wkv(OpRunner* vk, int C, int N, std::span<const OpSeq> seqs, bool pre
                              " chunk=" + std::to_string(shape.chunk) + " ";
     EXPECT_EQ(vk->guards_broken(), 0u) << what;
     expect_close(io.kk, want.kk, 1e-5, what + "kk");
-    expect_close(io.k_mod, want.k_mod, 1e-6, what + "k_mod");
-    expect_close(io.v_mixed, want.v_mixed, 1e-6, what + "v");
-    expect_close(io.wkv, want.wkv, 1e-5, what + "wkv");
     expect_close(io.lnx, want.lnx, 1e-5, what + "lnx");
-    expect_close(io.out, want.out, 1e-5, what + "out");
-    expect_close(io.state, want.state, 1e-5, what + "state");
-    if (layer0) expect_close(io.v_first, want.v_first, 0, what + "v_first");
+    expect_wkv_outputs(io, want, layer0, what);
   }
 }
 
@@ -633,12 +638,7 @@ void check_wkv_lora(OpRunner* vk, const LoraCase& lc) {
                              std::string(type_name(lc.w_type)) + "/" + std::string(type_name(lc.type)) +
                              " invocations=" + std::to_string(lc.invocations) + " ";
     EXPECT_EQ(vk->guards_broken(), 0u) << what;
-    expect_close(io.k_mod, want.k_mod, 1e-6, what + "k_mod");
-    expect_close(io.v_mixed, want.v_mixed, 1e-6, what + "v");
-    expect_close(io.wkv, want.wkv, 1e-5, what + "wkv");
-    expect_close(io.out, want.out, 1e-5, what + "out");
-    expect_close(io.state, want.state, 1e-5, what + "state");
-    if (layer0) expect_close(io.v_first, want.v_first, 0, what + "v_first");
+    expect_wkv_outputs(io, want, layer0, what);
   }
 }
 

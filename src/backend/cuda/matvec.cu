@@ -178,18 +178,17 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
       blocks += int((j.W.rows + rows_per_block - 1) / rows_per_block);
     }
     smem = (smem + 15) / 16 * 16;
+    // The outputs of quantised copies and the warp sums of two-warp rows, only where a job
+    // needs them (TM floats per row slot / warp).
+    const size_t tm = T == 1 ? 1 : 4;
+    const JobDev* first = batch.jobs;
+    const JobDev* last = batch.jobs + n_now;
     batch.out_smem = int(smem);
-    for (int i = 0; i < n_now; ++i)
-      if (now[i].yq.q0) {
-        smem += size_t(T == 1 ? 1 : 4) * kThreads * sizeof(float);
-        break;
-      }
+    if (std::any_of(first, last, [](const JobDev& d) { return d.job.yq.q0 != nullptr; }))
+      smem += tm * kThreads * sizeof(float);
     batch.red_smem = int(smem);
-    for (int i = 0; i < n_now; ++i)
-      if (batch.jobs[i].tpr > 32) {
-        smem += size_t(kThreads / 32) * (T == 1 ? 1 : 4) * sizeof(float);
-        break;
-      }
+    if (std::any_of(first, last, [](const JobDev& d) { return d.tpr > 32; }))
+      smem += tm * (kThreads / 32) * sizeof(float);
     if (T == 1)
       launch_tm<1>(ty, batch, blocks, smem, stream);
     else
