@@ -83,40 +83,9 @@ TEST(VulkanOps, MatrixEveryTypeMatchesReference) {
   }
 }
 
-void check_mixed_matvec(OpRunner* vk, int64_t cols) {
-  std::vector<std::vector<uint8_t>> bytes(std::size(kAllTypes));
-  std::vector<Weight> ws;
-  for (size_t i = 0; i < std::size(kAllTypes); ++i) {
-    ws.push_back(make_weight(kAllTypes[i], 17 + 2 * int64_t(i), cols, 60 + i, bytes[i]));
-  }
-  std::vector<const Weight*> ptrs;
-  for (const Weight& w : ws) ptrs.push_back(&w);
-  for (int T : {1, 3, 13}) {
-    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 70 + uint64_t(T));
-    const std::vector<std::vector<float>> got = vk->mixed_matvec(ptrs, x, T);
-    EXPECT_EQ(vk->guards_broken(), 0u);
-    for (size_t i = 0; i < ws.size(); ++i) {
-      std::vector<float> want(size_t(T * ws[i].rows()));
-      ref::matmul(ws[i], x.data(), T, want.data());
-      expect_close(got[i], want, 1e-5,
-                   std::string("mixed ") + std::string(type_name(ws[i].type)) + " T=" + std::to_string(T) +
-                       " cols=" + std::to_string(cols));
-    }
-  }
-}
-
-// The mixed-type matvec (GPUs run each stage of independent products as one dispatch):
-// one matrix of every type, odd row counts that differ, in a single dispatch; rows of 256
-// (on GPUs: the short-row workgroups) and of 768 elements.
-TEST(VulkanOps, MixedTypeMatvecMatchesReference) {
-  REQUIRE_DEVICE();
-  for (const int64_t cols : {256, 768}) check_mixed_matvec(vk, cols);
-}
-
 // The Q8_0 matvec (quants made floats from their bits, the block scale applied once per 16)
 // at odd shapes: rows with a partial group of blocks, several units per invocation, 37 rows
-// (a partial workgroup); T = 1 (decode) and T = 3. The mixed-type shader's Q8_0 jobs take
-// the same path: MixedTypeMatvecMatchesReference.
+// (a partial workgroup); T = 1 (decode) and T = 3.
 TEST(VulkanOps, Q8_0MatvecMatchesReference) {
   REQUIRE_DEVICE();
   for (const int64_t cols : {352, 2592}) {

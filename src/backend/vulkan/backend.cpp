@@ -142,60 +142,54 @@ MatStage VulkanBackend::build_stage(const std::vector<JobSpec>& specs, std::vect
       }
     }
   }
-  // Groups of jobs that one dispatch can run: at most four weight buffers, and with
-  // `by_type` a single weight type. Each group's jobs are contiguous in the table.
-  const auto group = [&](bool by_type) {
-    struct Pending {
-      MatGroup group;
-      std::vector<MatJob> jobs;
-      uint32_t used = 0;  // weight slots in use
-    };
-    std::vector<Pending> groups;
-    for (auto [job, buffer] : all) {
-      Pending* g = nullptr;
-      for (Pending& p : groups) {
-        if (by_type && p.group.type != TensorType(job.type)) continue;
-        for (uint32_t i = 0; i < p.used && g == nullptr; ++i) {
-          if (p.group.weights[i] == buffer) {
-            g = &p;
-            job.wbind = i;
-          }
-        }
-        if (g == nullptr && p.used < 4) {
-          g = &p;
-          job.wbind = p.used;
-          p.group.weights[p.used++] = buffer;
-        }
-        if (g != nullptr) break;
-      }
-      if (g == nullptr) {
-        g = &groups.emplace_back();
-        g->group.type = TensorType(job.type);
-        g->group.weights[0] = buffer;
-        g->used = 1;
-        job.wbind = 0;
-      }
-      g->group.jobs.max_rows = std::max(g->group.jobs.max_rows, job.rows);
-      g->group.jobs.max_cols = std::max(g->group.jobs.max_cols, job.cols);
-      g->jobs.push_back(job);
-    }
-    std::vector<MatGroup> out;
-    for (Pending& p : groups) {
-      for (uint32_t i = p.used; i < 4; ++i) p.group.weights[i] = p.group.weights[0];
-      p.group.jobs.job_base = uint32_t(jobs.size());
-      p.group.jobs.n_jobs = uint32_t(p.jobs.size());
-      for (MatJob& job : p.jobs) {
-        job.tile_base = p.group.jobs.row_tiles;
-        p.group.jobs.row_tiles += (job.rows + Kernels::matmul_rows - 1) / Kernels::matmul_rows;
-      }
-      jobs.insert(jobs.end(), p.jobs.begin(), p.jobs.end());
-      out.push_back(p.group);
-    }
-    return out;
-  };
+  // Groups of jobs that one dispatch can run: a single weight type and at most four weight
+  // buffers. Each group's jobs are contiguous in the table.
   MatStage stage;
-  stage.typed = group(true);
-  stage.mixed = group(false);
+  struct Pending {
+    MatGroup group;
+    std::vector<MatJob> jobs;
+    uint32_t used = 0;  // weight slots in use
+  };
+  std::vector<Pending> groups;
+  for (auto [job, buffer] : all) {
+    Pending* g = nullptr;
+    for (Pending& p : groups) {
+      if (p.group.type != TensorType(job.type)) continue;
+      for (uint32_t i = 0; i < p.used && g == nullptr; ++i) {
+        if (p.group.weights[i] == buffer) {
+          g = &p;
+          job.wbind = i;
+        }
+      }
+      if (g == nullptr && p.used < 4) {
+        g = &p;
+        job.wbind = p.used;
+        p.group.weights[p.used++] = buffer;
+      }
+      if (g != nullptr) break;
+    }
+    if (g == nullptr) {
+      g = &groups.emplace_back();
+      g->group.type = TensorType(job.type);
+      g->group.weights[0] = buffer;
+      g->used = 1;
+      job.wbind = 0;
+    }
+    g->group.jobs.max_rows = std::max(g->group.jobs.max_rows, job.rows);
+    g->group.jobs.max_cols = std::max(g->group.jobs.max_cols, job.cols);
+    g->jobs.push_back(job);
+  }
+  for (Pending& p : groups) {
+    for (uint32_t i = p.used; i < 4; ++i) p.group.weights[i] = p.group.weights[0];
+    p.group.jobs.job_base = uint32_t(jobs.size());
+    p.group.jobs.n_jobs = uint32_t(p.jobs.size());
+    for (MatJob& job : p.jobs) {
+      job.tile_base = p.group.jobs.row_tiles;
+      p.group.jobs.row_tiles += (job.rows + Kernels::matmul_rows - 1) / Kernels::matmul_rows;
+    }
+    jobs.insert(jobs.end(), p.jobs.begin(), p.jobs.end());
+    stage.groups.push_back(p.group);
+  }
   return stage;
 }
 
@@ -364,7 +358,7 @@ void VulkanBackend::plan_matmul_scratch() {
   uint64_t counters = 0, parts = 0;
   const auto add_stage = [&](const MatStage& stage, uint32_t n_tok) {
     uint64_t c = 0, p = 0;
-    for (const MatGroup& g : stage.typed) {
+    for (const MatGroup& g : stage.groups) {
       const MatmulPlan plan = kernels_->matmul_plan(g.jobs, n_tok, cap / 2, cap / 2);
       c += plan.count_words;
       p += plan.part_words;

@@ -129,10 +129,7 @@ Kernels::Kernels(Context& ctx) : ctx_(ctx) {
   const char* cm = std::getenv("RWKV_VULKAN_COOPMAT");
   use_coopmat_ =
       ctx.info().coopmat && ctx.limits().max_shared_bytes >= kCoopmatSharedBytes && !(cm != nullptr && cm[0] == '0');
-  if (ctx.info().type == "cpu") {
-    matvec_wg_ = 32;
-    mixed_matvec_ = false;
-  }
+  if (ctx.info().type == "cpu") matvec_wg_ = 32;
 }
 
 uint32_t Kernels::max_job_rows() const {
@@ -244,7 +241,7 @@ MatmulPlan Kernels::matmul_plan(const MatJobs& jobs, uint32_t n_tok, uint64_t ma
 }
 
 MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, const MatJobs& jobs,
-                           uint32_t n_tok, uint32_t gather_off, MatPath path, bool mixed) {
+                           uint32_t n_tok, uint32_t gather_off, MatPath path) {
   if (jobs.n_jobs == 0 || n_tok == 0) return {};
   if (path == MatPath::automatic) {
     path = n_tok <= matvec_max_tokens ? MatPath::matvec : use_coopmat_ ? MatPath::matmul_coopmat : MatPath::matmul;
@@ -253,9 +250,8 @@ MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindin
       (!ctx_.info().coopmat || ctx_.limits().max_shared_bytes < kCoopmatSharedBytes)) {
     fail(ErrorCode::unsupported, "vulkan: " + ctx_.info().name + " has no usable cooperative matrices");
   }
-  if (mixed && path != MatPath::matvec) fail(ErrorCode::argument, "vulkan: mixed-type jobs run only as matvec");
   if (b.part_off % 4 != 0) fail(ErrorCode::argument, "vulkan: matmul partial sums not 16-byte aligned");
-  const std::string suffix = mixed ? "any" : shader_type_suffix(type);
+  const std::string suffix = shader_type_suffix(type);
   MatmulPlan plan;
   if (path != MatPath::matvec) {
     const bool scratch = b.split_k != VK_NULL_HANDLE;

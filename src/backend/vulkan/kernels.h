@@ -28,7 +28,7 @@ constexpr uint32_t kJobGather = 0x100;  // x row t is meta[gather_off + t] (JOB_
 struct MatJob {
   uint32_t wbind = 0, w_off = 0, row_bytes = 0, rows = 0, cols = 0;
   uint32_t x_off = 0, x_stride = 0, y_off = 0, y_stride = 0;
-  uint32_t flags = 0, bias_off = kNone, type = 0;  // type: GGUF id, read by the mixed matvec
+  uint32_t flags = 0, bias_off = kNone, type = 0;  // type: GGUF id of W (the host groups jobs by it)
   float x_scale = 1.0f;                            // x is scaled by this in the tensor-core path
   uint32_t tile_base = 0;  // the tiled matmul: the job's first row tile among its dispatch's jobs
   uint32_t pad1 = 0, pad2 = 0;
@@ -171,11 +171,10 @@ class Kernels {
   void host_barrier(VkCommandBuffer cmd) const;
 
   // `jobs`, all of weight `type`, over n_tok activation rows. automatic: matvec for n_tok <=
-  // matvec_max_tokens. With `mixed`, the jobs may have any types (MatJob::type) and the
-  // matvec path is taken. Returns a tiled matmul's plan (its split-K scratch words are
-  // used from b.count_off and b.part_off); a default plan for the matvec.
+  // matvec_max_tokens. Returns a tiled matmul's plan (its split-K scratch words are used
+  // from b.count_off and b.part_off); a default plan for the matvec.
   MatmulPlan matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, const MatJobs& jobs, uint32_t n_tok,
-                    uint32_t gather_off, MatPath path = MatPath::automatic, bool mixed = false);
+                    uint32_t gather_off, MatPath path = MatPath::automatic);
   // The tiles and K split of tiled-matmul `path` (matmul or matmul_coopmat; automatic: the
   // one prefill takes) for `jobs` over n_tok rows, with at most max_count_words of counters
   // and max_part_words of partial sums. The split makes grids that would leave most of a
@@ -237,10 +236,6 @@ class Kernels {
                   FfnSparsePush p, const SparseFfnShape& shape);
 
   static constexpr uint32_t matvec_max_tokens = 16;
-  // Whether stages of independent products should use the mixed-type matvec (one dispatch
-  // per stage). True on GPUs; CPU-type devices (llvmpipe) run a uniform switch as masked
-  // code for every case, so they take one dispatch per weight type instead.
-  bool mixed_matvec() const { return mixed_matvec_; }
   // Rows per workgroup of the matvec shader (each x load serves both; 4 measured slower at
   // 2.9B decode, bench/RESULTS-vulkan.md): the most rows one job may have is this times the
   // device's workgroup-count limit (jobs are split to respect it).
@@ -265,7 +260,6 @@ class Kernels {
   // workgroups keep enough loads in flight to stream the weights at full bandwidth; one
   // SIMD-width group or so on CPU-type devices, where each barrier costs a context switch.
   uint32_t matvec_wg_ = 128;
-  bool mixed_matvec_ = true;
   bool use_coopmat_ = false;
 };
 

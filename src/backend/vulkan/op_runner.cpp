@@ -176,53 +176,6 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
   return y;
 }
 
-std::vector<std::vector<float>> OpRunner::mixed_matvec(std::span<const Weight* const> ws, std::span<const float> x,
-                                                       int T) {
-  // One store, so one buffer (binding slot 0) unless the device's buffers are tiny.
-  WeightStore store(*ctx_);
-  std::vector<DeviceMatrix> ms;
-  for (const Weight* w : ws) ms.push_back(store.add_matrix(*w));
-  store.upload({});
-  Scratch s;
-  const uint32_t x_off = s.add(x);
-  std::vector<uint32_t> y_offs;
-  std::vector<MatJob> jobs;
-  MatJobs mj;
-  for (const DeviceMatrix& m : ms) {
-    if (m.pieces.size() != 1 || m.pieces[0].arena != 0) fail(ErrorCode::argument, "OpRunner::mixed_matvec: split");
-    y_offs.push_back(s.add({}, size_t(T) * m.rows));
-    MatJob j;
-    j.w_off = m.pieces[0].offset;
-    j.row_bytes = m.row_bytes;
-    j.rows = m.rows;
-    j.cols = m.cols;
-    j.x_off = x_off;
-    j.x_stride = m.cols;
-    j.y_off = y_offs.back();
-    j.y_stride = m.rows;
-    j.type = uint32_t(m.type);
-    jobs.push_back(j);
-    mj.max_rows = std::max(mj.max_rows, m.rows);
-    mj.max_cols = std::max(mj.max_cols, m.cols);
-  }
-  mj.n_jobs = uint32_t(jobs.size());
-  Buffer job_buf(*ctx_, jobs.size() * sizeof(MatJob), MemoryKind::device, "op jobs");
-  upload_bytes(*ctx_, job_buf.handle(), 0, jobs.data(), jobs.size() * sizeof(MatJob));
-  run(s, {}, [&](VkCommandBuffer cmd, VkBuffer scratch, VkBuffer meta_buf) {
-    MatBindings b;
-    b.weights.fill(store.arena(0));
-    b.vecs = store.vectors();
-    b.x = scratch;
-    b.y = scratch;
-    b.jobs = job_buf.handle();
-    b.meta = meta_buf;
-    kernels_->matrix(cmd, TensorType::F32, b, mj, uint32_t(T), 0, MatPath::matvec, /*mixed=*/true);
-  });
-  std::vector<std::vector<float>> out;
-  for (size_t i = 0; i < ms.size(); ++i) out.push_back(s.get(y_offs[i], size_t(T) * ms[i].rows));
-  return out;
-}
-
 std::array<std::vector<float>, 2> OpRunner::ffn_sparse(const Weight& W, std::span<const float> h, uint32_t lanes,
                                                        uint32_t units) {
   WeightStore store(*ctx_);

@@ -45,10 +45,6 @@ class OpRunner {
                             std::span<const uint32_t> gather = {}, float x_scale = 1.0f, uint32_t splits = 0);
   bool runs_differ() const { return runs_differ_; }
 
-  // The mixed-type matvec: every matrix of `ws` (any types, equal column counts) applied to
-  // the same x [T x cols] in one dispatch; returns each product [T x rows], in order.
-  std::vector<std::vector<float>> mixed_matvec(std::span<const Weight* const> ws, std::span<const float> x, int T);
-
   // The sparse FFN value product (ffn_sparse.comp) for one row: y [C] = W h, with W [C x F]
   // (F16 or BF16) uploaded transposed and h [F]. Dispatched twice in one command buffer (the
   // second run relies on the counters the first one left at zero); returns both results.

@@ -173,11 +173,10 @@ void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, 
   b.count_words = mat_counters_;
   b.part_off = mat_counters_;
   b.part_words = mat_scratch_.size() / 4 - mat_counters_;
-  const bool mixed = kernels_->mixed_matvec() && n_tok <= Kernels::matvec_max_tokens;
-  for (const MatGroup& g : mixed ? stage.mixed : stage.typed) {
+  for (const MatGroup& g : stage.groups) {
     b.weights = g.weights;
     const uint32_t gather_off = gather ? uint32_t(kLogitRows) * meta_stride_ : 0;
-    const MatmulPlan used = kernels_->matrix(cmd, g.type, b, g.jobs, n_tok, gather_off, MatPath::automatic, mixed);
+    const MatmulPlan used = kernels_->matrix(cmd, g.type, b, g.jobs, n_tok, gather_off);
     // The stage's groups may run concurrently: each takes its own scratch ranges.
     b.count_off += used.count_words;
     b.count_words -= used.count_words;

@@ -54,11 +54,11 @@ struct MatGroup {
   TensorType type = TensorType::F32;
   std::array<VkBuffer, 4> weights{};
 };
-// Matrix products with no dependencies among them: dispatched back to back, no barriers.
-// `typed` groups them by weight type (any T); `mixed` by weight buffer only, for the
-// mixed-type matvec (T <= Kernels::matvec_max_tokens): usually one dispatch per stage.
+// Matrix products with no dependencies among them: one dispatch per weight type (and per
+// four weight buffers), dispatched back to back, no barriers. (One mixed-type dispatch per
+// stage measured 4-6% slower at 2.9B decode: bench/RESULTS-vulkan.md.)
 struct MatStage {
-  std::vector<MatGroup> typed, mixed;
+  std::vector<MatGroup> groups;
 };
 
 // A layer's LoRA up-projections folded into its WKV dispatch (Kernels::wkv_lora): each up

@@ -1,4 +1,4 @@
-// Reading the stored weight bytes of the tensor types (compile with -DTYPE_<type> or -DTYPE_ANY). The
+// Reading the stored weight bytes of the tensor types (compile with -DTYPE_<type>). The
 // block layouts come from blocks.glsl, generated from src/tensor/blocks.h at build time.
 // Weights are bound as arrays of 32-bit words (binding 0, four buffers: the jobs of one
 // dispatch may live in different device buffers). Blocks are only 2-byte aligned (Q5_0 is
@@ -28,22 +28,7 @@ vec4 i8x4(uint q) {
 
 // dq8_<type>: elements [e, e+8) of the row whose bytes start at `rb` in buffer b, e % 8 == 0.
 // Eight consecutive elements always share one block and one scale (sub-blocks are 16 or 32).
-// A TYPE_<type> build defines dq8 as that type's reader; a TYPE_ANY build (the mixed-type
-// matvec) defines them all and dq8_any(type, ...), which picks one by GGUF type id.
-#if defined(TYPE_ANY)
-#define TYPE_F32
-#define TYPE_F16
-#define TYPE_BF16
-#define TYPE_Q8_0
-#define TYPE_Q4_0
-#define TYPE_Q4_1
-#define TYPE_Q5_0
-#define TYPE_Q5_1
-#define TYPE_Q4_K
-#define TYPE_Q5_K
-#define TYPE_Q6_K
-#endif
-
+// A TYPE_<type> build defines dq8 as that type's reader.
 #if defined(TYPE_F32)
 void dq8_f32(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
   uint i = (rb + e * 4u) >> 4;
@@ -208,24 +193,7 @@ float dq16_q8_0_unscaled(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out 
 }
 #endif
 
-#if defined(TYPE_ANY)
-// GGUF type ids (tensor/types.h).
-void dq8_any(uint type, uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  switch (type) {
-    case 0u: dq8_f32(b, rb, e, lo, hi); break;
-    case 1u: dq8_f16(b, rb, e, lo, hi); break;
-    case 30u: dq8_bf16(b, rb, e, lo, hi); break;
-    case 2u: dq8_q4_0(b, rb, e, lo, hi); break;
-    case 3u: dq8_q4_1(b, rb, e, lo, hi); break;
-    case 6u: dq8_q5_0(b, rb, e, lo, hi); break;
-    case 7u: dq8_q5_1(b, rb, e, lo, hi); break;
-    case 8u: dq8_q8_0(b, rb, e, lo, hi); break;
-    case 12u: dq8_q4_k(b, rb, e, lo, hi); break;
-    case 13u: dq8_q5_k(b, rb, e, lo, hi); break;
-    default: dq8_q6_k(b, rb, e, lo, hi); break;  // 14
-  }
-}
-#elif defined(TYPE_F32)
+#if defined(TYPE_F32)
 #define dq8 dq8_f32
 #elif defined(TYPE_F16)
 #define dq8 dq8_f16
@@ -248,12 +216,12 @@ void dq8_any(uint type, uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 #elif defined(TYPE_Q6_K)
 #define dq8 dq8_q6_k
 #else
-#error "define one TYPE_<type> or TYPE_ANY"
+#error "define one TYPE_<type>"
 #endif
 
 // dq16: elements [e, e+16) of a row, e % 16 == 0, into v0..v3 (the matvec's unit): two dq8
-// reads. Q8_0 units (in the Q8_0 and the all-types matvec) are read by dq16_q8_0_unscaled.
-#if !defined(TYPE_ANY) && !defined(TYPE_Q8_0)
+// reads. Q8_0 units are read by dq16_q8_0_unscaled.
+#if !defined(TYPE_Q8_0)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
   dq8(b, rb, e, v0, v1);
   dq8(b, rb, e + 8u, v2, v3);

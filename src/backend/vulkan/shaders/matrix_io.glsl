@@ -13,22 +13,18 @@ struct Job {
   uint y_stride;
   uint flags;      // low byte: ACT_*; JOB_GATHER: x row t is meta[gather_off + t]
   uint bias_off;   // NONE or offset in vecs
-  uint type;       // GGUF type id of W (read by the mixed-type matvec)
+  uint type;       // GGUF type id of W (the host's; each shader is built for one type)
   float x_scale;   // the tensor-core path multiplies x by this before rounding it to float16
   uint tile_base;  // tiled matmul: the job's first row tile (of 128 rows) among its dispatch's jobs
   uint pad1, pad2;
 };
 #define JOB_GATHER 0x100u
 
-// Elements [e, e+8) and [e, e+16) of a row of the job's matrix (see dequant.glsl). Q8_0 and
-// TYPE_ANY shaders have no DQ16: their 16-element units are Q8_0 ones (dq16_q8_0_unscaled).
-#if defined(TYPE_ANY)
-#define DQ8(jb, rb, e, lo, hi) dq8_any(jb.type, jb.wbind, rb, e, lo, hi)
-#else
+// Elements [e, e+8) and [e, e+16) of a row of the job's matrix (see dequant.glsl). Q8_0
+// shaders have no DQ16: their 16-element units are read by dq16_q8_0_unscaled.
 #define DQ8(jb, rb, e, lo, hi) dq8(jb.wbind, rb, e, lo, hi)
 #if !defined(TYPE_Q8_0)
 #define DQ16(jb, rb, e, v0, v1, v2, v3) dq16(jb.wbind, rb, e, v0, v1, v2, v3)
-#endif
 #endif
 
 layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };

@@ -1,13 +1,12 @@
 #version 450
 // Matrix x few vectors (decode: T small). Workgroup (x, job) computes ROWS output rows for
-// TOK tokens at a time. Built per weight type, and once for all types (TYPE_ANY: each job
-// names its type) so that independent products of different types share one dispatch. Its
-// invocations stride over the row in units of 16 elements (Q8_0: one 16-byte quant load;
-// TYPE_ANY: 8 for types other than Q8_0), two units per loop trip so that each has the loads
-// of both in flight; each weight byte is read from memory once per TOK tokens; partial sums
-// meet through subgroup adds and one shared-memory step. Q8_0 units build their floats from
-// the quant bits, without int-to-float conversion instructions, and apply the block scale
-// once per unit (dequant.glsl, dq16_q8_0_unscaled).
+// TOK tokens at a time. Built per weight type (independent products of different types are
+// separate dispatches of one stage). Its invocations stride over the row in units of 16
+// elements (Q8_0: one 16-byte quant load), two units per loop trip so that each has the
+// loads of both in flight; each weight byte is read from memory once per TOK tokens; partial
+// sums meet through subgroup adds and one shared-memory step. Q8_0 units build their floats
+// from the quant bits, without int-to-float conversion instructions, and apply the block
+// scale once per unit (dequant.glsl, dq16_q8_0_unscaled).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "dequant.glsl"
@@ -26,7 +25,7 @@ uint rb[ROWS];
 uint xb[TOK];
 float acc[ROWS * TOK];
 
-#if defined(TYPE_ANY) || defined(TYPE_Q8_0)
+#if defined(TYPE_Q8_0)
 // sum_i a_i . b_i over four vec4 pairs, as four independent FMA chains (Q8_0 units).
 float dot16(vec4 a0, vec4 a1, vec4 a2, vec4 a3, vec4 b0, vec4 b1, vec4 b2, vec4 b3) {
   vec4 s = fma(a3, b3, fma(a2, b2, fma(a1, b1, a0 * b0)));
@@ -40,8 +39,7 @@ void add_unit16(Job jb, uint u) {
   for (uint j = 0u; j < TOK; ++j) {
     for (uint i = 0u; i < 4u; ++i) xv[4u * j + i] = x4[xb[j] + 4u * u + i];
   }
-#if defined(TYPE_ANY) || defined(TYPE_Q8_0)
-  // Only Q8_0 jobs come here in these builds.
+#if defined(TYPE_Q8_0)
   for (uint r = 0u; r < ROWS; ++r) {
     vec4 w0, w1, w2, w3;
     float d = dq16_q8_0_unscaled(jb.wbind, rb[r], 16u * u, w0, w1, w2, w3);
@@ -84,9 +82,7 @@ void add_row16(Job jb, uint tid) {
     add_unit16(jb, u + WG);
   }
   if (u < units) add_unit16(jb, u);
-#if !defined(TYPE_ANY)
   if ((jb.cols & 8u) != 0u && tid == 0u) add_unit8(jb, 16u * units);
-#endif
 }
 
 void main() {
@@ -99,17 +95,7 @@ void main() {
   for (uint t0 = 0u; t0 < pc.n_tok; t0 += TOK) {
     for (uint j = 0u; j < TOK; ++j) xb[j] = x_row(jb, min(t0 + j, pc.n_tok - 1u));
     for (uint k = 0u; k < ROWS * TOK; ++k) acc[k] = 0.0;
-#if defined(TYPE_ANY)
-    // Q8_0 jobs take the wide units; the other types 8-element ones, one type switch each (a
-    // switch per 16-element unit and row made the all-types shader too large to compile fast).
-    if (jb.type == 8u) {
-      add_row16(jb, tid);
-    } else {
-      for (uint u = tid; u < (jb.cols >> 3); u += WG) add_unit8(jb, 8u * u);
-    }
-#else
     add_row16(jb, tid);
-#endif
     for (uint k = 0u; k < ROWS * TOK; ++k) {
       float s = subgroupAdd(acc[k]);
       if (subgroupElect()) part[k * RED_MAX + gl_SubgroupID] = s;
