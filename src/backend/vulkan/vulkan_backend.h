@@ -175,7 +175,7 @@ class VulkanBackend final : public Backend {
   Buffer mat_scratch_;
   uint32_t mat_counters_ = 0;
   Buffer meta_, meta_device_;  // step tables: written by the host, copied to the device per step
-  Buffer logits_, readback_;   // sized for logits_rows_ rows, grown on demand
+  Buffer logits_;              // host-visible, written by the head; logits_rows_ rows, grown on demand
   uint32_t logits_rows_ = 0;
   std::vector<Buffer> states_;  // per layer: n_slots x state_floats_per_layer
   int n_slots_ = 0;
