@@ -42,9 +42,9 @@ int choose_tpr(TensorType type, int64_t items) {
   return best;
 }
 
-template <int TM, bool YQ>
+template <int TM>
 void launch_tm(TensorType ty, const Batch& batch, int blocks, size_t smem, Stream stream) {
-#define RWKV_GO(TY) launch_matvec_kernel<TY, TM, YQ>(batch, blocks, smem, stream)
+#define RWKV_GO(TY) launch_matvec_kernel<TY, TM>(batch, blocks, smem, stream)
   switch (ty) {
     case TensorType::F16:
       RWKV_GO(TensorType::F16);
@@ -184,16 +184,15 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     const JobDev* first = batch.jobs;
     const JobDev* last = batch.jobs + n_now;
     batch.out_smem = int(smem);
-    const bool yq = std::any_of(first, last, [](const JobDev& d) { return d.job.yq.q0 != nullptr; });
-    if (yq) smem += tm * kThreads * sizeof(float);
+    if (std::any_of(first, last, [](const JobDev& d) { return d.job.yq.q0 != nullptr; }))
+      smem += tm * kThreads * sizeof(float);
     batch.red_smem = int(smem);
     if (std::any_of(first, last, [](const JobDev& d) { return d.tpr > 32; }))
       smem += tm * (kThreads / 32) * sizeof(float);
-    // Kernels without the quantising epilogue unless a job needs it (it costs registers).
     if (T == 1)
-      yq ? launch_tm<1, true>(ty, batch, blocks, smem, stream) : launch_tm<1, false>(ty, batch, blocks, smem, stream);
+      launch_tm<1>(ty, batch, blocks, smem, stream);
     else
-      yq ? launch_tm<4, true>(ty, batch, blocks, smem, stream) : launch_tm<4, false>(ty, batch, blocks, smem, stream);
+      launch_tm<4>(ty, batch, blocks, smem, stream);
   }
   if (n_later > 0) matvec(later, n_later, T, stream);
 }

@@ -133,9 +133,9 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
 }
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
-// block_out: [TM][kThreads] floats of shared memory for the outputs of a quantised copy (yq,
-// only in YQ kernels); warp_sums: [kThreads / 32][TM] floats for rows wider than a warp.
-template <TensorType TY, int TM, bool YQ>
+// block_out: [TM][kThreads] floats of shared memory for the outputs of a quantised copy (yq);
+// warp_sums: [kThreads / 32][TM] floats for rows wider than a warp.
+template <TensorType TY, int TM>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* block_out,
                                         float* warp_sums) {
   using It = Item<TY>;
@@ -223,10 +223,10 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
       const float v = apply_out(job.out_op, acc[t], bias, old[t]);
       job.y[at] = v;
       if (job.out_op == OutOp::add && job.y_raw) job.y_raw[at] = acc[t];
-      if (YQ && job.yq.q0) block_out[t * kThreads + row_in_block] = v;
+      if (job.yq.q0) block_out[t * kThreads + row_in_block] = v;
     }
   }
-  if (YQ && job.yq.q0) {  // warp w quantises group w of 32 rows (rows_per_block >= 32; launch checks)
+  if (job.yq.q0) {  // warp w quantises group w of 32 rows (rows_per_block >= 32; launch checks)
     __syncthreads();
     const int groups = rows_per_block / 32, lane = threadIdx.x & 31;
     const int64_t row0 = int64_t(blk) * rows_per_block;
@@ -240,12 +240,10 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   }
 }
 
-// One instantiation per quantised type TY (or F16 for float-only launches), row count TM
-// and whether a job quantises its outputs (YQ); besides TY it runs the float types of the
-// LoRA matrices (F32, F16). One type per kernel keeps the register allocation of the other
-// types' paths out of it, and so does YQ: the quantising epilogue made the kernels of other
-// launches spill (2.9B Q4_K decode 328 -> 363 tok/s without it, NOTES.md run 48).
-template <TensorType TY, int TM, bool YQ>
+// One instantiation per quantised type TY (or F16 for float-only launches) and row count
+// TM; besides TY it runs the float types of the LoRA matrices (F32, F16). One type per
+// kernel keeps the register allocation of the other types' paths out of it.
+template <TensorType TY, int TM>
 __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_constant__ Batch batch) {
   extern __shared__ __align__(16) uint8_t smem[];
   float* block_out = reinterpret_cast<float*>(smem + batch.out_smem);
@@ -258,36 +256,29 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
     if (type == TY) {
-      run_job<TY, TM, YQ>(jd, blk, t0, T, smem, block_out, warp_sums);
+      run_job<TY, TM>(jd, blk, t0, T, smem, block_out, warp_sums);
       return;
     }
   }
   if (type == TensorType::F32) {
-    run_job<TensorType::F32, TM, YQ>(jd, blk, t0, T, smem, block_out, warp_sums);
+    run_job<TensorType::F32, TM>(jd, blk, t0, T, smem, block_out, warp_sums);
   } else {
-    run_job<TensorType::F16, TM, YQ>(jd, blk, t0, T, smem, block_out, warp_sums);
+    run_job<TensorType::F16, TM>(jd, blk, t0, T, smem, block_out, warp_sums);
   }
 }
 
-template <TensorType TY, int TM, bool YQ>
+template <TensorType TY, int TM>
 void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream stream) {
-  allow_smem(matvec_kernel<TY, TM, YQ>, smem);
-  launch("matvec", matvec_kernel<TY, TM, YQ>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(kThreads), smem, stream,
-         batch);
+  allow_smem(matvec_kernel<TY, TM>, smem);
+  launch("matvec", matvec_kernel<TY, TM>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(kThreads), smem, stream, batch);
 }
 
-#define RWKV_MATVEC_LAUNCH_DECL(PREFIX, TY, TM, YQ) \
-  PREFIX template void launch_matvec_kernel<TY, TM, YQ>(const Batch& batch, int blocks, size_t smem, Stream stream);
-#define RWKV_MATVEC_INSTANTIATE(TY)       \
-  RWKV_MATVEC_LAUNCH_DECL(, TY, 1, false) \
-  RWKV_MATVEC_LAUNCH_DECL(, TY, 4, false) \
-  RWKV_MATVEC_LAUNCH_DECL(, TY, 1, true)  \
-  RWKV_MATVEC_LAUNCH_DECL(, TY, 4, true)
+#define RWKV_MATVEC_INSTANTIATE(TY)                                                                      \
+  template void launch_matvec_kernel<TY, 1>(const Batch& batch, int blocks, size_t smem, Stream stream); \
+  template void launch_matvec_kernel<TY, 4>(const Batch& batch, int blocks, size_t smem, Stream stream);
 // In matvec.cu: the instantiations live in matvec_inst_*.cu.
-#define RWKV_MATVEC_EXTERN(TY)                  \
-  RWKV_MATVEC_LAUNCH_DECL(extern, TY, 1, false) \
-  RWKV_MATVEC_LAUNCH_DECL(extern, TY, 4, false) \
-  RWKV_MATVEC_LAUNCH_DECL(extern, TY, 1, true)  \
-  RWKV_MATVEC_LAUNCH_DECL(extern, TY, 4, true)
+#define RWKV_MATVEC_EXTERN(TY)                                                                                  \
+  extern template void launch_matvec_kernel<TY, 1>(const Batch& batch, int blocks, size_t smem, Stream stream); \
+  extern template void launch_matvec_kernel<TY, 4>(const Batch& batch, int blocks, size_t smem, Stream stream);
 
 }  // namespace rwkv::cuda::matvec_detail
