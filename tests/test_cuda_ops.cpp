@@ -214,50 +214,6 @@ TEST(CudaOps, MatvecWithQuantisedInput) {
   }
 }
 
-// The FFN key product of decode writes its ReLU^2 output also quantised for the value
-// product (MatvecJob::yq): every type, one and several groups of 32 rows per block, one
-// and several activation rows; a width with more than 8 threads per row is refused.
-TEST(CudaOps, MatvecQuantisedOutput) {
-  REQUIRE_GPU();
-  for (TensorType t : kAllTypes) {
-    const int64_t narrow = is_float(t) ? 64 : type_info(t).block_size == 256 ? 512 : 768;
-    for (int64_t cols : {narrow, int64_t(2560)}) {
-      for (int64_t rows : {int64_t(32), int64_t(96), int64_t(640)}) {
-        HostWeight h = make_weight(t, rows, cols);
-        DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
-        for (int T : {1, 3, 8}) {
-          const std::vector<float> x = randn(size_t(T * cols));
-          Guarded dx(x), dy(size_t(T * rows));
-          DeviceQuantX qx(T, cols), qy(T, rows);
-          MatvecJob j;
-          j.W = m.view();
-          if (!is_float(t)) {
-            quantize_rows(dx.data(), cols, T, cols, InOp::none, qx.q, nullptr);
-            j.xq = qx.q;
-          }
-          j.x = dx.data();
-          j.x_stride = cols;
-          j.y = dy.data();
-          j.y_stride = rows;
-          j.out_op = OutOp::relu_sq;
-          j.yq = qy.q;
-          const std::string what = std::string(type_name(t)) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
-                                   " T=" + std::to_string(T);
-          if (!matvec_quantises_output(j.W)) {
-            EXPECT_EQ(cols, 2560) << what;
-            EXPECT_THROW(matvec(&j, 1, T, nullptr), Error) << what;
-            continue;
-          }
-          matvec(&j, 1, T, nullptr);
-          const std::vector<float> y = dy.read();
-          for (float v : y) ASSERT_GE(v, 0.f) << what;
-          expect_close(qy.read(), y, 1e-8, what + " quantised copy");
-        }
-      }
-    }
-  }
-}
-
 float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 float apply_in(InOp op, float v) {
   switch (op) {

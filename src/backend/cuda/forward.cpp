@@ -305,23 +305,15 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   // The GEMM path squares the ReLU in the value product's f16 conversion (one epilogue pass
   // over R x F fewer); the debug hook wants the hidden vector itself.
   const bool relu_late = !mv && !hook_;
-  const bool sparse = R == 1 && L.ffn_value_t.w && !hook_;
-  const bool q = mv && quantised(L.ffn_value) && !sparse;
-  const bool key_quantises = q && matvec_quantises_output(L.ffn_key.view());
-  if (mv) {  // the key product writes the hidden vector quantised for the value product too
-    MatvecJob key = job(L.ffn_key, s.mix[0], C, s.hidden, F, OutOp::relu_sq, nullptr, InOp::none, &lerp.out_q[0]);
-    if (key_quantises) key.yq = s.qx_hidden;
-    matvec(&key, 1, R, stream_);
-    if (q && !key_quantises) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
-  } else {
-    matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, relu_late ? OutOp::store : OutOp::relu_sq, nullptr,
-           nullptr, nullptr, s.mix16[0]);
-  }
+  matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, relu_late ? OutOp::store : OutOp::relu_sq, nullptr,
+         nullptr, &lerp.out_q[0], mv ? nullptr : s.mix16[0]);
   emit(l, "ffn.hidden", s.hidden, R, F);
-  if (sparse) {  // one row: skip the hidden units that ReLU^2 zeroed
+  if (R == 1 && L.ffn_value_t.w && !hook_) {  // one row: skip the hidden units that ReLU^2 zeroed
     ffn_value_sparse(L.ffn_value_t, s.hidden, s.h, sparse_scratch_, stream_);
     return;
   }
+  const bool q = mv && quantised(L.ffn_value);
+  if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
   matmul(L.ffn_value, s.hidden, F, R, relu_late ? InOp::relu_sq : InOp::none, s.h, C, OutOp::add, nullptr,
          hook_ ? s.raw : nullptr, q ? &s.qx_hidden : nullptr);
   emit(l, "ffn.out", s.raw, R, C);

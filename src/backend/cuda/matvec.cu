@@ -118,13 +118,6 @@ QuantX from_row(QuantX q, int t) {
 
 }  // namespace
 
-bool matvec_quantises_output(const PackedView& W) {
-  // A block quantising its outputs holds whole groups of 32 rows (kThreads / tpr >= 32).
-  // Forcing fewer threads per row than choose_tpr's made the 2.9B FFN key product slower
-  // than a separate quantize_rows launch (NOTES.md run 44).
-  return W.rows % 32 == 0 && kThreads / choose_tpr(W.type, W.items) >= 32;
-}
-
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
   if (n_jobs < 1 || n_jobs > kMatvecMaxJobs || T < 1 || T > kMatvecMaxRows)
     fail(ErrorCode::argument, "cuda matvec: bad job count " + std::to_string(n_jobs) + " or rows " + std::to_string(T));
@@ -155,7 +148,6 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
       second[i].y += T1 * now[i].y_stride;
       if (second[i].y_raw) second[i].y_raw += T1 * now[i].y_stride;
       if (second[i].xq.q0) second[i].xq = from_row(second[i].xq, T1);
-      if (second[i].yq.q0) second[i].yq = from_row(second[i].yq, T1);
     }
     matvec(now, n_now, T1, stream);
     matvec(second, n_now, T - T1, stream);
@@ -167,10 +159,6 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     for (int i = 0; i < n_now; ++i) {
       const MatvecJob& j = now[i];
       const int tpr = choose_tpr(j.W.type, j.W.items);
-      if (j.yq.q0 && !matvec_quantises_output(j.W))
-        fail(ErrorCode::argument, "cuda matvec: quantised output needs whole groups of 32 rows per block");
-      if (j.yq.q0 && j.yq.cols < j.W.rows)
-        fail(ErrorCode::argument, "cuda matvec: quantised output narrower than the matrix");
       batch.jobs[i].job = j;
       batch.jobs[i].tpr = tpr;
       batch.jobs[i].block_begin = blocks;
@@ -178,16 +166,10 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
       blocks += int((j.W.rows + rows_per_block - 1) / rows_per_block);
     }
     smem = (smem + 15) / 16 * 16;
-    // The outputs of quantised copies and the warp sums of two-warp rows, only where a job
-    // needs them (TM floats per row slot / warp).
+    // The warp sums of two-warp rows, only where a job needs them (TM floats per warp).
     const size_t tm = T == 1 ? 1 : 4;
-    const JobDev* first = batch.jobs;
-    const JobDev* last = batch.jobs + n_now;
-    batch.out_smem = int(smem);
-    if (std::any_of(first, last, [](const JobDev& d) { return d.job.yq.q0 != nullptr; }))
-      smem += tm * kThreads * sizeof(float);
     batch.red_smem = int(smem);
-    if (std::any_of(first, last, [](const JobDev& d) { return d.tpr > 32; }))
+    if (std::any_of(batch.jobs, batch.jobs + n_now, [](const JobDev& d) { return d.tpr > 32; }))
       smem += tm * (kThreads / 32) * sizeof(float);
     if (T == 1)
       launch_tm<1>(ty, batch, blocks, smem, stream);

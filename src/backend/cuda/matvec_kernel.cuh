@@ -28,13 +28,9 @@ struct Batch {
   JobDev jobs[kMatvecMaxJobs];
   int n_jobs;
   int T;  // activation rows; grid row y takes rows [y * TM, y * TM + TM)
-  // Byte offset in dynamic shared memory of [TM][kThreads] floats for the outputs of jobs
-  // with a quantised copy (MatvecJob::yq); launches without such jobs do not reserve them
-  // (shared memory the kernel does not need costs L1 capacity, and the products read x
-  // through L1).
-  int out_smem;
-  // Byte offset of [kThreads / 32][TM] floats for the warp sums of rows wider than a warp
-  // (tpr > 32), reserved only in launches with such jobs.
+  // Byte offset in dynamic shared memory of [kThreads / 32][TM] floats for the warp sums of
+  // rows wider than a warp (tpr > 32), reserved only in launches with such jobs (shared
+  // memory the kernel does not need costs L1 capacity, and the products read x through L1).
   int red_smem;
 };
 
@@ -133,11 +129,9 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
 }
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
-// block_out: [TM][kThreads] floats of shared memory for the outputs of a quantised copy (yq);
-// warp_sums: [kThreads / 32][TM] floats for rows wider than a warp.
+// warp_sums: [kThreads / 32][TM] floats of shared memory for rows wider than a warp.
 template <TensorType TY, int TM>
-__device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* block_out,
-                                        float* warp_sums) {
+__device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
   constexpr int U = TM == 1 ? It::kUnroll : (It::kUnroll + 1) / 2;  // more rows: more accumulators
   const MatvecJob& job = jd.job;
@@ -214,28 +208,13 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
       }
     }
   }
-  const int rows_per_block = kThreads / tpr, row_in_block = threadIdx.x / tpr;
   if (row_ok && g_lane == 0) {
 #pragma unroll
     for (int t = 0; t < TM; ++t) {
       if (t >= T) break;
       const int64_t at = (t0 + t) * job.y_stride + row;
-      const float v = apply_out(job.out_op, acc[t], bias, old[t]);
-      job.y[at] = v;
+      job.y[at] = apply_out(job.out_op, acc[t], bias, old[t]);
       if (job.out_op == OutOp::add && job.y_raw) job.y_raw[at] = acc[t];
-      if (job.yq.q0) block_out[t * kThreads + row_in_block] = v;
-    }
-  }
-  if (job.yq.q0) {  // warp w quantises group w of 32 rows (rows_per_block >= 32; launch checks)
-    __syncthreads();
-    const int groups = rows_per_block / 32, lane = threadIdx.x & 31;
-    const int64_t row0 = int64_t(blk) * rows_per_block;
-    for (int w = threadIdx.x >> 5; w < groups * T; w += kThreads / 32) {
-      const int t = w / groups, g = w - t * groups;
-      const int64_t r = row0 + g * 32 + lane;
-      if (row0 + g * 32 >= job.W.rows) continue;  // whole groups only (rows % 32 == 0)
-      const int64_t at = int64_t(t0 + t) * job.yq.cols + r;
-      quantize32(job.yq, block_out[t * kThreads + g * 32 + lane], at, at / 32);
     }
   }
 }
@@ -246,7 +225,6 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 template <TensorType TY, int TM>
 __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_constant__ Batch batch) {
   extern __shared__ __align__(16) uint8_t smem[];
-  float* block_out = reinterpret_cast<float*>(smem + batch.out_smem);
   float* warp_sums = reinterpret_cast<float*>(smem + batch.red_smem);
   int j = 0;
   while (j + 1 < batch.n_jobs && int(blockIdx.x) >= batch.jobs[j + 1].block_begin) ++j;
@@ -256,14 +234,14 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
     if (type == TY) {
-      run_job<TY, TM>(jd, blk, t0, T, smem, block_out, warp_sums);
+      run_job<TY, TM>(jd, blk, t0, T, smem, warp_sums);
       return;
     }
   }
   if (type == TensorType::F32) {
-    run_job<TensorType::F32, TM>(jd, blk, t0, T, smem, block_out, warp_sums);
+    run_job<TensorType::F32, TM>(jd, blk, t0, T, smem, warp_sums);
   } else {
-    run_job<TensorType::F16, TM>(jd, blk, t0, T, smem, block_out, warp_sums);
+    run_job<TensorType::F16, TM>(jd, blk, t0, T, smem, warp_sums);
   }
 }
 

@@ -98,13 +98,7 @@ struct MatvecJob {
   const float* bias = nullptr;  // OutOp::decay / sigmoid: [W.rows]
   InOp in_op = InOp::none;
   OutOp out_op = OutOp::store;
-  // Where q0 is set, y is also written quantised (its consumer's input, row t of yq = row t
-  // of y), where matvec_quantises_output(W). Saves the consumer a quantize_rows launch.
-  QuantX yq;
 };
-// Whether a matvec job over W can write its outputs quantised (MatvecJob::yq): W.rows a
-// multiple of 32 and a block's rows whole groups of 32.
-bool matvec_quantises_output(const PackedView& W);
 constexpr int kMatvecMaxJobs = 8;
 constexpr int kMatvecMaxRows = 8;
 // Runs up to kMatvecMaxJobs products in one launch, each for the same T <= kMatvecMaxRows
