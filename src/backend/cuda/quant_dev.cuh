@@ -157,10 +157,12 @@ struct Item<TensorType::BF16> : ItemHalf<true> {};
 
 // ---- legacy 32-element blocks --------------------------------------------------------------
 
-// Q8_0: one block per item (32 quants in two 16-byte loads and the scale).
+// Q8_0: one block per item (32 quants in two 16-byte loads and the scale). Five items a
+// round: a 2.9B row of 2,560 (16 threads) or 10,240 (64 threads) columns in one round, and no
+// register spill at the one-row kernel's 128 (six spilled: NOTES.md run 50).
 template <>
 struct Item<TensorType::Q8_0> {
-  static constexpr int kElems = 32, kUnroll = 6;
+  static constexpr int kElems = 32, kUnroll = 5;
   static constexpr bool kQuant = true;
   int4 q0, q1;
   uint32_t d;
