@@ -1,6 +1,7 @@
 // Decode matvec, host side: job layout, threads per row, shared memory, and which
 // instantiation (matvec_kernel.cuh) runs a launch.
 #include <algorithm>
+#include <cstdint>
 
 #include "backend/cuda/matvec_kernel.cuh"
 
@@ -24,17 +25,50 @@ namespace {
 
 using namespace matvec_detail;
 
-// Threads per row for a matrix of `type`: prefer few idle lanes, then wide groups
-// (coalescing, and smaller blocks: a block's bytes set the grid's tail). Rows over two warps
-// only for quantised types: 2.9B Q8_0 decode +3%, F16 -3.5% (NOTES.md run 47).
-int choose_tpr(TensorType type, int64_t items) {
+// Items a thread of a launch with T activation rows requests in one memory round.
+int round_items(TensorType type, int T) {
+#define RWKV_ROUND(TY) \
+  case TY:             \
+    return T == 1 ? kRoundItems<TY, 1> : kRoundItems<TY, 4>;
+  switch (type) {
+    RWKV_ROUND(TensorType::F32)
+    RWKV_ROUND(TensorType::F16)
+    RWKV_ROUND(TensorType::BF16)
+    RWKV_ROUND(TensorType::Q8_0)
+    RWKV_ROUND(TensorType::Q4_0)
+    RWKV_ROUND(TensorType::Q4_1)
+    RWKV_ROUND(TensorType::Q5_0)
+    RWKV_ROUND(TensorType::Q5_1)
+    RWKV_ROUND(TensorType::Q4_K)
+    RWKV_ROUND(TensorType::Q5_K)
+    RWKV_ROUND(TensorType::Q6_K)
+    default:
+      fail(ErrorCode::unsupported, "cuda matvec: unsupported type");
+  }
+#undef RWKV_ROUND
+}
+
+// Threads per row for a matrix of `type` with rows of `items` work items, `per_round` of
+// which a thread requests at once. Among the choices that leave at most a quarter of the
+// lanes' item slots idle, as few memory rounds per row as possible: only the first round is
+// requested before the PDL wait, and each further one is a dependent round trip (2.9B Q4_K,
+// Q5_K and Q6_K rows of 40 items took two or three rounds at 8 threads; one or two at 16:
+// +11-14%, NOTES.md run 51; one round at 32 threads, with 60% idle slots, was slower).
+// Then few idle lanes, then wide groups (coalescing, and smaller blocks: a block's bytes set
+// the grid's tail). Rows over two warps only for quantised types: 2.9B Q8_0 decode +3%,
+// F16 -3.5% (run 47).
+int choose_tpr(TensorType type, int64_t items, int per_round) {
   int best = 1;
+  int64_t best_rounds = INT64_MAX;
   double best_cost = 1e30;
   for (int t = type_info(type).block_size > 1 ? kMaxTpr : 32; t >= 1; t /= 2) {
-    const int64_t rounds = (items + t - 1) / t;
-    const double waste = double(rounds * t - items) / double(items);
+    const int64_t per_thread = (items + t - 1) / t;
+    const int64_t rounds = (per_thread + per_round - 1) / per_round;
+    const double waste = double(per_thread * t - items) / double(items);
     const double cost = waste + (t < 4 ? 0.3 : 0.0) + (t < 8 ? 0.1 : 0.0);
-    if (cost < best_cost - 1e-9) {
+    const int64_t r = waste > 0.25 ? INT64_MAX / 2 + rounds : rounds;  // idle lanes first
+    if (r < best_rounds || (r == best_rounds && cost < best_cost - 1e-9)) {
+      best_rounds = r;
       best_cost = cost;
       best = t;
     }
@@ -158,7 +192,7 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     int blocks = 0;
     for (int i = 0; i < n_now; ++i) {
       const MatvecJob& j = now[i];
-      const int tpr = choose_tpr(j.W.type, j.W.items);
+      const int tpr = choose_tpr(j.W.type, j.W.items, round_items(j.W.type, T));
       batch.jobs[i].job = j;
       batch.jobs[i].tpr = tpr;
       batch.jobs[i].block_begin = blocks;

@@ -128,12 +128,16 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
   }
 }
 
+// Items a thread requests in one memory round: fewer with more rows (more accumulators).
+template <TensorType TY, int TM>
+constexpr int kRoundItems = TM == 1 ? Item<TY>::kUnroll : (Item<TY>::kUnroll + 1) / 2;
+
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 // warp_sums: [kThreads / 32][TM] floats of shared memory for rows wider than a warp.
 template <TensorType TY, int TM>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
-  constexpr int U = TM == 1 ? It::kUnroll : (It::kUnroll + 1) / 2;  // more rows: more accumulators
+  constexpr int U = kRoundItems<TY, TM>;
   const MatvecJob& job = jd.job;
   const int tpr = jd.tpr;
   const int g_lane = threadIdx.x & (tpr - 1);

@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -119,6 +121,29 @@ std::unique_ptr<Context> Context::create(int device_index, bool allow_cpu_device
     fn.vkGetPhysicalDeviceProperties(ctx->physical_, &p);
     if (p.apiVersion < VK_API_VERSION_1_2) extensions.push_back(VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
   }
+  // RWKV_VULKAN_PIPELINE_STATS=1: the driver's per-pipeline statistics, for tuning shaders
+  // where no profiler runs (they name registers and shared memory on NVIDIA's driver).
+  VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR exec_props{};
+  exec_props.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR;
+  if (const char* on = std::getenv("RWKV_VULKAN_PIPELINE_STATS"); on != nullptr && on[0] != '\0' && on[0] != '0') {
+    uint32_t n = 0;
+    fn.vkEnumerateDeviceExtensionProperties(ctx->physical_, nullptr, &n, nullptr);
+    std::vector<VkExtensionProperties> exts(n);
+    fn.vkEnumerateDeviceExtensionProperties(ctx->physical_, nullptr, &n, exts.data());
+    const bool has = std::any_of(exts.begin(), exts.end(), [](const VkExtensionProperties& e) {
+      return std::strcmp(e.extensionName, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME) == 0;
+    });
+    if (has) {
+      exec_props.pipelineExecutableInfo = VK_TRUE;
+      exec_props.pNext = features.pNext;
+      features.pNext = &exec_props;
+      extensions.push_back(VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+      ctx->pipeline_stats_ = true;
+    } else {
+      std::fprintf(stderr, "vulkan: RWKV_VULKAN_PIPELINE_STATS: the driver has no %s\n",
+                   VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+    }
+  }
   VkDeviceCreateInfo dci{};
   dci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
   dci.pNext = &features;
@@ -128,6 +153,14 @@ std::unique_ptr<Context> Context::create(int device_index, bool allow_cpu_device
   dci.ppEnabledExtensionNames = extensions.data();
   check(fn.vkCreateDevice(ctx->physical_, &dci, nullptr, &ctx->device_), "vkCreateDevice");
   load_device(ctx->fn_, ctx->device_);
+  if (ctx->pipeline_stats_) {
+    ctx->fn_.vkGetPipelineExecutablePropertiesKHR = reinterpret_cast<PFN_vkGetPipelineExecutablePropertiesKHR>(
+        fn.vkGetDeviceProcAddr(ctx->device_, "vkGetPipelineExecutablePropertiesKHR"));
+    ctx->fn_.vkGetPipelineExecutableStatisticsKHR = reinterpret_cast<PFN_vkGetPipelineExecutableStatisticsKHR>(
+        fn.vkGetDeviceProcAddr(ctx->device_, "vkGetPipelineExecutableStatisticsKHR"));
+    ctx->pipeline_stats_ = ctx->fn_.vkGetPipelineExecutablePropertiesKHR != nullptr &&
+                           ctx->fn_.vkGetPipelineExecutableStatisticsKHR != nullptr;
+  }
   fn.vkGetDeviceQueue(ctx->device_, ctx->queue_family_, 0, &ctx->queue_);
 
   VkCommandPoolCreateInfo pci{};

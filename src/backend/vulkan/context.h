@@ -73,6 +73,9 @@ class Context {
   const DeviceLimits& limits() const { return limits_; }
   Pipelines& pipelines() { return *pipelines_; }
   VkPipelineCache pipeline_cache() const { return pipeline_cache_; }
+  // RWKV_VULKAN_PIPELINE_STATS=1 on a driver with VK_KHR_pipeline_executable_properties:
+  // every pipeline prints the driver's statistics (registers, shared memory, ...) when created.
+  bool pipeline_stats() const { return pipeline_stats_; }
 
   // A primary command buffer in the recording state.
   VkCommandBuffer begin_commands();
@@ -119,6 +122,7 @@ class Context {
   DeviceLimits limits_;
   std::unique_ptr<Pipelines> pipelines_;
   uint64_t device_bytes_ = 0;
+  bool pipeline_stats_ = false;
   friend class Buffer;
 };
 

@@ -89,6 +89,9 @@ struct Functions {
 #undef RWKV_VK_DECLARE
   // Optional (VK_NV_cooperative_matrix); null where no driver offers it.
   PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV vkGetPhysicalDeviceCooperativeMatrixPropertiesNV = nullptr;
+  // Optional (VK_KHR_pipeline_executable_properties, loaded only for RWKV_VULKAN_PIPELINE_STATS).
+  PFN_vkGetPipelineExecutablePropertiesKHR vkGetPipelineExecutablePropertiesKHR = nullptr;
+  PFN_vkGetPipelineExecutableStatisticsKHR vkGetPipelineExecutableStatisticsKHR = nullptr;
 };
 
 // Opens the process-wide Vulkan loader (once) and fills the global functions of `fn`.

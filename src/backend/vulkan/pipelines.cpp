@@ -1,9 +1,60 @@
 #include "backend/vulkan/pipelines.h"
 
+#include <cstdio>
+
 #include "backend/vulkan/context.h"
 #include "common/error.h"
 
 namespace rwkv::vk {
+namespace {
+
+// One line per executable of `pipeline` on stderr: "vulkan pipeline KEY [EXECUTABLE]: name
+// value, ...", as the driver reports them (RWKV_VULKAN_PIPELINE_STATS).
+void print_statistics(const Functions& fn, VkDevice device, VkPipeline pipeline, const std::string& key) {
+  VkPipelineInfoKHR info{};
+  info.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR;
+  info.pipeline = pipeline;
+  uint32_t n = 0;
+  if (fn.vkGetPipelineExecutablePropertiesKHR(device, &info, &n, nullptr) != VK_SUCCESS) return;
+  std::vector<VkPipelineExecutablePropertiesKHR> execs(n);
+  for (auto& e : execs) e.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_PROPERTIES_KHR;
+  if (fn.vkGetPipelineExecutablePropertiesKHR(device, &info, &n, execs.data()) != VK_SUCCESS) return;
+  for (uint32_t i = 0; i < n; ++i) {
+    VkPipelineExecutableInfoKHR ei{};
+    ei.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR;
+    ei.pipeline = pipeline;
+    ei.executableIndex = i;
+    uint32_t m = 0;
+    if (fn.vkGetPipelineExecutableStatisticsKHR(device, &ei, &m, nullptr) != VK_SUCCESS) continue;
+    std::vector<VkPipelineExecutableStatisticKHR> stats(m);
+    for (auto& st : stats) st.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR;
+    if (fn.vkGetPipelineExecutableStatisticsKHR(device, &ei, &m, stats.data()) != VK_SUCCESS) continue;
+    std::string line =
+        "vulkan pipeline " + key + " [" + execs[i].name + ", subgroup " + std::to_string(execs[i].subgroupSize) + "]:";
+    for (uint32_t k = 0; k < m; ++k) {
+      const VkPipelineExecutableStatisticKHR& st = stats[k];
+      std::string value;
+      switch (st.format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+          value = st.value.b32 ? "true" : "false";
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+          value = std::to_string(st.value.i64);
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+          value = std::to_string(st.value.u64);
+          break;
+        default:
+          value = std::to_string(st.value.f64);
+          break;
+      }
+      line += std::string(k == 0 ? " " : ", ") + st.name + " " + value;
+    }
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+}
+
+}  // namespace
 
 Pipelines::~Pipelines() {
   const Functions& fn = ctx_.fn();
@@ -88,11 +139,13 @@ const Pipeline& Pipelines::get(const std::string& name, const ShaderInterface& i
   ci.stage.pName = "main";
   ci.stage.pSpecializationInfo = spec.empty() ? nullptr : &si;
   ci.layout = l.pipeline;
+  if (ctx_.pipeline_stats()) ci.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
   Pipeline p;
   p.layout = l.pipeline;
   const VkResult r = fn.vkCreateComputePipelines(ctx_.device(), ctx_.pipeline_cache(), 1, &ci, nullptr, &p.pipeline);
   fn.vkDestroyShaderModule(ctx_.device(), module, nullptr);
   check(r, ("vkCreateComputePipelines of " + key).c_str());
+  if (ctx_.pipeline_stats()) print_statistics(fn, ctx_.device(), p.pipeline, key);
   return pipelines_.emplace(key, p).first->second;
 }
 
