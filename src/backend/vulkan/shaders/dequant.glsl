@@ -140,6 +140,49 @@ void dq8_k4(uint b, uint bb, uint d_off, uint dmin_off, uint scales, uint qh, ui
   hi = u8x4(q1) * d - m;
 }
 #endif
+#if defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
+// Elements [e, e+16) of a Q4_K/Q5_K super-block at `bb` (16-byte aligned: tensors start
+// 256-aligned and these rows are 144 / 176 bytes per super-block) in two 16-byte loads
+// instead of dq8's eighteen 32-bit ones: the header (d, dmin, scales) and the 16 quant
+// bytes whose low or high nibbles the unit takes (Q5_K: and 16 qh bytes).
+uint k4_scale_byte(uvec4 hdr, uint i) {
+  uint byte = 4u + i;  // the scales start at byte 4 of the header (selects, not an indexed
+                       // vector, so that the header stays in registers)
+  uint word = byte < 8u ? hdr.y : (byte < 12u ? hdr.z : hdr.w);
+  return (word >> ((byte & 3u) * 8u)) & 0xFFu;
+}
+// Nibbles or 5-bit quants as floats without int-to-float conversions: byte q in the low
+// mantissa bits of 2^23 is the float 2^23 + q exactly.
+vec4 k4_bits4(uint q) {
+  uvec4 m = (uvec4(q) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu;
+  return uintBitsToFloat(m | 0x4B000000u) - 8388608.0;
+}
+void dq16_k4(uint b, uint bb, uint qh, uint qs, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
+  uint p = e & 255u;
+  uint c = p >> 6;
+  uint high = (p >> 5) & 1u;
+  uint l = p & 31u;  // 0 or 16
+  uint j = 2u * c + high;
+  uvec4 hdr = wq4[b].w[bb >> 4];
+  uint sc, mn;
+  if (j < 4u) {
+    sc = k4_scale_byte(hdr, j) & 63u;
+    mn = k4_scale_byte(hdr, j + 4u) & 63u;
+  } else {
+    uint hi = k4_scale_byte(hdr, j + 4u);
+    sc = (hi & 0xFu) | ((k4_scale_byte(hdr, j - 4u) >> 6) << 4);
+    mn = (hi >> 4) | ((k4_scale_byte(hdr, j) >> 6) << 4);
+  }
+  vec2 dm = unpackHalf2x16(hdr.x);  // d, dmin
+  float d = dm.x * float(sc), m = dm.y * float(mn);
+  uvec4 q = (wq4[b].w[(bb + qs + 32u * c + l) >> 4] >> (4u * high)) & 0x0F0F0F0Fu;
+  if (qh != NONE) q |= ((wq4[b].w[(bb + qh + l) >> 4] >> j) & 0x01010101u) << 4;
+  v0 = k4_bits4(q.x) * d - m;
+  v1 = k4_bits4(q.y) * d - m;
+  v2 = k4_bits4(q.z) * d - m;
+  v3 = k4_bits4(q.w) * d - m;
+}
+#endif
 #if defined(TYPE_Q4_K)
 void dq8_q4_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
   dq8_k4(b, rb + (e >> 8) * Q4_K_BYTES, Q4_K_d, Q4_K_dmin, Q4_K_scales, NONE, Q4_K_qs, e, lo, hi);
@@ -220,8 +263,16 @@ float dq16_q8_0_unscaled(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out 
 #endif
 
 // dq16: elements [e, e+16) of a row, e % 16 == 0, into v0..v3 (the matvec's unit): two dq8
-// reads. Q8_0 units are read by dq16_q8_0_unscaled.
-#if !defined(TYPE_Q8_0)
+// reads, or one dq16_k4 for Q4_K / Q5_K. Q8_0 units are read by dq16_q8_0_unscaled.
+#if defined(TYPE_Q4_K)
+void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
+  dq16_k4(b, rb + (e >> 8) * Q4_K_BYTES, NONE, Q4_K_qs, e, v0, v1, v2, v3);
+}
+#elif defined(TYPE_Q5_K)
+void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
+  dq16_k4(b, rb + (e >> 8) * Q5_K_BYTES, Q5_K_qh, Q5_K_qs, e, v0, v1, v2, v3);
+}
+#elif !defined(TYPE_Q8_0)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
   dq8(b, rb, e, v0, v1);
   dq8(b, rb, e + 8u, v2, v3);
