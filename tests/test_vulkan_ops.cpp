@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "backend/cpu/ref_ops.h"
+#include "backend/vulkan/grouped_layout.h"
 #include "backend/vulkan/op_runner.h"
-#include "backend/vulkan/q8_0_layout.h"
 #include "common/error.h"
 #include "tensor/blocks.h"
 #include "testing/vulkan_ops.h"
@@ -83,20 +83,24 @@ TEST(VulkanOps, MatrixEveryTypeMatchesReference) {
   }
 }
 
-// The Q8_0 matvec (quants made floats from their bits, the block scale applied once per 16)
-// at odd shapes: rows with a partial group of blocks, several units per invocation, 37 rows
-// (a partial workgroup); T = 1 (decode) and T = 3.
-TEST(VulkanOps, Q8_0MatvecMatchesReference) {
+// The grouped types' matvec (grouped_layout.h; Q8_0 quants made floats from their bits, the
+// block scale applied once per 16) at odd shapes: rows of whole groups and a partial one,
+// several units per invocation, 37 rows (a partial workgroup); T = 1 (decode) and T = 3. The
+// tiled matmul reads the same groups (T = 20).
+TEST(VulkanOps, GroupedMatvecMatchesReference) {
   REQUIRE_DEVICE();
-  for (const int64_t cols : {352, 2592}) {
+  const std::pair<TensorType, int64_t> cases[] = {
+      {TensorType::Q8_0, 352}, {TensorType::Q8_0, 2592}, {TensorType::Q6_K, 2560}, {TensorType::Q6_K, 4352}};
+  for (const auto& [type, cols] : cases) {
     std::vector<uint8_t> bytes;
-    const Weight w = make_weight(TensorType::Q8_0, 37, cols, 5 + uint64_t(cols), bytes);
-    for (int T : {1, 3}) {
+    const Weight w = make_weight(type, 37, cols, 5 + uint64_t(cols), bytes);
+    for (int T : {1, 3, 20}) {
       const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 90 + uint64_t(T));
       std::vector<float> want(size_t(T) * 37);
       ref::matmul(w, x.data(), T, want.data());
-      const std::string what = "cols=" + std::to_string(cols) + " T=" + std::to_string(T);
-      expect_close(vk->matrix(w, x, T, MatPath::matvec), want, 1e-5, what);
+      const std::string what =
+          std::string(type_name(type)) + " cols=" + std::to_string(cols) + " T=" + std::to_string(T);
+      expect_close(vk->matrix(w, x, T, T == 20 ? MatPath::matmul : MatPath::matvec), want, 1e-5, what);
       EXPECT_EQ(vk->guards_broken(), 0u) << what;
     }
   }
@@ -182,7 +186,7 @@ TEST(VulkanOps, MatmulPlans) {
             k.matmul_plan(jobs(2560, 2560), 40, lots, lots, prefill).tokens);
 }
 
-// The grouped Q8_0 rows the device reads hold every stored byte where q8_0_layout.h says:
+// The grouped Q8_0 rows the device reads hold every stored byte where grouped_layout.h says:
 // three full groups and a partial one of 3 blocks per row, zero padding.
 TEST(VulkanOps, Q8_0GroupingMovesEveryByte) {
   std::vector<uint8_t> storage;
@@ -205,6 +209,39 @@ TEST(VulkanOps, Q8_0GroupingMovesEveryByte) {
       for (size_t i = 0; i < 32; ++i) {
         const size_t at = group + vk::kQ8GroupScaleBytes + 32 * size_t(b % 8) + i;
         EXPECT_EQ(out[at], block[offsetof(BlockQ8_0, qs) + i]) << r << " " << b << " " << i;
+        used[at] = true;
+      }
+    }
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!used[i]) {
+      EXPECT_EQ(out[i], 0) << "padding byte " << i;
+    }
+  }
+}
+
+// The grouped Q6_K rows likewise: one full group of 8 super-blocks and a partial one of 3.
+TEST(VulkanOps, Q6_KGroupingMovesEveryByte) {
+  std::vector<uint8_t> storage;
+  const int rows = 3, cols = 11 * 256;
+  const Weight w = make_weight(TensorType::Q6_K, rows, cols, 43, storage);
+  const uint32_t out_row = vk::q6_k_grouped_row_bytes(cols);
+  ASSERT_EQ(out_row, vk::kQ6GroupBytes + vk::kQ6GroupScaleBytes + 3 * vk::kQ6GroupBlockBytes);
+  ASSERT_EQ(out_row % 16, 0u);
+  std::vector<uint8_t> out(size_t(rows) * out_row, 0xAB);
+  vk::q6_k_to_grouped(w.data, out.data(), rows, cols);
+  std::vector<bool> used(out.size(), false);
+  for (int r = 0; r < rows; ++r) {
+    for (int b = 0; b < cols / 256; ++b) {
+      const uint8_t* block = w.data + (size_t(r) * (cols / 256) + size_t(b)) * sizeof(BlockQ6_K);
+      const size_t group = size_t(r) * out_row + size_t(b / 8) * vk::kQ6GroupBytes;
+      for (size_t i = 0; i < 2; ++i) {
+        EXPECT_EQ(out[group + 2 * size_t(b % 8) + i], block[offsetof(BlockQ6_K, d) + i]) << r << " " << b;
+        used[group + 2 * size_t(b % 8) + i] = true;
+      }
+      for (size_t i = 0; i < vk::kQ6GroupBlockBytes; ++i) {  // ql, qh, scales as stored
+        const size_t at = group + vk::kQ6GroupScaleBytes + vk::kQ6GroupBlockBytes * size_t(b % 8) + i;
+        EXPECT_EQ(out[at], block[i]) << r << " " << b << " " << i;
         used[at] = true;
       }
     }

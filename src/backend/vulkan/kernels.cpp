@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "backend/vulkan/grouped_layout.h"
 #include "backend/vulkan/pipelines.h"
-#include "backend/vulkan/q8_0_layout.h"
 #include "common/error.h"
 
 namespace rwkv::vk {

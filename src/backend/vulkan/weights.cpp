@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backend/vulkan/grouped_layout.h"
 #include "backend/vulkan/kernels.h"
-#include "backend/vulkan/q8_0_layout.h"
 #include "common/error.h"
 #include "tensor/blocks.h"
 #include "tensor/quant.h"
@@ -59,6 +59,28 @@ void q8_0_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t c
   }
 }
 
+uint32_t q6_k_grouped_row_bytes(uint32_t cols) {
+  const uint32_t blocks = cols / 256, full = blocks / kQ6GroupBlocks, rest = blocks % kQ6GroupBlocks;
+  return full * kQ6GroupBytes + (rest > 0 ? kQ6GroupScaleBytes + rest * kQ6GroupBlockBytes : 0);
+}
+
+void q6_k_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols) {
+  static_assert(sizeof(BlockQ6_K) == 210 && offsetof(BlockQ6_K, d) == kQ6GroupBlockBytes);
+  const uint32_t blocks = cols / 256, out_bytes = q6_k_grouped_row_bytes(cols);
+  for (uint64_t r = 0; r < rows; ++r) {
+    const uint8_t* in = src + r * blocks * sizeof(BlockQ6_K);
+    uint8_t* out = dst + r * out_bytes;
+    std::memset(out, 0, out_bytes);
+    for (uint32_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = in + size_t(b) * sizeof(BlockQ6_K);
+      uint8_t* group = out + size_t(b / kQ6GroupBlocks) * kQ6GroupBytes;
+      const uint32_t j = b % kQ6GroupBlocks;
+      std::memcpy(group + 2 * j, block + offsetof(BlockQ6_K, d), 2);
+      std::memcpy(group + kQ6GroupScaleBytes + kQ6GroupBlockBytes * j, block, kQ6GroupBlockBytes);  // ql, qh, scales
+    }
+  }
+}
+
 WeightStore::WeightStore(Context& ctx, uint64_t arena_limit) : ctx_(ctx) {
   const uint64_t device_limit = std::min<uint64_t>(ctx.limits().max_storage_range, 1ull << 30);
   arena_limit_ = arena_limit == 0 ? device_limit : std::min(arena_limit, device_limit);
@@ -79,8 +101,10 @@ DeviceMatrix WeightStore::add_matrix(const Weight& w) {
   m.rows = uint32_t(w.rows());
   m.cols = uint32_t(w.cols());
   const uint64_t src_row_bytes = w.row_stride();
-  const bool grouped = w.type == TensorType::Q8_0;
-  m.row_bytes = grouped ? q8_0_grouped_row_bytes(m.cols) : uint32_t(src_row_bytes);
+  const bool grouped = w.type == TensorType::Q8_0 || w.type == TensorType::Q6_K;
+  m.row_bytes = w.type == TensorType::Q8_0   ? q8_0_grouped_row_bytes(m.cols)
+                : w.type == TensorType::Q6_K ? q6_k_grouped_row_bytes(m.cols)
+                                             : uint32_t(src_row_bytes);
   if (uint64_t(m.row_bytes) > arena_limit_) {
     fail(ErrorCode::unsupported, "vulkan: one row of tensor '" + w.name + "' exceeds the device's buffer range");
   }
@@ -106,7 +130,7 @@ DeviceMatrix WeightStore::add_matrix(const Weight& w) {
     p.rows = n;
     m.pieces.push_back(p);
     pending_.push_back({w.data + uint64_t(row) * src_row_bytes, p.arena, p.offset, uint64_t(n) * m.row_bytes,
-                        grouped ? m.cols : 0, 0});
+                        grouped ? m.cols : 0, 0, w.type});
     arena_sizes_.back() = start + uint64_t(n) * m.row_bytes;
     row += n;
   }
@@ -231,12 +255,18 @@ void WeightStore::upload(const ProgressFn& progress) {
       stage(arenas_[p.arena].handle(), p.offset, p.src, p.bytes);
       continue;
     }
-    const uint64_t out_row = q8_0_grouped_row_bytes(p.group_cols), in_row = p.group_cols / 32 * sizeof(BlockQ8_0);
+    const bool q6 = p.group_type == TensorType::Q6_K;
+    const uint64_t out_row = q6 ? q6_k_grouped_row_bytes(p.group_cols) : q8_0_grouped_row_bytes(p.group_cols);
+    const uint64_t in_row = row_bytes(p.group_type, p.group_cols);
     const uint64_t rows = p.bytes / out_row, slice = std::max<uint64_t>(1, staging_size / out_row);
     for (uint64_t r = 0; r < rows; r += slice) {
       const uint64_t n = std::min(slice, rows - r);
       grouped.resize(n * out_row);
-      q8_0_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
+      if (q6) {
+        q6_k_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
+      } else {
+        q8_0_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
+      }
       stage(arenas_[p.arena].handle(), p.offset + r * out_row, grouped.data(), n * out_row);
     }
   }

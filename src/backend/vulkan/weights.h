@@ -1,6 +1,6 @@
 // Device copies of the model's weights. Matrices keep their stored GGUF bytes (the shaders
-// read the blocks as stored), except Q8_0, which is regrouped (q8_0_layout.h) so that its
-// quants are aligned for wide loads; they are packed into device buffers ("arenas") no larger than
+// read the blocks as stored), except Q8_0 and Q6_K, which are regrouped (grouped_layout.h) so
+// that their quants are aligned for wide loads; they are packed into device buffers ("arenas") no larger than
 // the device's maxStorageBufferRange, and a matrix too large for one is split by rows.
 // 1-D weights (norms, biases, lerp factors, ...) are converted to float32 into one buffer.
 // A 16-bit matrix may also be stored transposed (add_transposed: the sparse FFN value
@@ -62,9 +62,10 @@ class WeightStore {
     uint32_t arena;
     uint32_t offset;
     uint64_t bytes;       // on the device
-    uint32_t group_cols;  // 0: copied as stored; else Q8_0 rows of this many columns, grouped
+    uint32_t group_cols;  // 0: copied as stored; else rows of this many columns, grouped (grouped_layout.h)
     // 0: as above; else src is a 16-bit matrix of this many rows, copied transposed
     uint32_t transpose_rows = 0;
+    TensorType group_type = TensorType::Q8_0;  // with group_cols: Q8_0 or Q6_K
   };
   Context& ctx_;
   uint64_t arena_limit_;

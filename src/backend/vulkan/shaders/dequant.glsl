@@ -2,8 +2,8 @@
 // block layouts come from blocks.glsl, generated from src/tensor/blocks.h at build time.
 // Weights are bound as arrays of 32-bit words (binding 0, four buffers: the jobs of one
 // dispatch may live in different device buffers). Blocks are only 2-byte aligned (Q5_0 is
-// 22 bytes), so 32-bit fields are read from two words where needed; Q8_0 is regrouped at
-// upload for aligned loads (see dq8_q8_0).
+// 22 bytes), so 32-bit fields are read from two words where needed; Q8_0 and Q6_K are
+// regrouped at upload for aligned loads (see dq8_q8_0, dq8_q6_k).
 #include "blocks.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer WeightWords { uint w[]; } wq[4];
@@ -52,7 +52,7 @@ void dq8_bf16(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 }
 #endif
 #if defined(TYPE_Q8_0)
-// Q8_0 rows are grouped at upload (backend/vulkan/q8_0_layout.h): group e / 256 of the row,
+// Q8_0 rows are grouped at upload (backend/vulkan/grouped_layout.h): group e / 256 of the row,
 // the scale of its block (e / 32) % 8 at byte 2 * that, the quants at Q8G_QS + e % 256, so the
 // 8 quants are one aligned 8-byte load (rows start 16-byte aligned).
 void dq8_q8_0(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
@@ -194,23 +194,44 @@ void dq8_q5_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 }
 #endif
 #if defined(TYPE_Q6_K)
-// Two halves of 128; in each, quarter q of 32 outputs takes ql[l + 32(q&1)] (low nibble for
-// q < 2, high for q >= 2), qh[l] bits 2q..2q+1, and int8 scale [l/16 + 2q] (spec §4.3).
-void dq8_q6_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  uint bb = rb + (e >> 8) * Q6_K_BYTES;
+// Q6_K rows are grouped at upload (backend/vulkan/grouped_layout.h): super-block e / 256 is
+// super-block s = (e / 256) % 8 of group e / 2048, whose d is at byte 2s of the group and
+// whose ql, qh and scales (as stored) start at Q6G_D + Q6G_BLOCK s, 16-byte aligned. In each
+// half n of 128 elements, quarter q of 32 takes ql[64n + 32(q&1) + l] (low nibble for q < 2,
+// high for q >= 2), qh[32n + l] bits 2q..2q+1 and int8 scale [8n + l/16 + 2q] (spec §4.3).
+// Returns d * scale of element e's run of 16; ql / qh: byte offsets of element e's quants.
+float q6_k_locate(uint b, uint rb, uint e, out uint ql, out uint qh, out uint shift, out uint hshift) {
+  uint sb = e >> 8;
+  uint gb = rb + (sb >> 3) * Q6G_BYTES;
+  uint blk = gb + Q6G_D + (sb & 7u) * Q6G_BLOCK;
   uint p = e & 255u;
   uint n = p >> 7;
   uint q = (p >> 5) & 3u;
   uint l = p & 31u;
-  uint loff = bb + Q6_K_ql + 64u * n + 32u * (q & 1u) + l;
-  uint hoff = bb + Q6_K_qh + 32u * n + l;
-  uint shift = 4u * (q >> 1);
-  float sc = float(bitfieldExtract(int(ld8(b, bb + Q6_K_scales + 8u * n + (l >> 4) + 2u * q)), 0, 8));
-  float d = f16(ld16(b, bb + Q6_K_d)) * sc;
-  uint q0 = ((ld32(b, loff) >> shift) & 0x0F0F0F0Fu) | (((ld32(b, hoff) >> (2u * q)) & 0x03030303u) << 4);
-  uint q1 = ((ld32(b, loff + 4u) >> shift) & 0x0F0F0F0Fu) | (((ld32(b, hoff + 4u) >> (2u * q)) & 0x03030303u) << 4);
-  lo = (u8x4(q0) - 32.0) * d;
-  hi = (u8x4(q1) - 32.0) * d;
+  ql = blk + Q6_K_ql + 64u * n + 32u * (q & 1u) + l;
+  qh = blk + Q6_K_qh + 32u * n + l;
+  shift = 4u * (q >> 1);
+  hshift = 2u * q;
+  float sc = float(bitfieldExtract(int(ld8(b, blk + Q6_K_scales + 8u * n + (l >> 4) + 2u * q)), 0, 8));
+  return f16(ld16(b, gb + 2u * (sb & 7u))) * sc;
+}
+// Four 6-bit quants (unsigned, 0..63) as bytes from a word of ql and one of qh.
+uint q6_k_bytes(uint lo, uint hi, uint shift, uint hshift) {
+  return ((lo >> shift) & 0x0F0F0F0Fu) | (((hi >> hshift) & 0x03030303u) << 4);
+}
+// The four signed quants (q - 32) of q6_k_bytes as floats without int-to-float conversions:
+// byte q in the low mantissa bits of 2^23 is the float 2^23 + q exactly.
+vec4 q6_k_bits4(uint q) {
+  uvec4 m = (uvec4(q) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu;
+  return uintBitsToFloat(m | 0x4B000000u) - 8388640.0;  // 2^23 + 32
+}
+void dq8_q6_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  uint ql, qh, shift, hshift;
+  float d = q6_k_locate(b, rb, e, ql, qh, shift, hshift);
+  uvec2 l = wq2[b].w[ql >> 3];
+  uvec2 h = wq2[b].w[qh >> 3];
+  lo = q6_k_bits4(q6_k_bytes(l.x, h.x, shift, hshift)) * d;
+  hi = q6_k_bits4(q6_k_bytes(l.y, h.y, shift, hshift)) * d;
 }
 #endif
 
@@ -263,7 +284,8 @@ float dq16_q8_0_unscaled(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out 
 #endif
 
 // dq16: elements [e, e+16) of a row, e % 16 == 0, into v0..v3 (the matvec's unit): two dq8
-// reads, or one dq16_k4 for Q4_K / Q5_K. Q8_0 units are read by dq16_q8_0_unscaled.
+// reads, or one dq16_k4 for Q4_K / Q5_K, or two 16-byte loads for Q6_K. Q8_0 units are read
+// by dq16_q8_0_unscaled.
 #if defined(TYPE_Q4_K)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
   dq16_k4(b, rb + (e >> 8) * Q4_K_BYTES, NONE, Q4_K_qs, e, v0, v1, v2, v3);
@@ -271,6 +293,18 @@ void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out ve
 #elif defined(TYPE_Q5_K)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
   dq16_k4(b, rb + (e >> 8) * Q5_K_BYTES, Q5_K_qh, Q5_K_qs, e, v0, v1, v2, v3);
+}
+#elif defined(TYPE_Q6_K)
+// One 16-byte load each of ql and qh (a unit never crosses a run of 16, which shares a scale).
+void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
+  uint ql, qh, shift, hshift;
+  float d = q6_k_locate(b, rb, e, ql, qh, shift, hshift);
+  uvec4 l = wq4[b].w[ql >> 4];
+  uvec4 h = wq4[b].w[qh >> 4];
+  v0 = q6_k_bits4(q6_k_bytes(l.x, h.x, shift, hshift)) * d;
+  v1 = q6_k_bits4(q6_k_bytes(l.y, h.y, shift, hshift)) * d;
+  v2 = q6_k_bits4(q6_k_bytes(l.z, h.z, shift, hshift)) * d;
+  v3 = q6_k_bits4(q6_k_bytes(l.w, h.w, shift, hshift)) * d;
 }
 #elif !defined(TYPE_Q8_0)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {

@@ -8,7 +8,7 @@
 // sigmoid already applied by the matrix stage before).
 //
 // The N rows of a matrix are one run of N Q 16-byte quads (Q per row: D / 4 for F32, D / 8
-// for the 16-bit types; Q8_0 rows as grouped at upload, q8_0_layout.h: per group of up to 256
+// for the 16-bit types; Q8_0 rows as grouped at upload, grouped_layout.h: per group of up to 256
 // columns a quad of scales, then a quad per 16 quants). Invocations tid < R Q, R = WG / Q rows
 // per pass, hold quads tid, tid + R Q, ... of the run in registers (and for Q8_0 the word with
 // each quad's block scale): coalesced loads, issued first thing in the shader (no earlier

@@ -1,11 +1,11 @@
 // Build-time generator of blocks.glsl: the byte size of every quant block and the byte
 // offset of each of its fields, read from the C++ structs in src/tensor/blocks.h, and the
-// grouped Q8_0 layout of backend/vulkan/q8_0_layout.h, so the shaders can never disagree
+// grouped Q8_0 and Q6_K layouts of backend/vulkan/grouped_layout.h, so the shaders can never disagree
 // with the headers. Usage: gen_blocks_glsl OUTPUT
 #include <cstddef>
 #include <cstdio>
 
-#include "backend/vulkan/q8_0_layout.h"
+#include "backend/vulkan/grouped_layout.h"
 #include "tensor/blocks.h"
 
 #define FIELD(out, block, field, prefix) \
@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   SIZE(out, BlockQ8_0, "Q8_0");
   FIELD(out, BlockQ8_0, d, "Q8_0");
   FIELD(out, BlockQ8_0, qs, "Q8_0");
-  // The grouped Q8_0 rows of the device (backend/vulkan/q8_0_layout.h).
+  // The grouped Q8_0 rows of the device (backend/vulkan/grouped_layout.h).
   std::fprintf(out, "#define Q8G_BYTES %u\n#define Q8G_QS %u\n", rwkv::vk::kQ8GroupBytes, rwkv::vk::kQ8GroupScaleBytes);
   SIZE(out, BlockQ4_K, "Q4_K");
   FIELD(out, BlockQ4_K, d, "Q4_K");
@@ -56,6 +56,9 @@ int main(int argc, char** argv) {
   FIELD(out, BlockQ5_K, scales, "Q5_K");
   FIELD(out, BlockQ5_K, qh, "Q5_K");
   FIELD(out, BlockQ5_K, qs, "Q5_K");
+  // The grouped Q6_K rows of the device (backend/vulkan/grouped_layout.h).
+  std::fprintf(out, "#define Q6G_BYTES %u\n#define Q6G_D %u\n#define Q6G_BLOCK %u\n", rwkv::vk::kQ6GroupBytes,
+               rwkv::vk::kQ6GroupScaleBytes, rwkv::vk::kQ6GroupBlockBytes);
   SIZE(out, BlockQ6_K, "Q6_K");
   FIELD(out, BlockQ6_K, ql, "Q6_K");
   FIELD(out, BlockQ6_K, qh, "Q6_K");

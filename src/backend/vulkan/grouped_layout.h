@@ -1,0 +1,42 @@
+// Q8_0 and Q6_K as the Vulkan shaders read them ("grouped"), made at upload from the stored
+// blocks, so that quants sit at 16-byte aligned offsets (stored blocks are 34 and 210 bytes).
+// Lossless: every byte of every block only moves (padding is zero).
+//
+// Q8_0: a row is cut into groups of up to 8 blocks (256 elements); a group holds 16 bytes of
+// float16 scales (block j of the group at byte 2j, zero where the group has fewer blocks) and
+// then the 32 int8 quants of each of its blocks. Full groups are 272 bytes (8 blocks of 34, so
+// a row of whole groups keeps its size), a row's last group may have fewer blocks (16 + 32 per
+// block). Rows and groups are multiples of 16 bytes, so with 16-byte aligned rows every 8
+// quants of an element group sit in one aligned 8-byte word (16 in one 16-byte word).
+//
+// Q6_K: groups of up to 8 super-blocks (2,048 elements); a group holds 16 bytes of float16
+// scales d (super-block j at byte 2j) and then each super-block's ql[128], qh[64] and
+// scales[16] (208 bytes). Full groups are 1,680 bytes (8 x 210: a row of whole groups keeps
+// its size); a row's last group has 16 + 208 per super-block. Rows are multiples of 16 bytes.
+#pragma once
+
+#include <cstdint>
+
+namespace rwkv::vk {
+
+constexpr uint32_t kQ8GroupBlocks = 8;                                        // blocks per full group
+constexpr uint32_t kQ8GroupScaleBytes = 16;                                   // scales at the group start
+constexpr uint32_t kQ8GroupBytes = kQ8GroupScaleBytes + kQ8GroupBlocks * 32;  // a full group
+
+constexpr uint32_t kQ6GroupBlocks = 8;        // super-blocks per full group
+constexpr uint32_t kQ6GroupScaleBytes = 16;   // d of each, at the group start
+constexpr uint32_t kQ6GroupBlockBytes = 208;  // ql, qh, scales of one
+constexpr uint32_t kQ6GroupBytes = kQ6GroupScaleBytes + kQ6GroupBlocks * kQ6GroupBlockBytes;  // a full group
+
+// Bytes of one grouped Q8_0 row of `cols` elements (a multiple of 32).
+uint32_t q8_0_grouped_row_bytes(uint32_t cols);
+// `rows` rows of stored Q8_0 blocks (cols / 32 blocks each, back to back) into grouped rows
+// of q8_0_grouped_row_bytes(cols) bytes each at dst.
+void q8_0_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols);
+
+// Bytes of one grouped Q6_K row of `cols` elements (a multiple of 256).
+uint32_t q6_k_grouped_row_bytes(uint32_t cols);
+// `rows` rows of stored Q6_K super-blocks into grouped rows of q6_k_grouped_row_bytes(cols).
+void q6_k_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols);
+
+}  // namespace rwkv::vk
