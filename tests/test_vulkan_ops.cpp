@@ -220,6 +220,48 @@ TEST(VulkanOps, Q8_0GroupingMovesEveryByte) {
   }
 }
 
+// The grouped Q4_0 / Q4_1 / Q5_0 / Q5_1 rows likewise: per block, d, m and qh (where the type
+// has them) in their arrays and the 16 quant bytes; two full groups and a partial one of 5.
+TEST(VulkanOps, LegacyGroupingMovesEveryByte) {
+  for (TensorType type : {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1}) {
+    std::vector<uint8_t> storage;
+    const int rows = 2, cols = 21 * 32;
+    const Weight w = make_weight(type, rows, cols, 47, storage);
+    const vk::LegacyGroup g = vk::legacy_group(type);
+    const size_t block_bytes = type_info(type).block_bytes, full = g.qs_off + 128;
+    ASSERT_EQ(full, 8 * block_bytes) << type_name(type);
+    const uint32_t out_row = vk::legacy_grouped_row_bytes(type, cols);
+    ASSERT_EQ(out_row, 2 * full + g.qs_off + 5 * 16) << type_name(type);
+    ASSERT_EQ(out_row % 16, 0u);
+    std::vector<uint8_t> out(size_t(rows) * out_row, 0xAB);
+    vk::legacy_to_grouped(type, w.data, out.data(), rows, cols);
+    std::vector<bool> used(out.size(), false);
+    // Where field bytes sit in a stored block: d at 0, then m (2 bytes) and qh (4) if present, qs last.
+    const size_t m_in = 2, qh_in = g.m_off ? 4 : 2, qs_in = block_bytes - 16;
+    for (int r = 0; r < rows; ++r) {
+      for (int b = 0; b < cols / 32; ++b) {
+        const uint8_t* block = w.data + (size_t(r) * (cols / 32) + size_t(b)) * block_bytes;
+        const size_t group = size_t(r) * out_row + size_t(b / 8) * full, j = size_t(b % 8);
+        const auto expect = [&](size_t at, size_t from, size_t n) {
+          for (size_t i = 0; i < n; ++i) {
+            EXPECT_EQ(out[at + i], block[from + i]) << type_name(type) << " " << r << " " << b << " " << i;
+            used[at + i] = true;
+          }
+        };
+        expect(group + 2 * j, 0, 2);
+        if (g.m_off) expect(group + g.m_off + 2 * j, m_in, 2);
+        if (g.qh_off) expect(group + g.qh_off + 4 * j, qh_in, 4);
+        expect(group + g.qs_off + 16 * j, qs_in, 16);
+      }
+    }
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (!used[i]) {
+        EXPECT_EQ(out[i], 0) << type_name(type) << " padding byte " << i;
+      }
+    }
+  }
+}
+
 // The grouped Q6_K rows likewise: one full group of 8 super-blocks and a partial one of 3.
 TEST(VulkanOps, Q6_KGroupingMovesEveryByte) {
   std::vector<uint8_t> storage;

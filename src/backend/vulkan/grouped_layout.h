@@ -1,5 +1,6 @@
-// Q8_0 and Q6_K as the Vulkan shaders read them ("grouped"), made at upload from the stored
-// blocks, so that quants sit at 16-byte aligned offsets (stored blocks are 34 and 210 bytes).
+// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q6_K as the Vulkan shaders read them ("grouped"), made at
+// upload from the stored blocks, so that quants sit at 16-byte aligned offsets (stored blocks
+// are 34, 18, 20, 22, 24 and 210 bytes).
 // Lossless: every byte of every block only moves (padding is zero).
 //
 // Q8_0: a row is cut into groups of up to 8 blocks (256 elements); a group holds 16 bytes of
@@ -9,6 +10,12 @@
 // block). Rows and groups are multiples of 16 bytes, so with 16-byte aligned rows every 8
 // quants of an element group sit in one aligned 8-byte word (16 in one 16-byte word).
 //
+// Q4_0, Q4_1, Q5_0, Q5_1: groups of up to 8 blocks (256 elements) holding each field of the
+// blocks as an array: d (16 bytes, block j at 2j), m (16 bytes, Q4_1 and Q5_1), qh (32 bytes,
+// Q5_0 and Q5_1, block j at 4j), then the 16 quant bytes of each block. A full group is the
+// size of its 8 blocks; a row's last group keeps whole field arrays (zero past its blocks)
+// and 16 quant bytes per block. Rows are multiples of 16 bytes.
+//
 // Q6_K: groups of up to 8 super-blocks (2,048 elements); a group holds 16 bytes of float16
 // scales d (super-block j at byte 2j) and then each super-block's ql[128], qh[64] and
 // scales[16] (208 bytes). Full groups are 1,680 bytes (8 x 210: a row of whole groups keeps
@@ -16,6 +23,8 @@
 #pragma once
 
 #include <cstdint>
+
+#include "tensor/types.h"
 
 namespace rwkv::vk {
 
@@ -33,6 +42,34 @@ uint32_t q8_0_grouped_row_bytes(uint32_t cols);
 // `rows` rows of stored Q8_0 blocks (cols / 32 blocks each, back to back) into grouped rows
 // of q8_0_grouped_row_bytes(cols) bytes each at dst.
 void q8_0_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols);
+
+// Byte offsets of the field arrays in a group of Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks (m_off and
+// qh_off 0 where the type has no such field); full groups are qs_off + 128 bytes.
+struct LegacyGroup {
+  uint32_t m_off = 0, qh_off = 0, qs_off = 0;
+};
+// The layout for `type`; all zero for the other types.
+constexpr LegacyGroup legacy_group(TensorType type) {
+  switch (type) {
+    case TensorType::Q4_0:
+      return {0, 0, 16};
+    case TensorType::Q4_1:
+      return {16, 0, 32};
+    case TensorType::Q5_0:
+      return {0, 16, 48};
+    case TensorType::Q5_1:
+      return {16, 32, 64};
+    default:
+      return {};
+  }
+}
+// Bytes of one grouped row of `cols` elements (a multiple of 32).
+uint32_t legacy_grouped_row_bytes(TensorType type, uint32_t cols);
+// `rows` rows of stored blocks of `type` into grouped rows at dst.
+void legacy_to_grouped(TensorType type, const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols);
+
+// Bytes of a grouped row of `cols` elements of `type`; 0 for the types stored as they are.
+uint32_t grouped_row_bytes(TensorType type, uint32_t cols);
 
 // Bytes of one grouped Q6_K row of `cols` elements (a multiple of 256).
 uint32_t q6_k_grouped_row_bytes(uint32_t cols);

@@ -1,6 +1,8 @@
 #include "backend/vulkan/weights.h"
 
 #include <algorithm>
+#include <array>
+#include <cstddef>
 #include <cstring>
 
 #include "backend/vulkan/grouped_layout.h"
@@ -59,6 +61,49 @@ void q8_0_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t c
   }
 }
 
+uint32_t legacy_grouped_row_bytes(TensorType type, uint32_t cols) {
+  const uint32_t qs_off = legacy_group(type).qs_off;
+  const uint32_t blocks = cols / 32, full = blocks / 8, rest = blocks % 8;
+  return full * (qs_off + 128) + (rest > 0 ? qs_off + rest * 16 : 0);
+}
+
+namespace {
+
+// The stored block's field offsets: {m, qh, qs}; d is at 0 in every legacy block.
+template <class Block>
+constexpr std::array<size_t, 3> legacy_fields() {
+  size_t m = 0, qh = 0;
+  if constexpr (requires(Block b) { b.m; }) m = offsetof(Block, m);
+  if constexpr (requires(Block b) { b.qh; }) qh = offsetof(Block, qh);
+  return {m, qh, offsetof(Block, qs)};
+}
+
+}  // namespace
+
+void legacy_to_grouped(TensorType type, const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols) {
+  const LegacyGroup g = legacy_group(type);
+  const std::array<size_t, 3> f = type == TensorType::Q4_0   ? legacy_fields<BlockQ4_0>()
+                                  : type == TensorType::Q4_1 ? legacy_fields<BlockQ4_1>()
+                                  : type == TensorType::Q5_0 ? legacy_fields<BlockQ5_0>()
+                                                             : legacy_fields<BlockQ5_1>();
+  const size_t in_block = type_info(type).block_bytes;
+  const uint32_t blocks = cols / 32, out_bytes = legacy_grouped_row_bytes(type, cols);
+  for (uint64_t r = 0; r < rows; ++r) {
+    const uint8_t* in = src + r * blocks * in_block;
+    uint8_t* out = dst + r * out_bytes;
+    std::memset(out, 0, out_bytes);
+    for (uint32_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = in + size_t(b) * in_block;
+      uint8_t* group = out + size_t(b / 8) * (g.qs_off + 128);
+      const uint32_t j = b % 8;
+      std::memcpy(group + 2 * j, block, 2);  // d
+      if (g.m_off) std::memcpy(group + g.m_off + 2 * j, block + f[0], 2);
+      if (g.qh_off) std::memcpy(group + g.qh_off + 4 * j, block + f[1], 4);
+      std::memcpy(group + g.qs_off + 16 * j, block + f[2], 16);
+    }
+  }
+}
+
 uint32_t q6_k_grouped_row_bytes(uint32_t cols) {
   const uint32_t blocks = cols / 256, full = blocks / kQ6GroupBlocks, rest = blocks % kQ6GroupBlocks;
   return full * kQ6GroupBytes + (rest > 0 ? kQ6GroupScaleBytes + rest * kQ6GroupBlockBytes : 0);
@@ -78,6 +123,22 @@ void q6_k_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t c
       std::memcpy(group + 2 * j, block + offsetof(BlockQ6_K, d), 2);
       std::memcpy(group + kQ6GroupScaleBytes + kQ6GroupBlockBytes * j, block, kQ6GroupBlockBytes);  // ql, qh, scales
     }
+  }
+}
+
+uint32_t grouped_row_bytes(TensorType type, uint32_t cols) {
+  switch (type) {
+    case TensorType::Q8_0:
+      return q8_0_grouped_row_bytes(cols);
+    case TensorType::Q6_K:
+      return q6_k_grouped_row_bytes(cols);
+    case TensorType::Q4_0:
+    case TensorType::Q4_1:
+    case TensorType::Q5_0:
+    case TensorType::Q5_1:
+      return legacy_grouped_row_bytes(type, cols);
+    default:
+      return 0;
   }
 }
 
@@ -101,10 +162,9 @@ DeviceMatrix WeightStore::add_matrix(const Weight& w) {
   m.rows = uint32_t(w.rows());
   m.cols = uint32_t(w.cols());
   const uint64_t src_row_bytes = w.row_stride();
-  const bool grouped = w.type == TensorType::Q8_0 || w.type == TensorType::Q6_K;
-  m.row_bytes = w.type == TensorType::Q8_0   ? q8_0_grouped_row_bytes(m.cols)
-                : w.type == TensorType::Q6_K ? q6_k_grouped_row_bytes(m.cols)
-                                             : uint32_t(src_row_bytes);
+  const uint32_t grouped_bytes = grouped_row_bytes(w.type, m.cols);
+  const bool grouped = grouped_bytes != 0;
+  m.row_bytes = grouped ? grouped_bytes : uint32_t(src_row_bytes);
   if (uint64_t(m.row_bytes) > arena_limit_) {
     fail(ErrorCode::unsupported, "vulkan: one row of tensor '" + w.name + "' exceeds the device's buffer range");
   }
@@ -255,17 +315,18 @@ void WeightStore::upload(const ProgressFn& progress) {
       stage(arenas_[p.arena].handle(), p.offset, p.src, p.bytes);
       continue;
     }
-    const bool q6 = p.group_type == TensorType::Q6_K;
-    const uint64_t out_row = q6 ? q6_k_grouped_row_bytes(p.group_cols) : q8_0_grouped_row_bytes(p.group_cols);
+    const uint64_t out_row = grouped_row_bytes(p.group_type, p.group_cols);
     const uint64_t in_row = row_bytes(p.group_type, p.group_cols);
     const uint64_t rows = p.bytes / out_row, slice = std::max<uint64_t>(1, staging_size / out_row);
     for (uint64_t r = 0; r < rows; r += slice) {
       const uint64_t n = std::min(slice, rows - r);
       grouped.resize(n * out_row);
-      if (q6) {
+      if (p.group_type == TensorType::Q6_K) {
         q6_k_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
-      } else {
+      } else if (p.group_type == TensorType::Q8_0) {
         q8_0_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
+      } else {
+        legacy_to_grouped(p.group_type, p.src + r * in_row, grouped.data(), n, p.group_cols);
       }
       stage(arenas_[p.arena].handle(), p.offset + r * out_row, grouped.data(), n * out_row);
     }

@@ -2,8 +2,8 @@
 // block layouts come from blocks.glsl, generated from src/tensor/blocks.h at build time.
 // Weights are bound as arrays of 32-bit words (binding 0, four buffers: the jobs of one
 // dispatch may live in different device buffers). Blocks are only 2-byte aligned (Q5_0 is
-// 22 bytes), so 32-bit fields are read from two words where needed; Q8_0 and Q6_K are
-// regrouped at upload for aligned loads (see dq8_q8_0, dq8_q6_k).
+// 22 bytes), so 32-bit fields are read from two words where needed; Q8_0, Q4_0, Q4_1, Q5_0,
+// Q5_1 and Q6_K are regrouped at upload for aligned loads (see dq8_q8_0, dq8_legacy, dq8_q6_k).
 #include "blocks.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer WeightWords { uint w[]; } wq[4];
@@ -21,6 +21,12 @@ uint ld32(uint b, uint off) {
 float f16(uint bits) { return unpackHalf2x16(bits).x; }
 // The four bytes of q as unsigned / sign-extended values, lowest byte first.
 vec4 u8x4(uint q) { return vec4(q & 0xFFu, (q >> 8) & 0xFFu, (q >> 16) & 0xFFu, q >> 24); }
+// The same without int-to-float conversions (quarter rate on NVIDIA GPUs): byte q in the low
+// mantissa bits of 2^23 is the float 2^23 + q exactly.
+vec4 u8x4_bits(uint q) {
+  uvec4 m = (uvec4(q) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu;
+  return uintBitsToFloat(m | 0x4B000000u) - 8388608.0;
+}
 vec4 i8x4(uint q) {
   int s = int(q);
   return vec4(bitfieldExtract(s, 0, 8), bitfieldExtract(s, 8, 8), bitfieldExtract(s, 16, 8), bitfieldExtract(s, 24, 8));
@@ -63,50 +69,58 @@ void dq8_q8_0(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
   hi = i8x4(q.y) * d;
 }
 #endif
-#if defined(TYPE_Q4_0) || defined(TYPE_Q4_1)
-// Low nibbles of qs[0..16) are elements 0..15, high nibbles 16..31: y = q * d + m.
-void dq8_nibbles(uint b, uint qs, uint j, float d, float m, out vec4 lo, out vec4 hi) {
-  uint off = qs + (j & 15u);
-  uint shift = (j >> 4) * 4u;
-  lo = u8x4((ld32(b, off) >> shift) & 0x0F0F0F0Fu) * d + m;
-  hi = u8x4((ld32(b, off + 4u) >> shift) & 0x0F0F0F0Fu) * d + m;
-}
-#endif
+#if defined(TYPE_Q4_0) || defined(TYPE_Q4_1) || defined(TYPE_Q5_0) || defined(TYPE_Q5_1)
+// Q4_0, Q4_1, Q5_0 and Q5_1 rows are grouped at upload (backend/vulkan/grouped_layout.h): group
+// e / 256 of the row holds its 8 blocks' fields as arrays, d at byte 2j for block j, m at
+// LG_M + 2j, qh at LG_QH + 4j, the 16 quant bytes at LG_QS + 16j (16-byte aligned). In a block,
+// low nibbles of qs[0..16) are elements 0..15, high nibbles 16..31, bit i of qh the fifth bit
+// of element i; y = q d + m (Q4_0: m = -8d, Q5_0: m = -16d).
 #if defined(TYPE_Q4_0)
-void dq8_q4_0(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  uint bb = rb + (e >> 5) * Q4_0_BYTES;
-  float d = f16(ld16(b, bb + Q4_0_d));
-  dq8_nibbles(b, bb + Q4_0_qs, e & 31u, d, -8.0 * d, lo, hi);
-}
+#define LG_BYTES Q4_0G_BYTES
+#define LG_QS Q4_0G_QS
+#elif defined(TYPE_Q4_1)
+#define LG_BYTES Q4_1G_BYTES
+#define LG_QS Q4_1G_QS
+#define LG_M Q4_1G_M
+#elif defined(TYPE_Q5_0)
+#define LG_BYTES Q5_0G_BYTES
+#define LG_QS Q5_0G_QS
+#define LG_QH Q5_0G_QH
+#else
+#define LG_BYTES Q5_1G_BYTES
+#define LG_QS Q5_1G_QS
+#define LG_M Q5_1G_M
+#define LG_QH Q5_1G_QH
 #endif
-#if defined(TYPE_Q4_1)
-void dq8_q4_1(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  uint bb = rb + (e >> 5) * Q4_1_BYTES;
-  dq8_nibbles(b, bb + Q4_1_qs, e & 31u, f16(ld16(b, bb + Q4_1_d)), f16(ld16(b, bb + Q4_1_m)), lo, hi);
-}
+// Bits 0..3 of h moved to bit 4 of bytes 0..3 (the fifth bits of four quants).
+uint spread_bit4(uint h) { return ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25); }
+// Scale d and offset m of the block of element e, the byte offset of its quants, and the
+// fifth bits of its elements from e % 32 on (0 for the 4-bit types).
+uint legacy_block(uint b, uint rb, uint e, out float d, out float m, out uint hbits) {
+  uint gb = rb + (e >> 8) * LG_BYTES;
+  uint j = (e >> 5) & 7u;
+  d = f16(ld16(b, gb + 2u * j));
+#if defined(LG_M)
+  m = f16(ld16(b, gb + LG_M + 2u * j));
+#elif defined(LG_QH)
+  m = -16.0 * d;
+#else
+  m = -8.0 * d;
 #endif
-#if defined(TYPE_Q5_0) || defined(TYPE_Q5_1)
-// As the 4-bit types, plus bit j of the little-endian u32 at `qh` as the fifth bit of element j.
-vec4 fifth(uint hbits) { return vec4(uvec4(hbits) >> uvec4(0u, 1u, 2u, 3u) & 1u) * 16.0; }
-void dq8_q5(uint b, uint qh, uint qs, uint j, float d, float m, out vec4 lo, out vec4 hi) {
-  uint off = qs + (j & 15u);
-  uint shift = (j >> 4) * 4u;
-  uint hb = ld32(b, qh) >> j;
-  lo = (u8x4((ld32(b, off) >> shift) & 0x0F0F0F0Fu) + fifth(hb)) * d + m;
-  hi = (u8x4((ld32(b, off + 4u) >> shift) & 0x0F0F0F0Fu) + fifth(hb >> 4)) * d + m;
-}
+#if defined(LG_QH)
+  hbits = wq[b].w[(gb + LG_QH + 4u * j) >> 2] >> (e & 31u);
+#else
+  hbits = 0u;
 #endif
-#if defined(TYPE_Q5_0)
-void dq8_q5_0(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  uint bb = rb + (e >> 5) * Q5_0_BYTES;
-  float d = f16(ld16(b, bb + Q5_0_d));
-  dq8_q5(b, bb + Q5_0_qh, bb + Q5_0_qs, e & 31u, d, -16.0 * d, lo, hi);
+  return gb + LG_QS + 16u * j;
 }
-#endif
-#if defined(TYPE_Q5_1)
-void dq8_q5_1(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  uint bb = rb + (e >> 5) * Q5_1_BYTES;
-  dq8_q5(b, bb + Q5_1_qh, bb + Q5_1_qs, e & 31u, f16(ld16(b, bb + Q5_1_d)), f16(ld16(b, bb + Q5_1_m)), lo, hi);
+void dq8_legacy(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
+  float d, m;
+  uint hbits;
+  uint qs = legacy_block(b, rb, e, d, m, hbits);
+  uvec2 q = (wq2[b].w[(qs + (e & 15u)) >> 3] >> (((e >> 4) & 1u) * 4u)) & 0x0F0F0F0Fu;
+  lo = u8x4_bits(q.x | spread_bit4(hbits)) * d + m;
+  hi = u8x4_bits(q.y | spread_bit4(hbits >> 4)) * d + m;
 }
 #endif
 #if defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
@@ -151,12 +165,6 @@ uint k4_scale_byte(uvec4 hdr, uint i) {
   uint word = byte < 8u ? hdr.y : (byte < 12u ? hdr.z : hdr.w);
   return (word >> ((byte & 3u) * 8u)) & 0xFFu;
 }
-// Nibbles or 5-bit quants as floats without int-to-float conversions: byte q in the low
-// mantissa bits of 2^23 is the float 2^23 + q exactly.
-vec4 k4_bits4(uint q) {
-  uvec4 m = (uvec4(q) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu;
-  return uintBitsToFloat(m | 0x4B000000u) - 8388608.0;
-}
 void dq16_k4(uint b, uint bb, uint qh, uint qs, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
   uint p = e & 255u;
   uint c = p >> 6;
@@ -177,10 +185,10 @@ void dq16_k4(uint b, uint bb, uint qh, uint qs, uint e, out vec4 v0, out vec4 v1
   float d = dm.x * float(sc), m = dm.y * float(mn);
   uvec4 q = (wq4[b].w[(bb + qs + 32u * c + l) >> 4] >> (4u * high)) & 0x0F0F0F0Fu;
   if (qh != NONE) q |= ((wq4[b].w[(bb + qh + l) >> 4] >> j) & 0x01010101u) << 4;
-  v0 = k4_bits4(q.x) * d - m;
-  v1 = k4_bits4(q.y) * d - m;
-  v2 = k4_bits4(q.z) * d - m;
-  v3 = k4_bits4(q.w) * d - m;
+  v0 = u8x4_bits(q.x) * d - m;
+  v1 = u8x4_bits(q.y) * d - m;
+  v2 = u8x4_bits(q.z) * d - m;
+  v3 = u8x4_bits(q.w) * d - m;
 }
 #endif
 #if defined(TYPE_Q4_K)
@@ -266,13 +274,13 @@ float dq16_q8_0_unscaled(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out 
 #elif defined(TYPE_Q8_0)
 #define dq8 dq8_q8_0
 #elif defined(TYPE_Q4_0)
-#define dq8 dq8_q4_0
+#define dq8 dq8_legacy
 #elif defined(TYPE_Q4_1)
-#define dq8 dq8_q4_1
+#define dq8 dq8_legacy
 #elif defined(TYPE_Q5_0)
-#define dq8 dq8_q5_0
+#define dq8 dq8_legacy
 #elif defined(TYPE_Q5_1)
-#define dq8 dq8_q5_1
+#define dq8 dq8_legacy
 #elif defined(TYPE_Q4_K)
 #define dq8 dq8_q4_k
 #elif defined(TYPE_Q5_K)
@@ -284,8 +292,8 @@ float dq16_q8_0_unscaled(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out 
 #endif
 
 // dq16: elements [e, e+16) of a row, e % 16 == 0, into v0..v3 (the matvec's unit): two dq8
-// reads, or one dq16_k4 for Q4_K / Q5_K, or two 16-byte loads for Q6_K. Q8_0 units are read
-// by dq16_q8_0_unscaled.
+// reads, or one dq16_k4 for Q4_K / Q5_K, or the 16-byte loads of the grouped layouts. Q8_0
+// units are read by dq16_q8_0_unscaled.
 #if defined(TYPE_Q4_K)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
   dq16_k4(b, rb + (e >> 8) * Q4_K_BYTES, NONE, Q4_K_qs, e, v0, v1, v2, v3);
@@ -293,6 +301,18 @@ void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out ve
 #elif defined(TYPE_Q5_K)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
   dq16_k4(b, rb + (e >> 8) * Q5_K_BYTES, Q5_K_qh, Q5_K_qs, e, v0, v1, v2, v3);
+}
+#elif defined(TYPE_Q4_0) || defined(TYPE_Q4_1) || defined(TYPE_Q5_0) || defined(TYPE_Q5_1)
+// One 16-byte load of the block's quants, low or high nibbles by e % 32.
+void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
+  float d, m;
+  uint hbits;
+  uint qs = legacy_block(b, rb, e, d, m, hbits);
+  uvec4 q = (wq4[b].w[qs >> 4] >> (((e >> 4) & 1u) * 4u)) & 0x0F0F0F0Fu;
+  v0 = u8x4_bits(q.x | spread_bit4(hbits)) * d + m;
+  v1 = u8x4_bits(q.y | spread_bit4(hbits >> 4)) * d + m;
+  v2 = u8x4_bits(q.z | spread_bit4(hbits >> 8)) * d + m;
+  v3 = u8x4_bits(q.w | spread_bit4(hbits >> 12)) * d + m;
 }
 #elif defined(TYPE_Q6_K)
 // One 16-byte load each of ql and qh (a unit never crosses a run of 16, which shares a scale).

@@ -1,9 +1,10 @@
 // Build-time generator of blocks.glsl: the byte size of every quant block and the byte
 // offset of each of its fields, read from the C++ structs in src/tensor/blocks.h, and the
-// grouped Q8_0 and Q6_K layouts of backend/vulkan/grouped_layout.h, so the shaders can never disagree
+// grouped layouts of backend/vulkan/grouped_layout.h, so the shaders can never disagree
 // with the headers. Usage: gen_blocks_glsl OUTPUT
 #include <cstddef>
 #include <cstdio>
+#include <utility>
 
 #include "backend/vulkan/grouped_layout.h"
 #include "tensor/blocks.h"
@@ -56,6 +57,17 @@ int main(int argc, char** argv) {
   FIELD(out, BlockQ5_K, scales, "Q5_K");
   FIELD(out, BlockQ5_K, qh, "Q5_K");
   FIELD(out, BlockQ5_K, qs, "Q5_K");
+  // The grouped Q4_0 / Q4_1 / Q5_0 / Q5_1 rows of the device (backend/vulkan/grouped_layout.h).
+  const std::pair<rwkv::TensorType, const char*> legacy[] = {{rwkv::TensorType::Q4_0, "Q4_0"},
+                                                             {rwkv::TensorType::Q4_1, "Q4_1"},
+                                                             {rwkv::TensorType::Q5_0, "Q5_0"},
+                                                             {rwkv::TensorType::Q5_1, "Q5_1"}};
+  for (const auto& [type, name] : legacy) {
+    const rwkv::vk::LegacyGroup g = rwkv::vk::legacy_group(type);
+    std::fprintf(out, "#define %sG_BYTES %u\n#define %sG_QS %u\n", name, g.qs_off + 128, name, g.qs_off);
+    if (g.m_off) std::fprintf(out, "#define %sG_M %u\n", name, g.m_off);
+    if (g.qh_off) std::fprintf(out, "#define %sG_QH %u\n", name, g.qh_off);
+  }
   // The grouped Q6_K rows of the device (backend/vulkan/grouped_layout.h).
   std::fprintf(out, "#define Q6G_BYTES %u\n#define Q6G_D %u\n#define Q6G_BLOCK %u\n", rwkv::vk::kQ6GroupBytes,
                rwkv::vk::kQ6GroupScaleBytes, rwkv::vk::kQ6GroupBlockBytes);
