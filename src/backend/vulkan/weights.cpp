@@ -37,6 +37,20 @@ void transpose16(const uint8_t* src, uint64_t rows, uint64_t cols, uint64_t col0
   }
 }
 
+// The row loop every grouping shares: `rows` rows of `blocks` stored blocks of `in_block`
+// bytes each into rows of `out_bytes` (zeroed first), block b going to group b / 8 (of
+// `group_bytes`) as place(block bytes, group start, b % 8).
+template <class Place>
+void regroup_rows(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t blocks, size_t in_block, uint32_t out_bytes,
+                  size_t group_bytes, Place place) {
+  for (uint64_t r = 0; r < rows; ++r) {
+    const uint8_t* in = src + r * blocks * in_block;
+    uint8_t* out = dst + r * out_bytes;
+    std::memset(out, 0, out_bytes);
+    for (uint32_t b = 0; b < blocks; ++b) place(in + size_t(b) * in_block, out + size_t(b / 8) * group_bytes, b % 8);
+  }
+}
+
 }  // namespace
 
 uint32_t q8_0_grouped_row_bytes(uint32_t cols) {
@@ -45,20 +59,12 @@ uint32_t q8_0_grouped_row_bytes(uint32_t cols) {
 }
 
 void q8_0_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols) {
-  static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_0::qs) == 32);
-  const uint32_t blocks = cols / 32, out_bytes = q8_0_grouped_row_bytes(cols);
-  for (uint64_t r = 0; r < rows; ++r) {
-    const uint8_t* in = src + r * blocks * sizeof(BlockQ8_0);
-    uint8_t* out = dst + r * out_bytes;
-    std::memset(out, 0, out_bytes);
-    for (uint32_t b = 0; b < blocks; ++b) {
-      const uint8_t* block = in + size_t(b) * sizeof(BlockQ8_0);
-      uint8_t* group = out + size_t(b / kQ8GroupBlocks) * kQ8GroupBytes;
-      const uint32_t j = b % kQ8GroupBlocks;
-      std::memcpy(group + 2 * j, block + offsetof(BlockQ8_0, d), 2);
-      std::memcpy(group + kQ8GroupScaleBytes + 32 * j, block + offsetof(BlockQ8_0, qs), 32);
-    }
-  }
+  static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_0::qs) == 32 && kQ8GroupBlocks == 8);
+  regroup_rows(src, dst, rows, cols / 32, sizeof(BlockQ8_0), q8_0_grouped_row_bytes(cols), kQ8GroupBytes,
+               [](const uint8_t* block, uint8_t* group, uint32_t j) {
+                 std::memcpy(group + 2 * j, block + offsetof(BlockQ8_0, d), 2);
+                 std::memcpy(group + kQ8GroupScaleBytes + 32 * j, block + offsetof(BlockQ8_0, qs), 32);
+               });
 }
 
 uint32_t legacy_grouped_row_bytes(TensorType type, uint32_t cols) {
@@ -86,22 +92,13 @@ void legacy_to_grouped(TensorType type, const uint8_t* src, uint8_t* dst, uint64
                                   : type == TensorType::Q4_1 ? legacy_fields<BlockQ4_1>()
                                   : type == TensorType::Q5_0 ? legacy_fields<BlockQ5_0>()
                                                              : legacy_fields<BlockQ5_1>();
-  const size_t in_block = type_info(type).block_bytes;
-  const uint32_t blocks = cols / 32, out_bytes = legacy_grouped_row_bytes(type, cols);
-  for (uint64_t r = 0; r < rows; ++r) {
-    const uint8_t* in = src + r * blocks * in_block;
-    uint8_t* out = dst + r * out_bytes;
-    std::memset(out, 0, out_bytes);
-    for (uint32_t b = 0; b < blocks; ++b) {
-      const uint8_t* block = in + size_t(b) * in_block;
-      uint8_t* group = out + size_t(b / 8) * (g.qs_off + 128);
-      const uint32_t j = b % 8;
-      std::memcpy(group + 2 * j, block, 2);  // d
-      if (g.m_off) std::memcpy(group + g.m_off + 2 * j, block + f[0], 2);
-      if (g.qh_off) std::memcpy(group + g.qh_off + 4 * j, block + f[1], 4);
-      std::memcpy(group + g.qs_off + 16 * j, block + f[2], 16);
-    }
-  }
+  regroup_rows(src, dst, rows, cols / 32, type_info(type).block_bytes, legacy_grouped_row_bytes(type, cols),
+               g.qs_off + 128, [&](const uint8_t* block, uint8_t* group, uint32_t j) {
+                 std::memcpy(group + 2 * j, block, 2);  // d
+                 if (g.m_off) std::memcpy(group + g.m_off + 2 * j, block + f[0], 2);
+                 if (g.qh_off) std::memcpy(group + g.qh_off + 4 * j, block + f[1], 4);
+                 std::memcpy(group + g.qs_off + 16 * j, block + f[2], 16);
+               });
 }
 
 uint32_t q6_k_grouped_row_bytes(uint32_t cols) {
@@ -110,20 +107,13 @@ uint32_t q6_k_grouped_row_bytes(uint32_t cols) {
 }
 
 void q6_k_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols) {
-  static_assert(sizeof(BlockQ6_K) == 210 && offsetof(BlockQ6_K, d) == kQ6GroupBlockBytes);
-  const uint32_t blocks = cols / 256, out_bytes = q6_k_grouped_row_bytes(cols);
-  for (uint64_t r = 0; r < rows; ++r) {
-    const uint8_t* in = src + r * blocks * sizeof(BlockQ6_K);
-    uint8_t* out = dst + r * out_bytes;
-    std::memset(out, 0, out_bytes);
-    for (uint32_t b = 0; b < blocks; ++b) {
-      const uint8_t* block = in + size_t(b) * sizeof(BlockQ6_K);
-      uint8_t* group = out + size_t(b / kQ6GroupBlocks) * kQ6GroupBytes;
-      const uint32_t j = b % kQ6GroupBlocks;
-      std::memcpy(group + 2 * j, block + offsetof(BlockQ6_K, d), 2);
-      std::memcpy(group + kQ6GroupScaleBytes + kQ6GroupBlockBytes * j, block, kQ6GroupBlockBytes);  // ql, qh, scales
-    }
-  }
+  static_assert(sizeof(BlockQ6_K) == 210 && offsetof(BlockQ6_K, d) == kQ6GroupBlockBytes && kQ6GroupBlocks == 8);
+  regroup_rows(src, dst, rows, cols / 256, sizeof(BlockQ6_K), q6_k_grouped_row_bytes(cols), kQ6GroupBytes,
+               [](const uint8_t* block, uint8_t* group, uint32_t j) {
+                 std::memcpy(group + 2 * j, block + offsetof(BlockQ6_K, d), 2);
+                 // ql, qh, scales as stored
+                 std::memcpy(group + kQ6GroupScaleBytes + kQ6GroupBlockBytes * j, block, kQ6GroupBlockBytes);
+               });
 }
 
 uint32_t grouped_row_bytes(TensorType type, uint32_t cols) {
