@@ -186,6 +186,15 @@ TEST(VulkanOps, MatmulPlans) {
             k.matmul_plan(jobs(2560, 2560), 40, lots, lots, prefill).tokens);
 }
 
+// The bytes of a grouped row that no block field went to (`used`) are zero padding.
+void expect_zero_padding(const std::vector<uint8_t>& out, const std::vector<bool>& used, const std::string& what) {
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!used[i]) {
+      EXPECT_EQ(out[i], 0) << what << "padding byte " << i;
+    }
+  }
+}
+
 // The grouped Q8_0 rows the device reads hold every stored byte where grouped_layout.h says:
 // three full groups and a partial one of 3 blocks per row, zero padding.
 TEST(VulkanOps, Q8_0GroupingMovesEveryByte) {
@@ -213,11 +222,7 @@ TEST(VulkanOps, Q8_0GroupingMovesEveryByte) {
       }
     }
   }
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (!used[i]) {
-      EXPECT_EQ(out[i], 0) << "padding byte " << i;
-    }
-  }
+  expect_zero_padding(out, used, "");
 }
 
 // The grouped Q4_0 / Q4_1 / Q5_0 / Q5_1 rows likewise: per block, d, m and qh (where the type
@@ -254,11 +259,7 @@ TEST(VulkanOps, LegacyGroupingMovesEveryByte) {
         expect(group + g.qs_off + 16 * j, qs_in, 16);
       }
     }
-    for (size_t i = 0; i < out.size(); ++i) {
-      if (!used[i]) {
-        EXPECT_EQ(out[i], 0) << type_name(type) << " padding byte " << i;
-      }
-    }
+    expect_zero_padding(out, used, std::string(type_name(type)) + " ");
   }
 }
 
@@ -288,11 +289,7 @@ TEST(VulkanOps, Q6_KGroupingMovesEveryByte) {
       }
     }
   }
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (!used[i]) {
-      EXPECT_EQ(out[i], 0) << "padding byte " << i;
-    }
-  }
+  expect_zero_padding(out, used, "");
 }
 
 // A matrix split by rows over several buffers (as large matrices are on real devices).

@@ -59,6 +59,7 @@ int round_items(TensorType type, int T) {
 // F16 -3.5% (run 47).
 int choose_tpr(TensorType type, int64_t items, int per_round) {
   int best = 1;
+  bool best_idle = true;  // more than a quarter of the item slots idle
   int64_t best_rounds = INT64_MAX;
   double best_cost = 1e30;
   for (int t = type_info(type).block_size > 1 ? kMaxTpr : 32; t >= 1; t /= 2) {
@@ -66,9 +67,13 @@ int choose_tpr(TensorType type, int64_t items, int per_round) {
     const int64_t rounds = (per_thread + per_round - 1) / per_round;
     const double waste = double(per_thread * t - items) / double(items);
     const double cost = waste + (t < 4 ? 0.3 : 0.0) + (t < 8 ? 0.1 : 0.0);
-    const int64_t r = waste > 0.25 ? INT64_MAX / 2 + rounds : rounds;  // idle lanes first
-    if (r < best_rounds || (r == best_rounds && cost < best_cost - 1e-9)) {
-      best_rounds = r;
+    const bool idle = waste > 0.25;
+    const bool better = idle != best_idle       ? !idle
+                        : rounds != best_rounds ? rounds < best_rounds
+                                                : cost < best_cost - 1e-9;
+    if (better) {
+      best_idle = idle;
+      best_rounds = rounds;
       best_cost = cost;
       best = t;
     }

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -126,14 +125,7 @@ std::unique_ptr<Context> Context::create(int device_index, bool allow_cpu_device
   VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR exec_props{};
   exec_props.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR;
   if (const char* on = std::getenv("RWKV_VULKAN_PIPELINE_STATS"); on != nullptr && on[0] != '\0' && on[0] != '0') {
-    uint32_t n = 0;
-    fn.vkEnumerateDeviceExtensionProperties(ctx->physical_, nullptr, &n, nullptr);
-    std::vector<VkExtensionProperties> exts(n);
-    fn.vkEnumerateDeviceExtensionProperties(ctx->physical_, nullptr, &n, exts.data());
-    const bool has = std::any_of(exts.begin(), exts.end(), [](const VkExtensionProperties& e) {
-      return std::strcmp(e.extensionName, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME) == 0;
-    });
-    if (has) {
+    if (chosen.pipeline_statistics) {
       exec_props.pipelineExecutableInfo = VK_TRUE;
       exec_props.pNext = features.pNext;
       features.pNext = &exec_props;

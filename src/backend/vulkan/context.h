@@ -132,6 +132,7 @@ struct ProbedDevice {
   VulkanDeviceInfo info;
   DeviceLimits limits;
   uint32_t compute_queue_family = 0;
+  bool pipeline_statistics = false;  // has VK_KHR_pipeline_executable_properties
 };
 // Creates the instance used for probing and for the device (loads the instance functions).
 VkInstance create_instance(Functions& fn);

@@ -57,6 +57,7 @@ ProbedDevice probe(const Functions& fn, VkPhysicalDevice pd, int index) {
   fn.vkEnumerateDeviceExtensionProperties(pd, nullptr, &n_ext, nullptr);
   std::vector<VkExtensionProperties> exts(n_ext);
   fn.vkEnumerateDeviceExtensionProperties(pd, nullptr, &n_ext, exts.data());
+  d.pipeline_statistics = has_extension(exts, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
   const bool v12 = props.apiVersion >= VK_API_VERSION_1_2;
   const bool v11 = props.apiVersion >= VK_API_VERSION_1_1;
 
