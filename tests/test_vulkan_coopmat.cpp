@@ -4,10 +4,13 @@
 // K splits chosen and forced (short and empty splits, bit-identical reruns), every epilogue,
 // gathered rows, matrices split over buffers, and activations beyond float16's range kept
 // in range by the job's x scale. Every test skips on devices without cooperative matrices
-// (lavapipe); every run also checks the guard words around the kernel's buffers. The other
+// (lavapipe); every run also checks the guard words around the kernel's buffers. The
+// float16-activation forms of prefill steps are checked the same way. The other
 // matrix paths, and this one on every weight type, are in test_vulkan_ops.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -111,6 +114,70 @@ TEST(VulkanOps, CoopmatMatchesReference) {
       EXPECT_EQ(vk->guards_broken(), 0u) << what;
       EXPECT_FALSE(vk->runs_differ()) << what;
     }
+  }
+}
+
+// The float16 forms prefill steps take (kernels.h MatF16): x read as float16 (already times
+// x_scale), y written as float16 times the consumer's scale, every epilogue with a bias, K
+// unsplit and split (the split's last workgroup writes the pairs), partial tiles and an odd
+// row count (y rows padded to an even stride, as the backend's are; the last pair's second
+// half is zero), x16 over buffers, and the FFN's
+// key -> value chain: relu^2 outputs far beyond float16's range, scaled by 2^-8 on the way.
+TEST(VulkanOps, CoopmatFloat16Activations) {
+  REQUIRE_DEVICE();
+  if (!vk->context().info().coopmat) GTEST_SKIP() << "no cooperative matrices on this device";
+  constexpr double tol = 3e-3;
+  const MatPath cm = MatPath::matmul_coopmat;
+  const vk::MatF16 x16{.x = true}, xy16{.x = true, .y = true};
+  for (const auto& [rows, cols, T] : {std::array<int, 3>{45, 64, 20}, {131, 288, 130}, {200, 1056, 257}}) {
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(TensorType::Q8_0, rows, cols, 30, bytes);
+    const std::vector<float> bias = random_vector(size_t(rows), -2.0f, 2.0f, 31);
+    const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 32);
+    std::vector<float> y(size_t(T * rows));
+    ref::matmul(w, x.data(), T, y.data());
+    for (uint32_t act : kAllActs) {
+      for (uint32_t splits : {1u, 3u}) {
+        const std::string what = "rows " + std::to_string(rows) + " T " + std::to_string(T) + " act " +
+                                 std::to_string(act) + " splits " + std::to_string(splits);
+        const std::vector<float> want = epilogue_reference(y, bias, act);
+        expect_close(vk->matrix(w, x, T, cm, act, bias, 0, {}, 1.0f, splits, x16), want, tol, "x16 " + what);
+        EXPECT_EQ(vk->guards_broken(), 0u) << what;
+        expect_close(vk->matrix(w, x, T, cm, act, bias, 0, {}, 1.0f, splits, xy16), want, tol, "x16 y16 " + what);
+        EXPECT_EQ(vk->guards_broken(), 0u) << what;
+        EXPECT_FALSE(vk->runs_differ()) << what;
+      }
+    }
+  }
+  {  // over three buffers
+    const int64_t rows = 51, cols = 256;
+    std::vector<uint8_t> bytes;
+    const Weight w = make_weight(TensorType::F16, rows, cols, 33, bytes);
+    const int T = 66;
+    const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 34);
+    std::vector<float> want(size_t(T * rows));
+    ref::matmul(w, x.data(), T, want.data());
+    expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, w.row_stride() * 20, {}, 1.0f, 0, x16), want, tol,
+                 "x16 over buffers");
+    EXPECT_EQ(vk->guards_broken(), 0u);
+  }
+  {  // relu^2 of a key product beyond float16, written scaled by 2^-8, read by the value product
+    const int64_t F = 96, C = 64;
+    const int T = 40;
+    std::vector<uint8_t> kb, vb;
+    const Weight key = make_weight(TensorType::F16, F, C, 35, kb), value = make_weight(TensorType::F16, C, F, 36, vb);
+    const std::vector<float> x = random_vector(size_t(T * C), -40.0f, 40.0f, 37);
+    std::vector<float> hidden(size_t(T * F)), want(size_t(T * C));
+    ref::matmul(key, x.data(), T, hidden.data());
+    for (float& h : hidden) h = h > 0 ? h * h : 0.0f;
+    ASSERT_GT(*std::max_element(hidden.begin(), hidden.end()), 65504.0f) << "the case must pass float16's range";
+    ref::matmul(value, hidden.data(), T, want.data());
+    const vk::MatF16 key_out{.x = true, .y = true, .y_scale = 1.0f / 256};
+    const std::vector<float> got_hidden = vk->matrix(key, x, T, cm, vk::kActReluSq, {}, 0, {}, 1.0f, 0, key_out);
+    expect_close(got_hidden, hidden, tol, "key, relu^2 out in float16 / 256");
+    expect_close(vk->matrix(value, hidden, T, cm, vk::kActNone, {}, 0, {}, 1.0f / 256, 0, x16), want, tol,
+                 "value, x in float16 / 256");
+    EXPECT_EQ(vk->guards_broken(), 0u);
   }
 }
 

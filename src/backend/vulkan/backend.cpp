@@ -133,6 +133,7 @@ MatStage VulkanBackend::build_stage(const std::vector<JobSpec>& specs, std::vect
         job.x_off = spec.x_off;
         job.x_stride = spec.x_stride;
         job.y_off = spec.y_off + piece.row_begin + r;
+        job.y_base = spec.y_off;
         job.y_stride = spec.y_stride;
         job.flags = spec.flags;
         job.bias_off = spec.bias_off == kNone ? kNone : spec.bias_off + piece.row_begin + r;
@@ -145,6 +146,11 @@ MatStage VulkanBackend::build_stage(const std::vector<JobSpec>& specs, std::vect
   // Groups of jobs that one dispatch can run: a single weight type and at most four weight
   // buffers. Each group's jobs are contiguous in the table.
   MatStage stage;
+  stage.x16_ok = stage.y16_ok = !all.empty();
+  for (const auto& [job, buffer] : all) {
+    stage.x16_ok = stage.x16_ok && job.x_off % 4 == 0 && job.x_stride % 8 == 0;
+    stage.y16_ok = stage.y16_ok && job.y_stride % 2 == 0 && (job.y_off - job.y_base) % 2 == 0;
+  }
   struct Pending {
     MatGroup group;
     std::vector<MatJob> jobs;
@@ -295,7 +301,8 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
     p.out = build_stage({{&m.wo, s.att_y, C, s.att_out, C, kActNone, kNone}}, jobs);
     p.key = build_stage({{&m.key, s.xk, C, s.hidden, F, kActReluSq, kNone}}, jobs);
     // relu^2 values can pass float16's 65504: the tensor-core path scales them by 2^-8.
-    p.value = build_stage({{&m.value, s.hidden, F, s.ffn_out, C, kActNone, kNone, 1.0f / 256}}, jobs);
+    p.value_x_scale = 1.0f / 256;
+    p.value = build_stage({{&m.value, s.hidden, F, s.ffn_out, C, kActNone, kNone, p.value_x_scale}}, jobs);
   }
   head_stage_ = build_stage({{&head_, s.head_in, C, 0, uint32_t(hp_.n_vocab), kJobGather, kNone}}, jobs);
   if (verbose_) {

@@ -1,6 +1,7 @@
 #include "backend/vulkan/kernels.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstdlib>
 #include <vector>
 
@@ -241,11 +242,13 @@ MatmulPlan Kernels::matmul_plan(const MatJobs& jobs, uint32_t n_tok, uint64_t ma
 }
 
 MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, const MatJobs& jobs,
-                           uint32_t n_tok, uint32_t gather_off, MatPath path) {
+                           uint32_t n_tok, uint32_t gather_off, MatPath path, MatF16 f16) {
   if (jobs.n_jobs == 0 || n_tok == 0) return {};
   if (path == MatPath::automatic) {
     path = n_tok <= matvec_max_tokens ? MatPath::matvec : use_coopmat_ ? MatPath::matmul_coopmat : MatPath::matmul;
   }
+  if ((f16.x || f16.y) && path != MatPath::matmul_coopmat)
+    fail(ErrorCode::argument, "vulkan: float16 activations outside the tensor-core matmul");
   if (path == MatPath::matmul_coopmat &&
       (!ctx_.info().coopmat || ctx_.limits().max_shared_bytes < kCoopmatSharedBytes)) {
     fail(ErrorCode::unsupported, "vulkan: " + ctx_.info().name + " has no usable cooperative matrices");
@@ -283,7 +286,13 @@ MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindin
                             jobs.n_jobs * plan.splits);
   } else {
     // Token tiles along x: the workgroups that share a weight tile run together.
-    bind(ctx_.pipelines().get("matmul_cm_" + suffix, kMatmulIface, {}), kMatmulIface);
+    // Three modules (matmul_cm.comp): float32 activations, float16 x, float16 x and y.
+    if (f16.y && !f16.x) fail(ErrorCode::argument, "vulkan: a float16 matmul output needs a float16 input");
+    const std::string form = f16.y ? "x16y16_" : f16.x ? "x16_" : "";
+    const uint32_t y_scale[1] = {std::bit_cast<uint32_t>(f16.y_scale)};
+    bind(ctx_.pipelines().get("matmul_cm_" + form + suffix, kMatmulIface,
+                              f16.y ? std::span<const uint32_t>(y_scale) : std::span<const uint32_t>()),
+         kMatmulIface);
     ctx_.fn().vkCmdDispatch(cmd, ceil_div(n_tok, plan.tokens), ceil_div(jobs.max_rows, matmul_rows),
                             jobs.n_jobs * plan.splits);
   }
@@ -299,10 +308,12 @@ void Kernels::embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBu
 }
 
 void Kernels::ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state_in, VkBuffer state_commit,
-                     VkBuffer meta, const LnMixPush& p, uint32_t n_rows) {
+                     VkBuffer meta, const LnMixPush& p, uint32_t n_rows, bool mix16) {
   if (p.nmix > 6) fail(ErrorCode::argument, "vulkan: ln_mix takes at most 6 mixes");
-  // Spec constant 0: the row's elements per invocation kept in registers (at most 16).
-  const uint32_t spec[1] = {std::clamp(ceil_div(p.C, 256), 1u, 16u)};
+  if (mix16 && (p.C % 8 != 0 || p.mix % 4 != 0 || p.mix_stride % 4 != 0))
+    fail(ErrorCode::argument, "vulkan: float16 mixes need C % 8 == 0 and 16-byte aligned regions");
+  // Spec constants: the row's elements per invocation kept in registers (at most 16), mix16.
+  const uint32_t spec[2] = {std::clamp(ceil_div(p.C, 256), 1u, 16u), mix16 ? 1u : 0u};
   const Pipeline& pl = ctx_.pipelines().get("ln_mix", kLnMixIface, spec);
   push(cmd, pl, {{scratch, 0}, {vecs, 1}, {state_in, 2}, {state_commit, 3}, {meta, 4}}, &p, sizeof(p));
   ctx_.fn().vkCmdDispatch(cmd, ceil_div(p.C, 256), n_rows, 1);
@@ -397,10 +408,13 @@ WkvScanShape Kernels::wkv_scan_shape(uint32_t N, uint32_t n_head, uint32_t n_seq
 
 void Kernels::wkv_prefill(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta,
                           const WkvPush& p, uint32_t n_head, uint32_t n_seq, uint32_t n_rows, uint32_t head_size,
-                          WkvScanShape shape) {
+                          WkvScanShape shape, bool out16) {
   if (p.dbg == kNone) fail(ErrorCode::argument, "vulkan: the prefill WKV needs the debug regions");
+  if (out16 && (p.C % 8 != 0 || p.out % 4 != 0))
+    fail(ErrorCode::argument, "vulkan: a float16 WKV output needs C % 8 == 0 and a 16-byte aligned region");
   const WkvScanShape s = wkv_scan_shape(head_size, n_head, n_seq, shape);
   const uint32_t per_token[1] = {head_size};
+  const uint32_t post[2] = {head_size, out16 ? 1u : 0u};
   const uint32_t scan[4] = {s.rows * s.lanes, head_size, s.lanes, s.chunk};
   const auto dispatch = [&](const char* name, std::span<const uint32_t> spec, uint32_t x, uint32_t y) {
     push(cmd, ctx_.pipelines().get(name, kWkvIface, spec), {{scratch, 0}, {vecs, 1}, {state, 2}, {meta, 3}}, &p,
@@ -411,7 +425,7 @@ void Kernels::wkv_prefill(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, 
   barrier(cmd);
   dispatch("wkv_scan", scan, n_head * (head_size / s.rows), n_seq);
   barrier(cmd);
-  dispatch("wkv_post", per_token, n_head, n_rows);
+  dispatch("wkv_post", post, n_head, n_rows);
 }
 
 void Kernels::ffn_sparse(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer act, VkBuffer partials,

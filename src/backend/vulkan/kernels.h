@@ -31,7 +31,8 @@ struct MatJob {
   uint32_t flags = 0, bias_off = kNone, type = 0;  // type: GGUF id of W (the host groups jobs by it)
   float x_scale = 1.0f;                            // x is scaled by this in the tensor-core path
   uint32_t tile_base = 0;  // the tiled matmul: the job's first row tile among its dispatch's jobs
-  uint32_t pad1 = 0, pad2 = 0;
+  uint32_t y_base = 0;     // y_off of the job's whole matrix (a piece's y_off adds its first row)
+  uint32_t pad2 = 0;
 };
 static_assert(sizeof(MatJob) == 64);
 
@@ -43,6 +44,14 @@ struct MatJobs {
   // over the jobs before it.
   uint32_t row_tiles = 0;
   uint32_t splits = 0;  // K splits of the tiled matmul; 0: matmul_plan's choice (tests force others)
+};
+
+// Float16 activations of a tensor-core matmul (matmul_cm.comp's X16, Y16): x read as float16
+// (written so by its producer, already times each job's x_scale), y written as float16 times
+// y_scale (the consumer's x_scale).
+struct MatF16 {
+  bool x = false, y = false;
+  float y_scale = 1.0f;
 };
 
 // How a tiled matmul (float32 or tensor-core) runs a dispatch (Kernels::matmul_plan).
@@ -172,9 +181,10 @@ class Kernels {
 
   // `jobs`, all of weight `type`, over n_tok activation rows. automatic: matvec for n_tok <=
   // matvec_max_tokens. Returns a tiled matmul's plan (its split-K scratch words are used
-  // from b.count_off and b.part_off); a default plan for the matvec.
+  // from b.count_off and b.part_off); a default plan for the matvec. f16: only where the
+  // dispatch takes the tensor-core matmul.
   MatmulPlan matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, const MatJobs& jobs, uint32_t n_tok,
-                    uint32_t gather_off, MatPath path = MatPath::automatic);
+                    uint32_t gather_off, MatPath path = MatPath::automatic, MatF16 f16 = {});
   // The tiles and K split of tiled-matmul `path` (matmul or matmul_coopmat; automatic: the
   // one prefill takes) for `jobs` over n_tok rows, with at most max_count_words of counters
   // and max_part_words of partial sums. The split makes grids that would leave most of a
@@ -183,14 +193,16 @@ class Kernels {
                          MatPath path = MatPath::automatic) const;
   // Whether prefill takes the tensor-core matmul (MatPath::automatic above matvec sizes).
   bool uses_coopmat() const { return use_coopmat_; }
+  // Whether a step of n_tok rows takes it (MatPath::automatic).
+  bool coopmat_for(uint32_t n_tok) const { return use_coopmat_ && n_tok > matvec_max_tokens; }
   static constexpr uint32_t matmul_rows = 128;  // output rows per matmul tile (both tiled paths)
   // Embedding rows + ln0 for n_rows token rows (weights: the table piece; 1 binding).
   void embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch, VkBuffer meta,
              const EmbedPush& p, uint32_t n_rows);
   // Residual add + LayerNorm + shift lerps of n_rows rows (ln_mix.comp; p.nmix <= 6), as
-  // ceil(C / 256) x n_rows workgroups.
+  // ceil(C / 256) x n_rows workgroups. mix16: the mixes written as float16 (MatF16::x).
   void ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state_in, VkBuffer state_commit,
-              VkBuffer meta, const LnMixPush& p, uint32_t n_rows);
+              VkBuffer meta, const LnMixPush& p, uint32_t n_rows, bool mix16 = false);
   // The WKV time-mix core, fused (wkv.comp): one workgroup per (head, sequence) runs the
   // sequence's tokens in order, everything per token inside. For decode and short sequences.
   void wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta, const WkvPush& p,
@@ -218,9 +230,10 @@ class Kernels {
   // over (head, row) for the per-token work, wkv_scan for the recurrence alone with each
   // head's rows split over workgroups. p.dbg must name the five debug regions (they carry
   // the intermediates). n_rows: the step's rows. shape: zeros are the backend's choice.
+  // out16: p.out written as float16 (MatF16::x).
   void wkv_prefill(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta,
                    const WkvPush& p, uint32_t n_head, uint32_t n_seq, uint32_t n_rows, uint32_t head_size,
-                   WkvScanShape shape = {});
+                   WkvScanShape shape = {}, bool out16 = false);
   // The scan's work split for this head size and grid, zeros in `want` filled in; throws
   // Error(argument) for a split the shader or the device cannot run.
   WkvScanShape wkv_scan_shape(uint32_t head_size, uint32_t n_head, uint32_t n_seq, WkvScanShape want = {}) const;

@@ -5,6 +5,7 @@
 
 #include "backend/vulkan/weights.h"
 #include "common/error.h"
+#include "common/half.h"
 
 namespace rwkv::vk {
 namespace {
@@ -97,7 +98,7 @@ void OpRunner::run(Scratch& scratch, const std::vector<uint32_t>& meta, F&& body
 
 std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, int T, MatPath path, uint32_t act,
                                     std::span<const float> bias, uint64_t arena_limit, std::span<const uint32_t> gather,
-                                    float x_scale, uint32_t splits) {
+                                    float x_scale, uint32_t splits, MatF16 f16) {
   WeightStore store(*ctx_, arena_limit);
   const DeviceMatrix m = store.add_matrix(W);
   if (m.pieces.size() > 4) fail(ErrorCode::argument, "OpRunner::matrix: more than 4 pieces");
@@ -106,8 +107,24 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
   const uint32_t n_out = gather.empty() ? uint32_t(T) : uint32_t(gather.size());
 
   Scratch s;
-  const uint32_t x_off = s.add(x);
-  const uint32_t y_off[2] = {s.add({}, size_t(n_out) * m.rows), s.add({}, size_t(n_out) * m.rows)};
+  // Float16 x: pairs of halves in the float words (bit patterns).
+  std::vector<float> x_words;
+  if (f16.x) {
+    x_words.resize((x.size() + 1) / 2);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const uint32_t h = f32_to_f16(x[i] * x_scale);
+      const uint32_t word = f32_to_bits(x_words[i / 2]);
+      x_words[i / 2] = bits_to_f32(i % 2 == 0 ? (word & 0xFFFF0000u) | h : (word & 0xFFFFu) | (h << 16));
+    }
+  }
+  const uint32_t x_off = s.add(f16.x ? std::span<const float>(x_words) : x);
+  // Float16 y rows are whole 32-bit pairs: an even stride (the backend's are), and pieces that
+  // start on even rows.
+  const uint32_t y_stride = f16.y ? (m.rows + 1) / 2 * 2 : m.rows;
+  for (const DeviceMatrix::Piece& p : m.pieces) {
+    if (f16.y && p.row_begin % 2 != 0) fail(ErrorCode::argument, "OpRunner::matrix: float16 y with an odd piece start");
+  }
+  const uint32_t y_off[2] = {s.add({}, size_t(n_out) * y_stride), s.add({}, size_t(n_out) * y_stride)};
   // Jobs [0, pieces) write the first output, [pieces, 2 pieces) the second (a second run).
   std::vector<MatJob> jobs;
   MatBindings b;
@@ -128,7 +145,8 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
       j.x_off = x_off;
       j.x_stride = m.cols;
       j.y_off = y + p.row_begin;
-      j.y_stride = m.rows;
+      j.y_base = y;
+      j.y_stride = y_stride;
       j.flags = act | (gather.empty() ? 0 : kJobGather);
       j.bias_off = bias_off == kNone ? kNone : bias_off + p.row_begin;
       j.type = uint32_t(m.type);
@@ -167,12 +185,26 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
     b.part_words = plan.part_words;
     for (uint32_t r = 0; r < runs; ++r) {
       mj.job_base = r * mj.n_jobs;
-      kernels_->matrix(cmd, m.type, b, mj, n_out, 0, path);
+      kernels_->matrix(cmd, m.type, b, mj, n_out, 0, path, f16);
       kernels_->barrier(cmd);
     }
   });
-  const std::vector<float> y = s.get(y_off[0], size_t(n_out) * m.rows);
-  runs_differ_ = runs == 2 && s.get(y_off[1], size_t(n_out) * m.rows) != y;
+  // Float16 y: n_out rows of y_stride halves at the region's start.
+  const auto result = [&](uint32_t off) {
+    std::vector<float> y = s.get(off, size_t(n_out) * m.rows);
+    if (!f16.y) return y;
+    std::vector<float> out(y.size());
+    for (size_t t = 0; t < n_out; ++t) {
+      for (size_t r = 0; r < m.rows; ++r) {
+        const size_t h = t * y_stride + r;
+        const uint32_t word = f32_to_bits(y[h / 2]);
+        out[t * m.rows + r] = f16_to_f32(uint16_t(h % 2 == 0 ? word & 0xFFFFu : word >> 16)) / f16.y_scale;
+      }
+    }
+    return out;
+  };
+  const std::vector<float> y = result(y_off[0]);
+  runs_differ_ = runs == 2 && result(y_off[1]) != y;
   return y;
 }
 

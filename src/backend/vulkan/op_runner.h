@@ -39,10 +39,13 @@ class OpRunner {
   // matmul's K splits (0: the backend's choice). A product with K split runs twice in one
   // command buffer into two outputs (the second relies on the counters the first left at
   // zero); returns the first, and runs_differ() tells whether the second differs in any bit
-  // (a float comparison: NaN outputs differ too).
+  // (a float comparison: NaN outputs differ too). f16 (tensor-core path only): x goes in as
+  // float16 times x_scale (as ln_mix, wkv_post or a Y16 product writes it), y comes out of
+  // float16 divided by f16.y_scale.
   std::vector<float> matrix(const Weight& W, std::span<const float> x, int T, MatPath path, uint32_t act = kActNone,
                             std::span<const float> bias = {}, uint64_t arena_limit = 0,
-                            std::span<const uint32_t> gather = {}, float x_scale = 1.0f, uint32_t splits = 0);
+                            std::span<const uint32_t> gather = {}, float x_scale = 1.0f, uint32_t splits = 0,
+                            MatF16 f16 = {});
   bool runs_differ() const { return runs_differ_; }
 
   // The sparse FFN value product (ffn_sparse.comp) for one row: y [C] = W h, with W [C x F]

@@ -22,6 +22,7 @@ Profiler::~Profiler() {
   ctx_.fn().vkDestroyQueryPool(ctx_.device(), pool_, nullptr);
   std::fprintf(stderr, "vulkan profile (GPU time between barriers, mean per step):\n");
   for (const auto& [rows, t] : by_rows_) {
+    if (t.steps == 0) continue;
     double all = 0;
     for (const auto& [label, ns] : t.ns) all += ns;
     std::fprintf(stderr, "  steps of %u rows: %llu, %.3f ms each\n", rows, static_cast<unsigned long long>(t.steps),
@@ -54,6 +55,10 @@ void Profiler::collect(const std::vector<const char*>& labels, uint32_t rows) {
     return;
   }
   Totals& t = by_rows_[rows];
+  if (!t.first_seen) {  // the first step of a shape pays first-use costs (pipelines, pages)
+    t.first_seen = true;
+    return;
+  }
   t.steps += 1;
   for (size_t i = 1; i < labels.size(); ++i) t.ns[labels[i]] += double(ticks[i] - ticks[i - 1]) * ns_per_tick_;
 }

@@ -1,6 +1,7 @@
 // Optional GPU timing of a step's kernels (RWKV_VULKAN_PROFILE=1): a timestamp after each
 // barrier, so each interval holds the dispatches recorded since the previous mark and the
-// barrier's own bubble. Per step shape (rows), the mean time per label is printed to stderr
+// barrier's own bubble. Per step shape (rows), the mean time per label over every step but the
+// first (which pays first-use costs: pipeline creation, page mappings) is printed to stderr
 // when the backend is destroyed.
 #pragma once
 
@@ -38,6 +39,7 @@ class Profiler {
   uint32_t capacity_ = 0;
   std::vector<const char*> labels_;
   struct Totals {
+    bool first_seen = false;  // the first step is left out of the means
     uint64_t steps = 0;
     std::map<std::string, double> ns;  // by label
   };

@@ -160,8 +160,8 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
   }
 }
 
-void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, uint32_t n_tok, VkBuffer y,
-                                    bool gather) {
+void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, uint32_t n_tok, VkBuffer y, bool gather,
+                                    MatF16 f16) {
   MatBindings b;
   b.vecs = store_->vectors();
   b.x = scratch_.handle();
@@ -175,7 +175,7 @@ void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, 
   for (const MatGroup& g : stage.groups) {
     b.weights = g.weights;
     const uint32_t gather_off = gather ? uint32_t(kLogitRows) * meta_stride_ : 0;
-    const MatmulPlan used = kernels_->matrix(cmd, g.type, b, g.jobs, n_tok, gather_off);
+    const MatmulPlan used = kernels_->matrix(cmd, g.type, b, g.jobs, n_tok, gather_off, MatPath::automatic, f16);
     // The stage's groups may run concurrently: each takes its own scratch ranges.
     b.count_off += used.count_words;
     b.count_words -= used.count_words;
@@ -227,8 +227,17 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
     flush_captures(cmd);
   }
 
+  // Steps on the tensor-core matmul pass the big products' inputs (mixes, the WKV output, the
+  // FFN hidden units) between dispatches as float16: the matmul then reads a third fewer
+  // bytes (kernels.h MatF16). The debug hook reads them as float32.
+  const bool f16_step = !debug && k.coopmat_for(T) && C % 8 == 0;
   for (int l = 0; l < hp_.n_layer; ++l) {
     const LayerPlan& L = layers_[size_t(l)];
+    // Per layer, where its stages' layouts allow (MatStage::x16_ok, y16_ok).
+    const bool f16 = f16_step && L.in.x16_ok && L.key.x16_ok;
+    const MatF16 f16_in{.x = f16};
+    const MatF16 f16_out{.x = f16 && scan && L.out.x16_ok};  // only the prefill WKV writes float16
+    const bool f16_hidden = f16 && L.key.y16_ok && L.value.x16_ok;
     const VkBuffer state = states_[size_t(l)].handle();
     const VkBuffer prev_state = states_[size_t(l > 0 ? l - 1 : 0)].handle();
     // h_a + ffn_out(l-1) -> h_b; commits layer l-1's FFN shift (its readers are done).
@@ -250,9 +259,9 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                         .commit_off = C,
                         .row_slot = kRowSlot * M,
                         .row_flags = kRowFlags * M};
-    k.ln_mix(cmd, scratch, vecs, state, prev_state, meta, att, T);
+    k.ln_mix(cmd, scratch, vecs, state, prev_state, meta, att, T, f16);
     sync("ln_mix");
-    record_matrices(cmd, L.in, T, scratch, false);
+    record_matrices(cmd, L.in, T, scratch, false, f16_in);
     sync("mat.in");
     // Steps of short sequences fold the LoRA up-projections into the wkv dispatch where the
     // layer allows it: one dispatch and barrier fewer. The debug hook captures decay, a and g,
@@ -286,7 +295,8 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                       .seq_rows = kSeqRows * M,
                       .seq_slot = kSeqSlot * M};
     if (scan) {
-      k.wkv_prefill(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, T, uint32_t(hp_.head_size));
+      k.wkv_prefill(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, T, uint32_t(hp_.head_size), {},
+                    f16_out.x);
     } else if (fold) {
       WkvLoraPush p{.wkv = wkv,
                     .w2_off = L.fold.offsets[0],
@@ -305,7 +315,7 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
       k.wkv(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, uint32_t(hp_.head_size));
     }
     sync("wkv");
-    record_matrices(cmd, L.out, T, scratch, false);
+    record_matrices(cmd, L.out, T, scratch, false, f16_out);
     sync("mat.out");
     const LnMixPush ffn{.C = C,
                         .h_in = s.h_b,
@@ -325,9 +335,10 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                         .commit_off = 0,
                         .row_slot = kRowSlot * M,
                         .row_flags = kRowFlags * M};
-    k.ln_mix(cmd, scratch, vecs, state, state, meta, ffn, T);
+    k.ln_mix(cmd, scratch, vecs, state, state, meta, ffn, T, f16);
     sync("ln_mix");
-    record_matrices(cmd, L.key, T, scratch, false);
+    // The hidden units go out pre-scaled by the value product's x_scale.
+    record_matrices(cmd, L.key, T, scratch, false, {.x = f16, .y = f16_hidden, .y_scale = L.value_x_scale});
     sync("mat.key");
     if (T == 1 && !L.value_t.pieces.empty()) {
       // One row: the hidden units that ReLU^2 zeroed cost no weight bytes.
@@ -336,7 +347,7 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
           .w_off = piece.offset / 16, .C = C, .F = F, .h_off = s.hidden, .y_off = s.ffn_out, .part_off = 0};
       k.ffn_sparse(cmd, L.value_t.type, store_->arena(piece.arena), scratch, sparse_parts_.handle(), p, sparse_shape_);
     } else {
-      record_matrices(cmd, L.value, T, scratch, false);
+      record_matrices(cmd, L.value, T, scratch, false, {.x = f16_hidden});
     }
     sync("mat.value");
     if (debug) {

@@ -59,6 +59,10 @@ struct MatGroup {
 // stage measured 4-6% slower at 2.9B decode: bench/RESULTS-vulkan.md.)
 struct MatStage {
   std::vector<MatGroup> groups;
+  // Whether its jobs can take float16 activations (kernels.h MatF16): x rows 16-byte aligned
+  // (x_off % 4 == 0, x_stride % 8 == 0); y rows in whole 32-bit pairs (y_stride and every
+  // piece's first row, y_off - y_base, even).
+  bool x16_ok = false, y16_ok = false;
 };
 
 // A layer's LoRA up-projections folded into its WKV dispatch (Kernels::wkv_lora): each up
@@ -76,6 +80,7 @@ struct LayerPlan {
   uint32_t ln1_w = 0, ln1_b = 0, ln2_w = 0, ln2_b = 0, mu6 = 0, ffn_mu = 0;
   uint32_t k_k = 0, k_a = 0, r_k = 0, lnx_w = 0, lnx_b = 0;
   MatStage in, lora, out, key, value;
+  float value_x_scale = 1.0f;  // the value product's x_scale (MatJob), which the key's float16 output takes
   LoraFold fold;
   // W_value transposed [F x C] for one-row steps (ffn_sparse.comp); no pieces: none kept.
   DeviceMatrix value_t;
@@ -144,7 +149,8 @@ class VulkanBackend final : public Backend {
   // layer, handing the named intermediates to the hook (the command buffer is replaced).
   // The debug hook takes the fused form where `wkv` is folded (it captures decay, a and g).
   void record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, WkvForm wkv, bool debug);
-  void record_matrices(VkCommandBuffer cmd, const MatStage& stage, uint32_t n_tok, VkBuffer y, bool gather);
+  void record_matrices(VkCommandBuffer cmd, const MatStage& stage, uint32_t n_tok, VkBuffer y, bool gather,
+                       MatF16 f16 = {});
   // Sizes mat_scratch_ for the largest split-K scratch a stage may use (Kernels::matmul_plan).
   void plan_matmul_scratch();
   void capture(VkCommandBuffer cmd, int layer, const char* name, uint32_t region, uint32_t rows, uint32_t width,

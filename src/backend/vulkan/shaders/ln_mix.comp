@@ -18,8 +18,14 @@ layout(local_size_x = 256) in;
 // Row elements per invocation kept in registers: the host passes ceil(C / 256) up to 16;
 // wider rows read the rest again.
 layout(constant_id = 0) const uint CACHE = 16;
+// MIX16: the mixes go out as float16 (the tensor-core matmul's input, kernels.h MatF16): mix
+// slot s of row t at half index 2 (mix + s mix_stride) + t C + c. Neighbouring channels meet
+// in shared memory so that each store is a 32-bit pair.
+layout(constant_id = 1) const bool MIX16 = false;
 #define MAX_MIX 6u
 layout(std430, set = 0, binding = 0) buffer Scratch { float act[]; };
+layout(std430, set = 0, binding = 0) buffer ScratchWords { uint act_u[]; };
+shared float mix_sh[MAX_MIX * 256u];
 layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };
 layout(std430, set = 0, binding = 2) readonly buffer StateIn { float state_in[]; };
 layout(std430, set = 0, binding = 3) buffer StateCommit { float state_commit[]; };
@@ -107,18 +113,31 @@ void main() {
     q += d * d;
   }
   vec2 rstd = inversesqrt(wg_sum2(q) / float(pc.C) + pc.eps);
-  if (!has_c) return;
 
   float h = hc.x;
   float cur = (h - mean.x) * rstd.x * w + b;
+  float prev = first ? shift : (hc.y - mean.y) * rstd.y * w + b;
   uint o = t * pc.C + c;
-  if (pc.h_out != NONE) act[pc.h_out + o] = h;
-  act[pc.xln + o] = cur;
-  if (pc.nmix > 0u) {
-    float prev = first ? shift : (hc.y - mean.y) * rstd.y * w + b;
+  if (has_c) {
+    if (pc.h_out != NONE) act[pc.h_out + o] = h;
+    act[pc.xln + o] = cur;
+    if (commit) state_commit[slot * pc.slot_stride + pc.commit_off + c] = committed;
+  }
+  if (!MIX16) {
     for (uint m = 0u; m < MAX_MIX; ++m) {
-      if (m < pc.nmix) act[pc.mix + m * pc.mix_stride + o] = cur + (prev - cur) * mu[m];
+      if (has_c && m < pc.nmix) act[pc.mix + m * pc.mix_stride + o] = cur + (prev - cur) * mu[m];
+    }
+    return;
+  }
+  for (uint m = 0u; m < MAX_MIX; ++m) mix_sh[m * 256u + tid] = cur + (prev - cur) * mu[m];
+  barrier();
+  // The workgroup's 128 channel pairs per mix, three pairs per invocation.
+  uint c0 = gl_WorkGroupID.x * 256u;
+  for (uint i = tid; i < MAX_MIX * 128u; i += 256u) {
+    uint m = i / 128u, p = i % 128u;
+    if (m < pc.nmix && c0 + 2u * p < pc.C) {
+      vec2 pair = vec2(mix_sh[m * 256u + 2u * p], mix_sh[m * 256u + 2u * p + 1u]);
+      act_u[pc.mix + m * pc.mix_stride + (t * pc.C + c0) / 2u + p] = packHalf2x16(pair);
     }
   }
-  if (commit) state_commit[slot * pc.slot_stride + pc.commit_off + c] = committed;
 }

@@ -28,6 +28,16 @@
 // (float32, column stride LDC) and stores it with matrix_io.glsl's store() (bias,
 // activation), 32 consecutive rows per store instruction.
 //
+// Float16 activations (built with X16, and Y16; prefill steps whose producers write them):
+// with X16, x row t is float16 at half index 2 x_off + t x_stride (x_stride a multiple of
+// 8), already multiplied by x_scale: one 16-byte load per piece instead of two, a third
+// fewer bytes per slice from L2, where most of the loop's time goes (bench/RESULTS-vulkan.md,
+// session 9). With Y16 the results go out as float16, multiplied by specialisation constant
+// Y16_SCALE (the consumer's x_scale), at half index 2 y_base + t y_stride + (y_off - y_base
+// + row): lane l stores rows 2l and 2l + 1 as one 32-bit pair. Separate modules rather than
+// specialisation constants: NVIDIA's compiler gave the float32 form 27 more registers when
+// the float16 code was only switched off.
+//
 // Split K (splits > 1, for grids too small to fill the GPU; the plan is the tiled matmul's,
 // Kernels::matmul_plan): each workgroup stores its accumulators in the scratch buffer and
 // counts itself done on the tile's counter; the last one adds the splits' partials in split
@@ -43,6 +53,9 @@
 #include "matrix_io.glsl"
 
 layout(local_size_x = 256) in;
+#if defined(Y16)
+layout(constant_id = 0) const float Y16_SCALE = 1.0;
+#endif
 #define BM 128u
 #define BN 128u
 #define BK 32u
@@ -65,6 +78,13 @@ shared uvec4 sb[2u * TILE];
 // dispatch's earlier jobs. Coherent: partials written by one workgroup are read by another.
 layout(std430, set = 0, binding = 6) coherent buffer Partials { float part[]; };
 layout(std430, set = 0, binding = 6) coherent buffer Counters { uint counter[]; };
+// The activations as float16: aliases of bindings 2 and 3.
+#if defined(X16)
+layout(std430, set = 0, binding = 2) readonly buffer X16s { uvec4 x16[]; };
+#endif
+#if defined(Y16)
+layout(std430, set = 0, binding = 3) writeonly buffer Y16s { uint y16[]; };
+#endif
 
 #define FragA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define FragB fcoopmatNV<16, gl_ScopeSubgroup, 16, 8>
@@ -74,9 +94,13 @@ Job jb;
 uint kb, ke;      // this split's K range [kb, ke), multiples of 8
 uint pr, pk;      // the invocation's pieces q = 0, 1: rows (tokens) pr + q RSTEP, elements [8 pk, +8)
 uint mr;          // m0 + pr
-uint xb[2];       // piece q's x row (vec4 index)
+uint xb[2];       // piece q's x row (vec4 index; X16: uvec4 index of its float16 row)
 uvec4 wraw[2];    // the loaded slice of W as float16, on its way to shared memory
+#if defined(X16)
+uvec4 xh[2];
+#else
 vec4 xlo[2], xhi[2];
+#endif
 
 uvec4 pack8(vec4 lo, vec4 hi) {
   return uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw), packHalf2x16(hi.xy), packHalf2x16(hi.zw));
@@ -96,10 +120,14 @@ void load_slice(uint k0) {
     DQ8(jb, rb, kc, lo, hi);
     wraw[q] = mix(uvec4(0u), pack8(lo, hi), bvec4(ok));
 #endif
+#if defined(X16)
+    xh[q] = mix(uvec4(0u), x16[xb[q] + (kc >> 3)], bvec4(ok));
+#else
     uint e = xb[q] + (kc >> 2);
     vec4 a = x4[e], b = x4[e + 1u];
     xlo[q] = mix(vec4(0.0), a, bvec4(ok));
     xhi[q] = mix(vec4(0.0), b, bvec4(ok));
+#endif
   }
 }
 
@@ -108,7 +136,11 @@ void stash(uint buf) {
   [[unroll]] for (uint q = 0u; q < 2u; ++q) {
     uint e = buf * TILE + (pr + q * RSTEP) * LDS + pk;
     sa[e] = wraw[q];
+#if defined(X16)
+    sb[e] = xh[q];
+#else
     sb[e] = pack8(xlo[q] * jb.x_scale, xhi[q] * jb.x_scale);
+#endif
   }
 }
 
@@ -129,7 +161,14 @@ void main() {
   pr = (tid & 7u) | ((tid >> 5) << 3);
   pk = (tid >> 3) & 3u;
   mr = m0 + pr;
-  [[unroll]] for (uint q = 0u; q < 2u; ++q) xb[q] = x_row(jb, min(n0 + pr + q * RSTEP, pc.n_tok - 1u));
+  [[unroll]] for (uint q = 0u; q < 2u; ++q) {
+    uint t = min(n0 + pr + q * RSTEP, pc.n_tok - 1u);
+#if defined(X16)
+    xb[q] = (2u * jb.x_off + t * jb.x_stride) >> 3;
+#else
+    xb[q] = x_row(jb, t);
+#endif
+  }
 
   FragC acc[4][4];  // acc[i][j]: rows 16 i, tokens 8 j of the subgroup's 64 x 32
   [[unroll]] for (uint i = 0u; i < 4u; ++i) {
@@ -175,7 +214,7 @@ void main() {
   }
 
   // Per column j of fragments: lane `lane` stores rows lane and lane + 32 of the subgroup's
-  // 64, tokens 8 j + [0, 8).
+  // 64 (Y16: rows 2 lane and 2 lane + 1), tokens 8 j + [0, 8).
   float unscale = 1.0 / jb.x_scale;
   uint stage = sg * 8u * LDC;  // the subgroup's 64 x 8 staging block in sa (uvec4)
   [[unroll]] for (uint j = 0u; j < 4u; ++j) {
@@ -186,6 +225,26 @@ void main() {
     }
     [[unroll]] for (uint c = 0u; c < 8u; ++c) {
       uint n = n0 + sn + 8u * j + c;
+#if defined(Y16)
+      uint r = 2u * lane;  // rows r, r + 1 of the subgroup's 64
+      vec2 v = vec2(0.0);
+      if (splits == 1u) {
+        uvec4 q = sa[stage + c * LDC + (r >> 2)];
+        v = uintBitsToFloat((r & 3u) == 0u ? q.xy : q.zw);
+      } else {
+        uint at = base + ((r >> 4) * 4u + j) * 128u + c * 16u + (r & 15u);
+        for (uint s = 0u; s < splits; ++s) v += vec2(part[at + s * PART], part[at + 1u + s * PART]);
+      }
+      uint m = m0 + sm + r;
+      if (m < jb.rows && n < pc.n_tok) {
+        bool pair = m + 1u < jb.rows;
+        vec2 bias = vec2(0.0);
+        if (jb.bias_off != NONE) bias = vec2(vecs[jb.bias_off + m], pair ? vecs[jb.bias_off + m + 1u] : 0.0);
+        uint act = jb.flags & 0xFFu;
+        vec2 o = vec2(activate(v.x * unscale + bias.x, act), activate(v.y * unscale + bias.y, act)) * Y16_SCALE;
+        y16[(2u * jb.y_base + n * jb.y_stride + (jb.y_off - jb.y_base) + m) >> 1] = packHalf2x16(vec2(o.x, pair ? o.y : 0.0));
+      }
+#else
       [[unroll]] for (uint h = 0u; h < 2u; ++h) {
         uint r = lane + 32u * h;  // row of the subgroup's 64
         float v = 0.0;
@@ -198,6 +257,7 @@ void main() {
         uint m = m0 + sm + r;
         if (m < jb.rows && n < pc.n_tok) store(jb, n, m, v * unscale);
       }
+#endif
     }
     if (splits == 1u) {
       subgroupMemoryBarrierShared();

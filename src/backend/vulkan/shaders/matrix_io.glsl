@@ -16,7 +16,8 @@ struct Job {
   uint type;       // GGUF type id of W (the host's; each shader is built for one type)
   float x_scale;   // the tensor-core path multiplies x by this before rounding it to float16
   uint tile_base;  // tiled matmul: the job's first row tile (of 128 rows) among its dispatch's jobs
-  uint pad1, pad2;
+  uint y_base;     // y_off of the job's whole matrix (its pieces' y_off add their first row)
+  uint pad2;
 };
 #define JOB_GATHER 0x100u
 
