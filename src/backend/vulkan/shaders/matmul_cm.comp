@@ -34,9 +34,8 @@
 // fewer bytes per slice from L2, where most of the loop's time goes (bench/RESULTS-vulkan.md,
 // session 9). With Y16 the results go out as float16, multiplied by specialisation constant
 // Y16_SCALE (the consumer's x_scale), at half index 2 y_base + t y_stride + (y_off - y_base
-// + row): lane l stores rows 2l and 2l + 1 as one 32-bit pair. Separate modules rather than
-// specialisation constants: NVIDIA's compiler gave the float32 form 27 more registers when
-// the float16 code was only switched off.
+// + row): lane l stores rows 2l and 2l + 1 as one 32-bit pair. Separate modules, so that the
+// float32 form keeps exactly its code.
 //
 // Split K (splits > 1, for grids too small to fill the GPU; the plan is the tiled matmul's,
 // Kernels::matmul_plan): each workgroup stores its accumulators in the scratch buffer and
