@@ -432,8 +432,8 @@ const OpSeq kSeqs[] = {{2, 3}, {0, 1}, {1, 4}};
 constexpr int kSlots = 3;
 
 // One ln_mix case against ref::layer_norm and ref::token_shift_lerp, per sequence (slots
-// below kSlots).
-void check_ln_mix(OpRunner* vk, int C, int nmix, std::span<const OpSeq> seqs) {
+// below kSlots); mix16: the mixes as float16 (prefill steps on tensor cores).
+void check_ln_mix(OpRunner* vk, int C, int nmix, std::span<const OpSeq> seqs, bool mix16 = false) {
   int T = 0;
   for (const OpSeq& s : seqs) T += s.rows;
   OpRunner::LnMixIo io;
@@ -451,8 +451,9 @@ void check_ln_mix(OpRunner* vk, int C, int nmix, std::span<const OpSeq> seqs) {
   if (nmix == 0) io.commit_src = random_vector(size_t(T * C), -1.0f, 1.0f, 37);
   const std::vector<float> state_before = io.state;
   const OpRunner::LnMixIo in = io;
-  vk->ln_mix(io, C, nmix, seqs);
-  const std::string what = "C=" + std::to_string(C) + " nmix=" + std::to_string(nmix) + " T=" + std::to_string(T);
+  vk->ln_mix(io, C, nmix, seqs, mix16);
+  const std::string what = "C=" + std::to_string(C) + " nmix=" + std::to_string(nmix) + " T=" + std::to_string(T) +
+                           (mix16 ? " float16 mixes" : "");
   EXPECT_EQ(vk->guards_broken(), 0u) << what;
 
   std::vector<float> h(in.h_in);
@@ -475,7 +476,7 @@ void check_ln_mix(OpRunner* vk, int C, int nmix, std::span<const OpSeq> seqs) {
     }
     row += s.rows;
   }
-  expect_close(io.mix, want_mix, 1e-5, "mix " + what);
+  expect_close(io.mix, want_mix, mix16 ? 1e-3 : 1e-5, "mix " + what);
   EXPECT_EQ(io.state, want_state) << "state after " << what;
 }
 
@@ -486,6 +487,22 @@ TEST(VulkanOps, LnMixMatchesReference) {
   for (const auto& [C, nmix] : {std::pair{320, 6}, std::pair{320, 1}, std::pair{320, 0}, std::pair{4352, 6}}) {
     check_ln_mix(vk, C, nmix, kSeqs);
   }
+}
+
+// Prefill steps: from Kernels::ln_mix_row_min_rows rows a workgroup takes a whole row (C up
+// to 4096; 4352 keeps the blocks), with float32 and float16 mixes; float16 mixes also with
+// a workgroup per 256 channels.
+TEST(VulkanOps, LnMixPrefillRowsMatchReference) {
+  REQUIRE_DEVICE();
+  const OpSeq many[] = {{2, 100}, {0, 1}, {1, 40}};
+  static_assert(100 + 1 + 40 >= vk::Kernels::ln_mix_row_min_rows);
+  for (const int C : {320, 2560, 4352}) {
+    for (const int nmix : {6, 1, 0}) {
+      check_ln_mix(vk, C, nmix, many);
+      if (nmix > 0) check_ln_mix(vk, C, nmix, many, true);
+    }
+  }
+  for (const int nmix : {6, 1}) check_ln_mix(vk, 320, nmix, kSeqs, true);
 }
 
 // Decode: one row per sequence (each reads the shift state and commits), at the 0.1B and
@@ -593,20 +610,25 @@ void expect_wkv_outputs(const OpRunner::WkvIo& io, const OpRunner::WkvIo& want, 
 
 // One WKV run (fused, or the prefill form with scan split `shape`) against the reference,
 // for layer 0 (v_first written) and a later layer (value residual read).
-void check_wkv(OpRunner* vk, int C, int N, std::span<const OpSeq> seqs, bool prefill, vk::WkvScanShape shape = {}) {
+void check_wkv(OpRunner* vk, int C, int N, std::span<const OpSeq> seqs, bool prefill, vk::WkvScanShape shape = {},
+               bool out16 = false) {
   int T = 0;
   for (const OpSeq& s : seqs) T += s.rows;
   for (bool layer0 : {true, false}) {
     OpRunner::WkvIo io = wkv_inputs(C, N, T, layer0);
     const OpRunner::WkvIo want = wkv_reference(io, C, N, seqs);
-    vk->wkv(io, C, N, seqs, prefill, shape);
+    vk->wkv(io, C, N, seqs, prefill, shape, out16);
     const std::string what = std::string(layer0 ? "layer 0" : "layer 1") + (prefill ? " scan" : " fused") +
-                             " N=" + std::to_string(N) + " T=" + std::to_string(T) +
+                             (out16 ? " float16 out" : "") + " N=" + std::to_string(N) + " T=" + std::to_string(T) +
                              " rows=" + std::to_string(shape.rows) + " lanes=" + std::to_string(shape.lanes) +
                              " chunk=" + std::to_string(shape.chunk) + " ";
     EXPECT_EQ(vk->guards_broken(), 0u) << what;
     expect_close(io.kk, want.kk, 1e-5, what + "kk");
     expect_close(io.lnx, want.lnx, 1e-5, what + "lnx");
+    if (out16) {  // the rest as float32; out rounded to float16
+      expect_close(io.out, want.out, 1e-3, what + "out");
+      io.out = want.out;
+    }
     expect_wkv_outputs(io, want, layer0, what);
   }
 }
@@ -632,6 +654,7 @@ TEST(VulkanOps, WkvPrefillMatchesReference) {
   }
   check_wkv(vk, 96, 32, seqs, true);
   check_wkv(vk, 96, 32, seqs, true, vk::WkvScanShape{32, 4, 16});
+  check_wkv(vk, 128, 64, seqs, true, {}, true);  // the output as float16 (prefill on tensor cores)
 }
 
 // The folded WKV (the LoRA up-projections inside the fused kernel) against the reference:

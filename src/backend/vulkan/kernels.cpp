@@ -312,11 +312,13 @@ void Kernels::ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuf
   if (p.nmix > 6) fail(ErrorCode::argument, "vulkan: ln_mix takes at most 6 mixes");
   if (mix16 && (p.C % 8 != 0 || p.mix % 4 != 0 || p.mix_stride % 4 != 0))
     fail(ErrorCode::argument, "vulkan: float16 mixes need C % 8 == 0 and 16-byte aligned regions");
-  // Spec constants: the row's elements per invocation kept in registers (at most 16), mix16.
-  const uint32_t spec[2] = {std::clamp(ceil_div(p.C, 256), 1u, 16u), mix16 ? 1u : 0u};
+  // Spec constants: the row's elements per invocation kept in registers (at most 16), mix16,
+  // and one workgroup per row where there are rows enough to fill a large GPU.
+  const bool row = n_rows >= ln_mix_row_min_rows && p.C <= 16 * 256;
+  const uint32_t spec[3] = {std::clamp(ceil_div(p.C, 256), 1u, 16u), mix16 ? 1u : 0u, row ? 1u : 0u};
   const Pipeline& pl = ctx_.pipelines().get("ln_mix", kLnMixIface, spec);
   push(cmd, pl, {{scratch, 0}, {vecs, 1}, {state_in, 2}, {state_commit, 3}, {meta, 4}}, &p, sizeof(p));
-  ctx_.fn().vkCmdDispatch(cmd, ceil_div(p.C, 256), n_rows, 1);
+  ctx_.fn().vkCmdDispatch(cmd, row ? 1 : ceil_div(p.C, 256), n_rows, 1);
 }
 
 void Kernels::wkv(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state, VkBuffer meta, const WkvPush& p,

@@ -200,7 +200,8 @@ class Kernels {
   void embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch, VkBuffer meta,
              const EmbedPush& p, uint32_t n_rows);
   // Residual add + LayerNorm + shift lerps of n_rows rows (ln_mix.comp; p.nmix <= 6), as
-  // ceil(C / 256) x n_rows workgroups. mix16: the mixes written as float16 (MatF16::x).
+  // ceil(C / 256) x n_rows workgroups, or from ln_mix_row_min_rows rows (C <= 4096) one
+  // workgroup per row. mix16: the mixes written as float16 (MatF16::x).
   void ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state_in, VkBuffer state_commit,
               VkBuffer meta, const LnMixPush& p, uint32_t n_rows, bool mix16 = false);
   // The WKV time-mix core, fused (wkv.comp): one workgroup per (head, sequence) runs the
@@ -249,6 +250,8 @@ class Kernels {
                   FfnSparsePush p, const SparseFfnShape& shape);
 
   static constexpr uint32_t matvec_max_tokens = 16;
+  // Rows from which ln_mix takes a workgroup per row (about a wave of a large GPU's SMs).
+  static constexpr uint32_t ln_mix_row_min_rows = 128;
   // Rows per workgroup of the matvec shader (each x load serves both; 4 measured slower at
   // 2.9B decode, bench/RESULTS-vulkan.md): the most rows one job may have is this times the
   // device's workgroup-count limit (jobs are split to respect it).

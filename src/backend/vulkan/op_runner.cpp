@@ -282,7 +282,7 @@ static std::vector<uint32_t> seq_tables(std::span<const OpSeq> seqs, uint32_t T,
   return meta;
 }
 
-void OpRunner::ln_mix(LnMixIo& io, int C, int nmix, std::span<const OpSeq> seqs) {
+void OpRunner::ln_mix(LnMixIo& io, int C, int nmix, std::span<const OpSeq> seqs, bool mix16) {
   const uint32_t T = uint32_t(io.h_in.size() / size_t(C));
   const uint32_t stride = std::max<uint32_t>(T, uint32_t(seqs.size()));
   // meta: row_slot at 0, row_flags at stride (the seq tables after are unused here).
@@ -321,11 +321,21 @@ void OpRunner::ln_mix(LnMixIo& io, int C, int nmix, std::span<const OpSeq> seqs)
                       .commit_off = state + io.commit_off,
                       .row_slot = 0,
                       .row_flags = stride};
-    kernels_->ln_mix(cmd, scratch, store.vectors(), scratch, scratch, meta_buf, p, T);
+    kernels_->ln_mix(cmd, scratch, store.vectors(), scratch, scratch, meta_buf, p, T, mix16);
   });
   io.h_out = s.get(h_out, io.h_in.size());
   io.xln = s.get(xln, io.h_in.size());
   io.mix = s.get(mix, io.h_in.size() * size_t(nmix));
+  if (mix16) {  // mix slot m: T x C halves from its start
+    const std::vector<float> words = io.mix;
+    const size_t n = io.h_in.size();
+    for (size_t m = 0; m < size_t(nmix); ++m) {
+      for (size_t i = 0; i < n; ++i) {
+        const uint32_t word = f32_to_bits(words[m * n + i / 2]);
+        io.mix[m * n + i] = f16_to_f32(uint16_t(i % 2 == 0 ? word & 0xFFFFu : word >> 16));
+      }
+    }
+  }
   io.state = s.get(state, io.state.size());
 }
 
@@ -395,7 +405,8 @@ void OpRunner::run_wkv(WkvIo& io, WeightStore& store, Scratch& s, int C, int N, 
   if (layer0) io.v_first = s.get(v_first, n);
 }
 
-void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool prefill, WkvScanShape shape) {
+void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool prefill, WkvScanShape shape, bool out16) {
+  if (out16 && !prefill) fail(ErrorCode::argument, "OpRunner::wkv: float16 output is the prefill form's");
   WeightStore store(*ctx_);
   Scratch s;
   const uint32_t a = s.add(io.a), decay = s.add(io.decay), g = s.add(io.g);
@@ -409,12 +420,19 @@ void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool pr
             p.nu = nu;
             if (prefill) {
               kernels_->wkv_prefill(cmd, scratch, store.vectors(), state, meta_buf, p, uint32_t(C / N),
-                                    uint32_t(seqs.size()), T, uint32_t(N), shape);
+                                    uint32_t(seqs.size()), T, uint32_t(N), shape, out16);
             } else {
               kernels_->wkv(cmd, scratch, store.vectors(), state, meta_buf, p, uint32_t(C / N), uint32_t(seqs.size()),
                             uint32_t(N));
             }
           });
+  if (out16) {  // T x C halves from the region's start
+    const std::vector<float> words = io.out;
+    for (size_t i = 0; i < words.size(); ++i) {
+      const uint32_t word = f32_to_bits(words[i / 2]);
+      io.out[i] = f16_to_f32(uint16_t(i % 2 == 0 ? word & 0xFFFFu : word >> 16));
+    }
+  }
 }
 
 void OpRunner::wkv_lora(WkvIo& io, const LoraIo& lora, int C, int N, std::span<const OpSeq> seqs,

@@ -71,7 +71,8 @@ class OpRunner {
     // outputs
     std::vector<float> h_out, xln, mix;  // mix [nmix x T x C]
   };
-  void ln_mix(LnMixIo& io, int C, int nmix, std::span<const OpSeq> seqs);
+  // mix16: the mixes written as float16 (read back as float).
+  void ln_mix(LnMixIo& io, int C, int nmix, std::span<const OpSeq> seqs, bool mix16 = false);
 
   struct WkvIo {
     // inputs [T x C]; nu empty on layer 0 (then v_first is an output)
@@ -83,8 +84,9 @@ class OpRunner {
     std::vector<float> out, kk, k_mod, v_mixed, wkv, lnx;
   };
   // The fused kernel, or with `prefill` the three-dispatch form with the scan split `shape`
-  // (zeros: the backend's choice).
-  void wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool prefill = false, WkvScanShape shape = {});
+  // (zeros: the backend's choice) and, with out16, `out` written as float16 (read back as float).
+  void wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool prefill = false, WkvScanShape shape = {},
+           bool out16 = false);
 
   struct LoraIo {
     // The down projections' outputs [T x D] (tanh / sigmoid applied); v_mid empty on layer 0.

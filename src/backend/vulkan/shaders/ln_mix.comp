@@ -4,7 +4,8 @@
 // of row t (ceil(C / 256) x T workgroups). With h = h_in + delta (delta optional):
 //   h_out[t] = h,  xln[t] = LN(h[t]),  prev = LN(h[t-1]) or, on a sequence's first row, the
 //   stored shift state,  mix[s][t] = xln + (prev - xln) * mu[s]  for s < nmix <= MAX_MIX.
-// Every workgroup recomputes the statistics of rows t and t-1 (cheap; no extra dispatch).
+// Every workgroup recomputes the statistics of rows t and t-1 (no extra dispatch); for many
+// rows (ROW) one workgroup takes a whole row and computes them once.
 // On a sequence's last row it may also commit commit_src[t] into the shift state of the
 // previous sub-block (an older state nobody reads in this dispatch), each workgroup its own
 // channels.
@@ -22,6 +23,10 @@ layout(constant_id = 0) const uint CACHE = 16;
 // slot s of row t at half index 2 (mix + s mix_stride) + t C + c. Neighbouring channels meet
 // in shared memory so that each store is a 32-bit pair.
 layout(constant_id = 1) const bool MIX16 = false;
+// ROW: one workgroup per row (dispatch 1 x T, C <= 256 CACHE), which computes the row's
+// statistics once instead of once per 256 channels (prefill: the C/256 workgroups of a row
+// each read rows t and t-1 whole, ten times the row's bytes at C = 2560).
+layout(constant_id = 2) const bool ROW = false;
 #define MAX_MIX 6u
 layout(std430, set = 0, binding = 0) buffer Scratch { float act[]; };
 layout(std430, set = 0, binding = 0) buffer ScratchWords { uint act_u[]; };
@@ -71,49 +76,13 @@ void load_rows(uint t, uint tid, bool prev) {
   }
 }
 
-void main() {
-  uint t = gl_WorkGroupID.y;
-  uint tid = gl_LocalInvocationID.x;
-  bool has_c = gl_WorkGroupID.x * 256u + tid < pc.C;
-  uint c = min(gl_WorkGroupID.x * 256u + tid, pc.C - 1u);  // clamped: loads stay in the row
-  uint flags = meta[pc.row_flags + t];
-  uint slot = meta[pc.row_slot + t];
-  bool first = (flags & 1u) != 0u;
-  bool need_prev = !first && pc.nmix > 0u;
-
-  // Everything this invocation reads, before the first use: rows t and t-1 ...
-  load_rows(t, tid, need_prev);
-  // ... and its channel's LayerNorm weights, lerp factors, shift state and committed value.
-  float w = vecs[pc.ln_w + c], b = vecs[pc.ln_b + c];
-  float mu[MAX_MIX];
-  for (uint m = 0u; m < MAX_MIX; ++m) mu[m] = m < pc.nmix ? vecs[pc.mu + m * pc.C + c] : 0.0;
-  float shift = first && pc.nmix > 0u ? state_in[slot * pc.slot_stride + pc.shift_off + c] : 0.0;
-  bool commit = pc.commit_src != NONE && (flags & 2u) != 0u;
-  float committed = commit ? act[pc.commit_src + t * pc.C + c] : 0.0;
-  // This invocation's channel c = 256 x + tid is its cached element x (rows up to CACHE * 256
-  // channels); the loop keeps the cache indices constant, so it can stay in registers.
-  vec2 hc = vec2(0.0);
-  for (uint k = 0u; k < CACHE; ++k) {
-    if (k == gl_WorkGroupID.x) hc = cache[k];
-  }
-  if (gl_WorkGroupID.x >= CACHE) hc = vec2(h_at(t, c), need_prev ? h_at(t - 1u, c) : 0.0);
-
-  // Two-pass statistics of row t (x) and, when its LN feeds the shift, row t-1 (y).
-  vec2 s = vec2(0.0);
-  for (uint k = 0u; k < CACHE; ++k) s += tid + 256u * k < pc.C ? cache[k] : vec2(0.0);
-  for (uint i = tid + 256u * CACHE; i < pc.C; i += 256u) s += vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0);
-  vec2 mean = wg_sum2(s) / float(pc.C);
-  vec2 q = vec2(0.0);
-  for (uint k = 0u; k < CACHE; ++k) {
-    vec2 d = tid + 256u * k < pc.C ? cache[k] - mean : vec2(0.0);
-    q += d * d;
-  }
-  for (uint i = tid + 256u * CACHE; i < pc.C; i += 256u) {
-    vec2 d = vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0) - mean;
-    q += d * d;
-  }
-  vec2 rstd = inversesqrt(wg_sum2(q) / float(pc.C) + pc.eps);
-
+// The outputs of channels [c0, c0 + 256) of row t, this invocation's channel c0 + tid with
+// rows t and t-1 hc, given its channel's LayerNorm weights w, b, lerp factors mu, shift state
+// and committed value.
+void emit(uint t, uint tid, uint c0, vec2 hc, vec2 mean, vec2 rstd, float w, float b, float mu[MAX_MIX],
+          bool first, float shift, uint slot, bool commit, float committed) {
+  bool has_c = c0 + tid < pc.C;
+  uint c = min(c0 + tid, pc.C - 1u);
   float h = hc.x;
   float cur = (h - mean.x) * rstd.x * w + b;
   float prev = first ? shift : (hc.y - mean.y) * rstd.y * w + b;
@@ -131,13 +100,76 @@ void main() {
   }
   for (uint m = 0u; m < MAX_MIX; ++m) mix_sh[m * 256u + tid] = cur + (prev - cur) * mu[m];
   barrier();
-  // The workgroup's 128 channel pairs per mix, three pairs per invocation.
-  uint c0 = gl_WorkGroupID.x * 256u;
+  // The block's 128 channel pairs per mix, three pairs per invocation.
   for (uint i = tid; i < MAX_MIX * 128u; i += 256u) {
     uint m = i / 128u, p = i % 128u;
     if (m < pc.nmix && c0 + 2u * p < pc.C) {
       vec2 pair = vec2(mix_sh[m * 256u + 2u * p], mix_sh[m * 256u + 2u * p + 1u]);
       act_u[pc.mix + m * pc.mix_stride + (t * pc.C + c0) / 2u + p] = packHalf2x16(pair);
     }
+  }
+  barrier();  // mix_sh is reused by the next block (ROW)
+}
+
+void main() {
+  uint t = gl_WorkGroupID.y;
+  uint tid = gl_LocalInvocationID.x;
+  uint c = min(gl_WorkGroupID.x * 256u + tid, pc.C - 1u);  // clamped: loads stay in the row
+  uint flags = meta[pc.row_flags + t];
+  uint slot = meta[pc.row_slot + t];
+  bool first = (flags & 1u) != 0u;
+  bool need_prev = !first && pc.nmix > 0u;
+  bool commit = pc.commit_src != NONE && (flags & 2u) != 0u;
+
+  // Everything this invocation reads, before the first use: rows t and t-1 ...
+  load_rows(t, tid, need_prev);
+  // ... and (one block per workgroup) its channel's LayerNorm weights, lerp factors, shift
+  // state and committed value.
+  float w = 0.0, b = 0.0, shift = 0.0, committed = 0.0;
+  float mu[MAX_MIX];
+  vec2 hc = vec2(0.0);
+  if (!ROW) {
+    w = vecs[pc.ln_w + c];
+    b = vecs[pc.ln_b + c];
+    for (uint m = 0u; m < MAX_MIX; ++m) mu[m] = m < pc.nmix ? vecs[pc.mu + m * pc.C + c] : 0.0;
+    shift = first && pc.nmix > 0u ? state_in[slot * pc.slot_stride + pc.shift_off + c] : 0.0;
+    committed = commit ? act[pc.commit_src + t * pc.C + c] : 0.0;
+    // This invocation's channel c = 256 x + tid is its cached element x (rows up to CACHE *
+    // 256 channels); the loop keeps the cache indices constant, so it can stay in registers.
+    for (uint k = 0u; k < CACHE; ++k) {
+      if (k == gl_WorkGroupID.x) hc = cache[k];
+    }
+    if (gl_WorkGroupID.x >= CACHE) hc = vec2(h_at(t, c), need_prev ? h_at(t - 1u, c) : 0.0);
+  }
+
+  // Two-pass statistics of row t (x) and, when its LN feeds the shift, row t-1 (y).
+  vec2 s = vec2(0.0);
+  for (uint k = 0u; k < CACHE; ++k) s += tid + 256u * k < pc.C ? cache[k] : vec2(0.0);
+  for (uint i = tid + 256u * CACHE; i < pc.C; i += 256u) s += vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0);
+  vec2 mean = wg_sum2(s) / float(pc.C);
+  vec2 q = vec2(0.0);
+  for (uint k = 0u; k < CACHE; ++k) {
+    vec2 d = tid + 256u * k < pc.C ? cache[k] - mean : vec2(0.0);
+    q += d * d;
+  }
+  for (uint i = tid + 256u * CACHE; i < pc.C; i += 256u) {
+    vec2 d = vec2(h_at(t, i), need_prev ? h_at(t - 1u, i) : 0.0) - mean;
+    q += d * d;
+  }
+  vec2 rstd = inversesqrt(wg_sum2(q) / float(pc.C) + pc.eps);
+
+  if (!ROW) {
+    emit(t, tid, gl_WorkGroupID.x * 256u, hc, mean, rstd, w, b, mu, first, shift, slot, commit, committed);
+    return;
+  }
+  // The whole row (CACHE * 256 >= C), block after block from the cache.
+  for (uint k = 0u; k < CACHE; ++k) {
+    uint ck = min(256u * k + tid, pc.C - 1u);
+    w = vecs[pc.ln_w + ck];
+    b = vecs[pc.ln_b + ck];
+    for (uint m = 0u; m < MAX_MIX; ++m) mu[m] = m < pc.nmix ? vecs[pc.mu + m * pc.C + ck] : 0.0;
+    shift = first && pc.nmix > 0u ? state_in[slot * pc.slot_stride + pc.shift_off + ck] : 0.0;
+    committed = commit ? act[pc.commit_src + t * pc.C + ck] : 0.0;
+    emit(t, tid, 256u * k, cache[k], mean, rstd, w, b, mu, first, shift, slot, commit, committed);
   }
 }
