@@ -1,7 +1,9 @@
 #include "backend/vulkan/op_runner.h"
 
 #include <cstring>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "backend/vulkan/weights.h"
 #include "common/error.h"
@@ -23,6 +25,29 @@ bool is_guard(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   return u == kGuardBits;
+}
+
+// Float16 activations in the float32 scratch: half i is the low (even i) or high half of
+// word i / 2, as the shaders' packHalf2x16 stores them.
+std::vector<float> pack_halves(std::span<const float> x, float scale) {
+  std::vector<float> words((x.size() + 1) / 2);
+  for (size_t i = 0; i < x.size(); i += 2) {
+    const uint32_t lo = f32_to_f16(x[i] * scale), hi = i + 1 < x.size() ? f32_to_f16(x[i + 1] * scale) : 0;
+    words[i / 2] = bits_to_f32(lo | (hi << 16));
+  }
+  return words;
+}
+
+float half_at(std::span<const float> words, size_t i) {
+  const uint32_t word = f32_to_bits(words[i / 2]);
+  return f16_to_f32(uint16_t(i % 2 == 0 ? word & 0xFFFFu : word >> 16));
+}
+
+// The first n halves of `words` as floats.
+std::vector<float> unpack_halves(std::span<const float> words, size_t n) {
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = half_at(words, i);
+  return out;
 }
 
 }  // namespace
@@ -107,16 +132,7 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
   const uint32_t n_out = gather.empty() ? uint32_t(T) : uint32_t(gather.size());
 
   Scratch s;
-  // Float16 x: pairs of halves in the float words (bit patterns).
-  std::vector<float> x_words;
-  if (f16.x) {
-    x_words.resize((x.size() + 1) / 2);
-    for (size_t i = 0; i < x.size(); ++i) {
-      const uint32_t h = f32_to_f16(x[i] * x_scale);
-      const uint32_t word = f32_to_bits(x_words[i / 2]);
-      x_words[i / 2] = bits_to_f32(i % 2 == 0 ? (word & 0xFFFF0000u) | h : (word & 0xFFFFu) | (h << 16));
-    }
-  }
+  const std::vector<float> x_words = f16.x ? pack_halves(x, x_scale) : std::vector<float>();
   const uint32_t x_off = s.add(f16.x ? std::span<const float>(x_words) : x);
   // Float16 y rows are whole 32-bit pairs: an even stride (the backend's are), and pieces that
   // start on even rows.
@@ -195,11 +211,7 @@ std::vector<float> OpRunner::matrix(const Weight& W, std::span<const float> x, i
     if (!f16.y) return y;
     std::vector<float> out(y.size());
     for (size_t t = 0; t < n_out; ++t) {
-      for (size_t r = 0; r < m.rows; ++r) {
-        const size_t h = t * y_stride + r;
-        const uint32_t word = f32_to_bits(y[h / 2]);
-        out[t * m.rows + r] = f16_to_f32(uint16_t(h % 2 == 0 ? word & 0xFFFFu : word >> 16)) / f16.y_scale;
-      }
+      for (size_t r = 0; r < m.rows; ++r) out[t * m.rows + r] = half_at(y, t * y_stride + r) / f16.y_scale;
     }
     return out;
   };
@@ -330,10 +342,7 @@ void OpRunner::ln_mix(LnMixIo& io, int C, int nmix, std::span<const OpSeq> seqs,
     const std::vector<float> words = io.mix;
     const size_t n = io.h_in.size();
     for (size_t m = 0; m < size_t(nmix); ++m) {
-      for (size_t i = 0; i < n; ++i) {
-        const uint32_t word = f32_to_bits(words[m * n + i / 2]);
-        io.mix[m * n + i] = f16_to_f32(uint16_t(i % 2 == 0 ? word & 0xFFFFu : word >> 16));
-      }
+      for (size_t i = 0; i < n; ++i) io.mix[m * n + i] = half_at(words, 2 * m * n + i);
     }
   }
   io.state = s.get(state, io.state.size());
@@ -426,13 +435,7 @@ void OpRunner::wkv(WkvIo& io, int C, int N, std::span<const OpSeq> seqs, bool pr
                             uint32_t(N));
             }
           });
-  if (out16) {  // T x C halves from the region's start
-    const std::vector<float> words = io.out;
-    for (size_t i = 0; i < words.size(); ++i) {
-      const uint32_t word = f32_to_bits(words[i / 2]);
-      io.out[i] = f16_to_f32(uint16_t(i % 2 == 0 ? word & 0xFFFFu : word >> 16));
-    }
-  }
+  if (out16) io.out = unpack_halves(io.out, io.out.size());  // T x C halves from the region's start
 }
 
 void OpRunner::wkv_lora(WkvIo& io, const LoraIo& lora, int C, int N, std::span<const OpSeq> seqs,
