@@ -76,29 +76,44 @@ void load_rows(uint t, uint tid, bool prev) {
   }
 }
 
-// The outputs of channels [c0, c0 + 256) of row t, this invocation's channel c0 + tid with
-// rows t and t-1 hc, given its channel's LayerNorm weights w, b, lerp factors mu, shift state
-// and committed value.
-void emit(uint t, uint tid, uint c0, vec2 hc, vec2 mean, vec2 rstd, float w, float b, float mu[MAX_MIX],
-          bool first, float shift, uint slot, bool commit, float committed) {
+// What a channel's outputs need besides the rows: its LayerNorm weights, lerp factors, the
+// shift state a first row reads and the value a last row commits.
+struct Channel {
+  float w, b, mu[MAX_MIX], shift, committed;
+};
+
+// Channel c (clamped into the row) of row t in state slot `slot`.
+Channel load_channel(uint c, uint t, uint slot, bool first, bool commit) {
+  Channel ch;
+  ch.w = vecs[pc.ln_w + c];
+  ch.b = vecs[pc.ln_b + c];
+  for (uint m = 0u; m < MAX_MIX; ++m) ch.mu[m] = m < pc.nmix ? vecs[pc.mu + m * pc.C + c] : 0.0;
+  ch.shift = first && pc.nmix > 0u ? state_in[slot * pc.slot_stride + pc.shift_off + c] : 0.0;
+  ch.committed = commit ? act[pc.commit_src + t * pc.C + c] : 0.0;
+  return ch;
+}
+
+// The outputs of channels [c0, c0 + 256) of row t: this invocation's channel c0 + tid, with
+// rows t and t-1 hc.
+void emit(uint t, uint tid, uint c0, vec2 hc, vec2 mean, vec2 rstd, Channel ch, bool first, uint slot, bool commit) {
   bool has_c = c0 + tid < pc.C;
   uint c = min(c0 + tid, pc.C - 1u);
   float h = hc.x;
-  float cur = (h - mean.x) * rstd.x * w + b;
-  float prev = first ? shift : (hc.y - mean.y) * rstd.y * w + b;
+  float cur = (h - mean.x) * rstd.x * ch.w + ch.b;
+  float prev = first ? ch.shift : (hc.y - mean.y) * rstd.y * ch.w + ch.b;
   uint o = t * pc.C + c;
   if (has_c) {
     if (pc.h_out != NONE) act[pc.h_out + o] = h;
     act[pc.xln + o] = cur;
-    if (commit) state_commit[slot * pc.slot_stride + pc.commit_off + c] = committed;
+    if (commit) state_commit[slot * pc.slot_stride + pc.commit_off + c] = ch.committed;
   }
   if (!MIX16) {
     for (uint m = 0u; m < MAX_MIX; ++m) {
-      if (has_c && m < pc.nmix) act[pc.mix + m * pc.mix_stride + o] = cur + (prev - cur) * mu[m];
+      if (has_c && m < pc.nmix) act[pc.mix + m * pc.mix_stride + o] = cur + (prev - cur) * ch.mu[m];
     }
     return;
   }
-  for (uint m = 0u; m < MAX_MIX; ++m) mix_sh[m * 256u + tid] = cur + (prev - cur) * mu[m];
+  for (uint m = 0u; m < MAX_MIX; ++m) mix_sh[m * 256u + tid] = cur + (prev - cur) * ch.mu[m];
   barrier();
   // The block's 128 channel pairs per mix, three pairs per invocation.
   for (uint i = tid; i < MAX_MIX * 128u; i += 256u) {
@@ -125,15 +140,10 @@ void main() {
   load_rows(t, tid, need_prev);
   // ... and (one block per workgroup) its channel's LayerNorm weights, lerp factors, shift
   // state and committed value.
-  float w = 0.0, b = 0.0, shift = 0.0, committed = 0.0;
-  float mu[MAX_MIX];
+  Channel ch;
   vec2 hc = vec2(0.0);
   if (!ROW) {
-    w = vecs[pc.ln_w + c];
-    b = vecs[pc.ln_b + c];
-    for (uint m = 0u; m < MAX_MIX; ++m) mu[m] = m < pc.nmix ? vecs[pc.mu + m * pc.C + c] : 0.0;
-    shift = first && pc.nmix > 0u ? state_in[slot * pc.slot_stride + pc.shift_off + c] : 0.0;
-    committed = commit ? act[pc.commit_src + t * pc.C + c] : 0.0;
+    ch = load_channel(c, t, slot, first, commit);
     // This invocation's channel c = 256 x + tid is its cached element x (rows up to CACHE *
     // 256 channels); the loop keeps the cache indices constant, so it can stay in registers.
     for (uint k = 0u; k < CACHE; ++k) {
@@ -159,17 +169,12 @@ void main() {
   vec2 rstd = inversesqrt(wg_sum2(q) / float(pc.C) + pc.eps);
 
   if (!ROW) {
-    emit(t, tid, gl_WorkGroupID.x * 256u, hc, mean, rstd, w, b, mu, first, shift, slot, commit, committed);
+    emit(t, tid, gl_WorkGroupID.x * 256u, hc, mean, rstd, ch, first, slot, commit);
     return;
   }
   // The whole row (CACHE * 256 >= C), block after block from the cache.
   for (uint k = 0u; k < CACHE; ++k) {
-    uint ck = min(256u * k + tid, pc.C - 1u);
-    w = vecs[pc.ln_w + ck];
-    b = vecs[pc.ln_b + ck];
-    for (uint m = 0u; m < MAX_MIX; ++m) mu[m] = m < pc.nmix ? vecs[pc.mu + m * pc.C + ck] : 0.0;
-    shift = first && pc.nmix > 0u ? state_in[slot * pc.slot_stride + pc.shift_off + ck] : 0.0;
-    committed = commit ? act[pc.commit_src + t * pc.C + ck] : 0.0;
-    emit(t, tid, 256u * k, cache[k], mean, rstd, w, b, mu, first, shift, slot, commit, committed);
+    ch = load_channel(min(256u * k + tid, pc.C - 1u), t, slot, first, commit);
+    emit(t, tid, 256u * k, cache[k], mean, rstd, ch, first, slot, commit);
   }
 }
