@@ -8,7 +8,7 @@
 // Prints us per launch and the weight bytes per second; a fit of time = fixed + bytes /
 // rate over the shapes shows whether a layer matrix loses to a fixed cost or to its grid.
 //
-//   bench_matvec [--type q8_0|f16|q4_k] [--iters 200]
+//   bench_matvec [--type q8_0|f16|q4_k] [--iters 200] [--shape TEXT]  (only shapes whose name has TEXT)
 #include <algorithm>
 #include <cstdio>
 #include <random>
@@ -94,6 +94,7 @@ double time_launches(const std::vector<cuda::MatvecJob>& jobs, int iters) {
 int run(int argc, char** argv) {
   TensorType type = TensorType::Q8_0;
   int iters = 200;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--type" && i + 1 < argc) {
@@ -102,8 +103,10 @@ int run(int argc, char** argv) {
       type = *t;
     } else if (a == "--iters" && i + 1 < argc) {
       iters = std::stoi(argv[++i]);
+    } else if (a == "--shape" && i + 1 < argc) {
+      only = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: bench_matvec [--type q8_0|f16|q4_k] [--iters N]\n");
+      std::fprintf(stderr, "usage: bench_matvec [--type q8_0|f16|q4_k] [--iters N] [--shape TEXT]\n");
       return 2;
     }
   }
@@ -121,6 +124,7 @@ int run(int argc, char** argv) {
   std::mt19937_64 rng(7);
   std::printf("| shape | MB | us/launch (PDL) | GB/s | us/launch (no PDL) | GB/s |\n|---|---:|---:|---:|---:|---:|\n");
   for (const Shape& s : shapes) {
+    if (!only.empty() && std::string(s.name).find(only) == std::string::npos) continue;
     // Rows of a type's whole blocks only (k-quants: 256 columns): the others are skipped.
     if (s.cols % type_info(type).block_size != 0) {
       std::printf("| %s | - | (columns not whole %s blocks) | | | |\n", s.name, std::string(type_name(type)).c_str());
