@@ -81,9 +81,9 @@ int choose_tpr(TensorType type, int64_t items, int per_round) {
   return best;
 }
 
-template <int TM>
+template <int TM, bool kFloat>
 void launch_tm(TensorType ty, const Batch& batch, int blocks, size_t smem, Stream stream) {
-#define RWKV_GO(TY) launch_matvec_kernel<TY, TM>(batch, blocks, smem, stream)
+#define RWKV_GO(TY) launch_matvec_kernel<TY, TM, kFloat>(batch, blocks, smem, stream)
   switch (ty) {
     case TensorType::F16:
       RWKV_GO(TensorType::F16);
@@ -210,10 +210,19 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     batch.red_smem = int(smem);
     if (std::any_of(batch.jobs, batch.jobs + n_now, [](const JobDev& d) { return d.tpr > 32; }))
       smem += tm * (kThreads / 32) * sizeof(float);
-    if (T == 1)
-      launch_tm<1>(ty, batch, blocks, smem, stream);
-    else
-      launch_tm<4>(ty, batch, blocks, smem, stream);
+    // Launches with float jobs beside a quantised type take the kernel with their paths.
+    const bool floats = ty != TensorType::F16 && std::any_of(now, now + n_now, [](const MatvecJob& j) {
+                          return kernel_type(j.W.type) == TensorType::F16;
+                        });
+    if (T == 1 && floats) {
+      launch_tm<1, true>(ty, batch, blocks, smem, stream);
+    } else if (T == 1) {
+      launch_tm<1, false>(ty, batch, blocks, smem, stream);
+    } else if (floats) {
+      launch_tm<4, true>(ty, batch, blocks, smem, stream);
+    } else {
+      launch_tm<4, false>(ty, batch, blocks, smem, stream);
+    }
   }
   if (n_later > 0) matvec(later, n_later, T, stream);
 }

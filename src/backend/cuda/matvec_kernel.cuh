@@ -224,9 +224,10 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 }
 
 // One instantiation per quantised type TY (or F16 for float-only launches) and row count
-// TM; besides TY it runs the float types of the LoRA matrices (F32, F16). One type per
-// kernel keeps the register allocation of the other types' paths out of it.
-template <TensorType TY, int TM>
+// TM; with kFloat, besides TY it runs the float types of the LoRA matrices (F32, F16). One
+// type per kernel keeps the register allocation of the other types' paths out of it, and a
+// launch without float jobs takes the kernel without their code.
+template <TensorType TY, int TM, bool kFloat>
 __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_constant__ Batch batch) {
   extern __shared__ __align__(16) uint8_t smem[];
   float* warp_sums = reinterpret_cast<float*>(smem + batch.red_smem);
@@ -237,30 +238,34 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   const TensorType type = jd.job.W.type;
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
-    if (type == TY) {
+    if (type == TY || !kFloat) {
       run_job<TY, TM>(jd, blk, t0, T, smem, warp_sums);
       return;
     }
   }
-  if (type == TensorType::F32) {
-    run_job<TensorType::F32, TM>(jd, blk, t0, T, smem, warp_sums);
-  } else {
-    run_job<TensorType::F16, TM>(jd, blk, t0, T, smem, warp_sums);
+  if constexpr (kFloat || TY == TensorType::F16) {
+    if (type == TensorType::F32) {
+      run_job<TensorType::F32, TM>(jd, blk, t0, T, smem, warp_sums);
+    } else {
+      run_job<TensorType::F16, TM>(jd, blk, t0, T, smem, warp_sums);
+    }
   }
 }
 
-template <TensorType TY, int TM>
+template <TensorType TY, int TM, bool kFloat>
 void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream stream) {
-  allow_smem(matvec_kernel<TY, TM>, smem);
-  launch("matvec", matvec_kernel<TY, TM>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(kThreads), smem, stream, batch);
+  allow_smem(matvec_kernel<TY, TM, kFloat>, smem);
+  launch("matvec", matvec_kernel<TY, TM, kFloat>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(kThreads), smem, stream,
+         batch);
 }
 
-#define RWKV_MATVEC_INSTANTIATE(TY)                                                                      \
-  template void launch_matvec_kernel<TY, 1>(const Batch& batch, int blocks, size_t smem, Stream stream); \
-  template void launch_matvec_kernel<TY, 4>(const Batch& batch, int blocks, size_t smem, Stream stream);
+#define RWKV_MATVEC_DECLARE(PREFIX, TY)                                                                                \
+  PREFIX template void launch_matvec_kernel<TY, 1, true>(const Batch& batch, int blocks, size_t smem, Stream stream);  \
+  PREFIX template void launch_matvec_kernel<TY, 4, true>(const Batch& batch, int blocks, size_t smem, Stream stream);  \
+  PREFIX template void launch_matvec_kernel<TY, 1, false>(const Batch& batch, int blocks, size_t smem, Stream stream); \
+  PREFIX template void launch_matvec_kernel<TY, 4, false>(const Batch& batch, int blocks, size_t smem, Stream stream);
+#define RWKV_MATVEC_INSTANTIATE(TY) RWKV_MATVEC_DECLARE(, TY)
 // In matvec.cu: the instantiations live in matvec_inst_*.cu.
-#define RWKV_MATVEC_EXTERN(TY)                                                                                  \
-  extern template void launch_matvec_kernel<TY, 1>(const Batch& batch, int blocks, size_t smem, Stream stream); \
-  extern template void launch_matvec_kernel<TY, 4>(const Batch& batch, int blocks, size_t smem, Stream stream);
+#define RWKV_MATVEC_EXTERN(TY) RWKV_MATVEC_DECLARE(extern, TY)
 
 }  // namespace rwkv::cuda::matvec_detail
