@@ -8,7 +8,7 @@
 namespace rwkv::cuda {
 namespace matvec_detail {
 
-RWKV_MATVEC_EXTERN(TensorType::F16)
+RWKV_MATVEC_DECLARE(extern, TensorType::F16, true)
 RWKV_MATVEC_EXTERN(TensorType::BF16)
 RWKV_MATVEC_EXTERN(TensorType::Q8_0)
 RWKV_MATVEC_EXTERN(TensorType::Q4_0)
@@ -85,8 +85,8 @@ template <int TM, bool kFloat>
 void launch_tm(TensorType ty, const Batch& batch, int blocks, size_t smem, Stream stream) {
 #define RWKV_GO(TY) launch_matvec_kernel<TY, TM, kFloat>(batch, blocks, smem, stream)
   switch (ty) {
-    case TensorType::F16:
-      RWKV_GO(TensorType::F16);
+    case TensorType::F16:  // float jobs only: the float paths are the kernel
+      launch_matvec_kernel<TensorType::F16, TM, true>(batch, blocks, smem, stream);
       break;
     case TensorType::BF16:
       RWKV_GO(TensorType::BF16);

@@ -223,12 +223,13 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   }
 }
 
-// One instantiation per quantised type TY (or F16 for float-only launches) and row count
-// TM; with kFloat, besides TY it runs the float types of the LoRA matrices (F32, F16). One
-// type per kernel keeps the register allocation of the other types' paths out of it, and a
-// launch without float jobs takes the kernel without their code.
+// One instantiation per quantised type TY (or F16 for float-only launches, always with
+// kFloat) and row count TM; with kFloat, besides TY it runs the float types of the LoRA
+// matrices (F32, F16). One type per kernel keeps the register allocation of the other types'
+// paths out of it, and a launch without float jobs takes the kernel without their code.
 template <TensorType TY, int TM, bool kFloat>
 __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_constant__ Batch batch) {
+  static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
   extern __shared__ __align__(16) uint8_t smem[];
   float* warp_sums = reinterpret_cast<float*>(smem + batch.red_smem);
   int j = 0;
@@ -243,7 +244,7 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
       return;
     }
   }
-  if constexpr (kFloat || TY == TensorType::F16) {
+  if constexpr (kFloat) {
     if (type == TensorType::F32) {
       run_job<TensorType::F32, TM>(jd, blk, t0, T, smem, warp_sums);
     } else {
@@ -259,13 +260,13 @@ void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream st
          batch);
 }
 
-#define RWKV_MATVEC_DECLARE(PREFIX, TY)                                                                                \
-  PREFIX template void launch_matvec_kernel<TY, 1, true>(const Batch& batch, int blocks, size_t smem, Stream stream);  \
-  PREFIX template void launch_matvec_kernel<TY, 4, true>(const Batch& batch, int blocks, size_t smem, Stream stream);  \
-  PREFIX template void launch_matvec_kernel<TY, 1, false>(const Batch& batch, int blocks, size_t smem, Stream stream); \
-  PREFIX template void launch_matvec_kernel<TY, 4, false>(const Batch& batch, int blocks, size_t smem, Stream stream);
-#define RWKV_MATVEC_INSTANTIATE(TY) RWKV_MATVEC_DECLARE(, TY)
+#define RWKV_MATVEC_DECLARE(PREFIX, TY, FLOAT)                                                                         \
+  PREFIX template void launch_matvec_kernel<TY, 1, FLOAT>(const Batch& batch, int blocks, size_t smem, Stream stream); \
+  PREFIX template void launch_matvec_kernel<TY, 4, FLOAT>(const Batch& batch, int blocks, size_t smem, Stream stream);
+// A quantised (or BF16) type: with and without the float paths. F16 takes only
+// RWKV_MATVEC_DECLARE(..., true).
+#define RWKV_MATVEC_INSTANTIATE(TY) RWKV_MATVEC_DECLARE(, TY, true) RWKV_MATVEC_DECLARE(, TY, false)
 // In matvec.cu: the instantiations live in matvec_inst_*.cu.
-#define RWKV_MATVEC_EXTERN(TY) RWKV_MATVEC_DECLARE(extern, TY)
+#define RWKV_MATVEC_EXTERN(TY) RWKV_MATVEC_DECLARE(extern, TY, true) RWKV_MATVEC_DECLARE(extern, TY, false)
 
 }  // namespace rwkv::cuda::matvec_detail
