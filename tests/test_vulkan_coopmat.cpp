@@ -15,7 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/ref_ops.h"
 #include "backend/vulkan/op_runner.h"
 #include "tensor/types.h"
 #include "testing/vulkan_ops.h"
@@ -28,6 +27,7 @@ using testing::expect_close;
 using testing::kAllActs;
 using testing::make_weight;
 using testing::random_vector;
+using testing::reference_product;
 using vk::MatPath;
 
 // The tensor-core path with activations far beyond float16's range, kept in range by the
@@ -40,8 +40,7 @@ TEST(VulkanOps, CoopmatScalesLargeActivations) {
   const Weight w = make_weight(TensorType::F16, rows, cols, 80, bytes);
   const int T = 33;
   const std::vector<float> x = random_vector(size_t(T * cols), -2e5f, 2e5f, 81);
-  std::vector<float> want(size_t(T * rows));
-  ref::matmul(w, x.data(), T, want.data());
+  const std::vector<float> want = reference_product(w, x, T);
   const std::vector<float> got = vk->matrix(w, x, T, MatPath::matmul_coopmat, vk::kActNone, {}, 0, {}, 1.0f / 256);
   expect_close(got, want, 3e-3, "coopmat, |x| up to 2e5");
   EXPECT_EQ(vk->guards_broken(), 0u);
@@ -73,8 +72,7 @@ TEST(VulkanOps, CoopmatMatchesReference) {
     const std::vector<float> bias = random_vector(size_t(rows), -2.0f, 2.0f, 6);
     for (int T : {20, 130}) {
       const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 7);
-      std::vector<float> y(size_t(T * rows));
-      ref::matmul(w, x.data(), T, y.data());
+      const std::vector<float> y = reference_product(w, x, T);
       for (uint32_t act : kAllActs) {
         for (uint32_t splits : {1u, 2u}) {
           const std::string what =
@@ -93,8 +91,8 @@ TEST(VulkanOps, CoopmatMatchesReference) {
     const int T = 6;
     const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 13);
     const std::vector<uint32_t> gather = {5, 0, 3};
-    std::vector<float> all(size_t(T * rows)), want;
-    ref::matmul(w, x.data(), T, all.data());
+    const std::vector<float> all = reference_product(w, x, T);
+    std::vector<float> want;
     for (uint32_t g : gather) want.insert(want.end(), all.begin() + g * rows, all.begin() + (g + 1) * rows);
     expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, 0, gather), want, tol, "coopmat gather");
     EXPECT_EQ(vk->guards_broken(), 0u);
@@ -106,8 +104,7 @@ TEST(VulkanOps, CoopmatMatchesReference) {
     const uint64_t limit = w.row_stride() * 20;
     const int T = 66;
     const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 10);
-    std::vector<float> want(size_t(T * rows));
-    ref::matmul(w, x.data(), T, want.data());
+    const std::vector<float> want = reference_product(w, x, T);
     for (uint32_t splits : {1u, 2u}) {
       const std::string what = std::string(type_name(type)) + " coopmat over buffers, splits=" + std::to_string(splits);
       expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, limit, {}, 1.0f, splits), want, tol, what);
@@ -134,8 +131,7 @@ TEST(VulkanOps, CoopmatFloat16Activations) {
     const Weight w = make_weight(TensorType::Q8_0, rows, cols, 30, bytes);
     const std::vector<float> bias = random_vector(size_t(rows), -2.0f, 2.0f, 31);
     const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 32);
-    std::vector<float> y(size_t(T * rows));
-    ref::matmul(w, x.data(), T, y.data());
+    const std::vector<float> y = reference_product(w, x, T);
     for (uint32_t act : kAllActs) {
       for (uint32_t splits : {1u, 3u}) {
         const std::string what = "rows " + std::to_string(rows) + " T " + std::to_string(T) + " act " +
@@ -155,8 +151,7 @@ TEST(VulkanOps, CoopmatFloat16Activations) {
     const Weight w = make_weight(TensorType::F16, rows, cols, 33, bytes);
     const int T = 66;
     const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 34);
-    std::vector<float> want(size_t(T * rows));
-    ref::matmul(w, x.data(), T, want.data());
+    const std::vector<float> want = reference_product(w, x, T);
     expect_close(vk->matrix(w, x, T, cm, vk::kActNone, {}, w.row_stride() * 20, {}, 1.0f, 0, x16), want, tol,
                  "x16 over buffers");
     EXPECT_EQ(vk->guards_broken(), 0u);
@@ -167,11 +162,10 @@ TEST(VulkanOps, CoopmatFloat16Activations) {
     std::vector<uint8_t> kb, vb;
     const Weight key = make_weight(TensorType::F16, F, C, 35, kb), value = make_weight(TensorType::F16, C, F, 36, vb);
     const std::vector<float> x = random_vector(size_t(T * C), -40.0f, 40.0f, 37);
-    std::vector<float> hidden(size_t(T * F)), want(size_t(T * C));
-    ref::matmul(key, x.data(), T, hidden.data());
+    std::vector<float> hidden = reference_product(key, x, T);
     for (float& h : hidden) h = h > 0 ? h * h : 0.0f;
     ASSERT_GT(*std::max_element(hidden.begin(), hidden.end()), 65504.0f) << "the case must pass float16's range";
-    ref::matmul(value, hidden.data(), T, want.data());
+    const std::vector<float> want = reference_product(value, hidden, T);
     const vk::MatF16 key_out{.x = true, .y = true, .y_scale = 1.0f / 256};
     const std::vector<float> got_hidden = vk->matrix(key, x, T, cm, vk::kActReluSq, {}, 0, {}, 1.0f, 0, key_out);
     expect_close(got_hidden, hidden, tol, "key, relu^2 out in float16 / 256");

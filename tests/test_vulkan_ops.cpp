@@ -35,6 +35,7 @@ using testing::expect_close;
 using testing::kAllActs;
 using testing::make_weight;
 using testing::random_vector;
+using testing::reference_product;
 using vk::MatPath;
 using vk::OpRunner;
 using vk::OpSeq;
@@ -54,8 +55,7 @@ void check_matrix_type(OpRunner* vk, TensorType type, bool wide, bool coopmat) {
   const Weight w = make_weight(type, rows, cols, 11 + uint64_t(type), bytes);
   for (int T : {1, 3, 13, 70}) {  // 13: matvec passes of 4 tokens, the last partial
     const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 100 + uint64_t(T));
-    std::vector<float> want(size_t(T * rows));
-    ref::matmul(w, x.data(), T, want.data());
+    const std::vector<float> want = reference_product(w, x, T);
     for (MatPath path : {MatPath::matvec, MatPath::matmul, MatPath::matmul_coopmat}) {
       if (T == 70 && path == MatPath::matvec) continue;
       if (T == 1 && path != MatPath::matvec) continue;
@@ -96,8 +96,7 @@ TEST(VulkanOps, GroupedMatvecMatchesReference) {
     const Weight w = make_weight(type, 37, cols, 5 + uint64_t(cols), bytes);
     for (int T : {1, 3, 20}) {
       const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 90 + uint64_t(T));
-      std::vector<float> want(size_t(T) * 37);
-      ref::matmul(w, x.data(), T, want.data());
+      const std::vector<float> want = reference_product(w, x, T);
       const std::string what =
           std::string(type_name(type)) + " cols=" + std::to_string(cols) + " T=" + std::to_string(T);
       expect_close(vk->matrix(w, x, T, T == 20 ? MatPath::matmul : MatPath::matvec), want, 1e-5, what);
@@ -115,8 +114,7 @@ TEST(VulkanOps, MatrixEpilogues) {
   const std::vector<float> bias = random_vector(size_t(rows), -2.0f, 2.0f, 6);
   for (int T : {1, 2, 20}) {
     const std::vector<float> x = random_vector(size_t(T * cols), -2.0f, 2.0f, 7);
-    std::vector<float> y(size_t(T * rows));
-    ref::matmul(w, x.data(), T, y.data());
+    const std::vector<float> y = reference_product(w, x, T);
     for (uint32_t act : kAllActs) {
       const std::vector<float> want = epilogue_reference(y, bias, act);
       const MatPath path = T <= int(vk::Kernels::matvec_max_tokens) ? MatPath::matvec : MatPath::matmul;
@@ -302,8 +300,7 @@ TEST(VulkanOps, MatrixSplitOverBuffers) {
     const uint64_t limit = w.row_stride() * 20;  // 20 rows a buffer: three pieces
     for (int T : {1, 5, 66}) {
       const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 10);
-      std::vector<float> want(size_t(T * rows));
-      ref::matmul(w, x.data(), T, want.data());
+      const std::vector<float> want = reference_product(w, x, T);
       const MatPath path = T <= int(vk::Kernels::matvec_max_tokens) ? MatPath::matvec : MatPath::matmul;
       const std::vector<float> got = vk->matrix(w, x, T, path, vk::kActNone, {}, limit);
       expect_close(got, want, 1e-5, std::string(type_name(type)) + " split, T=" + std::to_string(T));
@@ -327,8 +324,8 @@ TEST(VulkanOps, MatrixGatheredRows) {
   const int T = 6;
   const std::vector<float> x = random_vector(size_t(T * cols), -1.0f, 1.0f, 13);
   const std::vector<uint32_t> gather = {5, 0, 3};
-  std::vector<float> all(size_t(T * rows)), want;
-  ref::matmul(w, x.data(), T, all.data());
+  const std::vector<float> all = reference_product(w, x, T);
+  std::vector<float> want;
   for (uint32_t g : gather) want.insert(want.end(), all.begin() + g * rows, all.begin() + (g + 1) * rows);
   for (MatPath path : {MatPath::matvec, MatPath::matmul}) {
     const std::vector<float> got = vk->matrix(w, x, T, path, vk::kActNone, {}, 0, gather);
@@ -370,8 +367,7 @@ TEST(VulkanOps, SparseFfnValueMatchesReference) {
       const Weight w = make_weight(type, c.C, c.F, 90 + uint64_t(c.C), bytes);
       for (const double zeros : {0.5, 0.95, 1.0, 0.0}) {
         const std::vector<float> h = hidden_vector(size_t(c.F), zeros, 91 + uint64_t(100 * zeros));
-        std::vector<float> want(size_t(c.C));
-        ref::matmul(w, h.data(), 1, want.data());
+        const std::vector<float> want = reference_product(w, h, 1);
         const std::array<std::vector<float>, 2> got = vk->ffn_sparse(w, h, c.lanes, c.units);
         const std::string what = std::string(type_name(type)) + " C=" + std::to_string(c.C) +
                                  " F=" + std::to_string(c.F) + " lanes=" + std::to_string(c.lanes) +
@@ -672,7 +668,6 @@ void check_wkv_lora(OpRunner* vk, const LoraCase& lc) {
   const int C = lc.C, N = lc.N;
   int T = 0;
   for (const OpSeq& s : lc.seqs) T += s.rows;
-  const size_t n = size_t(T) * size_t(C);
   std::array<std::vector<uint8_t>, 4> bytes;
   std::array<Weight, 4> up;
   for (size_t m = 0; m < 4; ++m) up[m] = make_weight(m == 0 ? lc.w_type : lc.type, C, lc.ranks[m], 70 + m, bytes[m]);
@@ -691,9 +686,8 @@ void check_wkv_lora(OpRunner* vk, const LoraCase& lc) {
     }
     const auto up_proj = [&](const Weight& w, const std::vector<float>& mid, const std::vector<float>& bias,
                              uint32_t act) {
-      std::vector<float> z(n);
-      ref::matmul(w, mid.data(), T, z.data());
-      return epilogue_reference(z, bias.empty() ? std::vector<float>(size_t(C), 0.0f) : bias, act);
+      return epilogue_reference(reference_product(w, mid, T), bias.empty() ? std::vector<float>(size_t(C), 0.0f) : bias,
+                                act);
     };
     io.decay = up_proj(up[0], lora.w_mid, lora.w0, vk::kActDecay);
     io.a = up_proj(up[1], lora.a_mid, lora.a0, vk::kActSigmoid);

@@ -62,6 +62,13 @@ inline Weight make_weight(TensorType type, int64_t rows, int64_t cols, uint64_t 
   return w;
 }
 
+// ref::matmul's W x for T rows of x on the same encoded bytes: every matrix test's oracle.
+inline std::vector<float> reference_product(const Weight& w, std::span<const float> x, int T) {
+  std::vector<float> y(size_t(T) * size_t(w.rows()));
+  ref::matmul(w, x.data(), T, y.data());
+  return y;
+}
+
 inline bool all_finite(const std::vector<float>& v) {
   for (float x : v) {
     if (!std::isfinite(x)) return false;
@@ -122,8 +129,7 @@ inline void expect_matrix_cases(vk::OpRunner& vk, vk::MatPath path, std::initial
       std::vector<uint8_t> bytes;
       const Weight w = make_weight(type, c.rows, cols, seed + uint64_t(c.rows), bytes);
       const std::vector<float> x = random_vector(size_t(c.T * cols), -1.0f, 1.0f, seed + 1 + uint64_t(c.T));
-      std::vector<float> want(size_t(c.T) * size_t(c.rows));
-      ref::matmul(w, x.data(), c.T, want.data());
+      const std::vector<float> want = reference_product(w, x, c.T);
       const std::string what = std::string(type_name(type)) + " rows=" + std::to_string(c.rows) +
                                " cols=" + std::to_string(cols) + " T=" + std::to_string(c.T) +
                                " splits=" + std::to_string(c.splits);
