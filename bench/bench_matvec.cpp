@@ -7,12 +7,10 @@
 // step, and without it (each launch then starts after the previous one has finished).
 // Prints us per launch and the weight bytes per second; a fit of time = fixed + bytes /
 // rate over the shapes shows whether a layer matrix loses to a fixed cost or to its grid.
-// The last column times the streaming kernel (cuda::matvec_stream) where the shape fits it.
 //
 //   bench_matvec [--type q8_0|f16|q4_k] [--iters 200] [--shape TEXT]  (only shapes whose name has TEXT)
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -66,19 +64,12 @@ void check(cudaError_t err, const char* what) {
 
 // Microseconds per launch of `iters` back-to-back launches cycling over the jobs, recorded
 // in one graph (PDL as set by cuda::set_pdl) and replayed after a warm-up replay.
-double time_launches(const std::vector<cuda::MatvecJob>& jobs, int iters, bool stream_kernel) {
+double time_launches(const std::vector<cuda::MatvecJob>& jobs, int iters) {
   cudaStream_t stream = nullptr;
   check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   cudaGraph_t graph = nullptr;
   check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
-  for (int i = 0; i < iters; ++i) {
-    const cuda::MatvecJob& job = jobs[size_t(i) % jobs.size()];
-    if (stream_kernel) {
-      cuda::matvec_stream(job, stream);
-    } else {
-      cuda::matvec(&job, 1, 1, stream);
-    }
-  }
+  for (int i = 0; i < iters; ++i) cuda::matvec(&jobs[size_t(i) % jobs.size()], 1, 1, stream);
   check(cudaStreamEndCapture(stream, &graph), "end capture");
   cudaGraphExec_t exec = nullptr;
   check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
@@ -119,8 +110,6 @@ int run(int argc, char** argv) {
       return 2;
     }
   }
-  // The PDL and no-PDL columns time matvec's own grid; the last one the streaming kernel.
-  setenv("RWKV_CUDA_STREAM_MATVEC", "0", 1);
   std::string why;
   if (cuda::device_count(&why) == 0) {
     std::printf("bench_matvec: %s\n", why.c_str());
@@ -133,9 +122,7 @@ int run(int argc, char** argv) {
                           {"0.1B W_o 768x768", 768, 768},       {"0.1B key 3072x768", 3072, 768},
                           {"0.1B value 768x3072", 768, 3072}};
   std::mt19937_64 rng(7);
-  std::printf(
-      "| shape | MB | us/launch (PDL) | GB/s | us/launch (no PDL) | GB/s | streamed (PDL) | GB/s |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| shape | MB | us/launch (PDL) | GB/s | us/launch (no PDL) | GB/s |\n|---|---:|---:|---:|---:|---:|\n");
   for (const Shape& s : shapes) {
     if (!only.empty() && std::string(s.name).find(only) == std::string::npos) continue;
     // Rows of a type's whole blocks only (k-quants: 256 columns): the others are skipped.
@@ -168,30 +155,12 @@ int run(int argc, char** argv) {
     const int n = std::max(iters, copies);
     const double mb = double(host.size()) / 1e6;
     cuda::set_pdl(true);
-    const double pdl = time_launches(jobs, n, false);
+    const double pdl = time_launches(jobs, n);
     cuda::set_pdl(false);
-    const double serial = time_launches(jobs, n, false);
+    const double serial = time_launches(jobs, n);
     cuda::set_pdl(true);
-    std::printf("| %s | %.1f | %.2f | %.0f | %.2f | %.0f |", s.name, mb, pdl, mb * 1e3 / pdl, serial, mb * 1e3 / serial);
-    if (cuda::matvec_stream_fits(jobs[0], 1)) {
-      // The streamed product must equal the reference kernel's (up to float summation order).
-      std::vector<float> want(size_t(s.rows)), got(size_t(s.rows));
-      cuda::matvec(&jobs[0], 1, 1, nullptr);
-      y.download(want.data(), want.size() * 4);
-      y.fill(0);
-      cuda::matvec_stream(jobs[0], nullptr);
-      y.download(got.data(), got.size() * 4);
-      double err = 0.0, norm = 0.0;
-      for (size_t i = 0; i < want.size(); ++i) {
-        err += double(got[i] - want[i]) * double(got[i] - want[i]);
-        norm += double(want[i]) * double(want[i]);
-      }
-      if (!(err <= 1e-10 * norm)) fail(ErrorCode::backend, std::string("bench_matvec: streamed product differs on ") + s.name);
-      const double streamed = time_launches(jobs, n, true);
-      std::printf(" %.2f | %.0f |\n", streamed, mb * 1e3 / streamed);
-    } else {
-      std::printf(" - | |\n");
-    }
+    std::printf("| %s | %.1f | %.2f | %.0f | %.2f | %.0f |\n", s.name, mb, pdl, mb * 1e3 / pdl, serial,
+                mb * 1e3 / serial);
   }
   return 0;
 }

@@ -215,67 +215,6 @@ TEST(CudaOps, MatvecWithQuantisedInput) {
 }
 
 float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
-
-// The streaming Q8_0 kernel (matvec_stream.cu) on shapes that give partial chunks, one row per
-// chunk, one piece per thread, and rings reused several times, with each epilogue it takes.
-TEST(CudaOps, MatvecStreamMatchesReference) {
-  REQUIRE_GPU();
-  struct Case {
-    int64_t rows, cols;
-    OutOp out;
-  };
-  const Case cases[] = {{1001, 256, OutOp::store},
-                        {37, 768, OutOp::relu_sq},
-                        {6000, 2560, OutOp::add},
-                        {70, 10240, OutOp::sigmoid},
-                        {2600, 10240, OutOp::store}};
-  for (const Case& c : cases) {
-    const std::string what = std::to_string(c.rows) + "x" + std::to_string(c.cols);
-    HostWeight h = make_weight(TensorType::Q8_0, c.rows, c.cols);
-    DeviceMatrix m = upload_matrix(TensorType::Q8_0, c.rows, c.cols, h.bytes.data());
-    const std::vector<float> x = randn(size_t(c.cols)), y0 = randn(size_t(c.rows)), bias = randn(size_t(c.rows));
-    Guarded dx(x), dy(y0), raw(size_t(c.rows)), db(bias);
-    DeviceQuantX q(1, c.cols);
-    quantize_rows(dx.data(), c.cols, 1, c.cols, InOp::none, q.q, nullptr);
-    MatvecJob j;
-    j.W = m.view();
-    j.xq = q.q;
-    j.x = dx.data();
-    j.x_stride = c.cols;
-    j.y = dy.data();
-    j.y_stride = c.rows;
-    j.y_raw = c.out == OutOp::add ? raw.data() : nullptr;
-    j.bias = c.out == OutOp::sigmoid ? db.data() : nullptr;
-    j.out_op = c.out;
-    ASSERT_TRUE(matvec_stream_fits(j, 1)) << what;
-    matvec_stream(j, nullptr);
-    const std::vector<float> got = dy.read();
-    // Undo the epilogue where it is invertible enough to compare the product itself.
-    std::vector<float> prod(size_t(c.rows));
-    const std::vector<float> want = ref_matmul(h.w, x, 1);
-    for (int64_t r = 0; r < c.rows; ++r) {
-      const size_t i = size_t(r);
-      switch (c.out) {
-        case OutOp::add:
-          prod[i] = got[i] - y0[i];
-          break;
-        case OutOp::relu_sq:  // compare the epilogue's output instead
-          EXPECT_NEAR(got[i], std::max(want[i], 0.f) * std::max(want[i], 0.f), 1e-3f * (1.f + std::fabs(got[i])))
-              << what << " row " << r;
-          prod[i] = want[i];
-          break;
-        case OutOp::sigmoid:
-          EXPECT_NEAR(got[i], sigmoid(bias[i] + want[i]), 1e-4f) << what << " row " << r;
-          prod[i] = want[i];
-          break;
-        default:
-          prod[i] = got[i];
-      }
-    }
-    expect_matvec_close(prod, h.w, x, 1, c.out == OutOp::add ? 1e-7 : matvec_limit(TensorType::Q8_0), what);
-    if (c.out == OutOp::add) expect_matvec_close(raw.read(), h.w, x, 1, matvec_limit(TensorType::Q8_0), what + " raw");
-  }
-}
 float apply_in(InOp op, float v) {
   switch (op) {
     case InOp::tanh:

@@ -2,7 +2,6 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <vector>
 
 #include "backend/cuda/ops.h"
@@ -42,14 +41,6 @@ int device_count(std::string* reason) {
 }
 
 void set_pdl(bool enabled) { g_pdl_user = enabled ? 1 : 0; }
-
-int carveout_percent() {
-  static const int v = [] {
-    const char* e = std::getenv("RWKV_CUDA_CARVEOUT");
-    return e ? std::atoi(e) : -1;
-  }();
-  return v;
-}
 
 bool pdl_enabled() {
   if (!g_pdl_user) return false;

@@ -34,15 +34,6 @@ MatvecJob job(const Mat& W, const float* x, int64_t x_stride, float* y, int64_t 
   return j;
 }
 
-// Whether matvec() takes the streaming kernel for W at R rows with x quantised as xq.
-bool streams(const Mat& W, int R, const QuantX& xq) {
-  if (R != 1 || !xq.q0 || !quantised(W)) return false;
-  MatvecJob j;
-  j.W = W.view();
-  j.xq = xq;
-  return matvec_stream_pays(j, R) && matvec_stream_early_triggers();
-}
-
 }  // namespace
 
 void CudaBackend::emit(int layer, const char* name, const float* data, int rows, int width) {
@@ -145,7 +136,7 @@ void CudaBackend::encode(const ChunkPlan& p) {
     layer_norm_rows(s.h, s.ints + 4 * cap + 1, p.n_out, C, ln_out_w_, ln_out_b_, hp_.ln_eps, s.head_x, stream_);
     emit(-1, "head.ln", s.head_x, p.n_out, C);
     const bool q = p.n_out <= kMatvecMaxRows && quantised(head_);
-    if (q) quantize_rows(s.head_x, C, p.n_out, C, InOp::none, s.qx[1], stream_, !hook_ && streams(head_, p.n_out, s.qx[1]));
+    if (q) quantize_rows(s.head_x, C, p.n_out, C, InOp::none, s.qx[1], stream_);
     matmul(head_, s.head_x, C, p.n_out, InOp::none, s.logits, hp_.n_vocab, OutOp::store, nullptr, nullptr,
            q ? &s.qx[1] : nullptr);
     emit(-1, "logits", s.logits, p.n_out, hp_.n_vocab);
@@ -307,9 +298,6 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   lerp.out[0] = mv || hook_ ? s.mix[0] : nullptr;
   if (!mv) lerp.out16[0] = s.mix16[0];
   if (mv && quantised(L.ffn_key)) lerp.out_q[0] = s.qx[0];
-  // Before a streamed product the small kernels let it launch early, so that it fills its
-  // weight ring while they and the product before them run (NOTES.md run 58).
-  lerp.early_trigger = !hook_ && streams(L.ffn_key, R, lerp.out_q[0]);
   ln_shift_lerp(lerp, stream_);
   emit(l, "ffn.ln", s.xln, R, C);
   emit(l, "ffn.xk", s.mix[0], R, C);
@@ -325,7 +313,7 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
     return;
   }
   const bool q = mv && quantised(L.ffn_value);
-  if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_, !hook_ && streams(L.ffn_value, R, s.qx_hidden));
+  if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
   matmul(L.ffn_value, s.hidden, F, R, relu_late ? InOp::relu_sq : InOp::none, s.h, C, OutOp::add, nullptr,
          hook_ ? s.raw : nullptr, q ? &s.qx_hidden : nullptr);
   emit(l, "ffn.out", s.raw, R, C);

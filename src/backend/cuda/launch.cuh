@@ -10,9 +10,6 @@
 namespace rwkv::cuda {
 
 bool pdl_enabled();
-// Experiment (NOTES.md run 58): RWKV_CUDA_CARVEOUT=N sets every kernel's preferred shared
-// memory carveout to N percent; -1 where unset.
-int carveout_percent();
 
 // Raises a kernel's dynamic shared-memory limit when `bytes` exceeds the 48 KiB default.
 template <typename K>
@@ -35,13 +32,6 @@ void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, s
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  static const bool carved = [&] {
-    if (carveout_percent() >= 0)
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout_percent()),
-            "carveout");
-    return true;
-  }();
-  (void)carved;
   check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name);
 }
 

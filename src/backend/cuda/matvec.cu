@@ -160,10 +160,6 @@ QuantX from_row(QuantX q, int t) {
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
   if (n_jobs < 1 || n_jobs > kMatvecMaxJobs || T < 1 || T > kMatvecMaxRows)
     fail(ErrorCode::argument, "cuda matvec: bad job count " + std::to_string(n_jobs) + " or rows " + std::to_string(T));
-  if (n_jobs == 1 && matvec_stream_pays(jobs[0], T)) {
-    matvec_stream(jobs[0], stream);
-    return;
-  }
   // One kernel instantiation per launch: jobs of a second non-float type go separately.
   TensorType ty = TensorType::F16;
   for (int i = 0; i < n_jobs; ++i)

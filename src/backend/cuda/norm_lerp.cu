@@ -120,7 +120,6 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
       if (m < a.n_mix) mix[m] = a.mix[size_t(m) * C + c0];
     if (r == start) shift0 = shift[c0];
   }
-  if (a.early_trigger) pdl_trigger();
   pdl_wait();
   pdl_trigger();
   const float* hr = a.h + size_t(r) * C;

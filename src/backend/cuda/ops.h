@@ -83,9 +83,7 @@ struct QuantX {
 QuantX quant_x_view(void* base, int rows, int64_t cols);
 size_t quant_x_bytes(int rows, int64_t cols);
 // out = the QuantX of op(x) for `rows` rows of `cols` (x row stride x_stride).
-// early_trigger: as ShiftLerpArgs::early_trigger.
-void quantize_rows(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, const QuantX& out, Stream stream,
-                   bool early_trigger = false);
+void quantize_rows(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, const QuantX& out, Stream stream);
 
 struct MatvecJob {
   PackedView W;
@@ -108,16 +106,6 @@ constexpr int kMatvecMaxRows = 8;
 // y, sharing weight bytes through L2); quantised weights take int8-quantised x (per 32,
 // like Q8_0), float weights fp32 x.
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream);
-// One Q8_0 product for one activation row, its weights streamed through a shared-memory ring
-// by bulk copies, one block per SM (matvec_stream.cu). Fits where x comes quantised by its
-// producer and a row's quant bytes fit a slot; matvec_stream throws where it does not fit.
-// It lets the next kernel launch at its start: that kernel's part before its PDL wait may
-// then run while this one's predecessor is still running (read only weights there).
-// matvec() takes it where it pays (large matrices; RWKV_CUDA_STREAM_MATVEC=0 turns it off).
-bool matvec_stream_fits(const MatvecJob& job, int T);
-bool matvec_stream_pays(const MatvecJob& job, int T);
-bool matvec_stream_early_triggers();
-void matvec_stream(const MatvecJob& job, Stream stream);
 
 // ---- ReLU^2-sparse FFN value product (decode, one row; ffn_sparse.cu) ------------------------
 
@@ -231,10 +219,6 @@ struct ShiftLerpArgs {
   size_t state_stride = 0;
   QuantX out_q[6];      // where q0 is set, out[s] is also written quantised
   void* out16[6] = {};  // where set, out[s] is also written as f16 (the GEMM path's input)
-  // Let the next kernel launch before this one's PDL wait: only where that kernel reads
-  // nothing but weights before its own wait (matvec_stream), since it may then start while
-  // this kernel's predecessor still runs.
-  bool early_trigger = false;
 };
 // C must be a multiple of 32 and at most 4096.
 void ln_shift_lerp(const ShiftLerpArgs& args, Stream stream);

@@ -9,9 +9,7 @@ namespace {
 
 // One warp per block of 32 values, eight per 256-thread block.
 __global__ void __launch_bounds__(256)
-    quantize_rows_kernel(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, QuantX out,
-                         bool early_trigger) {
-  if (early_trigger) pdl_trigger();
+    quantize_rows_kernel(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, QuantX out) {
   pdl_wait();
   pdl_trigger();
   const int64_t nb = cols / 32, blk = int64_t(blockIdx.x) * 8 + (threadIdx.x >> 5);
@@ -41,12 +39,12 @@ QuantX quant_x_view(void* base, int rows, int64_t cols) {
   return q;
 }
 
-void quantize_rows(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, const QuantX& out, Stream stream,
-                   bool early_trigger) {
+void quantize_rows(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, const QuantX& out,
+                   Stream stream) {
   if (cols % 32 != 0 || out.cols != cols) fail(ErrorCode::argument, "cuda quantize_rows: bad width");
   const int64_t blocks = (int64_t(rows) * (cols / 32) + 7) / 8;
   launch("quantize_rows", quantize_rows_kernel, dim3(unsigned(blocks)), dim3(256), 0, stream, x, x_stride, rows, cols,
-         op, out, early_trigger);
+         op, out);
 }
 
 }  // namespace rwkv::cuda
