@@ -317,12 +317,6 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
       ctx_->fn().vkCmdFillBuffer(cmd, sparse_parts_.handle(), 0, VK_WHOLE_SIZE, 0);  // the counters start at 0
     });
   }
-  const char* ln_env = std::getenv("RWKV_VULKAN_LN_FOLD");
-  if (ln_env != nullptr && std::strcmp(ln_env, "0") != 0 && std::strcmp(ln_env, "1") != 0 && *ln_env != '\0')
-    fail(ErrorCode::argument, "vulkan: RWKV_VULKAN_LN_FOLD=" + std::string(ln_env) + " is not 0 or 1");
-  ln_fold_ = ln_env == nullptr || std::strcmp(ln_env, "0") != 0;
-  ln_counter_ = Buffer(*ctx_, 16, MemoryKind::device, "LayerNorm tail counter");
-  ctx_->run([&](VkCommandBuffer cmd) { ctx_->fn().vkCmdFillBuffer(cmd, ln_counter_.handle(), 0, VK_WHOLE_SIZE, 0); });
   plan_matmul_scratch();
   jobs_ = Buffer(*ctx_, jobs.size() * sizeof(MatJob), MemoryKind::device, "matrix jobs");
   upload_bytes(*ctx_, jobs_.handle(), 0, jobs.data(), jobs.size() * sizeof(MatJob));

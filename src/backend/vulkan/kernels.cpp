@@ -17,9 +17,6 @@ namespace {
 // bind their split-K scratch.
 const ShaderInterface kMatrixIface{{4, 1, 1, 1, 1, 1}, 24};
 const ShaderInterface kMatmulIface{{4, 1, 1, 1, 1, 1, 1}, 24};
-// The matvec with a LayerNorm tail: the matrix bindings, then scratch (coherent), the two
-// state buffers and the counter; the matrix constants followed by an LnMixPush.
-const ShaderInterface kMatvecLnIface{{4, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 24 + sizeof(LnMixPush)};
 const ShaderInterface kEmbedIface{{4, 1, 1, 1}, sizeof(EmbedPush)};
 const ShaderInterface kLnMixIface{{1, 1, 1, 1, 1}, sizeof(LnMixPush)};
 const ShaderInterface kWkvIface{{1, 1, 1, 1}, sizeof(WkvPush)};
@@ -244,22 +241,9 @@ MatmulPlan Kernels::matmul_plan(const MatJobs& jobs, uint32_t n_tok, uint64_t ma
   return p;
 }
 
-uint32_t Kernels::matvec_wg(const MatJobs& jobs) const {
-  return jobs.max_cols <= 16 * short_wg ? std::min(short_wg, matvec_wg_) : matvec_wg_;
-}
-
-bool Kernels::ln_tail_fits(const MatJobs& jobs, uint32_t C) const {
-  return jobs.n_jobs > 0 && C > 0 && C <= 32 * matvec_wg(jobs);  // ln_tail.glsl's LN_MAX_PER
-}
-
 MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, const MatJobs& jobs,
-                           uint32_t n_tok, uint32_t gather_off, MatPath path, MatF16 f16, const LnTail* tail) {
+                           uint32_t n_tok, uint32_t gather_off, MatPath path, MatF16 f16) {
   if (jobs.n_jobs == 0 || n_tok == 0) return {};
-  if (tail != nullptr && (n_tok != 1 || gather_off != 0 || path == MatPath::matmul ||
-                          path == MatPath::matmul_coopmat || !ln_tail_fits(jobs, tail->p.C))) {
-    fail(ErrorCode::argument, "vulkan: a LayerNorm tail needs a one-token matvec over rows of at most 32 x " +
-                                  std::to_string(matvec_wg(jobs)) + " channels");
-  }
   if (path == MatPath::automatic) {
     path = n_tok <= matvec_max_tokens ? MatPath::matvec : use_coopmat_ ? MatPath::matmul_coopmat : MatPath::matmul;
   }
@@ -291,22 +275,9 @@ MatmulPlan Kernels::matrix(VkCommandBuffer cmd, TensorType type, const MatBindin
   if (path == MatPath::matvec) {
     // One token at a time for decode; four at a time for small batches.
     const uint32_t tok = n_tok == 1 ? 1 : 4;
-    const uint32_t spec[3] = {matvec_wg(jobs), matvec_rows, tok};
-    if (tail != nullptr) {
-      struct {
-        uint32_t matrix[6];
-        LnMixPush ln;
-      } constants{{push_data[0], push_data[1], push_data[2], push_data[3], push_data[4], push_data[5]}, tail->p};
-      static_assert(sizeof(constants) == 24 + sizeof(LnMixPush) && sizeof(constants) <= 128);
-      const std::pair<VkBuffer, uint32_t> all[] = {
-          {b.weights[0], 0}, {b.weights[1], 0}, {b.weights[2], 0},     {b.weights[3], 0},         {b.vecs, 1},
-          {b.x, 2},          {b.y, 3},          {b.jobs, 4},           {b.meta, 5},               {tail->scratch, 6},
-          {tail->state_in, 7}, {tail->state_commit, 8}, {tail->counter, 9}};
-      push(cmd, ctx_.pipelines().get("matvec_ln_" + suffix, kMatvecLnIface, spec), all, &constants,
-           sizeof(constants));
-    } else {
-      bind(ctx_.pipelines().get("matvec_" + suffix, kMatrixIface, spec), kMatrixIface);
-    }
+    const uint32_t wg = jobs.max_cols <= 16 * short_wg ? std::min(short_wg, matvec_wg_) : matvec_wg_;
+    const uint32_t spec[3] = {wg, matvec_rows, tok};
+    bind(ctx_.pipelines().get("matvec_" + suffix, kMatrixIface, spec), kMatrixIface);
     ctx_.fn().vkCmdDispatch(cmd, ceil_div(jobs.max_rows, matvec_rows), jobs.n_jobs, 1);
   } else if (path == MatPath::matmul) {
     const uint32_t spec[1] = {plan.threads};

@@ -164,16 +164,6 @@ struct MatBindings {
   uint64_t part_words = 0;
 };
 
-// The LayerNorm a one-row matvec dispatch runs after its products (matvec.comp built with
-// LN_TAIL, ln_tail.glsl): its last workgroup does ln_mix's work for the step's single row,
-// so the LayerNorm needs no dispatch and barrier of its own. `counter`: one word, zero
-// before the dispatch (the last workgroup sets it back to zero).
-struct LnTail {
-  LnMixPush p{};
-  VkBuffer scratch = VK_NULL_HANDLE, state_in = VK_NULL_HANDLE, state_commit = VK_NULL_HANDLE;
-  VkBuffer counter = VK_NULL_HANDLE;
-};
-
 class Kernels {
  public:
   explicit Kernels(Context& ctx);
@@ -193,12 +183,8 @@ class Kernels {
   // matvec_max_tokens. Returns a tiled matmul's plan (its split-K scratch words are used
   // from b.count_off and b.part_off); a default plan for the matvec. f16: only where the
   // dispatch takes the tensor-core matmul.
-  // tail: a one-token matvec dispatch (no gather) then runs that LayerNorm (ln_tail_fits).
   MatmulPlan matrix(VkCommandBuffer cmd, TensorType type, const MatBindings& b, const MatJobs& jobs, uint32_t n_tok,
-                    uint32_t gather_off, MatPath path = MatPath::automatic, MatF16 f16 = {},
-                    const LnTail* tail = nullptr);
-  // Whether a one-token matvec dispatch over these jobs can run the LayerNorm of a C-wide row.
-  bool ln_tail_fits(const MatJobs& jobs, uint32_t C) const;
+                    uint32_t gather_off, MatPath path = MatPath::automatic, MatF16 f16 = {});
   // The tiles and K split of tiled-matmul `path` (matmul or matmul_coopmat; automatic: the
   // one prefill takes) for `jobs` over n_tok rows, with at most max_count_words of counters
   // and max_part_words of partial sums. The split makes grids that would leave most of a
@@ -285,8 +271,6 @@ class Kernels {
             const void* constants, uint32_t bytes) const {
     push(cmd, p, std::span(bindings.begin(), bindings.size()), constants, bytes);
   }
-  // Invocations per workgroup of a matvec dispatch over these jobs.
-  uint32_t matvec_wg(const MatJobs& jobs) const;
   Context& ctx_;
   // Matvec workgroup: a couple of rows, several subgroups wide on GPUs, where many small
   // workgroups keep enough loads in flight to stream the weights at full bandwidth; one

@@ -160,13 +160,8 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
   }
 }
 
-bool VulkanBackend::ln_tail_ok(const MatStage& stage) const {
-  return stage.groups.size() == 1 && kernels_->ln_tail_fits(stage.groups[0].jobs, uint32_t(hp_.n_embd));
-}
-
 void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, uint32_t n_tok, VkBuffer y, bool gather,
-                                    MatF16 f16, const LnTail* tail) {
-  if (tail != nullptr && !ln_tail_ok(stage)) fail(ErrorCode::argument, "vulkan: this stage cannot run a LayerNorm tail");
+                                    MatF16 f16) {
   MatBindings b;
   b.vecs = store_->vectors();
   b.x = scratch_.handle();
@@ -180,7 +175,7 @@ void VulkanBackend::record_matrices(VkCommandBuffer cmd, const MatStage& stage, 
   for (const MatGroup& g : stage.groups) {
     b.weights = g.weights;
     const uint32_t gather_off = gather ? uint32_t(kLogitRows) * meta_stride_ : 0;
-    const MatmulPlan used = kernels_->matrix(cmd, g.type, b, g.jobs, n_tok, gather_off, MatPath::automatic, f16, tail);
+    const MatmulPlan used = kernels_->matrix(cmd, g.type, b, g.jobs, n_tok, gather_off, MatPath::automatic, f16);
     // The stage's groups may run concurrently: each takes its own scratch ranges.
     b.count_off += used.count_words;
     b.count_words -= used.count_words;
@@ -236,34 +231,6 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
   // FFN hidden units) between dispatches as float16: the matmul then reads a third fewer
   // bytes (kernels.h MatF16). The debug hook reads them as float32.
   const bool f16_step = !debug && k.coopmat_for(T) && C % 8 == 0;
-  // h_a + ffn_out(l-1) -> h_b and the six mixes of layer l; commits layer l-1's FFN shift
-  // (its readers are done). Reads the shift from states_[l], commits into states_[l-1].
-  const auto att_ln = [&](int l) {
-    const LayerPlan& L = layers_[size_t(l)];
-    return LnMixPush{.C = C,
-                     .h_in = s.h_a,
-                     .delta = l > 0 ? s.ffn_out : kNone,
-                     .h_out = s.h_b,
-                     .xln = s.xa,
-                     .mix = s.mix,
-                     .mix_stride = ms,
-                     .nmix = 6,
-                     .mu = L.mu6,
-                     .ln_w = L.ln1_w,
-                     .ln_b = L.ln1_b,
-                     .eps = hp_.ln_eps,
-                     .slot_stride = slot_stride,
-                     .shift_off = 0,
-                     .commit_src = l > 0 ? s.xf : kNone,
-                     .commit_off = C,
-                     .row_slot = kRowSlot * M,
-                     .row_flags = kRowFlags * M};
-  };
-  // One-token steps of one sequence run each LayerNorm in the last workgroup of the matvec
-  // before it, whose output is the LayerNorm's delta (Kernels::LnTail): two barrier
-  // intervals fewer per layer where the stages allow it.
-  const bool ln_fold = ln_fold_ && T == 1 && S == 1 && !debug && !scan;
-  bool att_ln_done = false;  // layer l's attention LayerNorm ran in layer l-1's value product
   for (int l = 0; l < hp_.n_layer; ++l) {
     const LayerPlan& L = layers_[size_t(l)];
     // Per layer, where its stages' layouts allow (MatStage::x16_ok, y16_ok).
@@ -273,11 +240,27 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
     const bool f16_hidden = f16 && L.key.y16_ok && L.value.x16_ok;
     const VkBuffer state = states_[size_t(l)].handle();
     const VkBuffer prev_state = states_[size_t(l > 0 ? l - 1 : 0)].handle();
-    if (!att_ln_done) {
-      k.ln_mix(cmd, scratch, vecs, state, prev_state, meta, att_ln(l), T, f16);
-      sync("ln_mix");
-    }
-    att_ln_done = false;
+    // h_a + ffn_out(l-1) -> h_b; commits layer l-1's FFN shift (its readers are done).
+    const LnMixPush att{.C = C,
+                        .h_in = s.h_a,
+                        .delta = l > 0 ? s.ffn_out : kNone,
+                        .h_out = s.h_b,
+                        .xln = s.xa,
+                        .mix = s.mix,
+                        .mix_stride = ms,
+                        .nmix = 6,
+                        .mu = L.mu6,
+                        .ln_w = L.ln1_w,
+                        .ln_b = L.ln1_b,
+                        .eps = hp_.ln_eps,
+                        .slot_stride = slot_stride,
+                        .shift_off = 0,
+                        .commit_src = l > 0 ? s.xf : kNone,
+                        .commit_off = C,
+                        .row_slot = kRowSlot * M,
+                        .row_flags = kRowFlags * M};
+    k.ln_mix(cmd, scratch, vecs, state, prev_state, meta, att, T, f16);
+    sync("ln_mix");
     record_matrices(cmd, L.in, T, scratch, false, f16_in);
     sync("mat.in");
     // Steps of short sequences fold the LoRA up-projections into the wkv dispatch where the
@@ -332,6 +315,8 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
       k.wkv(cmd, scratch, vecs, state, meta, wkv, uint32_t(hp_.n_head), S, uint32_t(hp_.head_size));
     }
     sync("wkv");
+    record_matrices(cmd, L.out, T, scratch, false, f16_out);
+    sync("mat.out");
     const LnMixPush ffn{.C = C,
                         .h_in = s.h_b,
                         .delta = s.att_out,
@@ -350,16 +335,8 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
                         .commit_off = 0,
                         .row_slot = kRowSlot * M,
                         .row_flags = kRowFlags * M};
-    if (ln_fold && ln_tail_ok(L.out)) {
-      const LnTail tail{ffn, scratch, state, state, ln_counter_.handle()};
-      record_matrices(cmd, L.out, T, scratch, false, f16_out, &tail);
-      sync("mat.out+ln");
-    } else {
-      record_matrices(cmd, L.out, T, scratch, false, f16_out);
-      sync("mat.out");
-      k.ln_mix(cmd, scratch, vecs, state, state, meta, ffn, T, f16);
-      sync("ln_mix");
-    }
+    k.ln_mix(cmd, scratch, vecs, state, state, meta, ffn, T, f16);
+    sync("ln_mix");
     // The hidden units go out pre-scaled by the value product's x_scale.
     record_matrices(cmd, L.key, T, scratch, false, {.x = f16, .y = f16_hidden, .y_scale = L.value_x_scale});
     sync("mat.key");
@@ -369,14 +346,10 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
       const FfnSparsePush p{
           .w_off = piece.offset / 16, .C = C, .F = F, .h_off = s.hidden, .y_off = s.ffn_out, .part_off = 0};
       k.ffn_sparse(cmd, L.value_t.type, store_->arena(piece.arena), scratch, sparse_parts_.handle(), p, sparse_shape_);
-    } else if (ln_fold && l + 1 < hp_.n_layer && ln_tail_ok(L.value)) {
-      const LnTail tail{att_ln(l + 1), scratch, states_[size_t(l + 1)].handle(), state, ln_counter_.handle()};
-      record_matrices(cmd, L.value, T, scratch, false, {.x = f16_hidden}, &tail);
-      att_ln_done = true;
     } else {
       record_matrices(cmd, L.value, T, scratch, false, {.x = f16_hidden});
     }
-    sync(att_ln_done ? "mat.value+ln" : "mat.value");
+    sync("mat.value");
     if (debug) {
       // The layer's output h_a + ffn_out, materialised only for the hook.
       const LnMixPush sum{.C = C,

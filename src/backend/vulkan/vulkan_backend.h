@@ -150,9 +150,7 @@ class VulkanBackend final : public Backend {
   // The debug hook takes the fused form where `wkv` is folded (it captures decay, a and g).
   void record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_t R, WkvForm wkv, bool debug);
   void record_matrices(VkCommandBuffer cmd, const MatStage& stage, uint32_t n_tok, VkBuffer y, bool gather,
-                       MatF16 f16 = {}, const LnTail* tail = nullptr);
-  // Whether `stage` can run a LayerNorm tail at a one-token step (one dispatch, a matvec).
-  bool ln_tail_ok(const MatStage& stage) const;
+                       MatF16 f16 = {});
   // Sizes mat_scratch_ for the largest split-K scratch a stage may use (Kernels::matmul_plan).
   void plan_matmul_scratch();
   void capture(VkCommandBuffer cmd, int layer, const char* name, uint32_t region, uint32_t rows, uint32_t width,
@@ -173,10 +171,6 @@ class VulkanBackend final : public Backend {
   uint32_t embd_ln_w_ = 0, embd_ln_b_ = 0, out_ln_w_ = 0, out_ln_b_ = 0;
   SparseFfnShape sparse_shape_;
   Buffer sparse_parts_;  // the sparse value product's counters and partial sums
-  // One-token steps of one sequence run each LayerNorm in the last workgroup of the matvec
-  // before it (Kernels::LnTail) unless RWKV_VULKAN_LN_FOLD=0; ln_counter_ is its counter.
-  bool ln_fold_ = true;
-  Buffer ln_counter_;
   MatStage head_stage_;
   ScratchLayout sl_;
   uint32_t logits_rows_cap_ = 0;  // most logits rows one sub-step may produce

@@ -30,23 +30,9 @@ struct Job {
 
 layout(std430, set = 0, binding = 1) readonly buffer Vectors { float vecs[]; };
 layout(std430, set = 0, binding = 2) readonly buffer X { vec4 x4[]; };
-#if defined(LN_TAIL)
-// Coherent: the last workgroup's LayerNorm (ln_tail.glsl) reads what the others stored.
-layout(std430, set = 0, binding = 3) coherent writeonly buffer Y { float y[]; };
-#else
 layout(std430, set = 0, binding = 3) writeonly buffer Y { float y[]; };
-#endif
 layout(std430, set = 0, binding = 4) readonly buffer Jobs { Job jobs[]; };
 layout(std430, set = 0, binding = 5) readonly buffer Meta { uint meta[]; };
-
-#if defined(LN_TAIL)
-// The host's LnMixPush: the LayerNorm the matvec's last workgroup runs (ln_tail.glsl).
-struct LnPush {
-  uint C, h_in, delta, h_out, xln, mix, mix_stride, nmix, mu, ln_w, ln_b;
-  float eps;
-  uint slot_stride, shift_off, commit_src, commit_off, row_slot, row_flags;
-};
-#endif
 
 layout(push_constant) uniform Push {
   uint job_base;    // jobs[job_base + z] is the job of workgroup z (matvec: y; matmul: z / splits)
@@ -55,9 +41,6 @@ layout(push_constant) uniform Push {
   uint splits;      // matmul: K splits per job (1: none)
   uint count_off;   // matmul, split K: its tile counters in binding 6 (words)
   uint part_off;    // matmul, split K: its partial sums in binding 6 (vec4 units)
-#if defined(LN_TAIL)
-  LnPush ln;
-#endif
 } pc;
 
 // The vec4 index where activation row t of job `jb` starts.

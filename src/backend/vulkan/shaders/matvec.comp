@@ -11,9 +11,6 @@
 #include "common.glsl"
 #include "dequant.glsl"
 #include "matrix_io.glsl"
-#if defined(LN_TAIL)
-#include "ln_tail.glsl"
-#endif
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
@@ -88,8 +85,11 @@ void add_row16(Job jb, uint tid) {
   if ((jb.cols & 8u) != 0u && tid == 0u) add_unit8(jb, 16u * units);
 }
 
-// Rows [row0, row0 + ROWS) of job jb (row0 < jb.rows) for every token.
-void products(Job jb, uint row0, uint tid) {
+void main() {
+  Job jb = jobs[pc.job_base + gl_WorkGroupID.y];
+  uint row0 = gl_WorkGroupID.x * ROWS;
+  if (row0 >= jb.rows) return;  // the whole workgroup leaves together
+  uint tid = gl_LocalInvocationID.x;
   for (uint r = 0u; r < ROWS; ++r) rb[r] = jb.w_off + min(row0 + r, jb.rows - 1u) * jb.row_bytes;
 
   for (uint t0 = 0u; t0 < pc.n_tok; t0 += TOK) {
@@ -109,14 +109,4 @@ void products(Job jb, uint row0, uint tid) {
     }
     barrier();
   }
-}
-
-void main() {
-  Job jb = jobs[pc.job_base + gl_WorkGroupID.y];
-  uint row0 = gl_WorkGroupID.x * ROWS;
-  uint tid = gl_LocalInvocationID.x;
-  if (row0 < jb.rows) products(jb, row0, tid);  // the whole workgroup takes the same branch
-#if defined(LN_TAIL)
-  ln_tail(tid, WG);
-#endif
 }
