@@ -5,11 +5,25 @@
 
 #include "common/error.h"
 #include "tensor/blocks.h"
+#include "tensor/quant_k.h"
 
 namespace rwkv::cuda {
 namespace {
 
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+// A Q4_K/Q5_K super-block's header as kernels read it: d and dmin, then for each quarter k
+// (sub-blocks 2k, 2k+1) the word (scale 2k, scale 2k+1, min 2k, min 2k+1), one byte each.
+void pack_k_header(uint16_t d, uint16_t dmin, const uint8_t packed[12], uint8_t* dst) {
+  uint8_t sm[16];  // scales 0..7, mins 0..7
+  quant_detail::unpack_k_scales(packed, sm);
+  memcpy(dst, &d, 2);
+  memcpy(dst + 2, &dmin, 2);
+  for (int k = 0; k < 4; ++k) {
+    const uint8_t word[4] = {sm[2 * k], sm[2 * k + 1], sm[8 + 2 * k], sm[8 + 2 * k + 1]};
+    memcpy(dst + 4 + 4 * k, word, 4);
+  }
+}
 
 }  // namespace
 
@@ -87,12 +101,12 @@ PackedLayout packed_layout(TensorType type, int64_t rows, int64_t cols) {
     case TensorType::Q4_K:
       L.item_elems = 64;
       strides[n++] = nk * 128;
-      strides[n++] = nk * 16;
+      strides[n++] = nk * kKHeaderBytes;
       break;
     case TensorType::Q5_K:
       L.item_elems = 64;
       strides[n++] = nk * 128;
-      strides[n++] = nk * 16;
+      strides[n++] = nk * kKHeaderBytes;
       strides[n++] = nk * 32;
       break;
     case TensorType::Q6_K:
@@ -172,18 +186,14 @@ void pack_rows(const PackedLayout& L, const uint8_t* src, int64_t row_begin, int
         for (int64_t b = 0; b < nk; ++b) {
           const auto* blk = reinterpret_cast<const BlockQ4_K*>(s) + b;
           memcpy(plane(0, r) + 128 * b, blk->qs, 128);
-          memcpy(plane(1, r) + 16 * b, &blk->d, 2);
-          memcpy(plane(1, r) + 16 * b + 2, &blk->dmin, 2);
-          memcpy(plane(1, r) + 16 * b + 4, blk->scales, 12);
+          pack_k_header(blk->d, blk->dmin, blk->scales, plane(1, r) + kKHeaderBytes * b);
         }
         break;
       case TensorType::Q5_K:
         for (int64_t b = 0; b < nk; ++b) {
           const auto* blk = reinterpret_cast<const BlockQ5_K*>(s) + b;
           memcpy(plane(0, r) + 128 * b, blk->qs, 128);
-          memcpy(plane(1, r) + 16 * b, &blk->d, 2);
-          memcpy(plane(1, r) + 16 * b + 2, &blk->dmin, 2);
-          memcpy(plane(1, r) + 16 * b + 4, blk->scales, 12);
+          pack_k_header(blk->d, blk->dmin, blk->scales, plane(1, r) + kKHeaderBytes * b);
           memcpy(plane(2, r) + 32 * b, blk->qh, 32);
         }
         break;

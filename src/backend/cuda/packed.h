@@ -1,7 +1,8 @@
 // The CUDA backend's on-device weight layout. A matrix of `rows` x `cols` elements of a
 // GGUF type is split into "planes" (quant bytes, scales, high bits ...), each row-major
 // over rows, so that a thread can read its part of a row with aligned 16-byte loads. The
-// repacking only moves bytes (lossless): plane bytes sum to the GGUF bytes plus padding.
+// repacking is lossless: plane bytes sum to the GGUF bytes plus padding (and, for Q4_K and
+// Q5_K, 4 bytes more per super-block: see below).
 //
 // Work item = the weights one thread consumes at a time (elements per item by type):
 //   F32 8 (32 B), F16/BF16 8 (16 B: lanes reading items it, it + 1, ... read consecutive
@@ -14,9 +15,13 @@
 //   Q4_1  p0 qs [nb x 16]        p1 (d, m) f16 pairs [nb]
 //   Q5_0  p0 qs [nb x 16]        p1 qh u32 [nb]     p2 d f16 [nb]
 //   Q5_1  p0 qs [nb x 16]        p1 qh u32 [nb]     p2 (d, m) f16 pairs [nb]
-//   Q4_K  p0 qs [nk x 128]       p1 header [nk x 16] = d, dmin, scales[12] (block bytes 0..16)
-//   Q5_K  p0 qs [nk x 128]       p1 header [nk x 16]   p2 qh [nk x 32]
+//   Q4_K  p0 qs [nk x 128]       p1 header [nk x 20] = d, dmin, then per quarter k of the
+//                                block the bytes (scale 2k, scale 2k+1, min 2k, min 2k+1)
+//   Q5_K  p0 qs [nk x 128]       p1 header [nk x 20]   p2 qh [nk x 32]
 //   Q6_K  p0 ql [nk x 128]       p1 qh [nk x 64]       p2 scales int8 [nk x 16]  p3 d f16 [nk]
+// The k-quant headers are the only planes that are not the GGUF bytes moved: the 12 bytes of
+// packed 6-bit scales and mins become 16 bytes, one per value (lossless; the kernels then
+// read a quarter's four values as one word instead of decoding them).
 #pragma once
 
 #include <cstddef>
@@ -27,6 +32,7 @@
 namespace rwkv::cuda {
 
 constexpr int kMaxPlanes = 4;
+constexpr size_t kKHeaderBytes = 20;  // a Q4_K/Q5_K super-block's header plane bytes
 
 // Where the planes of one packed matrix lie, relative to its base (host-side description).
 struct PackedLayout {

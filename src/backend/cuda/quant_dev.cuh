@@ -258,46 +258,31 @@ struct Item<TensorType::Q5_1> : ItemLegacy4<true, true> {};
 
 // ---- k-quants ----------------------------------------------------------------------------
 
-// Byte `idx` (0..11) of the scales of a Q4_K/Q5_K header held in registers (scales start at
-// byte 4 of the header). Selects instead of indexing keep the header out of local memory.
-__device__ __forceinline__ int k_scale_byte(const int4& hdr, int idx) {
-  const int b = 4 + idx;
-  const uint32_t word =
-      b < 8 ? (b < 4 ? uint32_t(hdr.x) : uint32_t(hdr.y)) : (b < 12 ? uint32_t(hdr.z) : uint32_t(hdr.w));
-  return int((word >> (8 * (b & 3))) & 0xff);
-}
-
-// Six-bit scale and min j (0..7) of a Q4_K/Q5_K super-block (spec §4.3 get_scale_min).
-__device__ __forceinline__ void k_scale_min(const int4& hdr, int j, int& sc, int& m) {
-  if (j < 4) {
-    sc = k_scale_byte(hdr, j) & 63;
-    m = k_scale_byte(hdr, j + 4) & 63;
-  } else {
-    sc = (k_scale_byte(hdr, j + 4) & 0xF) | ((k_scale_byte(hdr, j - 4) >> 6) << 4);
-    m = (k_scale_byte(hdr, j + 4) >> 4) | ((k_scale_byte(hdr, j) >> 6) << 4);
-  }
-}
-
 // Q4_K / Q5_K: item k (0..3) of super-block sb = sub-blocks 2k (low nibbles of qs[32k..32k+32))
 // and 2k+1 (high nibbles), elements 64k .. 64k+63 of the super-block.
+// The header plane (packed.h) gives the item d and dmin (one word) and its quarter's two
+// scales and two mins as bytes (one word).
 template <bool kFive>
 struct ItemK45 {
   static constexpr int kElems = 64, kUnroll = kFive ? 2 : 3;
   static constexpr bool kQuant = true;
-  int4 q0, q1;  // 32 bytes of qs
-  int4 hdr;     // d, dmin, scales[12]
-  int4 h0, h1;  // qh[32] (Q5_K)
+  int4 q0, q1;     // 32 bytes of qs
+  uint32_t dd;     // d, dmin (f16)
+  uint32_t scmin;  // scale 2k, scale 2k+1, min 2k, min 2k+1 (bytes)
+  int4 h0, h1;     // qh[32] (Q5_K)
   template <bool kShared = false>
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const int64_t sb = it >> 2, k = it & 3;
     const uint8_t* p = W.plane[0] + W.stride[0] * row + 128 * sb + 32 * k;
     q0 = ld16<kShared>(p);
     q1 = ld16<kShared>(p + 16);
-    hdr = ld16<kShared>(W.plane[1] + W.stride[1] * row + 16 * sb);
+    const uint8_t* h = W.plane[1] + W.stride[1] * row + kKHeaderBytes * sb;
+    dd = ld4<kShared>(h);
+    scmin = ld4<kShared>(h + 4 + 4 * k);
     if constexpr (kFive) {
-      const uint8_t* h = W.plane[2] + W.stride[2] * row + 32 * sb;
-      h0 = ld16<kShared>(h);
-      h1 = ld16<kShared>(h + 16);
+      const uint8_t* qh = W.plane[2] + W.stride[2] * row + 32 * sb;
+      h0 = ld16<kShared>(qh);
+      h1 = ld16<kShared>(qh + 16);
     }
   }
   // lo: sub-block 2k, hi: sub-block 2k+1, 32 unsigned quants each as bytes
@@ -320,22 +305,19 @@ struct ItemK45 {
       }
     }
   }
-  __device__ __forceinline__ void scales(int k, float& d0, float& m0, float& d1, float& m1) const {
-    const float d = h2f(uint32_t(hdr.x) & 0xffff), dmin = h2f(uint32_t(hdr.x) >> 16);
-    int s, m;
-    k_scale_min(hdr, 2 * k, s, m);
-    d0 = d * float(s);
-    m0 = dmin * float(m);
-    k_scale_min(hdr, 2 * k + 1, s, m);
-    d1 = d * float(s);
-    m1 = dmin * float(m);
+  __device__ __forceinline__ void scales(float& d0, float& m0, float& d1, float& m1) const {
+    const float d = h2f(dd & 0xffff), dmin = h2f(dd >> 16);
+    d0 = d * float(scmin & 0xff);
+    d1 = d * float((scmin >> 8) & 0xff);
+    m0 = dmin * float((scmin >> 16) & 0xff);
+    m1 = dmin * float(scmin >> 24);
   }
   __device__ float dot(const XQ& x, int t, int64_t it) const {
     const int k = int(it & 3);
     int lo[8], hi[8];
     quants(k, lo, hi);
     float d0, m0, d1, m1;
-    scales(k, d0, m0, d1, m1);
+    scales(d0, m0, d1, m1);
     const int64_t xb = 2 * it;  // x blocks of 32: sub-block 2k of super-block sb is block 8sb+2k
     const int4* a = x.block(t, xb);
     const int4* b = x.block(t, xb + 1);
@@ -352,7 +334,7 @@ __device__ __forceinline__ void k45_values(const ItemK45<kFive>& item, int64_t i
   int lo[8], hi[8];
   item.quants(k, lo, hi);
   float d0, m0, d1, m1;
-  item.scales(k, d0, m0, d1, m1);
+  item.scales(d0, m0, d1, m1);
   for (int e = 0; e < 32; ++e) {
     v[e] = d0 * float((uint32_t(lo[e / 4]) >> (8 * (e % 4))) & 0xff) - m0;
     v[32 + e] = d1 * float((uint32_t(hi[e / 4]) >> (8 * (e % 4))) & 0xff) - m1;
