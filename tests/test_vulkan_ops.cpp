@@ -290,6 +290,65 @@ TEST(VulkanOps, Q6_KGroupingMovesEveryByte) {
   expect_zero_padding(out, used, "");
 }
 
+// Scale and min of sub-block j of a Q4_K / Q5_K block's 12 packed bytes, as spec §4.3 writes
+// get_scale_min (the oracle of the grouping below).
+void get_scale_min_k4(int j, const uint8_t* q, int& sc, int& mn) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    mn = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// The grouped Q4_K / Q5_K rows: one full group of 8 super-blocks and a partial one of 3; d,
+// dmin, quants and fifth bits moved, the packed 6-bit scales and mins unpacked (checked
+// against the spec's get_scale_min, tensor/quant_k.h).
+TEST(VulkanOps, K4GroupingUnpacksScales) {
+  for (TensorType type : {TensorType::Q4_K, TensorType::Q5_K}) {
+    std::vector<uint8_t> storage;
+    const int rows = 3, cols = 11 * 256;
+    const Weight w = make_weight(type, rows, cols, 47, storage);
+    const bool five = type == TensorType::Q5_K;
+    const uint32_t sb = vk::k4_block_bytes(type), group_bytes = vk::kK4GroupHeaderBytes + 8 * sb;
+    const uint32_t out_row = vk::k4_grouped_row_bytes(type, cols);
+    ASSERT_EQ(out_row, group_bytes + vk::kK4GroupHeaderBytes + 3 * sb);
+    ASSERT_EQ(out_row % 16, 0u);
+    std::vector<uint8_t> out(size_t(rows) * out_row, 0xAB);
+    vk::k4_to_grouped(type, w.data, out.data(), rows, cols);
+    std::vector<bool> used(out.size(), false);
+    const size_t block_bytes = type_info(type).block_bytes;
+    const size_t scales = five ? offsetof(BlockQ5_K, scales) : offsetof(BlockQ4_K, scales);
+    const size_t qs = five ? offsetof(BlockQ5_K, qs) : offsetof(BlockQ4_K, qs);
+    for (int r = 0; r < rows; ++r) {
+      for (int b = 0; b < cols / 256; ++b) {
+        const uint8_t* block = w.data + (size_t(r) * (cols / 256) + size_t(b)) * block_bytes;
+        const size_t group = size_t(r) * out_row + size_t(b / 8) * group_bytes, j = size_t(b % 8);
+        const std::string what = std::string(type_name(type)) + " " + std::to_string(r) + " " + std::to_string(b);
+        const auto expect_at = [&](size_t at, uint8_t want, const std::string& field) {
+          EXPECT_EQ(out[at], want) << what << " " << field;
+          used[at] = true;
+        };
+        const size_t header = group + vk::kK4HeaderBytes * j;
+        for (size_t i = 0; i < 4; ++i) expect_at(header + i, block[i], "d, dmin");
+        for (uint32_t i = 0; i < 8; ++i) {
+          int sc = 0, mn = 0;
+          get_scale_min_k4(int(i), block + scales, sc, mn);
+          expect_at(header + 4 + 2 * i, uint8_t(sc), "scale " + std::to_string(i));
+          expect_at(header + 5 + 2 * i, uint8_t(mn), "min " + std::to_string(i));
+        }
+        const size_t quants = group + vk::kK4GroupHeaderBytes + sb * j;
+        for (size_t i = 0; i < 128; ++i) expect_at(quants + i, block[qs + i], "qs");
+        if (five) {
+          for (size_t i = 0; i < 32; ++i) expect_at(quants + 128 + i, block[offsetof(BlockQ5_K, qh) + i], "qh");
+        }
+      }
+    }
+    expect_zero_padding(out, used, std::string(type_name(type)) + " ");
+  }
+}
+
 // A matrix split by rows over several buffers (as large matrices are on real devices).
 TEST(VulkanOps, MatrixSplitOverBuffers) {
   REQUIRE_DEVICE();

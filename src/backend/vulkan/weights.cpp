@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "tensor/blocks.h"
 #include "tensor/quant.h"
+#include "tensor/quant_k.h"
 
 namespace rwkv::vk {
 namespace {
@@ -101,6 +102,35 @@ void legacy_to_grouped(TensorType type, const uint8_t* src, uint8_t* dst, uint64
                });
 }
 
+uint32_t k4_grouped_row_bytes(TensorType type, uint32_t cols) {
+  const uint32_t blocks = cols / 256, full = blocks / kK4GroupBlocks, rest = blocks % kK4GroupBlocks;
+  const uint32_t sb = k4_block_bytes(type);
+  return full * (kK4GroupHeaderBytes + kK4GroupBlocks * sb) + (rest > 0 ? kK4GroupHeaderBytes + rest * sb : 0);
+}
+
+void k4_to_grouped(TensorType type, const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols) {
+  static_assert(offsetof(BlockQ4_K, dmin) == 2 && offsetof(BlockQ5_K, dmin) == 2 && kK4GroupBlocks == 8 &&
+                kK4GroupHeaderBytes == kK4GroupBlocks * kK4HeaderBytes);
+  const bool five = type == TensorType::Q5_K;
+  const size_t scales = five ? offsetof(BlockQ5_K, scales) : offsetof(BlockQ4_K, scales);
+  const size_t qs = five ? offsetof(BlockQ5_K, qs) : offsetof(BlockQ4_K, qs);
+  const uint32_t sb = k4_block_bytes(type);
+  regroup_rows(src, dst, rows, cols / 256, type_info(type).block_bytes, k4_grouped_row_bytes(type, cols),
+               kK4GroupHeaderBytes + kK4GroupBlocks * sb, [&](const uint8_t* block, uint8_t* group, uint32_t j) {
+                 uint8_t* header = group + kK4HeaderBytes * j;
+                 std::memcpy(header, block, 4);  // d, dmin
+                 uint8_t sm[16];                 // scales 0..7, mins 0..7
+                 quant_detail::unpack_k_scales(block + scales, sm);
+                 for (int i = 0; i < 8; ++i) {
+                   header[4 + 2 * i] = sm[i];
+                   header[5 + 2 * i] = sm[8 + i];
+                 }
+                 uint8_t* quants = group + kK4GroupHeaderBytes + sb * j;
+                 std::memcpy(quants, block + qs, 128);
+                 if (five) std::memcpy(quants + 128, block + offsetof(BlockQ5_K, qh), 32);
+               });
+}
+
 uint32_t q6_k_grouped_row_bytes(uint32_t cols) {
   const uint32_t blocks = cols / 256, full = blocks / kQ6GroupBlocks, rest = blocks % kQ6GroupBlocks;
   return full * kQ6GroupBytes + (rest > 0 ? kQ6GroupScaleBytes + rest * kQ6GroupBlockBytes : 0);
@@ -122,6 +152,9 @@ uint32_t grouped_row_bytes(TensorType type, uint32_t cols) {
       return q8_0_grouped_row_bytes(cols);
     case TensorType::Q6_K:
       return q6_k_grouped_row_bytes(cols);
+    case TensorType::Q4_K:
+    case TensorType::Q5_K:
+      return k4_grouped_row_bytes(type, cols);
     case TensorType::Q4_0:
     case TensorType::Q4_1:
     case TensorType::Q5_0:
@@ -315,6 +348,8 @@ void WeightStore::upload(const ProgressFn& progress) {
         q6_k_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
       } else if (p.group_type == TensorType::Q8_0) {
         q8_0_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
+      } else if (p.group_type == TensorType::Q4_K || p.group_type == TensorType::Q5_K) {
+        k4_to_grouped(p.group_type, p.src + r * in_row, grouped.data(), n, p.group_cols);
       } else {
         legacy_to_grouped(p.group_type, p.src + r * in_row, grouped.data(), n, p.group_cols);
       }

@@ -3,30 +3,26 @@
 // Weights are bound as arrays of 32-bit words (binding 0, four buffers: the jobs of one
 // dispatch may live in different device buffers). Blocks are only 2-byte aligned (Q5_0 is
 // 22 bytes), so 32-bit fields are read from two words where needed; Q8_0, Q4_0, Q4_1, Q5_0,
-// Q5_1 and Q6_K are regrouped at upload for aligned loads (see dq8_q8_0, dq8_legacy, dq8_q6_k).
+// Q5_1, Q4_K, Q5_K and Q6_K are regrouped at upload for aligned loads (see dq8_q8_0,
+// dq8_legacy, dq8_k4, dq8_q6_k).
 #include "blocks.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer WeightWords { uint w[]; } wq[4];
 layout(std430, set = 0, binding = 0) readonly buffer WeightPairs { uvec2 w[]; } wq2[4];
 layout(std430, set = 0, binding = 0) readonly buffer WeightQuads { uvec4 w[]; } wq4[4];
 
-// Byte `off` (any alignment), a 16-bit field at an even offset, a 32-bit field at an even offset.
+// Byte `off` (any alignment), a 16-bit field at an even offset.
 uint ld8(uint b, uint off) { return (wq[b].w[off >> 2] >> ((off & 3u) * 8u)) & 0xFFu; }
 uint ld16(uint b, uint off) { return (wq[b].w[off >> 2] >> ((off & 2u) * 8u)) & 0xFFFFu; }
-uint ld32(uint b, uint off) {
-  uint i = off >> 2;
-  if ((off & 2u) == 0u) return wq[b].w[i];
-  return (wq[b].w[i] >> 16) | (wq[b].w[i + 1u] << 16);
-}
 float f16(uint bits) { return unpackHalf2x16(bits).x; }
-// The four bytes of q as unsigned / sign-extended values, lowest byte first.
-vec4 u8x4(uint q) { return vec4(q & 0xFFu, (q >> 8) & 0xFFu, (q >> 16) & 0xFFu, q >> 24); }
-// The same without int-to-float conversions (quarter rate on NVIDIA GPUs): byte q in the low
-// mantissa bits of 2^23 is the float 2^23 + q exactly.
+// The four bytes of q as unsigned values, lowest byte first, without int-to-float
+// conversions (quarter rate on NVIDIA GPUs): byte q in the low mantissa bits of 2^23 is the
+// float 2^23 + q exactly.
 vec4 u8x4_bits(uint q) {
   uvec4 m = (uvec4(q) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu;
   return uintBitsToFloat(m | 0x4B000000u) - 8388608.0;
 }
+// The four bytes of q sign-extended, lowest byte first.
 vec4 i8x4(uint q) {
   int s = int(q);
   return vec4(bitfieldExtract(s, 0, 8), bitfieldExtract(s, 8, 8), bitfieldExtract(s, 16, 8), bitfieldExtract(s, 24, 8));
@@ -124,67 +120,41 @@ void dq8_legacy(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 }
 #endif
 #if defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
-// Scale and minimum of sub-block j (0..7) from the 12 packed bytes at `so` (spec §4.3).
-uvec2 scale_min_k4(uint b, uint so, uint j) {
-  if (j < 4u) return uvec2(ld8(b, so + j) & 63u, ld8(b, so + j + 4u) & 63u);
-  uint hi = ld8(b, so + j + 4u);
-  return uvec2((hi & 0xFu) | ((ld8(b, so + j - 4u) >> 6) << 4), (hi >> 4) | ((ld8(b, so + j) >> 6) << 4));
+// Q4_K and Q5_K rows are grouped at upload (backend/vulkan/grouped_layout.h): super-block
+// e / 256 is super-block j = (e / 256) % 8 of group e / 2048, whose header sits at K4G_HDR j
+// of the group (d, dmin, then the bytes (scale i, min i) of sub-block i at 4 + 2i: unpacked
+// at upload) and whose quants at K4G_HDR_BYTES + sb_bytes j: qs[128], for Q5_K then qh[32].
+// In chunk c (64 elements) sub-block 2c takes the low nibbles of qs[32c..32c+32), 2c+1 the
+// high ones; qh[l] bit i is the fifth bit of element l of sub-block i (spec §4.3).
+// Returns the byte offset of element e's super-block quants, with d * scale and dmin * min
+// of its sub-block.
+uint k4_locate(uint b, uint rb, uint e, uint sb_bytes, out float d, out float m) {
+  uint gb = rb + (e >> 11) * (K4G_HDR_BYTES + 8u * sb_bytes);
+  uint j = (e >> 8) & 7u;
+  uint hb = gb + K4G_HDR * j;  // a multiple of 4
+  vec2 dm = unpackHalf2x16(wq[b].w[hb >> 2]);
+  uint sm = ld16(b, hb + 4u + 2u * ((e & 255u) >> 5));
+  d = dm.x * float(sm & 0xFFu);
+  m = dm.y * float(sm >> 8);
+  return gb + K4G_HDR_BYTES + sb_bytes * j;
 }
-// 64 outputs per chunk c: sub-block 2c from the low nibbles of qs[32c..32c+32), 2c+1 from the
-// high ones; y = d * sc * q - dmin * m. With qh != NONE, qh[l] bit j is the fifth bit of
-// element l of sub-block j (Q5_K).
-void dq8_k4(uint b, uint bb, uint d_off, uint dmin_off, uint scales, uint qh, uint qs, uint e, out vec4 lo,
-            out vec4 hi) {
-  uint p = e & 255u;
-  uint c = p >> 6;
-  uint high = (p >> 5) & 1u;
-  uint l = p & 31u;
-  uint j = 2u * c + high;
-  uvec2 sm = scale_min_k4(b, bb + scales, j);
-  float d = f16(ld16(b, bb + d_off)) * float(sm.x);
-  float m = f16(ld16(b, bb + dmin_off)) * float(sm.y);
-  uint off = bb + qs + 32u * c + l;
-  uint q0 = (ld32(b, off) >> (4u * high)) & 0x0F0F0F0Fu;
-  uint q1 = (ld32(b, off + 4u) >> (4u * high)) & 0x0F0F0F0Fu;
-  if (qh != NONE) {
-    q0 |= ((ld32(b, bb + qh + l) >> j) & 0x01010101u) << 4;
-    q1 |= ((ld32(b, bb + qh + l + 4u) >> j) & 0x01010101u) << 4;
-  }
-  lo = u8x4(q0) * d - m;
-  hi = u8x4(q1) * d - m;
+// Elements [e, e+8): one 8-byte load of quants (and of fifth bits).
+void dq8_k4(uint b, uint rb, uint e, uint sb_bytes, bool five, out vec4 lo, out vec4 hi) {
+  float d, m;
+  uint qb = k4_locate(b, rb, e, sb_bytes, d, m);
+  uint p = e & 255u, c = p >> 6, high = (p >> 5) & 1u, l = p & 31u;
+  uvec2 q = (wq2[b].w[(qb + 32u * c + l) >> 3] >> (4u * high)) & 0x0F0F0F0Fu;
+  if (five) q |= ((wq2[b].w[(qb + 128u + l) >> 3] >> (2u * c + high)) & 0x01010101u) << 4;
+  lo = u8x4_bits(q.x) * d - m;
+  hi = u8x4_bits(q.y) * d - m;
 }
-#endif
-#if defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
-// Elements [e, e+16) of a Q4_K/Q5_K super-block at `bb` (16-byte aligned: tensors start
-// 256-aligned and these rows are 144 / 176 bytes per super-block) in two 16-byte loads
-// instead of dq8's eighteen 32-bit ones: the header (d, dmin, scales) and the 16 quant
-// bytes whose low or high nibbles the unit takes (Q5_K: and 16 qh bytes).
-uint k4_scale_byte(uvec4 hdr, uint i) {
-  uint byte = 4u + i;  // the scales start at byte 4 of the header (selects, not an indexed
-                       // vector, so that the header stays in registers)
-  uint word = byte < 8u ? hdr.y : (byte < 12u ? hdr.z : hdr.w);
-  return (word >> ((byte & 3u) * 8u)) & 0xFFu;
-}
-void dq16_k4(uint b, uint bb, uint qh, uint qs, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
-  uint p = e & 255u;
-  uint c = p >> 6;
-  uint high = (p >> 5) & 1u;
-  uint l = p & 31u;  // 0 or 16
-  uint j = 2u * c + high;
-  uvec4 hdr = wq4[b].w[bb >> 4];
-  uint sc, mn;
-  if (j < 4u) {
-    sc = k4_scale_byte(hdr, j) & 63u;
-    mn = k4_scale_byte(hdr, j + 4u) & 63u;
-  } else {
-    uint hi = k4_scale_byte(hdr, j + 4u);
-    sc = (hi & 0xFu) | ((k4_scale_byte(hdr, j - 4u) >> 6) << 4);
-    mn = (hi >> 4) | ((k4_scale_byte(hdr, j) >> 6) << 4);
-  }
-  vec2 dm = unpackHalf2x16(hdr.x);  // d, dmin
-  float d = dm.x * float(sc), m = dm.y * float(mn);
-  uvec4 q = (wq4[b].w[(bb + qs + 32u * c + l) >> 4] >> (4u * high)) & 0x0F0F0F0Fu;
-  if (qh != NONE) q |= ((wq4[b].w[(bb + qh + l) >> 4] >> j) & 0x01010101u) << 4;
+// Elements [e, e+16): one 16-byte load of quants (and of fifth bits).
+void dq16_k4(uint b, uint rb, uint e, uint sb_bytes, bool five, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
+  float d, m;
+  uint qb = k4_locate(b, rb, e, sb_bytes, d, m);
+  uint p = e & 255u, c = p >> 6, high = (p >> 5) & 1u, l = p & 31u;  // l: 0 or 16
+  uvec4 q = (wq4[b].w[(qb + 32u * c + l) >> 4] >> (4u * high)) & 0x0F0F0F0Fu;
+  if (five) q |= ((wq4[b].w[(qb + 128u + l) >> 4] >> (2u * c + high)) & 0x01010101u) << 4;
   v0 = u8x4_bits(q.x) * d - m;
   v1 = u8x4_bits(q.y) * d - m;
   v2 = u8x4_bits(q.z) * d - m;
@@ -192,14 +162,10 @@ void dq16_k4(uint b, uint bb, uint qh, uint qs, uint e, out vec4 v0, out vec4 v1
 }
 #endif
 #if defined(TYPE_Q4_K)
-void dq8_q4_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  dq8_k4(b, rb + (e >> 8) * Q4_K_BYTES, Q4_K_d, Q4_K_dmin, Q4_K_scales, NONE, Q4_K_qs, e, lo, hi);
-}
+void dq8_q4_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) { dq8_k4(b, rb, e, Q4_KG_SB, false, lo, hi); }
 #endif
 #if defined(TYPE_Q5_K)
-void dq8_q5_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
-  dq8_k4(b, rb + (e >> 8) * Q5_K_BYTES, Q5_K_d, Q5_K_dmin, Q5_K_scales, Q5_K_qh, Q5_K_qs, e, lo, hi);
-}
+void dq8_q5_k(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) { dq8_k4(b, rb, e, Q5_KG_SB, true, lo, hi); }
 #endif
 #if defined(TYPE_Q6_K)
 // Q6_K rows are grouped at upload (backend/vulkan/grouped_layout.h): super-block e / 256 is
@@ -292,15 +258,15 @@ float dq16_q8_0_unscaled(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out 
 #endif
 
 // dq16: elements [e, e+16) of a row, e % 16 == 0, into v0..v3 (the matvec's unit): two dq8
-// reads, or one dq16_k4 for Q4_K / Q5_K, or the 16-byte loads of the grouped layouts. Q8_0
+// reads, or the 16-byte loads of the grouped layouts (dq16_k4 for Q4_K / Q5_K). Q8_0
 // units are read by dq16_q8_0_unscaled.
 #if defined(TYPE_Q4_K)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
-  dq16_k4(b, rb + (e >> 8) * Q4_K_BYTES, NONE, Q4_K_qs, e, v0, v1, v2, v3);
+  dq16_k4(b, rb, e, Q4_KG_SB, false, v0, v1, v2, v3);
 }
 #elif defined(TYPE_Q5_K)
 void dq16(uint b, uint rb, uint e, out vec4 v0, out vec4 v1, out vec4 v2, out vec4 v3) {
-  dq16_k4(b, rb + (e >> 8) * Q5_K_BYTES, Q5_K_qh, Q5_K_qs, e, v0, v1, v2, v3);
+  dq16_k4(b, rb, e, Q5_KG_SB, true, v0, v1, v2, v3);
 }
 #elif defined(TYPE_Q4_0) || defined(TYPE_Q4_1) || defined(TYPE_Q5_0) || defined(TYPE_Q5_1)
 // One 16-byte load of the block's quants, low or high nibbles by e % 32.

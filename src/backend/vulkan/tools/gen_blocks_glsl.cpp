@@ -68,6 +68,10 @@ int main(int argc, char** argv) {
     if (g.m_off) std::fprintf(out, "#define %sG_M %u\n", name, g.m_off);
     if (g.qh_off) std::fprintf(out, "#define %sG_QH %u\n", name, g.qh_off);
   }
+  // The grouped Q4_K / Q5_K rows of the device (backend/vulkan/grouped_layout.h).
+  std::fprintf(out, "#define K4G_HDR %u\n#define K4G_HDR_BYTES %u\n#define Q4_KG_SB %u\n#define Q5_KG_SB %u\n",
+               rwkv::vk::kK4HeaderBytes, rwkv::vk::kK4GroupHeaderBytes,
+               rwkv::vk::k4_block_bytes(rwkv::TensorType::Q4_K), rwkv::vk::k4_block_bytes(rwkv::TensorType::Q5_K));
   // The grouped Q6_K rows of the device (backend/vulkan/grouped_layout.h).
   std::fprintf(out, "#define Q6G_BYTES %u\n#define Q6G_D %u\n#define Q6G_BLOCK %u\n", rwkv::vk::kQ6GroupBytes,
                rwkv::vk::kQ6GroupScaleBytes, rwkv::vk::kQ6GroupBlockBytes);
