@@ -50,10 +50,10 @@ __device__ __forceinline__ void unpack4(int4 v, int* out) {
   out[2] = v.z;
   out[3] = v.w;
 }
-// Bits 0..3 of b moved to bit 4 of bytes 0..3 (the fifth bit of four 5-bit quants).
-__device__ __forceinline__ int spread_bit4(uint32_t b) {
-  return int(((b & 1u) << 4) | ((b & 2u) << 11) | ((b & 4u) << 18) | ((b & 8u) << 25));
-}
+// Bits 0..3 of b moved to bit 4 of bytes 0..3 (the fifth bit of four 5-bit quants). The
+// multiply adds copies of the four bits shifted by 0, 7, 14 and 21, which never overlap, so
+// bit i of copy i lands on bit 8i: four instructions instead of eleven.
+__device__ __forceinline__ int spread_bit4(uint32_t b) { return int((((b & 0xFu) * 0x00204081u) & 0x01010101u) << 4); }
 __device__ __forceinline__ float i8_byte(int word, int k) { return float(int8_t(uint32_t(word) >> (8 * k))); }
 
 template <TensorType T>

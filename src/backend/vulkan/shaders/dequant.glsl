@@ -89,7 +89,9 @@ void dq8_q8_0(uint b, uint rb, uint e, out vec4 lo, out vec4 hi) {
 #define LG_QH Q5_1G_QH
 #endif
 // Bits 0..3 of h moved to bit 4 of bytes 0..3 (the fifth bits of four quants).
-uint spread_bit4(uint h) { return ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25); }
+// The multiply adds copies of the four bits shifted by 0, 7, 14 and 21, which never overlap,
+// so bit i of copy i lands on bit 8i.
+uint spread_bit4(uint h) { return (((h & 0xFu) * 0x00204081u) & 0x01010101u) << 4; }
 // Scale d and offset m of the block of element e, the byte offset of its quants, and the
 // fifth bits of its elements from e % 32 on (0 for the 4-bit types).
 uint legacy_block(uint b, uint rb, uint e, out float d, out float m, out uint hbits) {
