@@ -238,6 +238,23 @@ TEST(GgufRoundTrip, EveryValueType) {
   EXPECT_EQ(copy.to_bytes(), bytes);
 }
 
+// A file without tensors has no data section, so the writer does not pad it to the
+// alignment: with general.alignment = 2^30 (a power of two the reader accepts) it once wrote
+// 1 GiB of zeros (found by the GGUF fuzzer). The result still parses, alignment and all.
+TEST(GgufRoundTrip, TensorlessFileIsNotPaddedToItsAlignment) {
+  Writer w;
+  w.set_alignment(1u << 30);
+  w.set_string("general.name", "tiny");
+  const std::vector<uint8_t> bytes = w.to_bytes();
+  EXPECT_LT(bytes.size(), 4096u);
+  const auto f = parse(bytes);
+  EXPECT_EQ(f->alignment(), size_t(1) << 30);
+  EXPECT_TRUE(f->tensors().empty());
+  Writer again;
+  for (const KeyValue& kv : f->metadata()) again.copy_value(kv.key, kv.value);
+  EXPECT_EQ(again.to_bytes(), bytes);
+}
+
 TEST(GgufRoundTrip, TypedGetters) {
   Writer w;
   w.set_string("s", "text");

@@ -2,6 +2,7 @@
 // assigned when the file is emitted, each tensor padded to the alignment. Invalid input
 // (duplicate or empty names, bad shapes, sizes that do not match the type) throws
 // Error(argument) so that every written file is one the reader accepts.
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -234,12 +235,23 @@ void Writer::emit(const std::function<void(const uint8_t*, size_t)>& sink) const
     put<uint64_t>(header, offset);
     offset += align_up(t.data.size(), alignment_);
   }
-  header.resize(align_up(header.size(), alignment_), 0);
   sink(header.data(), header.size());
-  const std::vector<uint8_t> padding(alignment_, 0);
+  // The data section exists only with tensors: a file without any ends after its header (as
+  // the reader accepts), whatever its alignment. Padding comes from a small block of zeros,
+  // so that a large alignment (any power of two up to 2^31) never allocates its size.
+  if (tensors_.empty()) return;
+  static constexpr uint8_t kZeros[4096] = {};
+  const auto zeros = [&](size_t n) {
+    while (n > 0) {
+      const size_t k = std::min(n, sizeof(kZeros));
+      sink(kZeros, k);
+      n -= k;
+    }
+  };
+  zeros(align_up(header.size(), alignment_) - header.size());
   for (const PendingTensor& t : tensors_) {
     sink(t.data.data(), t.data.size());
-    sink(padding.data(), align_up(t.data.size(), alignment_) - t.data.size());
+    zeros(align_up(t.data.size(), alignment_) - t.data.size());
   }
 }
 
