@@ -1,7 +1,7 @@
 // Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K as the Vulkan shaders read them
 // ("grouped"), made at upload from the stored blocks, so that quants sit at 16-byte aligned
-// offsets (stored blocks are 34, 18, 20, 22, 24 and 210 bytes) and, for Q4_K and Q5_K, the
-// packed 6-bit scales are unpacked. Lossless: every byte of every block only moves (padding
+// offsets (stored blocks are 34, 18, 20, 22, 24 and 210 bytes) and, for Q4_K and Q5_K (144 and
+// 176 bytes), the packed 6-bit scales are unpacked. Lossless: every byte of every block only moves (padding
 // is zero), except those scales, which are unpacked bit for bit.
 //
 // Q8_0: a row is cut into groups of up to 8 blocks (256 elements); a group holds 16 bytes of

@@ -46,17 +46,6 @@ int main(int argc, char** argv) {
   FIELD(out, BlockQ8_0, qs, "Q8_0");
   // The grouped Q8_0 rows of the device (backend/vulkan/grouped_layout.h).
   std::fprintf(out, "#define Q8G_BYTES %u\n#define Q8G_QS %u\n", rwkv::vk::kQ8GroupBytes, rwkv::vk::kQ8GroupScaleBytes);
-  SIZE(out, BlockQ4_K, "Q4_K");
-  FIELD(out, BlockQ4_K, d, "Q4_K");
-  FIELD(out, BlockQ4_K, dmin, "Q4_K");
-  FIELD(out, BlockQ4_K, scales, "Q4_K");
-  FIELD(out, BlockQ4_K, qs, "Q4_K");
-  SIZE(out, BlockQ5_K, "Q5_K");
-  FIELD(out, BlockQ5_K, d, "Q5_K");
-  FIELD(out, BlockQ5_K, dmin, "Q5_K");
-  FIELD(out, BlockQ5_K, scales, "Q5_K");
-  FIELD(out, BlockQ5_K, qh, "Q5_K");
-  FIELD(out, BlockQ5_K, qs, "Q5_K");
   // The grouped Q4_0 / Q4_1 / Q5_0 / Q5_1 rows of the device (backend/vulkan/grouped_layout.h).
   const std::pair<rwkv::TensorType, const char*> legacy[] = {{rwkv::TensorType::Q4_0, "Q4_0"},
                                                              {rwkv::TensorType::Q4_1, "Q4_1"},
