@@ -209,21 +209,37 @@ TEST(CudaModel, GemmPathWithoutF16Copies) {
   unsetenv("RWKV_CUDA_F16_COPIES");
 }
 
-// alloc_host gives page-locked memory (the logits download then skips the driver's bounce
-// buffer), and a step writes the same logits there as into ordinary memory.
+// alloc_host gives page-locked memory, which the head product writes directly (no
+// download after the step), and a step writes the same logits there as into ordinary
+// memory: a prompt, then one and two sequences, repeated steps (the graphs are reused),
+// and a pinned buffer used from an offset.
 TEST(CudaModel, PageLockedLogitsBuffer) {
   REQUIRE_GPU();
   auto model = Model::load(testing::synthetic_model(wide_spec()));
   const int V = model->hparams().n_vocab;
-  auto gpu = open("cuda", model, 2);
-  const HostFloats pinned = gpu->alloc_host(size_t(V));
+  auto plain_gpu = open("cuda", model, 2);
+  auto pinned_gpu = open("cuda", model, 2);
+  const HostFloats pinned = pinned_gpu->alloc_host(3 * size_t(V));
   ASSERT_TRUE(cuda::host_page_locked(pinned.get()));
-  std::vector<float> plain(size_t(V), NAN);
+  std::vector<float> plain(2 * size_t(V), NAN);
   EXPECT_FALSE(cuda::host_page_locked(plain.data()));
-  const int32_t token = 7;
-  gpu->step(std::vector<SeqTokens>{{0, &token, 1, false}}, plain.data());
-  gpu->step(std::vector<SeqTokens>{{1, &token, 1, false}}, pinned.get());  // slot 1 starts from the same zero state
-  for (int i = 0; i < V; ++i) ASSERT_EQ(pinned[size_t(i)], plain[size_t(i)]) << "logit " << i;
+  const int32_t prompt[6] = {3, 1, 4, 1, 5, 9};  // a prefill step: its last row's logits, written the same way
+  plain_gpu->step(std::vector<SeqTokens>{{0, prompt, 6, false}}, plain.data());
+  pinned_gpu->step(std::vector<SeqTokens>{{0, prompt, 6, false}}, pinned.get());
+  for (size_t i = 0; i < size_t(V); ++i) ASSERT_EQ(pinned[i], plain[i]) << "prompt, logit " << i;
+  const int32_t tokens[2] = {7, 11};
+  for (int step = 0; step < 3; ++step) {
+    for (int n : {1, 2}) {
+      std::vector<SeqTokens> batch{{0, &tokens[0], 1, false}};
+      if (n == 2) batch.push_back({1, &tokens[1], 1, false});
+      float* out = pinned.get() + size_t(step % 2) * V;  // from the start, then from row 1
+      std::fill(out, out + size_t(n) * V, NAN);
+      plain_gpu->step(batch, plain.data());
+      pinned_gpu->step(batch, out);
+      for (size_t i = 0; i < size_t(n) * V; ++i)
+        ASSERT_EQ(out[i], plain[i]) << "step " << step << ", " << n << " sequences, logit " << i;
+    }
+  }
 }
 
 // More tokens than one internal chunk: the sequence continues across chunks.

@@ -66,8 +66,8 @@ class Backend {
   // if all_logits else its last row; `logits` holds sum(rows) * n_vocab floats.
   virtual void step(std::span<const SeqTokens> batch, float* logits) = 0;
   // Host memory for n floats that this backend's step() fills fastest as `logits`: page-
-  // locked for CUDA, whose download into ordinary memory goes through a driver bounce
-  // buffer (llama.cpp's output buffer is page-locked for the same reason). Plain memory
+  // locked and mapped for CUDA, whose head product then writes the logits there itself
+  // (a download into ordinary memory goes through a driver bounce buffer). Plain memory
   // elsewhere. It may outlive the backend.
   virtual HostFloats alloc_host(size_t n) {
     return HostFloats(new float[n], [](float* p) { delete[] p; });

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -146,7 +147,18 @@ class CudaBackend final : public Backend {
   size_t host_ints_count_ = 0;
 
   PersistentPlan persistent_;
-  std::map<int, cudaGraphExec_t> graphs_;  // decode graphs by sequence count
+  // Decode graphs by sequence count and logits row count, and where the head writes: the
+  // caller's page-locked buffer (HostSpans) or nullptr for scratch_.logits.
+  std::map<std::pair<int, const float*>, cudaGraphExec_t> graphs_;
+  // The page-locked buffers alloc_host gave out and not yet freed: a step whose logits lie
+  // in one lets the head product write them directly (no download after the graph).
+  struct HostSpans {
+    std::mutex mutex;
+    std::map<const float*, size_t> spans;  // start -> floats
+    bool holds(const float* p, size_t n);
+  };
+  std::shared_ptr<HostSpans> host_spans_ = std::make_shared<HostSpans>();
+  float* head_out_ = nullptr;  // encode(): the head's output, scratch_.logits unless set
   bool use_graphs_ = true;
   bool verbose_ = false;
 };

@@ -137,8 +137,8 @@ void CudaBackend::encode(const ChunkPlan& p) {
     emit(-1, "head.ln", s.head_x, p.n_out, C);
     const bool q = p.n_out <= kMatvecMaxRows && quantised(head_);
     if (q) quantize_rows(s.head_x, C, p.n_out, C, InOp::none, s.qx[1], stream_);
-    matmul(head_, s.head_x, C, p.n_out, InOp::none, s.logits, hp_.n_vocab, OutOp::store, nullptr, nullptr,
-           q ? &s.qx[1] : nullptr);
+    matmul(head_, s.head_x, C, p.n_out, InOp::none, head_out_ ? head_out_ : s.logits, hp_.n_vocab, OutOp::store,
+           nullptr, nullptr, q ? &s.qx[1] : nullptr);
     emit(-1, "logits", s.logits, p.n_out, hp_.n_vocab);
   }
 }
