@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
       const float o = x + (prev - x) * mix[m];
       if (a.out[m]) a.out[m][at] = o;
       if (a.out16[m]) static_cast<__half*>(a.out16[m])[at] = __float2half_rn(o);
-      if (a.out_q[m].q0) quantize32(a.out_q[m], o, at, at / 32);
+      if (a.out_q[m].q0) quantize32(a.out_q[m], o, at);
     }
   }
 }

@@ -15,7 +15,7 @@ __global__ void __launch_bounds__(256)
   const int64_t nb = cols / 32, blk = int64_t(blockIdx.x) * 8 + (threadIdx.x >> 5);
   if (blk >= rows * nb) return;
   const int64_t t = blk / nb, c = (blk - t * nb) * 32 + (threadIdx.x & 31);
-  quantize32(out, apply_in(op, x[t * x_stride + c]), t * cols + c, blk);
+  quantize32(out, apply_in(op, x[t * x_stride + c]), t * cols + c);
 }
 
 }  // namespace

@@ -7,26 +7,64 @@
 
 namespace rwkv::cuda {
 
-// Writes value v of lane `lane` of block `blk` (= row * cols / 32 + column / 32) at element
-// `at` (= row * cols + column). Every lane of the warp must call it together.
-__device__ __forceinline__ void quantize32(const QuantX& out, float v, int64_t at, int64_t blk) {
-  const int lane = threadIdx.x & 31;
-  const float amax = warp_max(fabsf(v));
-  const float d0 = amax / 127.f;
-  const int q0 = amax > 0.f ? __float2int_rn(v * (127.f / amax)) : 0;
-  const float r = v - float(q0) * d0;
-  const float ramax = warp_max(fabsf(r));
-  const float d1 = ramax / 127.f;
-  const int q1 = ramax > 0.f ? __float2int_rn(r * (127.f / ramax)) : 0;
-  const int s0 = warp_sum_int(q0), s1 = warp_sum_int(q1);
-  out.q0[at] = int8_t(q0);
-  out.q1[at] = int8_t(q1);
-  if (lane == 0) {
-    out.d0[blk] = d0;
-    out.d1[blk] = d1;
-    out.s0[blk] = s0;
-    out.s1[blk] = s1;
+// Warp-wide maximum of non-negative floats and sum of ints: one redux.sync each on sm_80+
+// (a non-negative float orders as its bits), else five shuffles. The quantisations below
+// sit on the decode chain after the LayerNorm and the WKV read-out, where eight warps of a
+// block reducing at once made the SM's shuffle throughput the limit (NOTES.md run 63).
+__device__ __forceinline__ float warp_max_nonneg(float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(v)));
+#else
+  return warp_max(v);
+#endif
+}
+__device__ __forceinline__ int warp_sum_int_fast(int v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_add_sync(0xffffffffu, v);
+#else
+  return warp_sum_int(v);
+#endif
+}
+
+// One lane's share of a block of 32 quantised to two int8 terms (QuantX): its quants, and
+// the block's scales and quant sums (the same in every lane).
+struct Quant32 {
+  int q0, q1, s0, s1;
+  float d0, d1;
+};
+
+// Every lane of the warp must call it together, one value each. Max and int sums are
+// exact, so the result does not depend on the reduction form.
+__device__ __forceinline__ Quant32 quant32(float v) {
+  Quant32 q;
+  const float amax = warp_max_nonneg(fabsf(v));
+  q.d0 = amax / 127.f;
+  q.q0 = amax > 0.f ? __float2int_rn(v * (127.f / amax)) : 0;
+  const float r = v - float(q.q0) * q.d0;
+  const float ramax = warp_max_nonneg(fabsf(r));
+  q.s0 = warp_sum_int_fast(q.q0);
+  q.d1 = ramax / 127.f;
+  q.q1 = ramax > 0.f ? __float2int_rn(r * (127.f / ramax)) : 0;
+  q.s1 = warp_sum_int_fast(q.q1);
+  return q;
+}
+
+// Stores lane's part of q at element `at` (= row * cols + column) of `out`, block at / 32.
+__device__ __forceinline__ void store_quant32(const QuantX& out, const Quant32& q, int64_t at) {
+  out.q0[at] = int8_t(q.q0);
+  out.q1[at] = int8_t(q.q1);
+  if ((threadIdx.x & 31) == 0) {
+    const int64_t blk = at / 32;
+    out.d0[blk] = q.d0;
+    out.d1[blk] = q.d1;
+    out.s0[blk] = q.s0;
+    out.s1[blk] = q.s1;
   }
+}
+
+// Value v of this lane to element `at` of `out`. Every lane of the warp must call it.
+__device__ __forceinline__ void quantize32(const QuantX& out, float v, int64_t at) {
+  store_quant32(out, quant32(v), at);
 }
 
 // The same two-term quantisation for a block of 32 held as float4 by 8 neighbouring lanes

@@ -173,6 +173,7 @@ __global__ void __launch_bounds__(4 * N, N == 128 ? 2 : 4) wkv_fused_kernel(cons
 #pragma unroll
     for (int m = 0; m < M; ++m) q += (yv[m] - mean) * (yv[m] - mean);
     const float rs = rsqrtf(warp_sum(q) / float(N) + a.gn_eps);
+    float xo[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       const int c = lane + 32 * m;
@@ -180,8 +181,15 @@ __global__ void __launch_bounds__(4 * N, N == 128 ? 2 : 4) wkv_fused_kernel(cons
       const float o = (yv[m] - mean) * rs * s_lw[c] + s_lb[c] + bonus * s_v[c];
       if (a.y) a.y[at] = yv[m];
       if (a.lnx) a.lnx[at] = o;
-      a.xo[at] = o * s_g[c];
-      if (a.xo_q.q0) quantize32(a.xo_q, o * s_g[c], int64_t(at), int64_t(at) / 32);
+      xo[m] = o * s_g[c];
+      a.xo[at] = xo[m];
+    }
+    if (a.xo_q.q0) {  // the head's M blocks of 32: all reductions first, so that they overlap
+      Quant32 q[M];
+#pragma unroll
+      for (int m = 0; m < M; ++m) q[m] = quant32(xo[m]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) store_quant32(a.xo_q, q[m], int64_t(row + c0 + 32 * m));
     }
   }
   store_state(S, st);
