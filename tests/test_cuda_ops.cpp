@@ -530,11 +530,19 @@ TEST(CudaOps, LayerNormSelectedRows) {
   DeviceBuffer drows(rows.size() * 4);
   drows.upload(rows.data(), rows.size() * 4);
   Guarded dx(x), dw(w), db(b), y(rows.size() * C);
-  layer_norm_rows(dx.data(), drows.as<int32_t>(), int(rows.size()), C, dw.data(), db.data(), 1e-5f, y.data(), nullptr);
+  DeviceQuantX yq(int(rows.size()), C);
   std::vector<float> want(rows.size() * C);
   for (size_t i = 0; i < rows.size(); ++i)
     ref::layer_norm(x.data() + size_t(rows[i]) * C, w.data(), b.data(), 1, C, 1e-5f, want.data() + i * C);
+  layer_norm_rows(dx.data(), drows.as<int32_t>(), int(rows.size()), C, dw.data(), db.data(), 1e-5f, y.data(), nullptr,
+                  nullptr);
   expect_close(y.read(), want, 1e-11, "layer_norm_rows");
+  // With the quantised copy (the head's input at decode): the same fp32 rows, and two-term
+  // int8 values within quantize_rows' tolerance.
+  layer_norm_rows(dx.data(), drows.as<int32_t>(), int(rows.size()), C, dw.data(), db.data(), 1e-5f, y.data(), &yq.q,
+                  nullptr);
+  expect_close(y.read(), want, 1e-11, "layer_norm_rows with a quantised copy");
+  expect_close(yq.read(), want, 1e-9, "layer_norm_rows quantised");
 }
 
 }  // namespace

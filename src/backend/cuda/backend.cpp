@@ -459,11 +459,16 @@ HostFloats CudaBackend::alloc_host(size_t n) {
 
 void CudaBackend::run_chunk(const ChunkPlan& plan, float* logits) {
   if (plan.R > kMatvecMaxRows) prepare_gemm();
-  check(cudaMemcpyAsync(scratch_.ints, host_ints_, host_ints_count_ * 4, cudaMemcpyHostToDevice, stream_),
-        "batch upload");
+  // The batch layout goes up first; a decode graph holds the copy as its first node (it
+  // reads host_ints_ when the graph runs), one stream operation fewer per step.
+  const bool graph = use_graphs_ && !hook_ && plan.max_tokens == 1;
+  auto upload = [&] {
+    check(cudaMemcpyAsync(scratch_.ints, host_ints_, host_ints_count_ * 4, cudaMemcpyHostToDevice, stream_),
+          "batch upload");
+  };
+  if (!graph) upload();
   if (plan.R == 1 && !hook_ && (persistent_.key != scratch_.buffer.data() || persistent_.states != states_.data()))
     build_persistent();  // before any capture: it allocates and uploads
-  const bool graph = use_graphs_ && !hook_ && plan.max_tokens == 1;
   // Few logits rows into a buffer from alloc_host: the head product writes them there
   // itself, overlapping the PCIe transfer with its own run instead of a download after it
   // (0.1B: ~11 us of a ~356 us step, NOTES.md run 53).
@@ -478,6 +483,7 @@ void CudaBackend::run_chunk(const ChunkPlan& plan, float* logits) {
       cudaGraph_t g = nullptr;
       check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
       try {
+        upload();
         encode(plan);
       } catch (...) {
         cudaStreamEndCapture(stream_, &g);

@@ -133,10 +133,10 @@ void CudaBackend::encode(const ChunkPlan& p) {
     }
   }
   if (p.n_out > 0) {
-    layer_norm_rows(s.h, s.ints + 4 * cap + 1, p.n_out, C, ln_out_w_, ln_out_b_, hp_.ln_eps, s.head_x, stream_);
-    emit(-1, "head.ln", s.head_x, p.n_out, C);
     const bool q = p.n_out <= kMatvecMaxRows && quantised(head_);
-    if (q) quantize_rows(s.head_x, C, p.n_out, C, InOp::none, s.qx[1], stream_);
+    layer_norm_rows(s.h, s.ints + 4 * cap + 1, p.n_out, C, ln_out_w_, ln_out_b_, hp_.ln_eps, s.head_x,
+                    q ? &s.qx[1] : nullptr, stream_);
+    emit(-1, "head.ln", s.head_x, p.n_out, C);
     matmul(head_, s.head_x, C, p.n_out, InOp::none, head_out_ ? head_out_ : s.logits, hp_.n_vocab, OutOp::store,
            nullptr, nullptr, q ? &s.qx[1] : nullptr);
     emit(-1, "logits", s.logits, p.n_out, hp_.n_vocab);

@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
 
 __global__ void __launch_bounds__(kRowThreads)
     layer_norm_rows_kernel(const float* x, const int32_t* rows, int C, const float* ln_w, const float* ln_b, float eps,
-                           float* y) {
+                           float* y, QuantX yq) {
   __shared__ float scratch[32];
   float w[kMaxPer], b[kMaxPer];
   load_row(ln_w, C, w);
@@ -165,6 +165,17 @@ __global__ void __launch_bounds__(kRowThreads)
   load_row(x + size_t(src) * C, C, v);
   layer_norm_regs(v, C, w, b, eps, scratch);
   store_row(y + size_t(i) * C, C, v);
+  if (yq.q0) {
+    Quant32 q[kMaxPer];  // every block of the row reduced before any is stored: they overlap
+#pragma unroll
+    for (int k = 0; k < kMaxPer; ++k)
+      if (threadIdx.x + k * kRowThreads < C) q[k] = quant32(v[k]);  // warp-uniform: C is a multiple of 32
+#pragma unroll
+    for (int k = 0; k < kMaxPer; ++k) {
+      const int c = threadIdx.x + k * kRowThreads;
+      if (c < C) store_quant32(yq, q[k], int64_t(i) * C + c);
+    }
+  }
 }
 
 void check_width(int C, const char* what) {
@@ -245,9 +256,11 @@ void ln_shift_lerp(const ShiftLerpArgs& args, Stream stream) {
 }
 
 void layer_norm_rows(const float* x, const int32_t* rows, int n, int C, const float* w, const float* b, float eps,
-                     float* y, Stream stream) {
+                     float* y, const QuantX* yq, Stream stream) {
   check_width(C, "layer_norm_rows");
-  launch("layer_norm_rows", layer_norm_rows_kernel, dim3(n), dim3(kRowThreads), 0, stream, x, rows, C, w, b, eps, y);
+  if (yq && yq->cols != C) fail(ErrorCode::argument, "cuda layer_norm_rows: quantised output of another width");
+  launch("layer_norm_rows", layer_norm_rows_kernel, dim3(n), dim3(kRowThreads), 0, stream, x, rows, C, w, b, eps, y,
+         yq ? *yq : QuantX{});
 }
 
 void epilogue(OutOp op, const float* src, float* dst, const float* bias, int rows, int64_t cols, int64_t stride,

@@ -223,9 +223,11 @@ struct ShiftLerpArgs {
 // C must be a multiple of 32 and at most 4096.
 void ln_shift_lerp(const ShiftLerpArgs& args, Stream stream);
 
-// y[i] = LayerNorm(x[rows[i]]) for i < n (rows may be null: row i itself).
+// y[i] = LayerNorm(x[rows[i]]) for i < n (rows may be null: row i itself); with `yq`
+// (n rows of C) also quantised there, as quantize_rows would (the head's input: one launch
+// fewer per decode step).
 void layer_norm_rows(const float* x, const int32_t* rows, int n, int C, const float* w, const float* b, float eps,
-                     float* y, Stream stream);
+                     float* y, const QuantX* yq, Stream stream);
 
 // The time-mix core after the projections (spec §2.2 steps 6, 9-13, §2.3), per head:
 // value-residual mix (layer 0: v_first := v; else v += nu (v_first - v), written back to v),
