@@ -37,11 +37,19 @@ struct Batch {
 constexpr int kStageBatch = 8;                 // float4 loads in flight per thread while staging
 constexpr size_t kFloatStageBytes = 64 << 10;  // float weights with an input transform: staged x
 
-// Row t, column c of the job's activations (4 floats, or 0 past the rows). Aligned jobs
-// use one 16-byte load.
-__device__ __forceinline__ float4 load_x4(const MatvecJob& job, int t0, int64_t e, int64_t cols, bool aligned) {
-  const int64_t t = t0 + e / cols, c = e % cols;
-  const float* p = job.x + t * job.x_stride + c;
+// The row of element e of T <= kMaxRowsPerLaunch activation rows of `cols`: counted, not
+// divided (a 64-bit division is ~60 instructions, and the staging runs after the PDL wait,
+// on the step's critical path).
+__device__ __forceinline__ int row_of(int e, int cols) {
+  static_assert(kMaxRowsPerLaunch == 4, "row_of counts up to four rows");
+  return int(e >= cols) + int(e >= 2 * cols) + int(e >= 3 * cols);
+}
+
+// Element e (4 floats from there, a row's columns being a multiple of 4) of the job's
+// activation rows t0.. . Aligned jobs use one 16-byte load.
+__device__ __forceinline__ float4 load_x4(const MatvecJob& job, int t0, int e, int cols, bool aligned) {
+  const int t = row_of(e, cols), c = e - t * cols;
+  const float* p = job.x + int64_t(t0 + t) * job.x_stride + c;
   if (aligned) return *reinterpret_cast<const float4*>(p);
   return make_float4(p[0], p[1], p[2], p[3]);
 }
@@ -51,7 +59,7 @@ __device__ __forceinline__ float4 load_x4(const MatvecJob& job, int t0, int64_t 
 // neighbouring lanes. All loads of a batch are issued before the first is used.
 __device__ inline void stage_quant(const MatvecJob& job, int t0, int T, uint8_t* smem, XQ (&xq)[2]) {
   const int cols = int(job.W.cols), nb = cols / 32;
-  const int64_t n4 = int64_t(T) * cols / 4;
+  const int n4 = T * cols / 4;
   int8_t* q0 = reinterpret_cast<int8_t*>(smem);
   int8_t* q1 = q0 + size_t(T) * cols;
   float* d0 = reinterpret_cast<float*>(q1 + size_t(T) * cols);
@@ -59,16 +67,16 @@ __device__ inline void stage_quant(const MatvecJob& job, int t0, int T, uint8_t*
   int* s0 = reinterpret_cast<int*>(d1 + T * nb);
   int* s1 = s0 + T * nb;
   const bool aligned = ((reinterpret_cast<uintptr_t>(job.x) | uintptr_t(job.x_stride * 4)) & 15) == 0;
-  for (int64_t b0 = 0; b0 < n4; b0 += int64_t(kThreads) * kStageBatch) {
+  for (int b0 = 0; b0 < n4; b0 += kThreads * kStageBatch) {
     float4 v[kStageBatch];
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
-      const int64_t idx = b0 + int64_t(k) * kThreads + threadIdx.x;
+      const int idx = b0 + k * kThreads + int(threadIdx.x);
       v[k] = idx < n4 ? load_x4(job, t0, idx * 4, cols, aligned) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
-      const int64_t idx = b0 + int64_t(k) * kThreads + threadIdx.x;
+      const int idx = b0 + k * kThreads + int(threadIdx.x);
       const float4 f = make_float4(apply_in(job.in_op, v[k].x), apply_in(job.in_op, v[k].y),
                                    apply_in(job.in_op, v[k].z), apply_in(job.in_op, v[k].w));
       quantize_group8(f, idx < n4, q0, q1, d0, d1, s0, s1, idx, idx / 8);  // block idx / 8 = t * nb + c / 32
@@ -80,18 +88,17 @@ __device__ inline void stage_quant(const MatvecJob& job, int t0, int T, uint8_t*
 
 // Copies T rows of x (with the input transform) to shared memory as fp32, row stride cols.
 __device__ inline void stage_float(const MatvecJob& job, int t0, int T, float* xs) {
-  const int64_t cols = job.W.cols, n = int64_t(T) * cols;
-  for (int64_t b0 = 0; b0 < n; b0 += int64_t(kThreads) * kStageBatch) {
+  const int cols = int(job.W.cols), n = T * cols;  // at most kFloatStageBytes / 4 values
+  for (int b0 = 0; b0 < n; b0 += kThreads * kStageBatch) {
     float v[kStageBatch];
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
-      const int64_t e = b0 + int64_t(k) * kThreads + threadIdx.x;
-      const int64_t t = e / cols;
-      v[k] = e < n ? job.x[(t0 + t) * job.x_stride + (e - t * cols)] : 0.f;
+      const int e = b0 + k * kThreads + int(threadIdx.x), t = row_of(e, cols);
+      v[k] = e < n ? job.x[int64_t(t0 + t) * job.x_stride + (e - t * cols)] : 0.f;
     }
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
-      const int64_t e = b0 + int64_t(k) * kThreads + threadIdx.x;
+      const int e = b0 + k * kThreads + int(threadIdx.x);
       if (e < n) xs[e] = apply_in(job.in_op, v[k]);
     }
   }

@@ -12,10 +12,12 @@ __global__ void __launch_bounds__(256)
     quantize_rows_kernel(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, QuantX out) {
   pdl_wait();
   pdl_trigger();
-  const int64_t nb = cols / 32, blk = int64_t(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  // 32-bit indices (the host checks rows * cols < 2^31): a 64-bit division is ~60
+  // instructions after the PDL wait.
+  const int nb = int(cols / 32), blk = int(blockIdx.x) * 8 + int(threadIdx.x >> 5);
   if (blk >= rows * nb) return;
-  const int64_t t = blk / nb, c = (blk - t * nb) * 32 + (threadIdx.x & 31);
-  quantize32(out, apply_in(op, x[t * x_stride + c]), t * cols + c);
+  const int t = blk / nb, c = (blk - t * nb) * 32 + int(threadIdx.x & 31);
+  quantize32(out, apply_in(op, x[int64_t(t) * x_stride + c]), int64_t(t) * cols + c);
 }
 
 }  // namespace
@@ -42,6 +44,7 @@ QuantX quant_x_view(void* base, int rows, int64_t cols) {
 void quantize_rows(const float* x, int64_t x_stride, int rows, int64_t cols, InOp op, const QuantX& out,
                    Stream stream) {
   if (cols % 32 != 0 || out.cols != cols) fail(ErrorCode::argument, "cuda quantize_rows: bad width");
+  if (int64_t(rows) * cols >= (int64_t(1) << 31)) fail(ErrorCode::argument, "cuda quantize_rows: too many values");
   const int64_t blocks = (int64_t(rows) * (cols / 32) + 7) / 8;
   launch("quantize_rows", quantize_rows_kernel, dim3(unsigned(blocks)), dim3(256), 0, stream, x, x_stride, rows, cols,
          op, out);
