@@ -316,6 +316,41 @@ TEST(VulkanModel, StateCopiesAndReset) {
   EXPECT_EQ(from1, logits) << "a reset slot does not replay like a fresh one";
 }
 
+// alloc_host gives host-visible memory the head writes directly: the same logits as a step
+// into ordinary memory, for a prompt, one and two sequences, repeated steps (the recorded
+// command buffers are reused), a pointer into the buffer past its start (copied as before),
+// and a buffer freed and replaced between steps (the recordings that bound it are dropped).
+TEST(VulkanModel, AllocHostLogitsBuffer) {
+  Pair p = load_pair(testing::synthetic_model(small_spec(TensorType::F16)));
+  if (p.vk == nullptr) GTEST_SKIP() << "no Vulkan device here";
+  std::unique_ptr<Backend> plain = vulkan_or_null();
+  plain->load(p.model, {});
+  const size_t V = size_t(p.model->hparams().n_vocab);
+  p.vk->set_slots(2);
+  plain->set_slots(2);
+  std::vector<float> want(2 * V);
+  const auto same = [&](Backend& b, std::span<const SeqTokens> batch, float* out, const std::string& what) {
+    const size_t n = logits_rows(batch) * V;
+    std::fill(out, out + n, NAN);
+    plain->step(batch, want.data());
+    b.step(batch, out);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], want[i]) << what << ", logit " << i;
+  };
+  HostFloats host = p.vk->alloc_host(3 * V);
+  const std::vector<int32_t> prompt = random_tokens(6, int(V), 5);
+  const SeqTokens first{0, prompt.data(), 6, false};
+  same(*p.vk, {&first, 1}, host.get(), "prompt");
+  const int32_t tokens[2] = {7, 11};
+  for (int step = 0; step < 3; ++step) {
+    for (int n : {1, 2}) {
+      const SeqTokens batch[2] = {{0, &tokens[0], 1, false}, {1, &tokens[1], 1, false}};
+      float* out = host.get() + size_t(step % 2) * V;  // the start, then past it
+      same(*p.vk, std::span(batch, size_t(n)), out, "step " + std::to_string(step) + ", " + std::to_string(n));
+    }
+    host = p.vk->alloc_host(3 * V);  // the old buffer is freed after the new one exists
+  }
+}
+
 // Buffers capped far below the device limit: matrices split by rows over several buffers,
 // prefill split into sub-steps of a few rows, logits rows limited per sub-step.
 TEST(VulkanModel, SmallBufferLimitSplitsEverything) {

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "backend/registry.h"
@@ -39,7 +40,7 @@ uint32_t lora_fold_invocations(uint32_t head_size) {
 }  // namespace
 
 VulkanBackend::VulkanBackend(const BackendOptions& options, bool allow_cpu_devices) {
-  ctx_ = Context::create(options.device, allow_cpu_devices);
+  ctx_ = std::shared_ptr<Context>(Context::create(options.device, allow_cpu_devices));
   kernels_ = std::make_unique<Kernels>(*ctx_);
   profiler_ = std::make_unique<Profiler>(*ctx_);
   verbose_ = options.verbose;
@@ -54,6 +55,32 @@ VulkanBackend::~VulkanBackend() {
   if (ctx_ == nullptr) return;
   ctx_->fn().vkDeviceWaitIdle(ctx_->device());
   invalidate_commands();
+}
+
+HostFloats VulkanBackend::alloc_host(size_t n) {
+  n = std::max<size_t>(n, 1);
+  const uint64_t bytes = uint64_t(n) * 4;
+  if (bytes > ctx_->limits().max_storage_range) return Backend::alloc_host(n);  // one binding must see it all
+  std::shared_ptr<Buffer> buffer;
+  try {
+    buffer = std::make_shared<Buffer>(*ctx_, bytes, MemoryKind::readback, "logits (alloc_host)");
+  } catch (const Error&) {
+    return Backend::alloc_host(n);  // host-visible memory is scarce here: plain memory still works
+  }
+  auto* p = reinterpret_cast<float*>(buffer->mapped());
+  {
+    std::lock_guard lock(host_buffers_->mutex);
+    host_buffers_->spans[p] = {buffer.get(), uint64_t(n)};
+  }
+  return HostFloats(p, [ctx = ctx_, buffer, registry = host_buffers_](float* q) mutable {
+    {
+      std::lock_guard lock(registry->mutex);
+      registry->spans.erase(q);
+      ++registry->released;
+    }
+    buffer.reset();  // before the context it belongs to
+    ctx.reset();
+  });
 }
 
 void VulkanBackend::invalidate_commands() {

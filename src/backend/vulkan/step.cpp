@@ -2,6 +2,7 @@
 // per-step tables, recording (cached per batch shape) and the debug captures.
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <set>
 
 #include "backend/vulkan/vulkan_backend.h"
@@ -121,8 +122,21 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
     form = WkvForm::folded;
   }
 
+  // Logits into a buffer from alloc_host (from its start) are written there by the head.
+  const Buffer* direct = nullptr;
+  {
+    std::lock_guard lock(host_buffers_->mutex);
+    if (host_buffers_->released != host_released_seen_) {  // a recording may bind a freed buffer
+      invalidate_commands();
+      host_released_seen_ = host_buffers_->released;
+    }
+    const auto it = host_buffers_->spans.find(logits);
+    if (R > 0 && !hook_ && it != host_buffers_->spans.end() && it->second.second >= uint64_t(R) * hp_.n_vocab)
+      direct = it->second.first;
+  }
+  head_out_ = direct ? direct->handle() : logits_.handle();
   if (!hook_) {
-    const auto key = std::make_tuple(T, S, R, form);
+    const auto key = std::make_tuple(T, S, R, form, head_out_);
     auto it = commands_.find(key);
     if (it == commands_.end()) {
       // Keeps a handful of shapes; a workload with many shapes re-records now and then.
@@ -154,7 +168,9 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
     }
     ctx_->free_commands(cmd);
   }
-  if (R > 0) {
+  if (R > 0 && direct) {
+    ctx_->invalidate(*direct);
+  } else if (R > 0) {
     ctx_->invalidate(logits_);
     std::memcpy(logits, logits_.mapped(), size_t(R) * size_t(hp_.n_vocab) * 4);
   }
@@ -419,11 +435,11 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
   sync("ln_out");
   // The head writes the logits straight into host-visible memory: no copy and no barrier
   // interval after it (a 0.1B decode step spent ~20 us of ~670 in that copy).
-  if (R > 0) record_matrices(cmd, head_stage_, R, logits_.handle(), true);
+  if (R > 0) record_matrices(cmd, head_stage_, R, head_out_, true);
   if (debug) {
     k.to_transfer(cmd);
     capture(cmd, -1, "head.ln", s.head_in, T, C);
-    if (R > 0) capture(cmd, -1, "logits", 0, R, uint32_t(hp_.n_vocab), logits_.handle());
+    if (R > 0) capture(cmd, -1, "logits", 0, R, uint32_t(hp_.n_vocab), head_out_);
   }
   k.host_barrier(cmd);
   if (!debug) profiler_->mark(cmd, "head");

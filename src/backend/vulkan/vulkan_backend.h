@@ -25,6 +25,7 @@
 #include <array>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -116,6 +117,9 @@ class VulkanBackend final : public Backend {
   void get_state(int slot, std::span<float> out) override;
   void set_state(int slot, std::span<const float> in) override;
   void step(std::span<const SeqTokens> batch, float* logits) override;
+  // Host-visible memory of this device, mapped: a step whose logits start such a buffer has
+  // the head write them there (no copy after the step). Plain memory where it cannot be had.
+  HostFloats alloc_host(size_t n) override;
   size_t memory_bytes() const override { return size_t(ctx_->device_bytes()); }
 
  private:
@@ -158,7 +162,7 @@ class VulkanBackend final : public Backend {
   void flush_captures(VkCommandBuffer& cmd);
   void ensure_logits(uint32_t R);
 
-  std::unique_ptr<Context> ctx_;
+  std::shared_ptr<Context> ctx_;  // shared with alloc_host's buffers, which may outlive the backend
   std::unique_ptr<Kernels> kernels_;
   bool verbose_ = false;  // BackendOptions::verbose: load() reports its choices on stderr
   std::shared_ptr<const Model> model_;
@@ -193,7 +197,18 @@ class VulkanBackend final : public Backend {
     VkCommandBuffer cmd = VK_NULL_HANDLE;
     std::vector<const char*> labels;
   };
-  std::map<std::tuple<uint32_t, uint32_t, uint32_t, WkvForm>, Recorded> commands_;
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t, WkvForm, VkBuffer>, Recorded> commands_;
+  VkBuffer head_out_ = VK_NULL_HANDLE;  // record(): where the head writes (logits_ or a HostBuffers one)
+
+  // The buffers alloc_host gave out and not yet freed. Recorded command buffers bind them,
+  // so every release is counted and the next step drops the recordings.
+  struct HostBuffers {
+    std::mutex mutex;
+    std::map<const float*, std::pair<const Buffer*, uint64_t>> spans;  // start -> buffer, floats
+    uint64_t released = 0;
+  };
+  std::shared_ptr<HostBuffers> host_buffers_ = std::make_shared<HostBuffers>();
+  uint64_t host_released_seen_ = 0;
   std::unique_ptr<Profiler> profiler_;
 
   // Debug capture state (only while hook_ is set).
