@@ -53,6 +53,7 @@ namespace rwkv::vk {
   X(vkCreateFence)                  \
   X(vkDestroyFence)                 \
   X(vkWaitForFences)                \
+  X(vkGetFenceStatus)               \
   X(vkResetFences)                  \
   X(vkCreateShaderModule)           \
   X(vkDestroyShaderModule)          \
