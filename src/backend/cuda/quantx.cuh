@@ -10,7 +10,7 @@ namespace rwkv::cuda {
 // Warp-wide maximum of non-negative floats and sum of ints: one redux.sync each on sm_80+
 // (a non-negative float orders as its bits), else five shuffles. The quantisations below
 // sit on the decode chain after the LayerNorm and the WKV read-out, where eight warps of a
-// block reducing at once made the SM's shuffle throughput the limit (NOTES.md run 63).
+// block reducing at once made the SM's shuffle throughput the limit (NOTES.md run 64).
 __device__ __forceinline__ float warp_max_nonneg(float v) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   return __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(v)));
