@@ -120,7 +120,8 @@ __device__ __forceinline__ uint16_t ld2(const void* p) {
   }
 }
 
-__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
+// The epilogues run after a product's reduction, on the decode chain: fast divisions (2 ulp).
+__device__ __forceinline__ float sigmoidf_(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 
 // The transform InOp names, applied to an activation before a product.
 __device__ __forceinline__ float apply_in(InOp op, float v) {
@@ -136,7 +137,9 @@ __device__ __forceinline__ float apply_in(InOp op, float v) {
   }
 }
 // decay = exp(-e^-0.5 * sigmoid(z)), spec §2.2 step 4 (fp32 throughout).
-__device__ __forceinline__ float decay_from_logit(float z) { return expf(-0.6065306597126334f / (1.f + expf(-z))); }
+__device__ __forceinline__ float decay_from_logit(float z) {
+  return expf(__fdividef(-0.6065306597126334f, 1.f + expf(-z)));
+}
 
 // The epilogue OutOp names for a product v (+ bias); `old` is the destination's value
 // (OutOp::add).

@@ -34,11 +34,13 @@ __device__ __forceinline__ void store_row(float* __restrict__ dst, int C, const 
 
 // Mean and 1/sqrt(var + eps) (population variance) of a row held in registers as load_row
 // lays it out, by the whole block (every thread gets both).
+// 1/C is taken before the sums: an IEEE division after them sits on the decode chain.
 __device__ __forceinline__ float2 stats_regs(const float (&v)[kMaxPer], int C, float eps, float* scratch) {
+  const float inv_c = 1.f / float(C);
   float s = 0.f;
 #pragma unroll
   for (int k = 0; k < kMaxPer; ++k) s += v[k];
-  const float mean = block_sum(s, scratch) / float(C);
+  const float mean = block_sum(s, scratch) * inv_c;
   float q = 0.f;
 #pragma unroll
   for (int k = 0; k < kMaxPer; ++k) {
@@ -46,7 +48,7 @@ __device__ __forceinline__ float2 stats_regs(const float (&v)[kMaxPer], int C, f
     const float d = c < C ? v[k] - mean : 0.f;
     q += d * d;
   }
-  return make_float2(mean, rsqrtf(block_sum(q, scratch) / float(C) + eps));
+  return make_float2(mean, rsqrtf(block_sum(q, scratch) * inv_c + eps));
 }
 
 // LayerNorm of a row held in registers as load_row lays it out.

@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(4 * N, N == 128 ? 2 : 4) wkv_fused_kernel(cons
         s_km[c] = kmod;
         if (a.kmod) a.kmod[at] = kmod;
       }
-      const float inv = 1.f / fmaxf(sqrtf(warp_sum(ss)), kL2Eps);
+      const float inv = rsqrtf(fmaxf(warp_sum(ss), kL2Eps * kL2Eps));  // 1 / max(|kk|, eps)
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         const int c = lane + 32 * m;
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(256) wkv_prep_kernel(const __grid_constant__ W
     ss += kk[m] * kk[m];
     a.kmod[at] = kv * (1.f + (aa - 1.f) * a.k_a[hc]);
   }
-  const float inv = 1.f / fmaxf(sqrtf(warp_sum(ss)), kL2Eps);
+  const float inv = rsqrtf(fmaxf(warp_sum(ss), kL2Eps * kL2Eps));  // 1 / max(|kk|, eps)
 #pragma unroll
   for (int m = 0; m < M; ++m) a.kk[row + h * N + lane + 32 * m] = kk[m] * inv;
 }
