@@ -1,13 +1,16 @@
 #include "backend/vulkan/profile.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace rwkv::vk {
 
 Profiler::Profiler(Context& ctx) : ctx_(ctx) {
   const char* env = std::getenv("RWKV_VULKAN_PROFILE");
   if (env == nullptr || env[0] == '\0' || env[0] == '0' || ctx.limits().timestamp_period_ns <= 0) return;
+  per_step_ = std::strcmp(env, "steps") == 0;
   capacity_ = 4096;
   VkQueryPoolCreateInfo ci{};
   ci.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO;
@@ -47,12 +50,24 @@ void Profiler::mark(VkCommandBuffer cmd, const char* label) {
   labels_.push_back(label);
 }
 
-void Profiler::collect(const std::vector<const char*>& labels, uint32_t rows) {
+void Profiler::collect(const std::vector<const char*>& labels, uint32_t rows, double host_ms) {
   if (!enabled() || labels.size() < 2) return;
   std::vector<uint64_t> ticks(labels.size());
   if (ctx_.fn().vkGetQueryPoolResults(ctx_.device(), pool_, 0, uint32_t(labels.size()), ticks.size() * 8, ticks.data(),
                                       8, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) != VK_SUCCESS) {
     return;
+  }
+  if (per_step_) {
+    std::map<std::string, double> step;  // ms by label
+    for (size_t i = 1; i < labels.size(); ++i) step[labels[i]] += double(ticks[i] - ticks[i - 1]) * ns_per_tick_ / 1e6;
+    std::vector<std::pair<double, std::string>> top;
+    for (const auto& [label, ms] : step) top.emplace_back(ms, label);
+    std::sort(top.rbegin(), top.rend());
+    std::fprintf(stderr, "vulkan step: %u rows, gpu %.3f ms, host %.3f ms;", rows,
+                 double(ticks.back() - ticks.front()) * ns_per_tick_ / 1e6, host_ms);
+    for (size_t i = 0; i < top.size() && i < 3; ++i)
+      std::fprintf(stderr, " %s %.3f", top[i].second.c_str(), top[i].first);
+    std::fprintf(stderr, "\n");
   }
   Totals& t = by_rows_[rows];
   if (!t.first_seen) {  // the first step of a shape pays first-use costs (pipelines, pages)

@@ -2,7 +2,9 @@
 // barrier, so each interval holds the dispatches recorded since the previous mark and the
 // barrier's own bubble. Per step shape (rows), the mean time per label over every step but the
 // first (which pays first-use costs: pipeline creation, page mappings) is printed to stderr
-// when the backend is destroyed.
+// when the backend is destroyed. RWKV_VULKAN_PROFILE=steps also prints one line per step: its
+// GPU time, the host's time from submit to the fence, and its three longest labels (to tell a
+// slow step's GPU work from its host side).
 #pragma once
 
 #include <cstdint>
@@ -27,8 +29,9 @@ class Profiler {
   void begin(VkCommandBuffer cmd);
   // Ends the interval since the previous mark and charges it to `label` (a literal).
   void mark(VkCommandBuffer cmd, const char* label);
-  // After the command buffer recorded with `labels` ran: adds its intervals to the totals.
-  void collect(const std::vector<const char*>& labels, uint32_t rows);
+  // After the command buffer recorded with `labels` ran (host_ms: submit to fence): adds its
+  // intervals to the totals.
+  void collect(const std::vector<const char*>& labels, uint32_t rows, double host_ms);
   // The labels of the command buffer being recorded (take them after recording).
   std::vector<const char*> take_labels() { return std::move(labels_); }
 
@@ -36,6 +39,7 @@ class Profiler {
   Context& ctx_;
   VkQueryPool pool_ = VK_NULL_HANDLE;
   double ns_per_tick_ = 1;
+  bool per_step_ = false;  // RWKV_VULKAN_PROFILE=steps
   uint32_t capacity_ = 0;
   std::vector<const char*> labels_;
   struct Totals {

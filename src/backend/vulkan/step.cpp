@@ -1,6 +1,7 @@
 // VulkanBackend::step: splitting a batch into sub-steps that fit the scratch buffer, the
 // per-step tables, recording (cached per batch shape) and the debug captures.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 #include <set>
@@ -154,8 +155,10 @@ void VulkanBackend::run_substep(const std::vector<StepPart>& parts, float* logit
       rec.labels = profiler_->take_labels();
       it = commands_.emplace(key, std::move(rec)).first;
     }
+    const auto submitted = std::chrono::steady_clock::now();
     ctx_->submit_and_wait(it->second.cmd, false);
-    profiler_->collect(it->second.labels, T);
+    profiler_->collect(it->second.labels, T,
+                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - submitted).count());
   } else {
     VkCommandBuffer cmd = ctx_->begin_commands();
     try {
