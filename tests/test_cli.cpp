@@ -309,16 +309,19 @@ TEST_F(Cli, BenchReportsEveryTest) {
   }
   EXPECT_GT(j[1]["gbps"].get<double>(), 0);
   EXPECT_EQ(j[0]["n_ubatch"], 512);
+  EXPECT_EQ(j[0]["warmup_ms"], 1000);
 }
 
 TEST_F(Cli, BenchPrefillStepSize) {
-  const Outcome r = rwkv("bench -p 20 -n 0 -r 1 -u 8 -o json");
+  const Outcome r = rwkv("bench -p 20 -n 0 -r 1 -u 8 --warmup-ms 0 -o json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j.size(), 1u);
   EXPECT_EQ(j[0]["test"], "pp20");
   EXPECT_EQ(j[0]["n_ubatch"], 8);
+  EXPECT_EQ(j[0]["warmup_ms"], 0);
   EXPECT_NE(rwkv("bench -p 20 -n 0 -u 0").exit_code, 0);
+  EXPECT_NE(rwkv("bench -p 20 -n 0 --warmup-ms -1").exit_code, 0);
 }
 
 }  // namespace

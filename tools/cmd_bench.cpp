@@ -1,7 +1,10 @@
 // rwkv bench: llama-bench-style throughput table. pp<P> feeds P tokens to a fresh state as
 // one prompt (the engine splits it into prefill chunks); tg<N> runs N single-token decode
 // steps from a state that saw a short prompt, for B sequences at once with --batch B. Each
-// test runs once untimed to warm up, then -r timed repetitions: t/s is mean ± sample stddev.
+// test first runs untimed, at least once and for at least --warmup-ms (a GPU that was idle
+// runs its first few hundred milliseconds of work at a lower clock: on the H100 a 512-token
+// prefill took twice as long for ~0.3 s), then -r timed repetitions: t/s is mean ± sample
+// stddev.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -27,6 +30,7 @@ struct BenchArgs {
   int ubatch = 512;  // prompt tokens per prefill step
   std::string format = "md";
   double bandwidth_gbps = 0;  // 0: unknown
+  int warmup_ms = 1000;       // untimed runs of each test for at least this long
 };
 
 struct TestResult {
@@ -92,7 +96,7 @@ class Bench {
     TestResult r;
     r.name = "pp" + std::to_string(args_.n_prompt);
     const std::vector<int32_t> prompt = random_tokens(size_t(args_.n_prompt));
-    prompt_seconds(prompt);  // warm-up
+    warm_up([&] { return prompt_seconds(prompt); });
     for (int i = 0; i < args_.reps; ++i) r.tokens_per_second.push_back(args_.n_prompt / prompt_seconds(prompt));
     return r;
   }
@@ -101,7 +105,7 @@ class Bench {
     TestResult r;
     r.name = "tg" + std::to_string(args_.n_gen) + (batch > 1 ? " x " + std::to_string(batch) : "");
     r.batch = batch;
-    decode_seconds(batch, std::min(args_.n_gen, 16));  // warm-up
+    warm_up([&] { return decode_seconds(batch, std::min(args_.n_gen, 16)); });
     // Each step reads every weight once (the embedding table only at one row per token).
     const Model& m = engine_.model();
     const double step_bytes =
@@ -117,6 +121,14 @@ class Bench {
   }
 
  private:
+  // Runs `run` (returning its seconds) once, then again until --warmup-ms have passed.
+  template <typename F>
+  void warm_up(F run) {
+    double spent = 0;
+    do spent += run();
+    while (spent * 1e3 < args_.warmup_ms);
+  }
+
   Engine& engine_;
   const BenchArgs& args_;
   std::mt19937 rng_;
@@ -151,6 +163,7 @@ void run_bench(const BenchArgs& args) {
                           {"batch", r.batch},
                           {"n_ubatch", args.ubatch},
                           {"reps", args.reps},
+                          {"warmup_ms", args.warmup_ms},
                           {"ts_mean", mean(r.tokens_per_second)},
                           {"ts_stddev", stddev(r.tokens_per_second)},
                           {"samples_ts", r.tokens_per_second}};
@@ -196,6 +209,9 @@ void register_bench(CLI::App& app) {
   cmd->add_option("-u,--ubatch", args->ubatch, "Prompt tokens per prefill step (the engine's chunk)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup-ms", args->warmup_ms, "Untimed runs of each test (at least one) for this long first")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--batch", args->batches, "Sequences decoded at once, one tg test each: 1,8,64")
       ->delimiter(',')
       ->capture_default_str();
