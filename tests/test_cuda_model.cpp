@@ -199,6 +199,19 @@ TEST(CudaModel, BatchedDecodeMatchesReference) {
   compare_batched_decode(testing::synthetic_model(f16), "f16");
 }
 
+// The ReLU^2-sparse FFN value product (taken by default only where its grid fills the card,
+// i.e. not on these small shapes), forced on, against cpu-ref for each type it handles.
+TEST(CudaModel, SparseFfnMatchesReference) {
+  REQUIRE_GPU();
+  setenv("RWKV_CUDA_SPARSE_FFN", "all", 1);
+  for (const TensorType t : {TensorType::Q8_0, TensorType::F16, TensorType::BF16}) {
+    SyntheticSpec spec = wide_spec();
+    spec.type = spec.head_type = t;
+    compare_model(testing::synthetic_model(spec), "sparse ffn 192x4 " + std::string(type_name(t)));
+  }
+  unsetenv("RWKV_CUDA_SPARSE_FFN");
+}
+
 // Without the f16 weight copies (RWKV_CUDA_F16_COPIES=0, as where they do not fit) every
 // GEMM-path matrix is converted on use and the LoRA products run one by one.
 TEST(CudaModel, GemmPathWithoutF16Copies) {

@@ -167,20 +167,30 @@ void CudaBackend::upload_weights(const ProgressFn& progress) {
 }
 
 // Transposed copies of the FFN value matrices for the ReLU^2-sparse one-row decode
-// (ffn_sparse.cu), where the type allows; RWKV_CUDA_SPARSE_FFN=0 turns them off (they cost
-// the value matrices' bytes once more).
+// (ffn_sparse.cu), where the type allows, the copies fit in half the free memory and the
+// sparse kernel's grid fills the card (on the H100 with half the units zero, as in random
+// weights: 2.9B Q8_0 +2%, F16 +2% on top of the dense product's +27%, but the 0.1B shape's 24
+// blocks -18% Q8_0, -8% F16: src/backend/cuda/NOTES.md run 72). They cost the value
+// matrices' bytes once more. RWKV_CUDA_SPARSE_FFN=0 turns them off, =all on wherever the
+// type allows (trained models, with most units zero, may gain on small shapes too).
 void CudaBackend::upload_sparse_ffn() {
   const char* env = std::getenv("RWKV_CUDA_SPARSE_FFN");
   const std::string mode = env ? env : "";
   if (mode == "0") return;
+  const bool forced = mode == "all";
   const Model& m = *model_;
   const int64_t C = hp_.n_embd, F = hp_.n_ffn;
+  int sms = 0;
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_), "cudaDeviceGetAttribute");
   size_t bytes = 0;
   for (const LayerWeights& w : m.layers) {
     if (!sparse_ffn_supported(w.ffn_value.type, C)) return;
-    if (w.ffn_value.type == TensorType::Q8_0 && mode != "all") return;
+    if (!forced && !sparse_ffn_fills(C, F, sms)) return;
     bytes += align256(sparse_ffn_bytes(w.ffn_value.type, C, F));
   }
+  size_t free_b = 0, total_b = 0;
+  check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+  if (!forced && bytes > free_b / 2) return;
   sparse_ffn_ = DeviceBuffer(bytes + sparse_ffn_scratch_floats(C, F) * sizeof(float));
   std::vector<uint8_t> host;
   size_t off = 0;

@@ -20,10 +20,18 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kSlice = 512;    // outputs per block column
-constexpr int kInFlight = 16;  // 16-byte loads per lane per round
+constexpr int kSlice = 512;      // outputs per block column
+constexpr int kInFlight = 16;    // 16-byte loads per lane per round
+constexpr unsigned kDepth = 40;  // partial loads per output in flight in the last block's sum
+static_assert(kSlice == 2 * kThreads, "the last block's sum takes two outputs per thread");
 
-__device__ __forceinline__ float byte_f(int word, int k) { return float(int8_t(uint32_t(word) >> (8 * k))); }
+// Byte k of `word` as a float without an int-to-float conversion (a quarter-rate instruction
+// on Hopper, one per weight byte here): the byte ^ 0x80 as the low mantissa bits of 2^23 is
+// exactly 2^23 + q + 128; word_x80 is word ^ kX80.
+constexpr int kX80 = int(0x80808080u);
+__device__ __forceinline__ float byte_f(int word_x80, int k) {
+  return __uint_as_float(__byte_perm(uint32_t(word_x80), 0x4B000000u, 0x7540u + unsigned(k))) - 8388736.f;
+}
 
 template <bool kBF16>
 __device__ __forceinline__ float2 half2f(int w) {
@@ -63,7 +71,7 @@ __device__ __forceinline__ void block_rows(const SparseFfn& W, int64_t j0, float
 #pragma unroll
     for (int k = 0; k < kRows; ++k) {
       if constexpr (kQ8) {
-        const int q[4] = {w[k].x, w[k].y, w[k].z, w[k].w};
+        const int q[4] = {w[k].x ^ kX80, w[k].y ^ kX80, w[k].z ^ kX80, w[k].w ^ kX80};
 #pragma unroll
         for (int e = 0; e < 16; ++e) s[e] = fmaf(hj[k], byte_f(q[e / 4], e % 4), s[e]);
       } else {
@@ -137,20 +145,29 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int o = threadIdx.x; o < kSlice; o += kThreads) {
-    const int64_t i = slice0 + o;
-    if (i >= W.C) break;
-    // Eight loads in flight at a time, added in block order.
-    float v = 0.f;
-    for (unsigned g0 = 0; g0 < gridDim.y; g0 += 8) {
-      float p[8];
+  // Each thread adds the partials of outputs slice0 + threadIdx.x and + kThreads, in block
+  // order, with kDepth loads of each in flight (one round trip for up to kDepth groups: the
+  // 2.9B shape has 40).
+  const int64_t ia = slice0 + threadIdx.x, ib = ia + kThreads;
+  const bool oka = ia < W.C, okb = ib < W.C;
+  float va = 0.f, vb = 0.f;
+  for (unsigned g0 = 0; g0 < gridDim.y; g0 += kDepth) {
+    float pa[kDepth], pb[kDepth];
 #pragma unroll
-      for (unsigned g = 0; g < 8; ++g) p[g] = g0 + g < gridDim.y ? __ldcg(partial + int64_t(g0 + g) * W.C + i) : 0.f;
-#pragma unroll
-      for (unsigned g = 0; g < 8; ++g) v += p[g];
+    for (unsigned g = 0; g < kDepth; ++g) {
+      const bool ok = g0 + g < gridDim.y;
+      const float* p = partial + int64_t(g0 + g) * W.C;
+      pa[g] = ok && oka ? __ldcg(p + ia) : 0.f;
+      pb[g] = ok && okb ? __ldcg(p + ib) : 0.f;
     }
-    y[i] += v;
+#pragma unroll
+    for (unsigned g = 0; g < kDepth; ++g) {
+      va += pa[g];
+      vb += pb[g];
+    }
   }
+  if (oka) y[ia] += va;
+  if (okb) y[ib] += vb;
   if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // ready for the next launch
 }
 
@@ -158,6 +175,11 @@ __global__ void __launch_bounds__(kThreads)
 
 bool sparse_ffn_supported(TensorType type, int64_t C) {
   return (type == TensorType::Q8_0 || type == TensorType::F16 || type == TensorType::BF16) && C % 16 == 0;
+}
+
+bool sparse_ffn_fills(int64_t C, int64_t F, int sms) {
+  const int64_t groups = (F / 32 + kWarps - 1) / kWarps;
+  return (C + kSlice - 1) / kSlice * groups >= sms;
 }
 
 size_t sparse_ffn_bytes(TensorType type, int64_t C, int64_t F) {

@@ -122,6 +122,8 @@ struct SparseFfn {
 // Q8_0, F16 and BF16 with C a multiple of 16.
 bool sparse_ffn_supported(TensorType type, int64_t C);
 size_t sparse_ffn_bytes(TensorType type, int64_t C, int64_t F);
+// True when the sparse kernel's grid for a C x F matrix has a block for each of `sms` SMs.
+bool sparse_ffn_fills(int64_t C, int64_t F, int sms);
 // Host: the transposed layout of the GGUF matrix `gguf` (C rows of F) into dst
 // (sparse_ffn_bytes long).
 void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf, uint8_t* dst);
