@@ -2,8 +2,8 @@
 // models of every weight type and of the demo models, several sequences of different
 // lengths per step, prefill (short sequences through the fused WKV kernel, a 20-token one
 // through the prefill form and the tiled matmul with K split, on tensor cores where the
-// device has them) and decode (one-row decode of F16/BF16 models through the sparse FFN
-// value product, also against the dense one); decode and short prompts with the LoRA
+// device has them) and decode (one-row decode of F16/BF16/Q8_0 models through the sparse
+// FFN value product, also against the dense one); decode and short prompts with the LoRA
 // up-projections folded into the WKV kernel (every model here: F32/F16 LoRA in the synthetic
 // ones, Q8_0 in the Q8_0 demo), also against the separate matrix stage; the named
 // intermediates through `rwkv check`; state copies; buffers split below the device limit;
@@ -193,20 +193,25 @@ TEST(VulkanModel, WidePrefillMatchesCpuRef) {
   EXPECT_TRUE(report.passed()) << report.summary();
 }
 
-// One-row decode through the ReLU^2-sparse FFN value product (F16 and BF16 models): loaded
-// with it (the default) and without (RWKV_VULKAN_SPARSE_FFN=0). With it, the backend keeps a
-// transposed copy of every value matrix; a prompt, then one-token steps, match cpu-ref and,
-// within fp32 rounding, the dense product.
+// One-row decode through the ReLU^2-sparse FFN value product (F16, BF16 and Q8_0 models):
+// loaded with it (RWKV_VULKAN_SPARSE_FFN=all: Q8_0 takes it only when asked) and without
+// (RWKV_VULKAN_SPARSE_FFN=0). With it, the backend
+// keeps a transposed copy of every value matrix (Q8_0: quants and scales, 17/16 bytes per
+// weight); a prompt, then one-token steps, match cpu-ref and, within fp32 rounding, the
+// dense product.
 TEST(VulkanModel, SparseFfnDecodeMatchesDense) {
-  for (const TensorType type : {TensorType::F16, TensorType::BF16}) {
+  for (const TensorType type : {TensorType::F16, TensorType::BF16, TensorType::Q8_0}) {
+    ASSERT_EQ(setenv("RWKV_VULKAN_SPARSE_FFN", "all", 1), 0);
     Pair p = load_pair(testing::synthetic_model(small_spec(type)));
+    unsetenv("RWKV_VULKAN_SPARSE_FFN");
     if (p.vk == nullptr) GTEST_SKIP() << "no Vulkan device here";
     ASSERT_EQ(setenv("RWKV_VULKAN_SPARSE_FFN", "0", 1), 0);
     std::unique_ptr<Backend> dense = vulkan_or_null();
     dense->load(p.model, {});
     unsetenv("RWKV_VULKAN_SPARSE_FFN");
     const Hparams& hp = p.model->hparams();
-    const size_t copies = size_t(hp.n_layer) * size_t(hp.n_embd) * size_t(hp.n_ffn) * 2;
+    const size_t weights = size_t(hp.n_layer) * size_t(hp.n_embd) * size_t(hp.n_ffn);
+    const size_t copies = type == TensorType::Q8_0 ? weights / 16 * 17 : weights * 2;
     EXPECT_GE(p.vk->memory_bytes(), dense->memory_bytes() + copies) << type_name(type) << ": no transposed copies";
 
     const size_t V = size_t(hp.n_vocab);

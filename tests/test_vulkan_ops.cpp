@@ -3,19 +3,18 @@
 // the matvec and the tiled paths, the tensor-core one where the device has cooperative
 // matrices; row-split weights, gathered rows, every epilogue), the Q8_0 matvec at odd
 // shapes, the tiled matmul's two tile widths and its K splits (partial tiles, empty splits,
-// counters left at zero for the next dispatch), the matmuls' plans, the ReLU^2-sparse FFN
-// value product of one-row decode, the embedding lookup for every type, the fused
-// LayerNorm/shift/lerp kernel, and the WKV kernels (fused, fused with the LoRA
-// up-projections folded in, and the prefill scan in several work splits) with several
-// sequences of different lengths. The tensor-core matmul's own shapes are in
-// test_vulkan_coopmat.cpp. Every run also checks that no guard word around the kernel's
-// buffers was overwritten and that outputs are finite.
+// counters left at zero for the next dispatch), the matmuls' plans, the embedding lookup for
+// every type, the fused LayerNorm/shift/lerp kernel, and the WKV kernels (fused, fused with
+// the LoRA up-projections folded in, and the prefill scan in several work splits) with
+// several sequences of different lengths. The tensor-core matmul's own shapes are in
+// test_vulkan_coopmat.cpp, the sparse FFN value product in test_vulkan_ffn_sparse.cpp. Every
+// run also checks that no guard word around the kernel's buffers was overwritten and that
+// outputs are finite.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <array>
 #include <cstddef>
-#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -391,73 +390,6 @@ TEST(VulkanOps, MatrixGatheredRows) {
     expect_close(got, want, 1e-5, path == MatPath::matvec ? "gather matvec" : "gather matmul");
     EXPECT_EQ(vk->guards_broken(), 0u);
   }
-}
-
-// A hidden vector like relu(z)^2: a fraction `zeros` (0 to 1) of exact zeros, the rest
-// in [0, 4).
-std::vector<float> hidden_vector(size_t n, double zeros, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0.0, 1.0);
-  std::vector<float> h(n);
-  for (float& x : h) {
-    const double z = 2.0 * u(rng);
-    x = u(rng) < zeros ? 0.0f : float(z * z);
-  }
-  return h;
-}
-
-// The sparse FFN value product (W [C x F] read through its transposed copy, one row h)
-// against the dense reference, lossless up to fp32 rounding, for F16 and BF16: C not a
-// multiple of the output slice (200, 136, 2056), F not a multiple of the hidden-unit group,
-// hidden vectors with half, most, all and no units zero, every team width (lanes 8, 16, 32)
-// and units per invocation (groups of 64, 512, 1024 units; one group and several). Each
-// case runs twice in one command buffer: the results must be bit-identical (fixed order
-// sums; the second run reuses the counters the first one reset).
-TEST(VulkanOps, SparseFfnValueMatchesReference) {
-  REQUIRE_DEVICE();
-  struct Case {
-    int64_t C, F;
-    uint32_t lanes, units;  // 0: the backend's choice
-  };
-  const Case cases[] = {{200, 1000, 0, 0}, {2056, 520, 0, 0}, {200, 1000, 32, 1024}, {136, 1500, 16, 512}};
-  for (TensorType type : {TensorType::F16, TensorType::BF16}) {
-    for (const Case& c : cases) {
-      std::vector<uint8_t> bytes;
-      const Weight w = make_weight(type, c.C, c.F, 90 + uint64_t(c.C), bytes);
-      for (const double zeros : {0.5, 0.95, 1.0, 0.0}) {
-        const std::vector<float> h = hidden_vector(size_t(c.F), zeros, 91 + uint64_t(100 * zeros));
-        const std::vector<float> want = reference_product(w, h, 1);
-        const std::array<std::vector<float>, 2> got = vk->ffn_sparse(w, h, c.lanes, c.units);
-        const std::string what = std::string(type_name(type)) + " C=" + std::to_string(c.C) +
-                                 " F=" + std::to_string(c.F) + " lanes=" + std::to_string(c.lanes) +
-                                 " units=" + std::to_string(c.units) + " zeros=" + std::to_string(zeros);
-        expect_close(got[0], want, 1e-5, what);
-        EXPECT_EQ(got[0], got[1]) << what << ": a second run differs";
-        EXPECT_EQ(vk->guards_broken(), 0u) << what;
-      }
-    }
-  }
-}
-
-// The backend's work split: about 256 workgroups where the shape allows, 64 to 1024 units
-// per group, slices of 128 outputs from C = 2048 on (64 below).
-TEST(VulkanOps, SparseFfnShapes) {
-  const vk::SparseFfnShape s29 = vk::sparse_ffn_shape(2560, 10240);  // 2.9B
-  EXPECT_EQ(s29.lanes, 16u);
-  EXPECT_EQ(s29.units, 512u);
-  EXPECT_EQ(s29.slices * s29.groups, 400u);
-  const vk::SparseFfnShape s01 = vk::sparse_ffn_shape(768, 3072);  // 0.1B
-  EXPECT_EQ(s01.lanes, 8u);
-  EXPECT_EQ(s01.units, 128u);
-  EXPECT_EQ(s01.slices * s01.groups, 288u);
-  EXPECT_EQ(vk::sparse_ffn_shape(64, 100).units, 64u);
-  EXPECT_EQ(s01.part_off(), 12u);
-  EXPECT_EQ(s01.partial_words(768), 12u + 24u * 768u);
-  EXPECT_THROW(vk::sparse_ffn_shape(256, 256, 12, 0), Error);
-  EXPECT_THROW(vk::sparse_ffn_shape(256, 256, 8, 96), Error);
-  EXPECT_TRUE(vk::sparse_ffn_supported(TensorType::BF16, 256));
-  EXPECT_FALSE(vk::sparse_ffn_supported(TensorType::Q8_0, 256));
-  EXPECT_FALSE(vk::sparse_ffn_supported(TensorType::F16, 252));
 }
 
 // Embedding rows of every type, and ln0 over them.

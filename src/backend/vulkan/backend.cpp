@@ -338,8 +338,12 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
                  first_unfit.empty() ? "" : "; not where: ", first_unfit.c_str());
   }
 
-  if (std::any_of(layers_.begin(), layers_.end(), [](const LayerPlan& p) { return !p.value_t.pieces.empty(); })) {
-    sparse_parts_ = Buffer(*ctx_, sparse_shape_.partial_words(C) * 4, MemoryKind::device, "sparse FFN partial sums");
+  uint64_t sparse_words = 0;
+  for (const LayerPlan& l : layers_) {
+    if (!l.value_t.pieces.empty()) sparse_words = std::max(sparse_words, l.sparse.partial_words(C));
+  }
+  if (sparse_words > 0) {
+    sparse_parts_ = Buffer(*ctx_, sparse_words * 4, MemoryKind::device, "sparse FFN partial sums");
     ctx_->run([&](VkCommandBuffer cmd) {
       ctx_->fn().vkCmdFillBuffer(cmd, sparse_parts_.handle(), 0, VK_WHOLE_SIZE, 0);  // the counters start at 0
     });
@@ -415,26 +419,36 @@ void VulkanBackend::plan_matmul_scratch() {
   });
 }
 
-// The ReLU^2-sparse value product of one-row steps reads a transposed copy of each F16/BF16
-// value matrix: C x F x 2 bytes more per layer (the matrix once more; 2.9B F16: 32 x 52 MB).
-// Like the CUDA backend's optional f16 copies, the copies are made only when they fit in half
-// the device-local memory the model's weights leave free, and each in one buffer.
-// RWKV_VULKAN_SPARSE_FFN=0 turns them off, as RWKV_CUDA_SPARSE_FFN=0 does on CUDA (there is
-// no Vulkan sparse product for Q8_0, so CUDA's `all` means the default here).
+// The ReLU^2-sparse value product of one-row steps reads a transposed copy of each F16, BF16
+// or Q8_0 value matrix: the matrix once more per layer (C x F x 2 bytes, Q8_0 C x F x 17 / 16;
+// 2.9B F16: 32 x 52 MB). Like the CUDA backend's optional f16 copies, the copies are made only
+// when they fit in half the device-local memory the model's weights leave free, and each in
+// one buffer. RWKV_VULKAN_SPARSE_FFN=0 turns them off, as RWKV_CUDA_SPARSE_FFN=0 does on CUDA;
+// Q8_0 takes them only with RWKV_VULKAN_SPARSE_FFN=all: on random weights (half the hidden
+// units zero) the H100 decoded 2.9B Q8_0 at 352 tok/s with them against 377 without (F16: 324
+// against 305; bench/RESULTS-vulkan.md, session 13). Trained models zero most units.
 void VulkanBackend::plan_sparse_ffn(const Model& model, WeightStore& st) {
   const char* env = std::getenv("RWKV_VULKAN_SPARSE_FFN");
-  if (env != nullptr && std::string(env) == "0") return;
+  const std::string mode = env != nullptr ? env : "";
+  if (mode == "0") return;
   const uint32_t C = uint32_t(hp_.n_embd), F = uint32_t(hp_.n_ffn);
-  sparse_shape_ = sparse_ffn_shape(C, F);
-  const uint64_t bytes = uint64_t(C) * F * 2;
-  if (!st.fits_one_arena(bytes) || sparse_shape_.partial_words(C) * 4 > ctx_->limits().max_storage_range) return;
+  // The layers whose value matrix the sparse product takes, and their copies' bytes.
+  std::vector<bool> take(model.layers.size(), false);
   uint64_t copies = 0;
-  for (const LayerWeights& w : model.layers) copies += sparse_ffn_supported(w.ffn_value.type, C) ? bytes : 0;
+  for (size_t l = 0; l < model.layers.size(); ++l) {
+    const TensorType type = model.layers[l].ffn_value.type;
+    if (!sparse_ffn_supported(type, C) || (type == TensorType::Q8_0 && mode != "all")) continue;
+    const uint64_t bytes = WeightStore::transposed_bytes(type, C, F);
+    const SparseFfnShape shape = sparse_ffn_shape(type, C, F);
+    if (!st.fits_one_arena(bytes) || shape.partial_words(C) * 4 > ctx_->limits().max_storage_range) continue;
+    take[l] = true;
+    layers_[l].sparse = shape;
+    copies += bytes;
+  }
   const uint64_t heap = ctx_->info().memory_bytes, planned = st.planned_bytes();
   if (copies == 0 || planned >= heap || copies > (heap - planned) / 2) return;
   for (size_t l = 0; l < model.layers.size(); ++l) {
-    const Weight& w = model.layers[l].ffn_value;
-    if (sparse_ffn_supported(w.type, C)) layers_[l].value_t = st.add_transposed(w);
+    if (take[l]) layers_[l].value_t = st.add_transposed(model.layers[l].ffn_value);
   }
 }
 

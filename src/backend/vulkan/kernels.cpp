@@ -96,31 +96,44 @@ bool shader_supports(TensorType type) {
 }
 
 bool sparse_ffn_supported(TensorType type, uint32_t C) {
+  if (type == TensorType::Q8_0) return C > 0 && C % 16 == 0;
   return (type == TensorType::F16 || type == TensorType::BF16) && C > 0 && C % 8 == 0;
 }
 
-SparseFfnShape sparse_ffn_shape(uint32_t C, uint32_t F, uint32_t lanes, uint32_t units) {
+SparseFfnShape sparse_ffn_shape(TensorType type, uint32_t C, uint32_t F, uint32_t lanes, uint32_t units) {
   SparseFfnShape s;
-  // Slices of 128 outputs (256-byte runs of each weight row) on wide models, of 64 on
-  // narrow ones, where wide slices would leave too few workgroups.
-  s.lanes = lanes != 0 ? lanes : C >= 2048 ? 16 : 8;
-  if (s.lanes != 8 && s.lanes != 16 && s.lanes != 32) {
-    fail(ErrorCode::argument, "vulkan: sparse FFN lanes " + std::to_string(s.lanes) + " is not 8, 16 or 32");
+  if (type == TensorType::Q8_0) {
+    // The shader's one split: 512-output slices, a 32-unit block per team of 32.
+    if ((lanes != 0 && lanes != 32) || (units != 0 && units != 256)) {
+      fail(ErrorCode::argument, "vulkan: the Q8_0 sparse FFN takes 32 lanes and 256 units, not " +
+                                    std::to_string(lanes) + " and " + std::to_string(units));
+    }
+    s.per_lane = 16;
+    s.lanes = 32;
+    s.units = 256;
+  } else {
+    // Slices of 128 outputs (256-byte runs of each weight row) on wide models, of 64 on
+    // narrow ones, where wide slices would leave too few workgroups.
+    s.per_lane = 8;
+    s.lanes = lanes != 0 ? lanes : C >= 2048 ? 16 : 8;
+    if (s.lanes != 8 && s.lanes != 16 && s.lanes != 32) {
+      fail(ErrorCode::argument, "vulkan: sparse FFN lanes " + std::to_string(s.lanes) + " is not 8, 16 or 32");
+    }
+    // The largest groups that still give about 256 workgroups (two per SM of an H100: enough
+    // loads in flight to stream the weights), so that the last workgroup of a slice adds few
+    // partial sums.
+    if (units == 0) {
+      units = 1024;
+      while (units > 64 && uint64_t(ceil_div(C, 8 * s.lanes)) * ceil_div(F, units) < 256) units /= 2;
+    }
+    if (units < 64 || units > 1024 || (units & (units - 1)) != 0) {
+      fail(ErrorCode::argument,
+           "vulkan: sparse FFN units " + std::to_string(units) + " is not a power of two in [64, 1024]");
+    }
+    s.units = units;
   }
-  s.slices = ceil_div(C, 8 * s.lanes);
-  // The largest groups that still give about 256 workgroups (two per SM of an H100: enough
-  // loads in flight to stream the weights), so that the last workgroup of a slice adds few
-  // partial sums.
-  if (units == 0) {
-    units = 1024;
-    while (units > 64 && uint64_t(s.slices) * ceil_div(F, units) < 256) units /= 2;
-  }
-  if (units < 64 || units > 1024 || (units & (units - 1)) != 0) {
-    fail(ErrorCode::argument,
-         "vulkan: sparse FFN units " + std::to_string(units) + " is not a power of two in [64, 1024]");
-  }
-  s.units = units;
-  s.groups = ceil_div(F, units);
+  s.slices = ceil_div(C, s.per_lane * s.lanes);
+  s.groups = ceil_div(F, s.units);
   return s;
 }
 
@@ -432,10 +445,13 @@ void Kernels::wkv_prefill(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, 
 
 void Kernels::ffn_sparse(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer act, VkBuffer partials,
                          FfnSparsePush p, const SparseFfnShape& shape) {
-  if (!sparse_ffn_supported(type, p.C)) {
+  if (!sparse_ffn_supported(type, p.C) || shape.per_lane != (type == TensorType::Q8_0 ? 16u : 8u)) {
     fail(ErrorCode::argument, "vulkan: no sparse FFN value product for " + std::string(type_name(type)) +
-                                  " weights with C = " + std::to_string(p.C));
+                                  " weights with C = " + std::to_string(p.C) + " and " +
+                                  std::to_string(shape.per_lane) + " outputs per lane");
   }
+  // Q8_0: the scale plane follows the F x C int8 quants (16-byte aligned: C % 16 == 0).
+  p.s_off = type == TensorType::Q8_0 ? uint32_t(p.w_off + uint64_t(p.F) * p.C / 16) : 0;
   p.part_off = shape.part_off();
   const uint32_t spec[2] = {shape.lanes, shape.units};
   const Pipeline& pl = ctx_.pipelines().get("ffn_sparse_" + shader_type_suffix(type), kFfnSparseIface, spec);

@@ -122,25 +122,30 @@ struct WkvLoraShape {
 // The sparse FFN value product's push constants (ffn_sparse.comp).
 struct FfnSparsePush {
   uint32_t w_off;         // the transposed value matrix's first element, in 16-byte units of its buffer
+  uint32_t s_off;         // set by Kernels::ffn_sparse: Q8_0's scale plane, after the F x C quants
   uint32_t C, F;          // outputs, hidden units
   uint32_t h_off, y_off;  // h [F] and y [C] in the activations (floats)
   uint32_t part_off;      // set by Kernels::ffn_sparse: SparseFfnShape::part_off()
 };
 
 // Work split of the sparse FFN value product (ffn_sparse.comp): workgroups of 256
-// invocations, each for a slice of 8 x lanes outputs and a group of `units` hidden units.
+// invocations, each for a slice of per_lane x lanes outputs and a group of `units` hidden
+// units. F16, BF16: 8 outputs per lane, lanes 8, 16 or 32, units a power of two, 64 .. 1024.
+// Q8_0: 16 outputs per lane, 32 lanes (a team per hidden block of 32), 256 units.
 struct SparseFfnShape {
-  uint32_t lanes = 0, units = 0;    // lanes: 8, 16 or 32; units: a power of two, 64 .. 1024
-  uint32_t slices = 0, groups = 0;  // the grid: ceil(C / (8 lanes)) x ceil(F / units)
+  uint32_t per_lane = 0, lanes = 0, units = 0;
+  uint32_t slices = 0, groups = 0;  // the grid: ceil(C / (per_lane lanes)) x ceil(F / units)
   // The partials buffer: `slices` counters (zero before the first dispatch; each dispatch
   // leaves them zero), then [groups x C] partial sums from part_off (uint32 words).
   uint32_t part_off() const { return (slices + 3) / 4 * 4; }
   uint64_t partial_words(uint32_t C) const { return part_off() + uint64_t(groups) * C; }
 };
-// The split for C outputs and F hidden units; lanes, units = 0: the backend's choice, else
-// those (tests use them to cover every variant).
-SparseFfnShape sparse_ffn_shape(uint32_t C, uint32_t F, uint32_t lanes = 0, uint32_t units = 0);
-// Whether the sparse product handles a value matrix of this type with C outputs.
+// The split for a value matrix of `type` with C outputs and F hidden units; lanes, units = 0:
+// the backend's choice, else those (tests use them to cover every variant). Throws
+// Error(argument) for a split the shader lacks.
+SparseFfnShape sparse_ffn_shape(TensorType type, uint32_t C, uint32_t F, uint32_t lanes = 0, uint32_t units = 0);
+// Whether the sparse product handles a value matrix of this type with C outputs: F16 and
+// BF16 with C % 8 == 0, Q8_0 with C % 16 == 0 (16 int8 quants per 16-byte load).
 bool sparse_ffn_supported(TensorType type, uint32_t C);
 
 // Which matrix-product shader runs a group of jobs. automatic: matvec for few tokens, else
@@ -244,8 +249,9 @@ class Kernels {
   // point, not a measurement).
   static constexpr uint32_t wkv_scan_min_tokens = 16;
   // y = W h for one row, skipping the hidden units where h is exactly zero (ffn_sparse.comp):
-  // `weights` holds W transposed (type F16 or BF16), `act` h and y, `partials` the shape's
-  // counters and partial sums (partial_words(C) words).
+  // `weights` holds W transposed (type F16, BF16 or Q8_0: WeightStore::add_transposed) from
+  // p.w_off, `act` h and y, `partials` the shape's counters and partial sums
+  // (partial_words(C) words).
   void ffn_sparse(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer act, VkBuffer partials,
                   FfnSparsePush p, const SparseFfnShape& shape);
 

@@ -227,7 +227,7 @@ std::array<std::vector<float>, 2> OpRunner::ffn_sparse(const Weight& W, std::spa
   store.upload({});
   const uint32_t C = m.cols, F = m.rows;
   if (h.size() != F) fail(ErrorCode::argument, "OpRunner::ffn_sparse: h has " + std::to_string(h.size()) + " values");
-  const SparseFfnShape shape = sparse_ffn_shape(C, F, lanes, units);
+  const SparseFfnShape shape = sparse_ffn_shape(m.type, C, F, lanes, units);
   Buffer parts(*ctx_, shape.partial_words(C) * 4, MemoryKind::device, "op sparse FFN partial sums");
   ctx_->run([&](VkCommandBuffer cmd) { ctx_->fn().vkCmdFillBuffer(cmd, parts.handle(), 0, VK_WHOLE_SIZE, 0); });
   Scratch s;
@@ -236,7 +236,7 @@ std::array<std::vector<float>, 2> OpRunner::ffn_sparse(const Weight& W, std::spa
   run(s, {}, [&](VkCommandBuffer cmd, VkBuffer scratch, VkBuffer) {
     for (const uint32_t y : y_off) {
       const FfnSparsePush p{
-          .w_off = m.pieces[0].offset / 16, .C = C, .F = F, .h_off = h_off, .y_off = y, .part_off = 0};
+          .w_off = m.pieces[0].offset / 16, .s_off = 0, .C = C, .F = F, .h_off = h_off, .y_off = y, .part_off = 0};
       kernels_->ffn_sparse(cmd, m.type, store.arena(m.pieces[0].arena), scratch, parts.handle(), p, shape);
       kernels_->barrier(cmd);
     }

@@ -49,7 +49,7 @@ class OpRunner {
   bool runs_differ() const { return runs_differ_; }
 
   // The sparse FFN value product (ffn_sparse.comp) for one row: y [C] = W h, with W [C x F]
-  // (F16 or BF16) uploaded transposed and h [F]. Dispatched twice in one command buffer (the
+  // (F16, BF16 or Q8_0) uploaded transposed and h [F]. Dispatched twice in one command buffer (the
   // second run relies on the counters the first one left at zero); returns both results.
   // lanes, units: the work split (SparseFfnShape; 0: the backend's choice).
   std::array<std::vector<float>, 2> ffn_sparse(const Weight& W, std::span<const float> h, uint32_t lanes = 0,

@@ -363,8 +363,8 @@ void VulkanBackend::record(VkCommandBuffer& cmd, uint32_t T, uint32_t S, uint32_
       // One row: the hidden units that ReLU^2 zeroed cost no weight bytes.
       const DeviceMatrix::Piece& piece = L.value_t.pieces[0];
       const FfnSparsePush p{
-          .w_off = piece.offset / 16, .C = C, .F = F, .h_off = s.hidden, .y_off = s.ffn_out, .part_off = 0};
-      k.ffn_sparse(cmd, L.value_t.type, store_->arena(piece.arena), scratch, sparse_parts_.handle(), p, sparse_shape_);
+          .w_off = piece.offset / 16, .s_off = 0, .C = C, .F = F, .h_off = s.hidden, .y_off = s.ffn_out, .part_off = 0};
+      k.ffn_sparse(cmd, L.value_t.type, store_->arena(piece.arena), scratch, sparse_parts_.handle(), p, L.sparse);
     } else {
       record_matrices(cmd, L.value, T, scratch, false, {.x = f16_hidden});
     }

@@ -85,6 +85,7 @@ struct LayerPlan {
   LoraFold fold;
   // W_value transposed [F x C] for one-row steps (ffn_sparse.comp); no pieces: none kept.
   DeviceMatrix value_t;
+  SparseFfnShape sparse;  // its work split (one per type: F16 and BF16 share one, Q8_0 has its own)
 };
 
 // How a sub-step runs the WKV, from the most rows one of its sequences has: the prefill form
@@ -173,8 +174,10 @@ class VulkanBackend final : public Backend {
   std::vector<DeviceMatrix> matrices_;  // per layer, in a fixed order (backend.cpp)
   std::vector<LayerPlan> layers_;
   uint32_t embd_ln_w_ = 0, embd_ln_b_ = 0, out_ln_w_ = 0, out_ln_b_ = 0;
-  SparseFfnShape sparse_shape_;
-  Buffer sparse_parts_;  // the sparse value product's counters and partial sums
+  // The sparse value products' counters and partial sums, sized for the largest split of a
+  // layer (dispatches of different layers run one after the other: each leaves its counters
+  // at zero).
+  Buffer sparse_parts_;
   MatStage head_stage_;
   ScratchLayout sl_;
   uint32_t logits_rows_cap_ = 0;  // most logits rows one sub-step may produce

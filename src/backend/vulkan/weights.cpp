@@ -54,6 +54,29 @@ void regroup_rows(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t bloc
 
 }  // namespace
 
+void q8_0_transpose_quants(const uint8_t* src, uint64_t rows, uint32_t cols, uint64_t col0, uint64_t n, uint8_t* dst) {
+  // Tiles of 32 source rows, so that the rows read stay in cache while each output row
+  // gets its 32 bytes.
+  constexpr uint64_t kTile = 32;
+  const uint64_t in_row = uint64_t(cols / 32) * sizeof(BlockQ8_0);
+  for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {
+    for (uint64_t c = col0; c < col0 + n; ++c) {
+      const uint8_t* q = src + (c / 32) * sizeof(BlockQ8_0) + offsetof(BlockQ8_0, qs) + c % 32;
+      for (uint64_t r = r0; r < std::min(r0 + kTile, rows); ++r) dst[(c - col0) * rows + r] = q[r * in_row];
+    }
+  }
+}
+
+void q8_0_transpose_scales(const uint8_t* src, uint64_t rows, uint32_t cols, uint64_t b0, uint64_t n, uint8_t* dst) {
+  const uint64_t in_row = uint64_t(cols / 32) * sizeof(BlockQ8_0);
+  for (uint64_t r = 0; r < rows; ++r) {
+    for (uint64_t b = b0; b < b0 + n; ++b) {
+      std::memcpy(dst + ((b - b0) * rows + r) * 2, src + r * in_row + b * sizeof(BlockQ8_0) + offsetof(BlockQ8_0, d),
+                  2);
+    }
+  }
+}
+
 uint32_t q8_0_grouped_row_bytes(uint32_t cols) {
   const uint32_t blocks = cols / 32, full = blocks / kQ8GroupBlocks, rest = blocks % kQ8GroupBlocks;
   return full * kQ8GroupBytes + (rest > 0 ? kQ8GroupScaleBytes + rest * 32 : 0);
@@ -213,21 +236,31 @@ DeviceMatrix WeightStore::add_matrix(const Weight& w) {
     p.rows = n;
     m.pieces.push_back(p);
     pending_.push_back({w.data + uint64_t(row) * src_row_bytes, p.arena, p.offset, uint64_t(n) * m.row_bytes,
-                        grouped ? m.cols : 0, 0, w.type});
+                        grouped ? Form::grouped : Form::stored, w.type, n, m.cols});
     arena_sizes_.back() = start + uint64_t(n) * m.row_bytes;
     row += n;
   }
   return m;
 }
 
+uint64_t WeightStore::transposed_bytes(TensorType type, uint64_t rows, uint64_t cols) {
+  return type == TensorType::Q8_0 ? rows * cols + rows * (cols / 32) * 2 : rows * cols * 2;
+}
+
 DeviceMatrix WeightStore::add_transposed(const Weight& w) {
-  if (w.type != TensorType::F16 && w.type != TensorType::BF16) {
+  const bool q8 = w.type == TensorType::Q8_0;
+  if (!q8 && w.type != TensorType::F16 && w.type != TensorType::BF16) {
     fail(ErrorCode::unsupported, "vulkan: tensor '" + w.name + "' has type " + std::string(type_name(w.type)) +
-                                     "; only F16 and BF16 matrices are stored transposed");
+                                     "; only F16, BF16 and Q8_0 matrices are stored transposed");
   }
-  const uint64_t rows = uint64_t(w.rows()), cols = uint64_t(w.cols()), bytes = rows * cols * 2;
-  if (w.rows() <= 0 || w.cols() <= 0 || w.nbytes < bytes) {
+  if (w.rows() <= 0 || w.cols() <= 0 || w.nbytes < w.row_stride() * uint64_t(w.rows())) {
     fail(ErrorCode::model, "vulkan: tensor '" + w.name + "' holds fewer bytes than its shape needs");
+  }
+  const uint64_t rows = uint64_t(w.rows()), cols = uint64_t(w.cols()), bytes = transposed_bytes(w.type, rows, cols);
+  if (q8 && (rows % 16 != 0 || cols % 32 != 0)) {
+    fail(ErrorCode::unsupported, "vulkan: tensor '" + w.name + "' has " + std::to_string(rows) + " rows and " +
+                                     std::to_string(cols) +
+                                     " columns; its transposed Q8_0 copy needs rows % 16 == 0 (aligned loads)");
   }
   if (!fits_one_arena(bytes)) {
     fail(ErrorCode::unsupported,
@@ -243,13 +276,13 @@ DeviceMatrix WeightStore::add_transposed(const Weight& w) {
   m.type = w.type;
   m.rows = uint32_t(cols);
   m.cols = uint32_t(rows);
-  m.row_bytes = uint32_t(rows * 2);
+  m.row_bytes = uint32_t(q8 ? rows : rows * 2);
   DeviceMatrix::Piece p;
   p.arena = uint32_t(arena_sizes_.size() - 1);
   p.offset = uint32_t(start);
   p.rows = m.rows;
   m.pieces.push_back(p);
-  pending_.push_back({w.data, p.arena, p.offset, bytes, 0, uint32_t(rows)});
+  pending_.push_back({w.data, p.arena, p.offset, bytes, Form::transposed, w.type, uint32_t(rows), uint32_t(cols)});
   arena_sizes_.back() = start + bytes;
   return m;
 }
@@ -321,39 +354,46 @@ void WeightStore::upload(const ProgressFn& progress) {
       bytes -= n;
     }
   };
-  std::vector<uint8_t> grouped;  // regrouped Q8_0 rows or transposed rows, a slice at a time
+  // Rows of out_row bytes made by make(first row, rows, destination) a staging slice at a time.
+  std::vector<uint8_t> rows_buf;
+  const auto stage_rows = [&](VkBuffer dst, uint64_t dst_off, uint64_t out_row, uint64_t out_rows, const auto& make) {
+    const uint64_t slice = std::max<uint64_t>(1, staging_size / out_row);
+    for (uint64_t r = 0; r < out_rows; r += slice) {
+      const uint64_t n = std::min(slice, out_rows - r);
+      rows_buf.resize(n * out_row);
+      make(r, n, rows_buf.data());
+      stage(dst, dst_off + r * out_row, rows_buf.data(), n * out_row);
+    }
+  };
   for (const Pending& p : pending_) {
-    if (p.transpose_rows != 0) {
-      const uint64_t out_row = uint64_t(p.transpose_rows) * 2, out_rows = p.bytes / out_row;
-      const uint64_t slice = std::max<uint64_t>(1, staging_size / out_row);
-      for (uint64_t r = 0; r < out_rows; r += slice) {
-        const uint64_t n = std::min(slice, out_rows - r);
-        grouped.resize(n * out_row);
-        transpose16(p.src, p.transpose_rows, out_rows, r, n, grouped.data());
-        stage(arenas_[p.arena].handle(), p.offset + r * out_row, grouped.data(), n * out_row);
-      }
-      continue;
-    }
-    if (p.group_cols == 0) {
-      stage(arenas_[p.arena].handle(), p.offset, p.src, p.bytes);
-      continue;
-    }
-    const uint64_t out_row = grouped_row_bytes(p.group_type, p.group_cols);
-    const uint64_t in_row = row_bytes(p.group_type, p.group_cols);
-    const uint64_t rows = p.bytes / out_row, slice = std::max<uint64_t>(1, staging_size / out_row);
-    for (uint64_t r = 0; r < rows; r += slice) {
-      const uint64_t n = std::min(slice, rows - r);
-      grouped.resize(n * out_row);
-      if (p.group_type == TensorType::Q6_K) {
-        q6_k_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
-      } else if (p.group_type == TensorType::Q8_0) {
-        q8_0_to_grouped(p.src + r * in_row, grouped.data(), n, p.group_cols);
-      } else if (p.group_type == TensorType::Q4_K || p.group_type == TensorType::Q5_K) {
-        k4_to_grouped(p.group_type, p.src + r * in_row, grouped.data(), n, p.group_cols);
-      } else {
-        legacy_to_grouped(p.group_type, p.src + r * in_row, grouped.data(), n, p.group_cols);
-      }
-      stage(arenas_[p.arena].handle(), p.offset + r * out_row, grouped.data(), n * out_row);
+    const VkBuffer dst = arenas_[p.arena].handle();
+    if (p.form == Form::stored) {
+      stage(dst, p.offset, p.src, p.bytes);
+    } else if (p.form == Form::transposed && p.type == TensorType::Q8_0) {
+      // cols rows of `rows` quants, then cols / 32 rows of `rows` float16 scales
+      stage_rows(dst, p.offset, p.rows, p.cols, [&](uint64_t r, uint64_t n, uint8_t* out) {
+        q8_0_transpose_quants(p.src, p.rows, p.cols, r, n, out);
+      });
+      stage_rows(
+          dst, p.offset + uint64_t(p.rows) * p.cols, uint64_t(p.rows) * 2, p.cols / 32,
+          [&](uint64_t r, uint64_t n, uint8_t* out) { q8_0_transpose_scales(p.src, p.rows, p.cols, r, n, out); });
+    } else if (p.form == Form::transposed) {
+      stage_rows(dst, p.offset, uint64_t(p.rows) * 2, p.cols,
+                 [&](uint64_t r, uint64_t n, uint8_t* out) { transpose16(p.src, p.rows, p.cols, r, n, out); });
+    } else {
+      const uint64_t in_row = row_bytes(p.type, p.cols);
+      stage_rows(dst, p.offset, grouped_row_bytes(p.type, p.cols), p.rows, [&](uint64_t r, uint64_t n, uint8_t* out) {
+        const uint8_t* in = p.src + r * in_row;
+        if (p.type == TensorType::Q6_K) {
+          q6_k_to_grouped(in, out, n, p.cols);
+        } else if (p.type == TensorType::Q8_0) {
+          q8_0_to_grouped(in, out, n, p.cols);
+        } else if (p.type == TensorType::Q4_K || p.type == TensorType::Q5_K) {
+          k4_to_grouped(p.type, in, out, n, p.cols);
+        } else {
+          legacy_to_grouped(p.type, in, out, n, p.cols);
+        }
+      });
     }
   }
   stage(vectors_.handle(), 0, reinterpret_cast<const uint8_t*>(host_vectors_.data()), host_vectors_.size() * 4);

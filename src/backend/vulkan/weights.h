@@ -3,8 +3,8 @@
 // that their quants are aligned for wide loads; they are packed into device buffers ("arenas") no larger than
 // the device's maxStorageBufferRange, and a matrix too large for one is split by rows.
 // 1-D weights (norms, biases, lerp factors, ...) are converted to float32 into one buffer.
-// A 16-bit matrix may also be stored transposed (add_transposed: the sparse FFN value
-// product's copy). Uploads go through a host-visible staging buffer in slices, reporting
+// An F16, BF16 or Q8_0 matrix may also be stored transposed (add_transposed: the sparse FFN
+// value product's copy). Uploads go through a host-visible staging buffer in slices, reporting
 // progress.
 #pragma once
 
@@ -21,7 +21,9 @@ namespace rwkv::vk {
 // A matrix on the device: `rows` x `cols` elements of `type`, in one or more row ranges.
 struct DeviceMatrix {
   TensorType type = TensorType::F32;
-  uint32_t rows = 0, cols = 0, row_bytes = 0;  // row_bytes: on the device (Q8_0: grouped)
+  // row_bytes: on the device (Q8_0: grouped; transposed Q8_0: the int8 quants, with the scale
+  // plane after the rows, grouped_layout.h)
+  uint32_t rows = 0, cols = 0, row_bytes = 0;
   struct Piece {
     uint32_t arena = 0;      // index in WeightStore's arenas
     uint32_t offset = 0;     // byte offset of the piece's first row in its arena
@@ -39,10 +41,13 @@ class WeightStore {
   // Plans a matrix's placement; its bytes are copied by upload(). The Weight's bytes must
   // stay valid until then. Throws Error(unsupported) for types or shapes the shaders lack.
   DeviceMatrix add_matrix(const Weight& w);
-  // Plans a copy of F16/BF16 matrix `w` (rows x cols) transposed: cols rows of rows values,
-  // whole in one arena (one piece). Throws Error(unsupported) for other types or when the
-  // copy is larger than one arena (check fits_one_arena first).
+  // Plans a copy of F16, BF16 or Q8_0 matrix `w` (rows x cols) transposed: cols rows of rows
+  // values (Q8_0: of rows int8 quants, then the scale plane: grouped_layout.h; rows % 16 ==
+  // 0), whole in one arena (one piece). Throws Error(unsupported) for other types or shapes
+  // or when the copy is larger than one arena (check fits_one_arena first).
   DeviceMatrix add_transposed(const Weight& w);
+  // Device bytes of that copy of a `type` matrix of rows x cols.
+  static uint64_t transposed_bytes(TensorType type, uint64_t rows, uint64_t cols);
   bool fits_one_arena(uint64_t bytes) const { return bytes <= arena_limit_; }
   // Device bytes of the arenas planned so far.
   uint64_t planned_bytes() const;
@@ -57,15 +62,17 @@ class WeightStore {
   VkBuffer vectors() const { return vectors_.handle(); }
 
  private:
+  enum class Form { stored, grouped, transposed };
   struct Pending {
     const uint8_t* src;
     uint32_t arena;
     uint32_t offset;
-    uint64_t bytes;       // on the device
-    uint32_t group_cols;  // 0: copied as stored; else rows of this many columns, grouped (grouped_layout.h)
-    // 0: as above; else src is a 16-bit matrix of this many rows, copied transposed
-    uint32_t transpose_rows = 0;
-    TensorType group_type = TensorType::Q8_0;  // with group_cols: Q8_0 or Q6_K
+    uint64_t bytes;  // on the device
+    Form form;
+    TensorType type;  // of the source
+    // grouped: the piece's rows and their columns (grouped_layout.h); transposed: the
+    // source's shape
+    uint32_t rows, cols;
   };
   Context& ctx_;
   uint64_t arena_limit_;
