@@ -9,6 +9,7 @@ namespace rwkv::cuda {
 namespace matvec_detail {
 
 RWKV_MATVEC_DECLARE(extern, TensorType::F16, true)
+RWKV_MATVEC_DECLARE_ALIGNED(extern)
 RWKV_MATVEC_EXTERN(TensorType::BF16)
 RWKV_MATVEC_EXTERN(TensorType::Q8_0)
 RWKV_MATVEC_EXTERN(TensorType::Q4_0)
@@ -81,12 +82,17 @@ int choose_tpr(TensorType type, int64_t items, int per_round) {
   return best;
 }
 
+// aligned_x: the float-only launch's jobs all have 16-byte aligned x rows (x_aligned).
 template <int TM, bool kFloat>
-void launch_tm(TensorType ty, const Batch& batch, int blocks, size_t smem, Stream stream) {
+void launch_tm(TensorType ty, bool aligned_x, const Batch& batch, int blocks, size_t smem, Stream stream) {
 #define RWKV_GO(TY) launch_matvec_kernel<TY, TM, kFloat>(batch, blocks, smem, stream)
   switch (ty) {
     case TensorType::F16:  // float jobs only: the float paths are the kernel
-      launch_matvec_kernel<TensorType::F16, TM, true>(batch, blocks, smem, stream);
+      if (aligned_x) {
+        launch_matvec_kernel<TensorType::F16, TM, true, true>(batch, blocks, smem, stream);
+      } else {
+        launch_matvec_kernel<TensorType::F16, TM, true>(batch, blocks, smem, stream);
+      }
       break;
     case TensorType::BF16:
       RWKV_GO(TensorType::BF16);
@@ -123,6 +129,15 @@ void launch_tm(TensorType ty, const Batch& batch, int blocks, size_t smem, Strea
 
 // The instantiation for a job: its own type, or the float-only one for F32/F16.
 TensorType kernel_type(TensorType t) { return t == TensorType::F32 ? TensorType::F16 : t; }
+
+// Whether every x row the job's float products read is 16-byte aligned with whole 8-float
+// items: x itself and its row stride, or the shared-memory copy (row stride cols) that an
+// input transform reads instead.
+bool x_aligned(const MatvecJob& j) {
+  if (j.W.cols % 8 != 0) return false;
+  if (j.in_op != InOp::none) return true;
+  return (reinterpret_cast<uintptr_t>(j.x) % 16 == 0) && j.x_stride % 4 == 0;
+}
 
 // Shared memory a job needs for T rows (0: reads x from global memory).
 size_t job_smem(const MatvecJob& j, int T) {
@@ -214,14 +229,15 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     const bool floats = ty != TensorType::F16 && std::any_of(now, now + n_now, [](const MatvecJob& j) {
                           return kernel_type(j.W.type) == TensorType::F16;
                         });
+    const bool aligned = std::all_of(now, now + n_now, x_aligned);
     if (T == 1 && floats) {
-      launch_tm<1, true>(ty, batch, blocks, smem, stream);
+      launch_tm<1, true>(ty, aligned, batch, blocks, smem, stream);
     } else if (T == 1) {
-      launch_tm<1, false>(ty, batch, blocks, smem, stream);
+      launch_tm<1, false>(ty, aligned, batch, blocks, smem, stream);
     } else if (floats) {
-      launch_tm<4, true>(ty, batch, blocks, smem, stream);
+      launch_tm<4, true>(ty, aligned, batch, blocks, smem, stream);
     } else {
-      launch_tm<4, false>(ty, batch, blocks, smem, stream);
+      launch_tm<4, false>(ty, aligned, batch, blocks, smem, stream);
     }
   }
   if (n_later > 0) matvec(later, n_later, T, stream);

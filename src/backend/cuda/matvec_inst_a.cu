@@ -4,6 +4,7 @@
 namespace rwkv::cuda::matvec_detail {
 
 RWKV_MATVEC_DECLARE(, TensorType::F16, true)
+RWKV_MATVEC_DECLARE_ALIGNED()
 RWKV_MATVEC_INSTANTIATE(TensorType::BF16)
 RWKV_MATVEC_INSTANTIATE(TensorType::Q8_0)
 RWKV_MATVEC_INSTANTIATE(TensorType::Q4_0)

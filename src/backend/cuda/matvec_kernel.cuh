@@ -115,7 +115,9 @@ __device__ __forceinline__ void load_round(It (&w)[U], const PackedView& W, int6
   }
 }
 
-template <typename It, int TM, int U>
+// kAlignedX: float weights whose x rows the host found 16-byte aligned, cols a multiple of 8
+// (no per-item alignment check; the F16-only kernel's variant).
+template <typename It, int TM, int U, bool kAlignedX>
 __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, int64_t items, int tpr, int T,
                                               const XQ (&xq)[2], const float* xf, int64_t xf_stride, int64_t cols,
                                               float (&acc)[TM]) {
@@ -129,7 +131,7 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
       if constexpr (It::kQuant) {
         acc[t] += w[u].dot(xq[0], t, it) + w[u].dot(xq[1], t, it);
       } else {
-        acc[t] += w[u].dot_f(xf + t * xf_stride, cols, it);
+        acc[t] += w[u].template dot_f<kAlignedX>(xf + t * xf_stride, cols, it);
       }
     }
   }
@@ -141,7 +143,7 @@ constexpr int kRoundItems = TM == 1 ? Item<TY>::kUnroll : (Item<TY>::kUnroll + 1
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 // warp_sums: [kThreads / 32][TM] floats of shared memory for rows wider than a warp.
-template <TensorType TY, int TM>
+template <TensorType TY, int TM, bool kAlignedX = false>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
   constexpr int U = kRoundItems<TY, TM>;
@@ -194,7 +196,7 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 #pragma unroll
   for (int t = 0; t < TM; ++t) acc[t] = 0.f;
   while (row_ok) {
-    compute_round<It, TM, U>(w, base, items, tpr, T, xq, xf, xf_stride, cols, acc);
+    compute_round<It, TM, U, kAlignedX>(w, base, items, tpr, T, xq, xf, xf_stride, cols, acc);
     base += step;
     if (base >= items) break;
     load_round(w, job.W, row, row_ok, base, tpr);
@@ -234,9 +236,12 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 // kFloat) and row count TM; with kFloat, besides TY it runs the float types of the LoRA
 // matrices (F32, F16). One type per kernel keeps the register allocation of the other types'
 // paths out of it, and a launch without float jobs takes the kernel without their code.
-template <TensorType TY, int TM, bool kFloat>
+// kAlignedX (float-only kernel): every job's x rows are 16-byte aligned and its cols a
+// multiple of 8, as the host checked (F16 decode +1.5%: NOTES.md runs 70, 73).
+template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false>
 __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_constant__ Batch batch) {
   static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
+  static_assert(!kAlignedX || TY == TensorType::F16, "aligned x only in the float-only kernel");
   extern __shared__ __align__(16) uint8_t smem[];
   float* warp_sums = reinterpret_cast<float*>(smem + batch.red_smem);
   int j = 0;
@@ -253,23 +258,29 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   }
   if constexpr (kFloat) {
     if (type == TensorType::F32) {
-      run_job<TensorType::F32, TM>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F32, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     } else {
-      run_job<TensorType::F16, TM>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F16, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     }
   }
 }
 
-template <TensorType TY, int TM, bool kFloat>
+template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false>
 void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream stream) {
-  allow_smem(matvec_kernel<TY, TM, kFloat>, smem);
-  launch("matvec", matvec_kernel<TY, TM, kFloat>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(kThreads), smem, stream,
-         batch);
+  allow_smem(matvec_kernel<TY, TM, kFloat, kAlignedX>, smem);
+  launch("matvec", matvec_kernel<TY, TM, kFloat, kAlignedX>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(kThreads),
+         smem, stream, batch);
 }
 
 #define RWKV_MATVEC_DECLARE(PREFIX, TY, FLOAT)                                                                         \
   PREFIX template void launch_matvec_kernel<TY, 1, FLOAT>(const Batch& batch, int blocks, size_t smem, Stream stream); \
   PREFIX template void launch_matvec_kernel<TY, 4, FLOAT>(const Batch& batch, int blocks, size_t smem, Stream stream);
+// The float-only kernel's aligned-x variants (F16, FLOAT = true).
+#define RWKV_MATVEC_DECLARE_ALIGNED(PREFIX)                                                                 \
+  PREFIX template void launch_matvec_kernel<TensorType::F16, 1, true, true>(const Batch& batch, int blocks, \
+                                                                            size_t smem, Stream stream);    \
+  PREFIX template void launch_matvec_kernel<TensorType::F16, 4, true, true>(const Batch& batch, int blocks, \
+                                                                            size_t smem, Stream stream);
 // A quantised (or BF16) type: with and without the float paths. F16 takes only
 // RWKV_MATVEC_DECLARE(..., true).
 #define RWKV_MATVEC_INSTANTIATE(TY) RWKV_MATVEC_DECLARE(, TY, true) RWKV_MATVEC_DECLARE(, TY, false)

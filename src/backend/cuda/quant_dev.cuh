@@ -5,6 +5,7 @@
 //   dot(x, t, item)         quantised types: dot product with activation row t, int8 in
 //                           shared memory (XQ), with __dp4a
 //   dot_f(x, cols, item)    float types: dot product with an fp32 activation row
+//                           (dot_f<true>: x rows 16-byte aligned, cols a multiple of 8)
 //   values(v)               the item's weights as floats, v[k] for k < kElems
 //   col(item, k)            the column of value k
 // kElems is the item's weight count, kUnroll the items a matvec thread requests at once.
@@ -61,10 +62,11 @@ struct Item;
 
 // ---- float types -------------------------------------------------------------------------
 
-// Reads E floats of x (global or shared memory) from column c0, zero beyond cols.
-template <int E>
+// Reads E floats of x (global or shared memory) from column c0, zero beyond cols. kAligned:
+// the caller knows that x + c0 is 16-byte aligned and c0 + E <= cols (no checks).
+template <int E, bool kAligned = false>
 __device__ __forceinline__ void load_x(const float* x, int64_t cols, int64_t c0, float (&xv)[E]) {
-  if (c0 + E <= cols && (reinterpret_cast<uintptr_t>(x + c0) & 15) == 0) {
+  if (kAligned || (c0 + E <= cols && (reinterpret_cast<uintptr_t>(x + c0) & 15) == 0)) {
 #pragma unroll
     for (int k = 0; k < E; k += 4) {
       const float4 f = *reinterpret_cast<const float4*>(x + c0 + k);
@@ -96,9 +98,10 @@ struct Item<TensorType::F32> {
     unpack4(w1, w + 4);
     for (int k = 0; k < 8; ++k) v[k] = __int_as_float(w[k]);
   }
+  template <bool kAligned = false>
   __device__ float dot_f(const float* x, int64_t cols, int64_t it) const {
     float xv[8], v[8];
-    load_x<8>(x, cols, 8 * it, xv);
+    load_x<8, kAligned>(x, cols, 8 * it, xv);
     values(v);
     float s = 0.f;
 #pragma unroll
@@ -136,9 +139,10 @@ struct ItemHalf {
       v[2 * k + 1] = f.y;
     }
   }
+  template <bool kAligned = false>
   __device__ float dot_f(const float* x, int64_t cols, int64_t it) const {
     float xv[8], v[8];
-    load_x<8>(x, cols, 8 * it, xv);
+    load_x<8, kAligned>(x, cols, 8 * it, xv);
     values(v);
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
