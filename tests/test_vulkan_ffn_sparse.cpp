@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "backend/vulkan/grouped_layout.h"
 #include "backend/vulkan/op_runner.h"
 #include "common/error.h"
 #include "tensor/blocks.h"
+#include "tensor/transpose.h"
 #include "testing/vulkan_ops.h"
 
 namespace rwkv {
@@ -80,7 +80,7 @@ TEST(VulkanOps, SparseFfnValueMatchesReference) {
   }
 }
 
-// The transposed Q8_0 copy holds every stored byte where grouped_layout.h says: quant j of
+// The transposed Q8_0 copy holds every stored byte where tensor/transpose.h says: quant j of
 // row i at j R + i, d of block b of row i in the scale plane at 2 (b R + i); made in two
 // slices of quant rows that cut a block, as the upload's staging slices may.
 TEST(VulkanOps, Q8_0TransposeMovesEveryByte) {
@@ -88,9 +88,9 @@ TEST(VulkanOps, Q8_0TransposeMovesEveryByte) {
   const uint64_t R = 48, K = 3 * 32;
   const Weight w = make_weight(TensorType::Q8_0, int64_t(R), int64_t(K), 43, storage);
   std::vector<uint8_t> out(R * K + R * (K / 32) * 2, 0xAB);
-  vk::q8_0_transpose_quants(w.data, R, K, 0, 40, out.data());
-  vk::q8_0_transpose_quants(w.data, R, K, 40, K - 40, out.data() + 40 * R);
-  vk::q8_0_transpose_scales(w.data, R, K, 0, K / 32, out.data() + R * K);
+  q8_0_transpose_quants(w.data, R, K, 0, 40, out.data());
+  q8_0_transpose_quants(w.data, R, K, 40, K - 40, out.data() + 40 * R);
+  q8_0_transpose_scales(w.data, R, K, 0, K / 32, out.data() + R * K);
   for (uint64_t i = 0; i < R; ++i) {
     for (uint64_t b = 0; b < K / 32; ++b) {
       const uint8_t* block = w.data + (i * (K / 32) + b) * sizeof(BlockQ8_0);

@@ -13,7 +13,7 @@
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "common/half.h"
-#include "tensor/blocks.h"
+#include "tensor/transpose.h"
 
 namespace rwkv::cuda {
 namespace {
@@ -198,15 +198,8 @@ void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf,
   const size_t stride = row_bytes(type, F);
   if (type == TensorType::Q8_0) {
     const size_t n = size_t(C) * size_t(F);
-    uint8_t* q = dst;
-    uint8_t* scales = dst + (n + 255) / 256 * 256;
-    for (int64_t i = 0; i < C; ++i) {
-      const auto* blocks = reinterpret_cast<const BlockQ8_0*>(gguf + size_t(i) * stride);
-      for (int64_t b = 0; b < F / 32; ++b) {
-        std::memcpy(scales + (size_t(b) * size_t(C) + size_t(i)) * 2, &blocks[b].d, 2);
-        for (int e = 0; e < 32; ++e) q[size_t(b * 32 + e) * size_t(C) + size_t(i)] = uint8_t(blocks[b].qs[e]);
-      }
-    }
+    q8_0_transpose_quants(gguf, uint64_t(C), uint32_t(F), 0, uint64_t(F), dst);
+    q8_0_transpose_scales(gguf, uint64_t(C), uint32_t(F), 0, uint64_t(F / 32), dst + (n + 255) / 256 * 256);
     return;
   }
   for (int64_t i = 0; i < C; ++i) {

@@ -31,10 +31,9 @@
 // scales[16] (208 bytes). Full groups are 1,680 bytes (8 x 210: a row of whole groups keeps
 // its size); a row's last group has 16 + 208 per super-block. Rows are multiples of 16 bytes.
 //
-// Transposed Q8_0 (the sparse FFN value product's copy, WeightStore::add_transposed) of a
-// matrix [R x K] of stored blocks: K rows of R int8 quants (row j: quant j of every row),
-// then the scale plane [K / 32 x R] float16 (row b: d of block b of every row). With R % 16
-// == 0 every 16 quants of a row and the plane's rows are 16-byte aligned.
+// Transposed Q8_0 (the sparse FFN value product's copy, WeightStore::add_transposed):
+// tensor/transpose.h. With R % 16 == 0 every 16 quants of a row and the plane's rows are
+// 16-byte aligned.
 #pragma once
 
 #include <cstdint>
@@ -100,11 +99,5 @@ void k4_to_grouped(TensorType type, const uint8_t* src, uint8_t* dst, uint64_t r
 uint32_t q6_k_grouped_row_bytes(uint32_t cols);
 // `rows` rows of stored Q6_K super-blocks into grouped rows of q6_k_grouped_row_bytes(cols).
 void q6_k_to_grouped(const uint8_t* src, uint8_t* dst, uint64_t rows, uint32_t cols);
-
-// Rows [col0, col0 + n) of the transposed quants of `rows` rows of stored Q8_0 blocks (cols / 32
-// each) at src: n x rows bytes at dst.
-void q8_0_transpose_quants(const uint8_t* src, uint64_t rows, uint32_t cols, uint64_t col0, uint64_t n, uint8_t* dst);
-// Rows [b0, b0 + n) of their scale plane: n x rows float16 at dst.
-void q8_0_transpose_scales(const uint8_t* src, uint64_t rows, uint32_t cols, uint64_t b0, uint64_t n, uint8_t* dst);
 
 }  // namespace rwkv::vk

@@ -1,0 +1,17 @@
+// Transposed Q8_0, the layout both GPU backends' ReLU^2-sparse FFN value products read, of a
+// matrix [R x K] of stored blocks (R rows of K / 32 blocks): K rows of R int8 quants (row j:
+// quant j of every row), then the scale plane [K / 32 x R] float16 (row b: d of block b of
+// every row). Lossless: every quant and scale byte only moves.
+#pragma once
+
+#include <cstdint>
+
+namespace rwkv {
+
+// Rows [col0, col0 + n) of the transposed quants of `rows` rows of stored Q8_0 blocks
+// (cols / 32 each) at src: n x rows bytes at dst.
+void q8_0_transpose_quants(const uint8_t* src, uint64_t rows, uint32_t cols, uint64_t col0, uint64_t n, uint8_t* dst);
+// Rows [b0, b0 + n) of their scale plane: n x rows float16 at dst.
+void q8_0_transpose_scales(const uint8_t* src, uint64_t rows, uint32_t cols, uint64_t b0, uint64_t n, uint8_t* dst);
+
+}  // namespace rwkv
