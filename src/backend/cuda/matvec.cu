@@ -11,6 +11,7 @@ namespace matvec_detail {
 RWKV_MATVEC_DECLARE(extern, TensorType::F16, true)
 RWKV_MATVEC_DECLARE_ALIGNED(extern)
 RWKV_MATVEC_EXTERN(TensorType::BF16)
+RWKV_MATVEC_DECLARE_ALIGNED_BF16(extern)
 RWKV_MATVEC_EXTERN(TensorType::Q8_0)
 RWKV_MATVEC_EXTERN(TensorType::Q4_0)
 RWKV_MATVEC_EXTERN(TensorType::Q4_1)
@@ -82,7 +83,8 @@ int choose_tpr(TensorType type, int64_t items, int per_round) {
   return best;
 }
 
-// aligned_x: the float-only launch's jobs all have 16-byte aligned x rows (x_aligned).
+// aligned_x: the launch's float jobs (F16-only or BF16 launches) all have 16-byte aligned x
+// rows (x_aligned).
 template <int TM, bool kFloat>
 void launch_tm(TensorType ty, bool aligned_x, const Batch& batch, int blocks, size_t smem, Stream stream) {
 #define RWKV_GO(TY) launch_matvec_kernel<TY, TM, kFloat>(batch, blocks, smem, stream)
@@ -95,7 +97,11 @@ void launch_tm(TensorType ty, bool aligned_x, const Batch& batch, int blocks, si
       }
       break;
     case TensorType::BF16:
-      RWKV_GO(TensorType::BF16);
+      if (aligned_x) {
+        launch_matvec_kernel<TensorType::BF16, TM, kFloat, true>(batch, blocks, smem, stream);
+      } else {
+        RWKV_GO(TensorType::BF16);
+      }
       break;
     case TensorType::Q8_0:
       RWKV_GO(TensorType::Q8_0);

@@ -236,12 +236,12 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 // kFloat) and row count TM; with kFloat, besides TY it runs the float types of the LoRA
 // matrices (F32, F16). One type per kernel keeps the register allocation of the other types'
 // paths out of it, and a launch without float jobs takes the kernel without their code.
-// kAlignedX (float-only kernel): every job's x rows are 16-byte aligned and its cols a
+// kAlignedX (F16 and BF16 kernels): every job's x rows are 16-byte aligned and its cols a
 // multiple of 8, as the host checked (H100 2.9B F16 decode +6%: NOTES.md runs 70, 73).
 template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false>
 __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_constant__ Batch batch) {
   static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
-  static_assert(!kAlignedX || TY == TensorType::F16, "aligned x only in the float-only kernel");
+  static_assert(!kAlignedX || TY == TensorType::F16 || TY == TensorType::BF16, "aligned x only for float weights");
   extern __shared__ __align__(16) uint8_t smem[];
   float* warp_sums = reinterpret_cast<float*>(smem + batch.red_smem);
   int j = 0;
@@ -252,7 +252,7 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
     if (type == TY || !kFloat) {
-      run_job<TY, TM>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TY, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
       return;
     }
   }
@@ -281,6 +281,16 @@ void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream st
                                                                             size_t smem, Stream stream);    \
   PREFIX template void launch_matvec_kernel<TensorType::F16, 4, true, true>(const Batch& batch, int blocks, \
                                                                             size_t smem, Stream stream);
+// BF16's aligned-x variants, with and without the F32/F16 paths.
+#define RWKV_MATVEC_DECLARE_ALIGNED_BF16(PREFIX)                                                              \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 1, true, true>(const Batch& batch, int blocks,  \
+                                                                             size_t smem, Stream stream);     \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 4, true, true>(const Batch& batch, int blocks,  \
+                                                                             size_t smem, Stream stream);     \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 1, false, true>(const Batch& batch, int blocks, \
+                                                                              size_t smem, Stream stream);    \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 4, false, true>(const Batch& batch, int blocks, \
+                                                                              size_t smem, Stream stream);
 // A quantised (or BF16) type: with and without the float paths. F16 takes only
 // RWKV_MATVEC_DECLARE(..., true).
 #define RWKV_MATVEC_INSTANTIATE(TY) RWKV_MATVEC_DECLARE(, TY, true) RWKV_MATVEC_DECLARE(, TY, false)
