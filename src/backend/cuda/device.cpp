@@ -1,7 +1,14 @@
 // Device discovery, device memory and weight upload for the CUDA backend.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <initializer_list>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "backend/cuda/ops.h"
@@ -41,6 +48,48 @@ int device_count(std::string* reason) {
 }
 
 void set_pdl(bool enabled) { g_pdl_user = enabled ? 1 : 0; }
+
+// The decode kernels prefer the largest L1 (carveout 0): the products and row kernels read
+// activations through L1 and keep their weight loads in flight there (a probe lost 12% on a
+// Q8_0-like product with 96 KB of shared memory reserved). The sparse FFN value product's
+// blocks hold 16 KB of shared memory each and do better with a quarter of the SM as shared
+// memory. H100, decode against the driver's default: 2.9B Q4_K +2.7%, F16 +2%, Q8_0 +1.5%,
+// 0.1B Q8_0 +6%. The kernels only prefill runs keep the driver's choice: carveout 0 for them
+// too took 0.1B pp512 from 138k to 196-202k tok/s but 2.9B F16 from 31.3k to 30.4k (NOTES.md
+// run 80). RWKV_CUDA_CARVEOUT="name=percent,..." overrides the choice per kernel name (-1:
+// the driver's), for tuning.
+int kernel_carveout(const char* name) {
+  static const std::unordered_map<std::string, int> overrides = [] {
+    std::unordered_map<std::string, int> m;
+    const char* env = std::getenv("RWKV_CUDA_CARVEOUT");
+    std::string spec = env ? env : "";
+    for (size_t at = 0; at < spec.size();) {
+      const size_t comma = std::min(spec.find(',', at), spec.size());
+      const std::string item = spec.substr(at, comma - at);
+      const size_t eq = item.find('=');
+      if (eq == std::string::npos)
+        fail(ErrorCode::argument, "RWKV_CUDA_CARVEOUT: expected name=percent, got '" + item + "'");
+      m[item.substr(0, eq)] = std::atoi(item.c_str() + eq + 1);
+      at = comma + 1;
+    }
+    return m;
+  }();
+  const std::string n(name);
+  if (const auto it = overrides.find(n); it != overrides.end()) return it->second;
+  if (n == "ffn_sparse") return 25;
+  for (const char* prefill :
+       {"wkv_prep", "wkv_scan", "wkv_post", "to_f16", "epilogue", "lora_mid", "lora_epilogue", "dequant_f16"})
+    if (n == prefill) return -1;
+  return 0;
+}
+
+void prefer_carveout(const void* kernel, int percent) {
+  static std::mutex mutex;
+  static std::unordered_set<const void*> done;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (!done.insert(kernel).second) return;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, percent), "cudaFuncSetAttribute");
+}
 
 bool pdl_enabled() {
   if (!g_pdl_user) return false;
