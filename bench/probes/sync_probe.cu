@@ -3,21 +3,8 @@
 // persistent kernel, with 0-28 MB of weight bytes streamed per stage before the dependency
 // (as a decode product loads its weights before its PDL wait). us per stage.
 //   nvcc -O3 -arch=sm_90 -std=c++17 -o sync_probe bench/probes/sync_probe.cu
-#include <cuda_runtime.h>
-#include <cstdio>
-#include <vector>
 
-#define CK(x)                                        \
-  do {                                               \
-    cudaError_t e = (x);                             \
-    if (e != cudaSuccess) {                          \
-      printf("%s: %s\n", #x, cudaGetErrorString(e)); \
-      exit(1);                                       \
-    }                                                \
-  } while (0)
-
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" :::); }
+#include "probe.cuh"
 
 // Streams `per_block` bytes of w (16-byte loads), returns a sum so the loads are kept.
 __device__ __forceinline__ int stream(const int4* w, size_t per_block_int4, int blk) {
@@ -104,37 +91,22 @@ int main() {
       const size_t stage_int4 = (stage_mb << 20) / 16;
       const size_t per_block = stage_int4 / G;
       // chain of dependent launches with PDL, captured in a graph
-      cudaGraph_t g;
-      CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-      for (int i = 0; i < stages; ++i) {
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3(G);
-        cfg.blockDim = dim3(256);
-        cfg.stream = st;
-        cudaLaunchAttribute attr;
-        attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr.val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = &attr;
-        cfg.numAttrs = 1;
-        const float* x = (i & 1) ? b : a;
-        float* y = (i & 1) ? a : b;
-        CK(cudaLaunchKernelEx(&cfg, stage_kernel, x, y, (const int4*)(w + (i % 8) * stage_int4), per_block, sink));
-      }
-      CK(cudaStreamEndCapture(st, &g));
-      cudaGraphExec_t ge;
-      CK(cudaGraphInstantiate(&ge, g, 0));
+      const double us_launch = 1e3 *
+                               graph_ms(st,
+                                        [&] {
+                                          for (int i = 0; i < stages; ++i) {
+                                            const float* x = (i & 1) ? b : a;
+                                            float* y = (i & 1) ? a : b;
+                                            pdl_launch(st, dim3(G), 0, stage_kernel, x, y,
+                                                       (const int4*)(w + (i % 8) * stage_int4), per_block, sink);
+                                          }
+                                        }) /
+                               stages;
       cudaEvent_t e0, e1;
       CK(cudaEventCreate(&e0));
       CK(cudaEventCreate(&e1));
-      for (int r = 0; r < 3; ++r) CK(cudaGraphLaunch(ge, st));
-      CK(cudaEventRecord(e0, st));
       const int reps = 10;
-      for (int r = 0; r < reps; ++r) CK(cudaGraphLaunch(ge, st));
-      CK(cudaEventRecord(e1, st));
-      CK(cudaEventSynchronize(e1));
       float ms;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      const double us_launch = ms * 1e3 / (reps * stages);
       // persistent kernel with software grid barriers
       CK(cudaMemset(count, 0, 64));
       for (int r = 0; r < 2; ++r) {
@@ -156,8 +128,8 @@ int main() {
           "stage %3zu MB, %4d blocks: PDL launch chain %6.2f us/stage (%6.0f GB/s) | grid barrier %6.2f us/stage "
           "(%6.0f GB/s)\n",
           stage_mb, G, us_launch, gbs / us_launch, us_barrier, gbs / us_barrier);
-      CK(cudaGraphExecDestroy(ge));
-      CK(cudaGraphDestroy(g));
+      CK(cudaEventDestroy(e0));
+      CK(cudaEventDestroy(e1));
     }
   }
   return 0;

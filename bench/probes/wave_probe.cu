@@ -6,21 +6,9 @@
 // dynamic shared memory reserved per block (less L1).
 //   nvcc -O3 -arch=sm_90 -std=c++17 -o wave_probe bench/probes/wave_probe.cu
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <cstdio>
-#include <vector>
 
-#define CK(x)                                        \
-  do {                                               \
-    cudaError_t e = (x);                             \
-    if (e != cudaSuccess) {                          \
-      printf("%s: %s\n", #x, cudaGetErrorString(e)); \
-      exit(1);                                       \
-    }                                                \
-  } while (0)
+#include "probe.cuh"
 
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" :::); }
 __device__ __forceinline__ int4 ldw(const int4* p) {
   int4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0,%1,%2,%3}, [%4];"
@@ -96,25 +84,6 @@ __global__ void __launch_bounds__(256, 2)
   if ((threadIdx.x & 15) == 0) out[blockIdx.x * 16 + (threadIdx.x >> 4)] = int(acc);
 }
 
-template <typename K, typename... Args>
-void pdl_launch_smem(cudaStream_t st, dim3 g, size_t smem, K k, Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = g;
-  cfg.blockDim = dim3(256);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = st;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  CK(cudaLaunchKernelEx(&cfg, k, args...));
-}
-template <typename K, typename... Args>
-void pdl_launch(cudaStream_t st, dim3 g, K k, Args... args) {
-  pdl_launch_smem(st, g, 0, k, args...);
-}
-
 int main() {
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -139,52 +108,38 @@ int main() {
     CK(cudaMemset(scales, 0, (n4 / 16 + 1) * 16 * nbuf));
     const int pairs = 96;
     for (int variant = 0; variant < 6; ++variant) {
-      cudaGraph_t g;
-      CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
       const size_t big = 96 << 10;  // dynamic shared memory that leaves room for two blocks per SM
-      for (int i = 0; i < pairs; ++i) {
-        const int4* wi = w + (i % nbuf) * n4;
-        pdl_launch(st, dim3(10), tiny_kernel, (const int*)x, out + 4096);
-        const unsigned items = unsigned(n4 / 2);  // 32-weight items of 34 bytes (scales beside)
-        const unsigned short* sc = reinterpret_cast<const unsigned short*>(scales + (i % nbuf) * (n4 / 16 + 1) * 16);
-        if (variant == 0) {
-          pdl_launch(st, dim3(unsigned(n4 / (256 * 10))), s1_kernel<10>, wi, (const int*)x, out);
-        } else if (variant == 1) {
-          pdl_launch_smem(st, dim3(unsigned(n4 / (256 * 10))), big, s1_kernel<10>, wi, (const int*)x, out);
-        } else if (variant == 2) {
-          pdl_launch(st, dim3(items / (256 * 5)), s1r_kernel<5>, wi, sc, (const int*)x, (const float*)x, out);
-        } else if (variant == 3) {
-          pdl_launch_smem(st, dim3(items / (256 * 5)), big, s1r_kernel<5>, wi, sc, (const int*)x, (const float*)x, out);
-        } else if (variant == 4) {
-          pdl_launch(st, dim3(items / (256 * 3)), s1r_kernel<3>, wi, sc, (const int*)x, (const float*)x, out);
-        } else {
-          pdl_launch_smem(st, dim3(items / (256 * 3)), big, s1r_kernel<3>, wi, sc, (const int*)x, (const float*)x, out);
-        }
-      }
-      CK(cudaStreamEndCapture(st, &g));
-      cudaGraphExec_t ge;
-      CK(cudaGraphInstantiate(&ge, g, 0));
-      cudaEvent_t e0, e1;
-      CK(cudaEventCreate(&e0));
-      CK(cudaEventCreate(&e1));
-      for (int r = 0; r < 3; ++r) CK(cudaGraphLaunch(ge, st));
-      CK(cudaEventRecord(e0, st));
-      const int reps = 10;
-      for (int r = 0; r < reps; ++r) CK(cudaGraphLaunch(ge, st));
-      CK(cudaEventRecord(e1, st));
-      CK(cudaEventSynchronize(e1));
-      float ms;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      const double us = ms * 1e3 / (reps * pairs);
+      const double us =
+          1e3 *
+          graph_ms(st,
+                   [&] {
+                     for (int i = 0; i < pairs; ++i) {
+                       const int4* wi = w + (i % nbuf) * n4;
+                       pdl_launch(st, dim3(10), 0, tiny_kernel, (const int*)x, out + 4096);
+                       const unsigned items = unsigned(n4 / 2);  // 32-weight items (scales beside)
+                       const auto* sc =
+                           reinterpret_cast<const unsigned short*>(scales + (i % nbuf) * (n4 / 16 + 1) * 16);
+                       const size_t smem = variant % 2 ? big : 0;
+                       if (variant < 2) {
+                         pdl_launch(st, dim3(unsigned(n4 / (256 * 10))), smem, s1_kernel<10>, wi, (const int*)x, out);
+                       } else if (variant < 4) {
+                         pdl_launch(st, dim3(items / (256 * 5)), smem, s1r_kernel<5>, wi, sc, (const int*)x,
+                                    (const float*)x, out);
+                       } else {
+                         pdl_launch(st, dim3(items / (256 * 3)), smem, s1r_kernel<3>, wi, sc, (const int*)x,
+                                    (const float*)x, out);
+                       }
+                     }
+                   }) /
+          pairs;
       const char* names[] = {"S1 10 int4",        "S1 10 int4, 2 blocks/SM",
                              "Q8_0-like 5 items", "Q8_0-like 5 items, 2/SM",
                              "Q8_0-like 3 items", "Q8_0-like 3 items, 2/SM"};
       printf("%2zu MB: %-30s tiny+matvec %6.2f us  (%5.0f GB/s over the pair)\n", mb, names[variant], us,
              bytes / 1e3 / us);
-      CK(cudaGraphExecDestroy(ge));
-      CK(cudaGraphDestroy(g));
     }
     CK(cudaFree(w));
+    CK(cudaFree(scales));
   }
   return 0;
 }
