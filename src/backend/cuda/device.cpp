@@ -58,6 +58,8 @@ void set_pdl(bool enabled) { g_pdl_user = enabled ? 1 : 0; }
 // too took 0.1B pp512 from 138k to 196-202k tok/s but 2.9B F16 from 31.3k to 30.4k (NOTES.md
 // run 80). RWKV_CUDA_CARVEOUT="name=percent,..." overrides the choice per kernel name (-1:
 // the driver's), for tuning.
+namespace {
+
 int kernel_carveout(const char* name) {
   static const std::unordered_map<std::string, int> overrides = [] {
     std::unordered_map<std::string, int> m;
@@ -83,12 +85,16 @@ int kernel_carveout(const char* name) {
   return 0;
 }
 
-void prefer_carveout(const void* kernel, int percent) {
+}  // namespace
+
+void configure_kernel(const void* kernel, const char* name) {
   static std::mutex mutex;
   static std::unordered_set<const void*> done;
   const std::lock_guard<std::mutex> lock(mutex);
   if (!done.insert(kernel).second) return;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, percent), "cudaFuncSetAttribute");
+  if (const int percent = kernel_carveout(name); percent >= 0)
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, percent),
+          "cudaFuncSetAttribute");
 }
 
 bool pdl_enabled() {

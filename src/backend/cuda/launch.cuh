@@ -19,17 +19,14 @@ void allow_smem(K kernel, size_t bytes) {
           "cudaFuncSetAttribute");
 }
 
-// Sets the kernel's preferred shared-memory carveout (percent of the SM's unified L1 /
-// shared memory) on its first launch; later calls for the same kernel do nothing.
-void prefer_carveout(const void* kernel, int percent);
-
-// The carveout the kernel launched as `name` prefers, -1 for the driver's choice (device.cpp).
-int kernel_carveout(const char* name);
+// On a kernel's first launch, sets the shared-memory carveout (percent of the SM's unified
+// L1 / shared memory) its name calls for (device.cpp); later calls for it do nothing.
+void configure_kernel(const void* kernel, const char* name);
 
 template <typename... KArgs, typename... Args>
 void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Stream stream,
             Args&&... args) {
-  if (const int c = kernel_carveout(name); c >= 0) prefer_carveout(reinterpret_cast<const void*>(kernel), c);
+  configure_kernel(reinterpret_cast<const void*>(kernel), name);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
