@@ -3,12 +3,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
 #include <mutex>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "backend/cuda/ops.h"
@@ -54,13 +54,18 @@ void set_pdl(bool enabled) { g_pdl_user = enabled ? 1 : 0; }
 // Q8_0-like product with 96 KB of shared memory reserved). The sparse FFN value product's
 // blocks hold 16 KB of shared memory each and do better with a quarter of the SM as shared
 // memory. H100, decode against the driver's default: 2.9B Q4_K +2.7%, F16 +2%, Q8_0 +1.5%,
-// 0.1B Q8_0 +6%. The kernels only prefill runs keep the driver's choice: carveout 0 for them
-// too took 0.1B pp512 from 138k to 196-202k tok/s but 2.9B F16 from 31.3k to 30.4k (NOTES.md
-// run 80). RWKV_CUDA_CARVEOUT="name=percent,..." overrides the choice per kernel name (-1:
-// the driver's), for tuning.
+// 0.1B Q8_0 +6%. The prefill WKV scan, whose blocks hold its token chunks in shared memory,
+// takes the largest L1 only where its grid has at most one block per SM (0.1B pp512 138k ->
+// 196-202k tok/s); with more blocks it keeps the driver's choice (carveout 0 took 2.9B F16
+// pp512 from 31.3k to 30.2k: fewer blocks fit an SM). The other prefill-only kernels keep the
+// driver's choice (NOTES.md run 80). RWKV_CUDA_CARVEOUT="name=percent,..." overrides the
+// choice per kernel name (-1: the driver's), for tuning.
 namespace {
 
-int kernel_carveout(const char* name) {
+constexpr int kDriverChoice = -1;  // cudaSharedmemCarveoutDefault
+
+// The override for a kernel name from RWKV_CUDA_CARVEOUT, or `none`.
+int carveout_override(const std::string& name, int none) {
   static const std::unordered_map<std::string, int> overrides = [] {
     std::unordered_map<std::string, int> m;
     const char* env = std::getenv("RWKV_CUDA_CARVEOUT");
@@ -76,25 +81,53 @@ int kernel_carveout(const char* name) {
     }
     return m;
   }();
+  const auto it = overrides.find(name);
+  return it == overrides.end() ? none : it->second;
+}
+
+// What a kernel prefers: a fixed carveout, or (by_grid) the largest L1 only for grids of at
+// most one block per SM.
+struct CarveoutRule {
+  int fixed = kDriverChoice;
+  bool by_grid = false;
+  int sms = 0;
+  int current = kDriverChoice;  // what the kernel's attribute says now
+};
+
+CarveoutRule carveout_rule(const char* name) {
+  CarveoutRule rule;
   const std::string n(name);
-  if (const auto it = overrides.find(n); it != overrides.end()) return it->second;
-  if (n == "ffn_sparse") return 25;
-  for (const char* prefill :
-       {"wkv_prep", "wkv_scan", "wkv_post", "to_f16", "epilogue", "lora_mid", "lora_epilogue", "dequant_f16"})
-    if (n == prefill) return -1;
-  return 0;
+  if (const int o = carveout_override(n, -2); o >= -1) {
+    rule.fixed = o;
+  } else if (n == "wkv_scan") {
+    int dev = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&rule.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+    rule.by_grid = true;
+  } else if (n == "ffn_sparse") {
+    rule.fixed = 25;
+  } else {
+    rule.fixed = 0;
+    for (const char* prefill :
+         {"wkv_prep", "wkv_post", "to_f16", "epilogue", "lora_mid", "lora_epilogue", "dequant_f16"})
+      if (n == prefill) rule.fixed = kDriverChoice;
+  }
+  return rule;
 }
 
 }  // namespace
 
-void configure_kernel(const void* kernel, const char* name) {
+void configure_kernel(const void* kernel, const char* name, int64_t blocks) {
   static std::mutex mutex;
-  static std::unordered_set<const void*> done;
+  static std::unordered_map<const void*, CarveoutRule> rules;
   const std::lock_guard<std::mutex> lock(mutex);
-  if (!done.insert(kernel).second) return;
-  if (const int percent = kernel_carveout(name); percent >= 0)
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, percent),
-          "cudaFuncSetAttribute");
+  auto it = rules.find(kernel);
+  if (it == rules.end()) it = rules.emplace(kernel, carveout_rule(name)).first;
+  CarveoutRule& rule = it->second;
+  const int want = rule.by_grid ? (blocks <= rule.sms ? 0 : kDriverChoice) : rule.fixed;
+  if (want == rule.current) return;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, want), "cudaFuncSetAttribute");
+  rule.current = want;
 }
 
 bool pdl_enabled() {

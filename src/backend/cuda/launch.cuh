@@ -2,6 +2,7 @@
 // (compute capability >= 9.0): the next kernel's launch overlaps this one's tail.
 #pragma once
 
+#include <cstdint>
 #include <utility>
 
 #include "backend/cuda/common.cuh"
@@ -19,14 +20,14 @@ void allow_smem(K kernel, size_t bytes) {
           "cudaFuncSetAttribute");
 }
 
-// On a kernel's first launch, sets the shared-memory carveout (percent of the SM's unified
-// L1 / shared memory) its name calls for (device.cpp); later calls for it do nothing.
-void configure_kernel(const void* kernel, const char* name);
+// Sets the shared-memory carveout (percent of the SM's unified L1 / shared memory) that the
+// kernel's name and grid call for (device.cpp), where it differs from what the kernel has.
+void configure_kernel(const void* kernel, const char* name, int64_t blocks);
 
 template <typename... KArgs, typename... Args>
 void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Stream stream,
             Args&&... args) {
-  configure_kernel(reinterpret_cast<const void*>(kernel), name);
+  configure_kernel(reinterpret_cast<const void*>(kernel), name, int64_t(grid.x) * grid.y * grid.z);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
