@@ -1,11 +1,18 @@
-// Helpers shared by the standalone CUDA probes of this folder: error checks, PDL waits and
-// launches, and the time of a graph replayed after a warm-up.
+// Helpers shared by the standalone CUDA probes of this folder: error checks, PDL launches,
+// and the time of a graph replayed after a warm-up. The device side (pdl_wait, pdl_trigger,
+// ld_stream16) is the backend's own (src/backend/cuda/common.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdio>
 #include <cstdlib>
+
+#include "backend/cuda/common.cuh"
+
+using rwkv::cuda::ld_stream16;
+using rwkv::cuda::pdl_trigger;
+using rwkv::cuda::pdl_wait;
 
 #define CK(x)                                        \
   do {                                               \
@@ -15,9 +22,6 @@
       exit(1);                                       \
     }                                                \
   } while (0)
-
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" :::); }
 
 // A launch of 256 threads per block that may start before the previous kernel ends (PDL).
 template <typename K, typename... Args>

@@ -2,7 +2,7 @@
 // kernel launch (PDL, in a CUDA graph) against a software grid barrier inside one
 // persistent kernel, with 0-28 MB of weight bytes streamed per stage before the dependency
 // (as a decode product loads its weights before its PDL wait). us per stage.
-//   nvcc -O3 -arch=sm_90 -std=c++17 -o sync_probe bench/probes/sync_probe.cu
+//   nvcc -O3 -arch=sm_90 -std=c++17 -Isrc -o sync_probe bench/probes/sync_probe.cu
 
 #include "probe.cuh"
 

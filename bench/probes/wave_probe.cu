@@ -4,18 +4,11 @@
 // S1R: the same with Q8_0-like items (two 16-byte quant loads and a 2-byte scale per 32
 // weights, x as two int8 terms with float scales, as the decode matvec). "2/SM": 96 KB of
 // dynamic shared memory reserved per block (less L1).
-//   nvcc -O3 -arch=sm_90 -std=c++17 -o wave_probe bench/probes/wave_probe.cu
+//   nvcc -O3 -arch=sm_90 -std=c++17 -Isrc -o wave_probe bench/probes/wave_probe.cu
 #include <cuda_fp16.h>
 
 #include "probe.cuh"
 
-__device__ __forceinline__ int4 ldw(const int4* p) {
-  int4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 __device__ __forceinline__ int dot4(int4 w, int4 x, int s) {
   s = __dp4a(w.x, x.x, s);
   s = __dp4a(w.y, x.y, s);
@@ -41,7 +34,7 @@ __global__ void __launch_bounds__(256, 2) s1_kernel(const int4* w, const int* xi
   const int4* p = w + size_t(blockIdx.x) * 256 * R;
   int4 v[R];
 #pragma unroll
-  for (int k = 0; k < R; ++k) v[k] = ldw(p + k * 256 + threadIdx.x);
+  for (int k = 0; k < R; ++k) v[k] = ld_stream16(p + k * 256 + threadIdx.x);
   pdl_wait();
   pdl_trigger();
   const int4 x = reinterpret_cast<const int4*>(xin)[threadIdx.x & 63];
@@ -63,8 +56,8 @@ __global__ void __launch_bounds__(256, 2)
 #pragma unroll
   for (int k = 0; k < R; ++k) {
     const size_t it = base + k * 256 + threadIdx.x;
-    q0[k] = ldw(w + 2 * it);
-    q1[k] = ldw(w + 2 * it + 1);
+    q0[k] = ld_stream16(w + 2 * it);
+    q1[k] = ld_stream16(w + 2 * it + 1);
     d[k] = sc[it];
   }
   pdl_wait();
