@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -64,8 +65,8 @@ namespace {
 
 constexpr int kDriverChoice = -1;  // cudaSharedmemCarveoutDefault
 
-// The override for a kernel name from RWKV_CUDA_CARVEOUT, or `none`.
-int carveout_override(const std::string& name, int none) {
+// The override for a kernel name from RWKV_CUDA_CARVEOUT, if any.
+std::optional<int> carveout_override(const std::string& name) {
   static const std::unordered_map<std::string, int> overrides = [] {
     std::unordered_map<std::string, int> m;
     const char* env = std::getenv("RWKV_CUDA_CARVEOUT");
@@ -82,7 +83,8 @@ int carveout_override(const std::string& name, int none) {
     return m;
   }();
   const auto it = overrides.find(name);
-  return it == overrides.end() ? none : it->second;
+  if (it == overrides.end()) return std::nullopt;
+  return it->second;
 }
 
 // What a kernel prefers: a fixed carveout, or (by_grid) the largest L1 only for grids of at
@@ -97,8 +99,8 @@ struct CarveoutRule {
 CarveoutRule carveout_rule(const char* name) {
   CarveoutRule rule;
   const std::string n(name);
-  if (const int o = carveout_override(n, -2); o >= -1) {
-    rule.fixed = o;
+  if (const std::optional<int> o = carveout_override(n)) {
+    rule.fixed = *o;
   } else if (n == "wkv_scan") {
     int dev = 0;
     check(cudaGetDevice(&dev), "cudaGetDevice");
