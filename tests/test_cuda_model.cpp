@@ -209,11 +209,6 @@ TEST(CudaModel, SparseFfnMatchesReference) {
     spec.type = spec.head_type = t;
     compare_model(testing::synthetic_model(spec), "sparse ffn 192x4 " + std::string(type_name(t)));
   }
-  // Q8_0 takes the one-launch FFN (ffn_fused.cu) where the device has clusters; the two
-  // launches too.
-  setenv("RWKV_CUDA_FFN_FUSED", "0", 1);
-  compare_model(testing::synthetic_model(wide_spec()), "sparse ffn, two launches, 192x4 q8_0");
-  unsetenv("RWKV_CUDA_FFN_FUSED");
   unsetenv("RWKV_CUDA_SPARSE_FFN");
 }
 

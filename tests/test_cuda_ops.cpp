@@ -176,48 +176,6 @@ TEST(CudaOps, SparseFfnValueMatchesDense) {
   }
 }
 
-// The one-launch FFN (key product, ReLU^2, sparse value product) against the reference
-// ops in two steps: shapes with one to many clusters and one to sixteen value groups, an
-// input whose hidden units are all zero (y unchanged), and two runs giving the same bits.
-TEST(CudaOps, FfnFusedMatchesReference) {
-  REQUIRE_GPU();
-  const TensorType t = TensorType::Q8_0;
-  if (!ffn_fused_supported(t, t, 96, 128)) GTEST_SKIP() << "no thread block clusters on this device";
-  for (auto [C, F] : {std::pair<int64_t, int64_t>{96, 128}, {192, 768}, {768, 3072}, {2560, 1024}, {4096, 256}}) {
-    ASSERT_TRUE(ffn_fused_supported(t, t, C, F));
-    HostWeight key = make_weight(t, F, C), value = make_weight(t, C, F);
-    DeviceMatrix dk = upload_matrix(t, F, C, key.bytes.data());
-    std::vector<uint8_t> packed(sparse_ffn_bytes(t, C, F));
-    sparse_ffn_pack(t, C, F, value.bytes.data(), packed.data());
-    DeviceBuffer dv(packed.size());
-    dv.upload(packed.data(), packed.size());
-    const SparseFfn V = sparse_ffn_view(t, C, F, dv.data());
-    DeviceBuffer scratch(ffn_fused_scratch_floats(C, F) * sizeof(float));
-    scratch.fill(0);
-    for (const bool zero_input : {false, true}) {
-      const std::vector<float> x = zero_input ? std::vector<float>(size_t(C), 0.f) : randn(size_t(C));
-      std::vector<float> hidden = ref_matmul(key.w, x, 1);
-      for (float& h : hidden) h = std::max(h, 0.f) * std::max(h, 0.f);
-      const std::vector<float> y0 = randn(size_t(C));
-      std::vector<float> want = ref_matmul(value.w, hidden, 1);
-      for (int64_t i = 0; i < C; ++i) want[size_t(i)] += y0[size_t(i)];
-      Guarded dx(x), dy(y0), dy2(y0);
-      DeviceQuantX q(1, C);
-      quantize_rows(dx.data(), C, 1, C, InOp::none, q.q, nullptr);
-      ffn_fused(dk.view(), q.q, V, dy.data(), scratch.as<float>(), nullptr);
-      ffn_fused(dk.view(), q.q, V, dy2.data(), scratch.as<float>(), nullptr);
-      const std::vector<float> got = dy.read();
-      const std::string what = std::to_string(C) + "x" + std::to_string(F) + (zero_input ? " zero input" : "");
-      if (zero_input) {
-        EXPECT_EQ(got, y0) << what;
-      } else {
-        expect_close(got, want, 1e-8, what);
-      }
-      EXPECT_EQ(got, dy2.read()) << what << ": not deterministic";
-    }
-  }
-}
-
 TEST(CudaOps, QuantizeRowsIsNearlyExact) {
   REQUIRE_GPU();
   const int rows = 3;

@@ -191,15 +191,7 @@ void CudaBackend::upload_sparse_ffn() {
   size_t free_b = 0, total_b = 0;
   check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   if (!forced && bytes > free_b / 2) return;
-  const size_t sparse_floats = sparse_ffn_scratch_floats(C, F);
-  // The one-launch FFN (ffn_fused.cu) where every layer's key and value allow it;
-  // RWKV_CUDA_FFN_FUSED=0 keeps two launches.
-  const char* fused_env = std::getenv("RWKV_CUDA_FFN_FUSED");
-  bool fused = !(fused_env && std::string(fused_env) == "0");
-  for (const LayerWeights& w : m.layers)
-    fused = fused && ffn_fused_supported(w.ffn_key.type, w.ffn_value.type, C, F);
-  const size_t fused_floats = fused ? ffn_fused_scratch_floats(C, F) : 0;
-  sparse_ffn_ = DeviceBuffer(bytes + (sparse_floats + fused_floats) * sizeof(float));
+  sparse_ffn_ = DeviceBuffer(bytes + sparse_ffn_scratch_floats(C, F) * sizeof(float));
   std::vector<uint8_t> host;
   size_t off = 0;
   for (size_t l = 0; l < m.layers.size(); ++l) {
@@ -212,8 +204,7 @@ void CudaBackend::upload_sparse_ffn() {
     off += align256(n);
   }
   sparse_scratch_ = reinterpret_cast<float*>(sparse_ffn_.as<uint8_t>() + off);
-  if (fused) fused_scratch_ = sparse_scratch_ + sparse_floats;
-  check(cudaMemset(sparse_scratch_, 0, (sparse_floats + fused_floats) * sizeof(float)), "sparse ffn scratch");
+  check(cudaMemset(sparse_scratch_, 0, sparse_ffn_scratch_floats(C, F) * sizeof(float)), "sparse ffn scratch");
 }
 
 // f16 copies of every non-F16 matrix except the embedding and the LoRA matrices, and the

@@ -135,9 +135,8 @@ class CudaBackend final : public Backend {
   DeviceBuffer f16_shadow_;   // f16 copies of non-F16 matrices for cuBLAS (when memory allows)
   DeviceBuffer lora16_;       // LayerDev::lora_down16 / lora_up16 (with the shadows)
   DeviceBuffer w16_scratch_;  // else: one matrix dequantised on use
-  DeviceBuffer sparse_ffn_;   // every layer's SparseFfn copy, then ffn_value_sparse's and ffn_fused's scratch
+  DeviceBuffer sparse_ffn_;   // every layer's SparseFfn copy, then ffn_value_sparse's scratch
   float* sparse_scratch_ = nullptr;
-  float* fused_scratch_ = nullptr;  // null: the FFN key and value are two launches at one row
   size_t max_matrix_elems_ = 0;
 
   int n_slots_ = 0;

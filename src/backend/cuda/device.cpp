@@ -106,7 +106,7 @@ CarveoutRule carveout_rule(const char* name) {
     check(cudaGetDevice(&dev), "cudaGetDevice");
     check(cudaDeviceGetAttribute(&rule.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
     rule.by_grid = true;
-  } else if (n == "ffn_sparse" || n == "ffn_fused") {
+  } else if (n == "ffn_sparse") {
     rule.fixed = 25;
   } else {
     rule.fixed = 0;

@@ -302,10 +302,6 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   emit(l, "ffn.ln", s.xln, R, C);
   emit(l, "ffn.xk", s.mix[0], R, C);
 
-  if (R == 1 && fused_scratch_ && !hook_) {  // one row, one launch: ffn_fused.cu
-    ffn_fused(L.ffn_key.view(), lerp.out_q[0], L.ffn_value_t, s.h, fused_scratch_, stream_);
-    return;
-  }
   // The GEMM path squares the ReLU in the value product's f16 conversion (one epilogue pass
   // over R x F fewer); the debug hook wants the hidden vector itself.
   const bool relu_late = !mv && !hook_;

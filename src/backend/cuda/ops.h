@@ -134,16 +134,6 @@ size_t sparse_ffn_scratch_floats(int64_t C, int64_t F);
 // Deterministic: partial sums are added in a fixed order.
 void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream);
 
-// The one-row FFN in one launch (ffn_fused.cu): y += V relu(K x)^2 with K the packed key
-// matrix (F x C), x its input quantised by the producer (QuantX, one row) and V the
-// transposed value matrix; hidden units that are zero cost no value bytes. Supported for
-// Q8_0 key and value, C a multiple of 32 up to 4096, F a multiple of 128, on compute
-// capability 9.0+ with this binary's sm_90 code (thread block clusters). Deterministic.
-bool ffn_fused_supported(TensorType key, TensorType value, int64_t C, int64_t F);
-// Device scratch ffn_fused needs (floats); zero it once before the first call.
-size_t ffn_fused_scratch_floats(int64_t C, int64_t F);
-void ffn_fused(const PackedView& K, const QuantX& x, const SparseFfn& V, float* y, float* scratch, Stream stream);
-
 // ---- dequantisation and f16 conversion (prefill GEMM path) ----------------------------------
 
 // W (rows x cols) -> f16 row-major with leading dimension ld (>= cols).
