@@ -6,8 +6,8 @@
 // Grid: x = slices of 512 outputs (a warp's 32 lanes x 16 consecutive outputs), y = groups
 // of 8 blocks of 32 hidden units (one block per warp). A warp finds the non-zero units of
 // its block with a ballot and streams their rows, 16 bytes per lane per load, several
-// loads in flight. Each block writes its partial sums; the last block of a slice to finish
-// adds the partials in a fixed order to y (deterministic, no float atomics).
+// loads in flight. Each block writes its partial sums; a second launch adds the partials in
+// a fixed order to y (deterministic, no float atomics).
 #include <cstring>
 
 #include "backend/cuda/launch.cuh"
@@ -22,8 +22,7 @@ constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kSlice = 512;      // outputs per block column
 constexpr int kInFlight = 16;    // 16-byte loads per lane per round
-constexpr unsigned kDepth = 40;  // partial loads per output in flight in the last block's sum
-static_assert(kSlice == 2 * kThreads, "the last block's sum takes two outputs per thread");
+constexpr unsigned kDepth = 40;  // partial loads per output in flight in the sum (2.9B: 40 groups)
 
 // Byte k of `word` as a float without an int-to-float conversion (a quarter-rate instruction
 // on Hopper, one per weight byte here): the byte ^ 0x80 as the low mantissa bits of 2^23 is
@@ -104,9 +103,8 @@ __device__ __forceinline__ void block_rows(const SparseFfn& W, int64_t j0, float
 
 template <TensorType TY>
 __global__ void __launch_bounds__(kThreads)
-    ffn_sparse_kernel(const SparseFfn W, const float* __restrict__ h, float* y, float* partial, unsigned* counters) {
+    ffn_sparse_kernel(const SparseFfn W, const float* __restrict__ h, float* partial) {
   __shared__ float4 part[kWarps][kSlice / 4];
-  __shared__ bool last;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t slice0 = int64_t(blockIdx.x) * kSlice;
   const int64_t i0 = slice0 + 16 * lane;
@@ -139,36 +137,26 @@ __global__ void __launch_bounds__(kThreads)
     for (int w = 0; w < kWarps; ++w) v += pf[w * kSlice + o];
     mine[slice0 + o] = v;
   }
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(&counters[blockIdx.x], 1u) == gridDim.y - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  // Each thread adds the partials of outputs slice0 + threadIdx.x and + kThreads, in block
-  // order, with kDepth loads of each in flight (one round trip for up to kDepth groups: the
-  // 2.9B shape has 40).
-  const int64_t ia = slice0 + threadIdx.x, ib = ia + kThreads;
-  const bool oka = ia < W.C, okb = ib < W.C;
-  float va = 0.f, vb = 0.f;
-  for (unsigned g0 = 0; g0 < gridDim.y; g0 += kDepth) {
-    float pa[kDepth], pb[kDepth];
+}
+
+// y[i] += sum over the groups of partial[g][i], in group order: a launch of its own. In the
+// product's grid (the last block of each slice to finish adding them, found by a fence and
+// a counter in every block) it cost ~1.5% more of the 2.9B decode step (NOTES.md run 83).
+__global__ void __launch_bounds__(kThreads)
+    ffn_sparse_reduce_kernel(int64_t C, int groups, const float* partial, float* y) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= C) return;
+  float v = 0.f;
+  for (int g0 = 0; g0 < groups; g0 += int(kDepth)) {
+    float p[kDepth];
 #pragma unroll
-    for (unsigned g = 0; g < kDepth; ++g) {
-      const bool ok = g0 + g < gridDim.y;
-      const float* p = partial + int64_t(g0 + g) * W.C;
-      pa[g] = ok && oka ? __ldcg(p + ia) : 0.f;
-      pb[g] = ok && okb ? __ldcg(p + ib) : 0.f;
-    }
+    for (unsigned g = 0; g < kDepth; ++g) p[g] = g0 + int(g) < groups ? __ldcg(partial + (g0 + g) * C + i) : 0.f;
 #pragma unroll
-    for (unsigned g = 0; g < kDepth; ++g) {
-      va += pa[g];
-      vb += pb[g];
-    }
+    for (unsigned g = 0; g < kDepth; ++g) v += p[g];
   }
-  if (oka) y[ia] += va;
-  if (okb) y[ib] += vb;
-  if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // ready for the next launch
+  y[i] += v;
 }
 
 }  // namespace
@@ -190,7 +178,7 @@ size_t sparse_ffn_bytes(TensorType type, int64_t C, int64_t F) {
 
 size_t sparse_ffn_scratch_floats(int64_t C, int64_t F) {
   const int64_t groups = (F / 32 + kWarps - 1) / kWarps;
-  return size_t(groups * C + (C + kSlice - 1) / kSlice);  // partials, then the counters
+  return size_t(groups * C);  // the partials
 }
 
 void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf, uint8_t* dst) {
@@ -224,8 +212,7 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
 void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream) {
   const int64_t groups = (W.F / 32 + kWarps - 1) / kWarps;
   const dim3 grid(unsigned((W.C + kSlice - 1) / kSlice), unsigned(groups)), block(kThreads);
-  auto* counters = reinterpret_cast<unsigned*>(scratch + groups * W.C);
-#define RWKV_GO(TY) launch("ffn_sparse", ffn_sparse_kernel<TY>, grid, block, 0, stream, W, h, y, scratch, counters)
+#define RWKV_GO(TY) launch("ffn_sparse", ffn_sparse_kernel<TY>, grid, block, 0, stream, W, h, scratch)
   switch (W.type) {
     case TensorType::Q8_0:
       RWKV_GO(TensorType::Q8_0);
@@ -240,6 +227,8 @@ void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scrat
       fail(ErrorCode::unsupported, "cuda sparse ffn: unsupported type");
   }
 #undef RWKV_GO
+  launch("ffn_sparse_reduce", ffn_sparse_reduce_kernel, dim3(unsigned((W.C + kThreads - 1) / kThreads)), dim3(kThreads),
+         0, stream, W.C, int(groups), static_cast<const float*>(scratch), y);
 }
 
 }  // namespace rwkv::cuda

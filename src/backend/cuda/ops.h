@@ -128,10 +128,11 @@ bool sparse_ffn_fills(int64_t C, int64_t F, int sms);
 // (sparse_ffn_bytes long).
 void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf, uint8_t* dst);
 SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* base);
-// Device scratch ffn_value_sparse needs (floats); zero it once before the first call.
+// Device scratch ffn_value_sparse needs (floats): its blocks' partial sums.
 size_t sparse_ffn_scratch_floats(int64_t C, int64_t F);
-// y[i] += sum_j W[i][j] h[j] over the j with h[j] != 0 (one row: h [F], y [C]).
-// Deterministic: partial sums are added in a fixed order.
+// y[i] += sum_j W[i][j] h[j] over the j with h[j] != 0 (one row: h [F], y [C]). Two launches
+// (the product, then the sum of its partials). Deterministic: partial sums are added in a
+// fixed order.
 void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream);
 
 // ---- dequantisation and f16 conversion (prefill GEMM path) ----------------------------------
