@@ -139,6 +139,36 @@ TEST(CudaOps, MatvecEveryTypeAndRowCount) {
   }
 }
 
+// Launches of many blocks (two waves of 256-thread blocks or more) run 128-thread blocks:
+// matrices of 9,000 rows, one and four activation rows, x staged in shared memory by the
+// block (quantised by the quantised types, tanh first for F16).
+TEST(CudaOps, MatvecManyBlocks) {
+  REQUIRE_GPU();
+  const int64_t rows = 9000, cols = 2560;
+  for (TensorType t : {TensorType::Q8_0, TensorType::Q4_K, TensorType::F16}) {
+    HostWeight h = make_weight(t, rows, cols);
+    DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
+    for (int T : {1, 4}) {
+      const std::vector<float> x = randn(size_t(T * cols));
+      Guarded dx(x), dy(size_t(T * rows));
+      MatvecJob j;
+      j.W = m.view();
+      j.x = dx.data();
+      j.x_stride = cols;
+      j.y = dy.data();
+      j.y_stride = rows;
+      std::vector<float> x_in = x;  // what the product sees
+      if (t == TensorType::F16) {
+        j.in_op = InOp::tanh;
+        for (float& v : x_in) v = std::tanh(v);
+      }
+      matvec(&j, 1, T, nullptr);
+      expect_matvec_close(dy.read(), h.w, x_in, T, matvec_limit(t),
+                          std::string(type_name(t)) + " many blocks T=" + std::to_string(T));
+    }
+  }
+}
+
 // The ReLU^2-sparse FFN value product: zero hidden units (single, whole blocks of 32, all)
 // are skipped, the rest must match y += W h; two runs give the same bits.
 TEST(CudaOps, SparseFfnValueMatchesDense) {

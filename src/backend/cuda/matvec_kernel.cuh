@@ -27,8 +27,9 @@ struct JobDev {
 struct Batch {
   JobDev jobs[kMatvecMaxJobs];
   int n_jobs;
-  int T;  // activation rows; grid row y takes rows [y * TM, y * TM + TM)
-  // Byte offset in dynamic shared memory of [kThreads / 32][TM] floats for the warp sums of
+  int T;        // activation rows; grid row y takes rows [y * TM, y * TM + TM)
+  int threads;  // per block: kThreads, or half of it for launches of many blocks (matvec.cu)
+  // Byte offset in dynamic shared memory of [threads / 32][TM] floats for the warp sums of
   // rows wider than a warp (tpr > 32), reserved only in launches with such jobs (shared
   // memory the kernel does not need costs L1 capacity, and the products read x through L1).
   int red_smem;
@@ -67,16 +68,17 @@ __device__ inline void stage_quant(const MatvecJob& job, int t0, int T, uint8_t*
   int* s0 = reinterpret_cast<int*>(d1 + T * nb);
   int* s1 = s0 + T * nb;
   const bool aligned = ((reinterpret_cast<uintptr_t>(job.x) | uintptr_t(job.x_stride * 4)) & 15) == 0;
-  for (int b0 = 0; b0 < n4; b0 += kThreads * kStageBatch) {
+  const int nt = int(blockDim.x);
+  for (int b0 = 0; b0 < n4; b0 += nt * kStageBatch) {
     float4 v[kStageBatch];
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
-      const int idx = b0 + k * kThreads + int(threadIdx.x);
+      const int idx = b0 + k * nt + int(threadIdx.x);
       v[k] = idx < n4 ? load_x4(job, t0, idx * 4, cols, aligned) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
-      const int idx = b0 + k * kThreads + int(threadIdx.x);
+      const int idx = b0 + k * nt + int(threadIdx.x);
       const float4 f = make_float4(apply_in(job.in_op, v[k].x), apply_in(job.in_op, v[k].y),
                                    apply_in(job.in_op, v[k].z), apply_in(job.in_op, v[k].w));
       quantize_group8(f, idx < n4, q0, q1, d0, d1, s0, s1, idx, idx / 8);  // block idx / 8 = t * nb + c / 32
@@ -89,16 +91,17 @@ __device__ inline void stage_quant(const MatvecJob& job, int t0, int T, uint8_t*
 // Copies T rows of x (with the input transform) to shared memory as fp32, row stride cols.
 __device__ inline void stage_float(const MatvecJob& job, int t0, int T, float* xs) {
   const int cols = int(job.W.cols), n = T * cols;  // at most kFloatStageBytes / 4 values
-  for (int b0 = 0; b0 < n; b0 += kThreads * kStageBatch) {
+  const int nt = int(blockDim.x);
+  for (int b0 = 0; b0 < n; b0 += nt * kStageBatch) {
     float v[kStageBatch];
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
-      const int e = b0 + k * kThreads + int(threadIdx.x), t = row_of(e, cols);
+      const int e = b0 + k * nt + int(threadIdx.x), t = row_of(e, cols);
       v[k] = e < n ? job.x[int64_t(t0 + t) * job.x_stride + (e - t * cols)] : 0.f;
     }
 #pragma unroll
     for (int k = 0; k < kStageBatch; ++k) {
-      const int e = b0 + k * kThreads + int(threadIdx.x);
+      const int e = b0 + k * nt + int(threadIdx.x);
       if (e < n) xs[e] = apply_in(job.in_op, v[k]);
     }
   }
@@ -142,7 +145,7 @@ template <TensorType TY, int TM>
 constexpr int kRoundItems = TM == 1 ? Item<TY>::kUnroll : (Item<TY>::kUnroll + 1) / 2;
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
-// warp_sums: [kThreads / 32][TM] floats of shared memory for rows wider than a warp.
+// warp_sums: [threads / 32][TM] floats of shared memory for rows wider than a warp.
 template <TensorType TY, int TM, bool kAlignedX = false>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
@@ -150,7 +153,7 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   const MatvecJob& job = jd.job;
   const int tpr = jd.tpr;
   const int g_lane = threadIdx.x & (tpr - 1);
-  const int64_t row = int64_t(blk) * (kThreads / tpr) + threadIdx.x / tpr;
+  const int64_t row = int64_t(blk) * (int(blockDim.x) / tpr) + threadIdx.x / tpr;
   const bool row_ok = row < job.W.rows;
   const int64_t items = job.W.items, step = int64_t(tpr) * U, cols = job.W.cols;
 
@@ -268,7 +271,7 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
 template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false>
 void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream stream) {
   allow_smem(matvec_kernel<TY, TM, kFloat, kAlignedX>, smem);
-  launch("matvec", matvec_kernel<TY, TM, kFloat, kAlignedX>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(kThreads),
+  launch("matvec", matvec_kernel<TY, TM, kFloat, kAlignedX>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(batch.threads),
          smem, stream, batch);
 }
 
