@@ -59,7 +59,10 @@ void set_pdl(bool enabled) { g_pdl_user = enabled ? 1 : 0; }
 // takes the largest L1 only where its grid has at most one block per SM (0.1B pp512 138k ->
 // 196-202k tok/s); with more blocks it keeps the driver's choice (carveout 0 took 2.9B F16
 // pp512 from 31.3k to 30.2k: fewer blocks fit an SM). The other prefill-only kernels keep the
-// driver's choice (NOTES.md run 80). RWKV_CUDA_CARVEOUT="name=percent,..." overrides the
+// driver's choice (NOTES.md run 80). The decode WKV takes the same grid rule: one block per
+// head and sequence, so batched decode fills the SMs many times over, and at carveout 0 its
+// blocks' shared memory let fewer of them in (2.9B Q8_0 x256 21.0k -> 15.2k tok/s, x64 11.8k
+// -> 10.1k; NOTES.md run 87). RWKV_CUDA_CARVEOUT="name=percent,..." overrides the
 // choice per kernel name (-1: the driver's), for tuning.
 namespace {
 
@@ -101,7 +104,7 @@ CarveoutRule carveout_rule(const char* name) {
   const std::string n(name);
   if (const std::optional<int> o = carveout_override(n)) {
     rule.fixed = *o;
-  } else if (n == "wkv_scan") {
+  } else if (n == "wkv_scan" || n == "wkv_fused") {
     int dev = 0;
     check(cudaGetDevice(&dev), "cudaGetDevice");
     check(cudaDeviceGetAttribute(&rule.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
