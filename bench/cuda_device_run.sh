@@ -16,7 +16,7 @@ if [ ! -e /work/main ]; then mkdir -p /work && ln -s "$PWD" /work/main; fi
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 status=0
 run_tests() {
-  for t in test_cuda_ops test_cuda_model; do
+  for t in test_cuda_ops test_cuda_model test_cuda_wkv; do
     echo "=== $t"
     "$BUILD/tests/$t" --gtest_brief=1 2>&1 | tee "$OUT/$t.log" | tail -40
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
