@@ -2,7 +2,6 @@
 // instantiation (matvec_kernel.cuh) runs a launch.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 
 #include "backend/cuda/matvec_kernel.cuh"
 
@@ -165,15 +164,12 @@ size_t job_smem(const MatvecJob& j, int T) {
 
 constexpr size_t kMaxSmem = 160 << 10;
 
-// Streaming multiprocessors of the current device (cached per device).
+// Streaming multiprocessors of the current device (a host-side attribute query).
 int device_sms() {
-  static int sms[64] = {};
-  int dev = 0;
+  int dev = 0, sms = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
-  if (dev < 0 || dev >= 64) fail(ErrorCode::unsupported, "cuda matvec: device index out of range");
-  if (sms[dev] == 0)
-    check(cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  return sms[dev];
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  return sms;
 }
 
 // The rows of q from row t on.
