@@ -143,9 +143,10 @@ __global__ void __launch_bounds__(kThreads)
 // product's grid (the last block of each slice to finish adding them, found by a fence and
 // a counter in every block) it cost ~1.5% more of the 2.9B decode step (NOTES.md run 83).
 __global__ void __launch_bounds__(kThreads)
-    ffn_sparse_reduce_kernel(int64_t C, int groups, const float* partial, float* y) {
+    ffn_sparse_reduce_kernel(int64_t C, int groups, const float* partial, float* y, bool early_trigger) {
+  if (early_trigger) pdl_trigger();
   pdl_wait();
-  pdl_trigger();
+  if (!early_trigger) pdl_trigger();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= C) return;
   float v = 0.f;
@@ -209,7 +210,7 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
   return v;
 }
 
-void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream) {
+void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream, bool early_trigger) {
   const int64_t groups = (W.F / 32 + kWarps - 1) / kWarps;
   const dim3 grid(unsigned((W.C + kSlice - 1) / kSlice), unsigned(groups)), block(kThreads);
 #define RWKV_GO(TY) launch("ffn_sparse", ffn_sparse_kernel<TY>, grid, block, 0, stream, W, h, scratch)
@@ -228,7 +229,7 @@ void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scrat
   }
 #undef RWKV_GO
   launch("ffn_sparse_reduce", ffn_sparse_reduce_kernel, dim3(unsigned((W.C + kThreads - 1) / kThreads)), dim3(kThreads),
-         0, stream, W.C, int(groups), static_cast<const float*>(scratch), y);
+         0, stream, W.C, int(groups), static_cast<const float*>(scratch), y, early_trigger);
 }
 
 }  // namespace rwkv::cuda

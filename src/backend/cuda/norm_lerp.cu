@@ -103,6 +103,7 @@ __device__ __forceinline__ float2 row_stats(const float* __restrict__ src, int C
 // so one row spreads over several SMs; prefill one split per row.
 __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid_constant__ ShiftLerpArgs a) {
   __shared__ float scratch[32];
+  if (a.early_trigger) pdl_trigger();
   const int C = a.C;
   const int c0 = blockIdx.y * kRowThreads + threadIdx.x, cstep = gridDim.y * kRowThreads;
   // Before the PDL wait: the first channel's weights, the batch layout (uploaded before the
@@ -123,7 +124,7 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
     if (r == start) shift0 = shift[c0];
   }
   pdl_wait();
-  pdl_trigger();
+  if (!a.early_trigger) pdl_trigger();
   const float* hr = a.h + size_t(r) * C;
   const float* hp = a.h + size_t(r > start ? r - 1 : r) * C;
   const float* hl = a.h + size_t(last) * C;

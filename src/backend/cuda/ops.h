@@ -132,8 +132,10 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
 size_t sparse_ffn_scratch_floats(int64_t C, int64_t F);
 // y[i] += sum_j W[i][j] h[j] over the j with h[j] != 0 (one row: h [F], y [C]). Two launches
 // (the product, then the sum of its partials). Deterministic: partial sums are added in a
-// fixed order.
-void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream);
+// fixed order. early_trigger: the sum lets the next kernel launch at its start (as
+// ShiftLerpArgs::early_trigger).
+void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream,
+                      bool early_trigger = false);
 
 // ---- dequantisation and f16 conversion (prefill GEMM path) ----------------------------------
 
@@ -222,6 +224,9 @@ struct ShiftLerpArgs {
   size_t state_stride = 0;
   QuantX out_q[6];      // where q0 is set, out[s] is also written quantised
   void* out16[6] = {};  // where set, out[s] is also written as f16 (the GEMM path's input)
+  // Lets the next kernel launch at this one's start instead of after its PDL wait, so that
+  // its weight loads start while this one waits (the next kernel's own wait still orders it).
+  bool early_trigger = false;
 };
 // C must be a multiple of 32 and at most 4096.
 void ln_shift_lerp(const ShiftLerpArgs& args, Stream stream);
