@@ -56,6 +56,17 @@ void expect_matvec_close(const std::vector<float>& got, const Weight& w, const s
   EXPECT_LE(num / den, limit) << what << ": error energy " << num / den;
 }
 
+// y = W x for activation rows of `cols` and output rows of `rows` (dense strides).
+MatvecJob plain_job(const DeviceMatrix& m, const float* x, float* y) {
+  MatvecJob j;
+  j.W = m.view();
+  j.x = x;
+  j.x_stride = m.layout.cols;
+  j.y = y;
+  j.y_stride = m.layout.rows;
+  return j;
+}
+
 // Widths of one item per row up to multiples of 64 items (quantised rows over two warps:
 // 2048 columns of 32-blocks, 4096 of 256-blocks).
 std::vector<int64_t> test_cols(TensorType t) {
@@ -123,12 +134,7 @@ TEST(CudaOps, MatvecEveryTypeAndRowCount) {
         for (int T : {1, 2, 5, 8}) {  // 5 and 8: two groups of rows along the grid
           const std::vector<float> x = randn(size_t(T * cols));
           Guarded dx(x), dy(size_t(T * rows));
-          MatvecJob j;
-          j.W = m.view();
-          j.x = dx.data();
-          j.x_stride = cols;
-          j.y = dy.data();
-          j.y_stride = rows;
+          const MatvecJob j = plain_job(m, dx.data(), dy.data());
           matvec(&j, 1, T, nullptr);
           expect_matvec_close(dy.read(), h.w, x, T, matvec_limit(t),
                               std::string(type_name(t)) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
@@ -151,12 +157,7 @@ TEST(CudaOps, MatvecManyBlocks) {
     for (int T : {1, 4}) {
       const std::vector<float> x = randn(size_t(T * cols));
       Guarded dx(x), dy(size_t(T * rows));
-      MatvecJob j;
-      j.W = m.view();
-      j.x = dx.data();
-      j.x_stride = cols;
-      j.y = dy.data();
-      j.y_stride = rows;
+      MatvecJob j = plain_job(m, dx.data(), dy.data());
       std::vector<float> x_in = x;  // what the product sees
       if (t == TensorType::F16) {
         j.in_op = InOp::tanh;
@@ -234,13 +235,8 @@ TEST(CudaOps, MatvecWithQuantisedInput) {
       Guarded dx(x), dy(size_t(T * rows));
       DeviceQuantX q(T, cols);
       quantize_rows(dx.data(), cols, T, cols, InOp::none, q.q, nullptr);
-      MatvecJob j;
-      j.W = m.view();
+      MatvecJob j = plain_job(m, dx.data(), dy.data());
       j.xq = q.q;
-      j.x = dx.data();
-      j.x_stride = cols;
-      j.y = dy.data();
-      j.y_stride = rows;
       matvec(&j, 1, T, nullptr);
       expect_matvec_close(dy.read(), h.w, x, T, matvec_limit(t), std::string(type_name(t)) + " T=" + std::to_string(T));
     }

@@ -105,9 +105,7 @@ CarveoutRule carveout_rule(const char* name) {
   if (const std::optional<int> o = carveout_override(n)) {
     rule.fixed = *o;
   } else if (n == "wkv_scan" || n == "wkv_fused") {
-    int dev = 0;
-    check(cudaGetDevice(&dev), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&rule.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+    rule.sms = device_sms();
     rule.by_grid = true;
   } else if (n == "ffn_sparse") {
     rule.fixed = 25;
@@ -121,6 +119,13 @@ CarveoutRule carveout_rule(const char* name) {
 }
 
 }  // namespace
+
+int device_sms() {
+  int dev = 0, sms = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  return sms;
+}
 
 void configure_kernel(const void* kernel, const char* name, int64_t blocks) {
   static std::mutex mutex;

@@ -164,14 +164,6 @@ size_t job_smem(const MatvecJob& j, int T) {
 
 constexpr size_t kMaxSmem = 160 << 10;
 
-// Streaming multiprocessors of the current device (a host-side attribute query).
-int device_sms() {
-  int dev = 0, sms = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  return sms;
-}
-
 // The rows of q from row t on.
 QuantX from_row(QuantX q, int t) {
   const int64_t nb = q.cols / 32;

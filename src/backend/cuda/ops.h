@@ -18,6 +18,8 @@ using Stream = CUstream_st*;
 
 // Number of usable CUDA devices; 0 with a one-line reason when there is none.
 int device_count(std::string* reason);
+// Streaming multiprocessors of the current device.
+int device_sms();
 // Whether host memory at p is page-locked (CudaBackend::alloc_host gives such memory).
 bool host_page_locked(const void* p);
 
