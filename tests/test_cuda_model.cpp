@@ -200,7 +200,10 @@ TEST(CudaModel, BatchedDecodeMatchesReference) {
 }
 
 // The ReLU^2-sparse FFN value product (taken by default only where its grid fills the card,
-// i.e. not on these small shapes), forced on, against cpu-ref for each type it handles.
+// i.e. not on these small shapes), forced on, against cpu-ref for each type it handles. Its
+// sum does the next layer's attention LayerNorm in a cluster of 6 blocks of 32 channels at
+// width 192, of 8 blocks of 64 at 512 (where the device has clusters), and in a launch of
+// its own with RWKV_CUDA_SUM_LN=0.
 TEST(CudaModel, SparseFfnMatchesReference) {
   REQUIRE_GPU();
   setenv("RWKV_CUDA_SPARSE_FFN", "all", 1);
@@ -209,6 +212,13 @@ TEST(CudaModel, SparseFfnMatchesReference) {
     spec.type = spec.head_type = t;
     compare_model(testing::synthetic_model(spec), "sparse ffn 192x4 " + std::string(type_name(t)));
   }
+  SyntheticSpec wider = wide_spec();
+  wider.n_embd = 512;
+  wider.n_ffn = 2048;
+  compare_model(testing::synthetic_model(wider), "sparse ffn 512x4 q8_0");
+  setenv("RWKV_CUDA_SUM_LN", "0", 1);
+  compare_model(testing::synthetic_model(wide_spec()), "sparse ffn 192x4 q8_0, LayerNorm apart");
+  unsetenv("RWKV_CUDA_SUM_LN");
   unsetenv("RWKV_CUDA_SPARSE_FFN");
 }
 

@@ -173,7 +173,11 @@ void CudaBackend::upload_weights(const ProgressFn& progress) {
 // blocks -18% Q8_0, -8% F16: src/backend/cuda/NOTES.md run 72). They cost the value
 // matrices' bytes once more. RWKV_CUDA_SPARSE_FFN=0 turns them off, =all on wherever the
 // type allows (trained models, with most units zero, may gain on small shapes too).
+// RWKV_CUDA_SUM_LN=0 keeps the next layer's attention LayerNorm in its own launch instead of
+// the sparse sum's (ops.h: ffn_value_sparse's next_ln), for comparisons.
 void CudaBackend::upload_sparse_ffn() {
+  const char* fuse = std::getenv("RWKV_CUDA_SUM_LN");
+  sum_ln_fusion_ = !(fuse && std::string(fuse) == "0");
   const char* env = std::getenv("RWKV_CUDA_SPARSE_FFN");
   const std::string mode = env ? env : "";
   if (mode == "0") return;

@@ -109,8 +109,12 @@ class CudaBackend final : public Backend {
 
   // forward.cpp: enqueues every kernel of one step on stream_.
   void encode(const ChunkPlan& plan);
-  void time_mix(int l, const ChunkPlan& plan, const BatchDev& bd);
-  void channel_mix(int l, const ChunkPlan& plan, const BatchDev& bd);
+  // att_ln_done: layer l's attention LayerNorm and lerps were done by layer l - 1's last
+  // kernel. channel_mix returns whether it did layer l + 1's that way.
+  void time_mix(int l, const ChunkPlan& plan, const BatchDev& bd, bool att_ln_done);
+  bool channel_mix(int l, const ChunkPlan& plan, const BatchDev& bd);
+  // The attention LayerNorm + token shift + lerps of layer l (the r, w, k, v, a, g inputs).
+  ShiftLerpArgs att_lerp_args(int l, int R, const BatchDev& bd);
   // y = W op(x) for R rows, by matvec (R <= 8; with x pre-quantised in `xq` if set) or
   // cuBLAS (x already in f16 at `x16` if set, else converted first); epilogue `out` with
   // `bias`.
@@ -137,6 +141,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer w16_scratch_;  // else: one matrix dequantised on use
   DeviceBuffer sparse_ffn_;   // every layer's SparseFfn copy, then ffn_value_sparse's scratch
   float* sparse_scratch_ = nullptr;
+  bool sum_ln_fusion_ = true;  // the sparse sum does the next layer's attention LayerNorm
   size_t max_matrix_elems_ = 0;
 
   int n_slots_ = 0;

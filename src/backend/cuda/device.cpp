@@ -23,7 +23,7 @@ void check(cudaError_t err, const char* what) {
 }
 
 std::atomic<int> g_pdl_user{1};     // set_pdl()
-std::atomic<int> g_pdl_device{-1};  // -1 unknown, else whether the current device has cc >= 9.0
+std::atomic<int> g_hopper_device{-1};  // -1 unknown, else whether the current device has cc >= 9.0
 
 }  // namespace
 
@@ -140,19 +140,23 @@ void configure_kernel(const void* kernel, const char* name, int64_t blocks) {
   rule.current = want;
 }
 
-bool pdl_enabled() {
-  if (!g_pdl_user) return false;
-  int d = g_pdl_device.load();
+namespace {
+bool hopper_or_later() {
+  int d = g_hopper_device.load();
   if (d < 0) {
     int dev = 0, major = 0;
     d = cudaGetDevice(&dev) == cudaSuccess &&
                 cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9
             ? 1
             : 0;
-    g_pdl_device = d;
+    g_hopper_device = d;
   }
   return d == 1;
 }
+}  // namespace
+
+bool pdl_enabled() { return g_pdl_user && hopper_or_later(); }
+bool clusters_supported() { return hopper_or_later(); }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;

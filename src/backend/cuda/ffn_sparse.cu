@@ -7,11 +7,16 @@
 // of 8 blocks of 32 hidden units (one block per warp). A warp finds the non-zero units of
 // its block with a ballot and streams their rows, 16 bytes per lane per load, several
 // loads in flight. Each block writes its partial sums; a second launch adds the partials in
-// a fixed order to y (deterministic, no float atomics).
+// a fixed order to y (deterministic, no float atomics). Where the next layer's attention
+// LayerNorm follows, that launch is a cluster of blocks that also does the LayerNorm, token
+// shift and lerps of the new row (ffn_sparse_sum_ln_kernel): one launch fewer per layer.
+#include <cooperative_groups.h>
+
 #include <cstring>
 
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
+#include "backend/cuda/quantx.cuh"
 #include "common/half.h"
 #include "tensor/transpose.h"
 
@@ -139,6 +144,19 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Partial sums of output i over every group, in group order (kDepth loads in flight).
+__device__ __forceinline__ float sum_partials(int64_t C, int groups, const float* partial, int64_t i) {
+  float v = 0.f;
+  for (int g0 = 0; g0 < groups; g0 += int(kDepth)) {
+    float p[kDepth];
+#pragma unroll
+    for (unsigned g = 0; g < kDepth; ++g) p[g] = g0 + int(g) < groups ? __ldcg(partial + (g0 + g) * C + i) : 0.f;
+#pragma unroll
+    for (unsigned g = 0; g < kDepth; ++g) v += p[g];
+  }
+  return v;
+}
+
 // y[i] += sum over the groups of partial[g][i], in group order: a launch of its own. In the
 // product's grid (the last block of each slice to finish adding them, found by a fence and
 // a counter in every block) it cost ~1.5% more of the 2.9B decode step (NOTES.md run 83).
@@ -149,18 +167,78 @@ __global__ void __launch_bounds__(kThreads)
   if (!early_trigger) pdl_trigger();
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= C) return;
-  float v = 0.f;
-  for (int g0 = 0; g0 < groups; g0 += int(kDepth)) {
-    float p[kDepth];
+  y[i] += sum_partials(C, groups, partial, i);
+}
+
+// Blocks of a cluster that the fused sum + LayerNorm spreads one row of C over (C / 32
+// divisible by it: every block holds whole warps of consecutive channels).
+int sum_ln_cluster(int C) {
+  for (int k = 8; k > 1; --k)
+    if ((C / 32) % k == 0 && C / k <= 1024) return k;
+  return 1;
+}
+
+// One decode row (ShiftLerpArgs with R = 1): y[c] += the partials' sum, then the next layer's
+// LayerNorm + token shift + lerps of the new y (ln_shift_lerp_kernel's outputs). The grid is
+// one cluster; block b owns channels [b * blockDim.x, (b + 1) * blockDim.x), one per thread,
+// and the row's statistics meet through distributed shared memory: each block's sum, read
+// by every block in rank order (deterministic). Replaces a launch of its own for the
+// LayerNorm, whose ten blocks each read the whole row again after their PDL wait.
+__global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* partial, float* y,
+                                         const __grid_constant__ ShiftLerpArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  __shared__ float scratch[32];
+  __shared__ float block_sums[2];  // this block's sum of y, then of its squared deviations
+  const cg::cluster_group cluster = cg::this_cluster();
+  if (a.early_trigger) pdl_trigger();
+  const int c = int(blockIdx.x * blockDim.x + threadIdx.x);
+  // Before the wait: weights, and the shift state (written by no kernel of this step yet).
+  const int s = a.batch.row_seq[0];
+  float* shift = a.shift + size_t(a.batch.seq_slot[s]) * a.state_stride;
+  const float w = a.ln_w[c], b = a.ln_b[c], prev = shift[c];
+  float mix[6] = {};
 #pragma unroll
-    for (unsigned g = 0; g < kDepth; ++g) p[g] = g0 + int(g) < groups ? __ldcg(partial + (g0 + g) * C + i) : 0.f;
-#pragma unroll
-    for (unsigned g = 0; g < kDepth; ++g) v += p[g];
+  for (int m = 0; m < 6; ++m)
+    if (m < a.n_mix) mix[m] = a.mix[size_t(m) * C + c];
+  pdl_wait();
+  if (!a.early_trigger) pdl_trigger();
+  const float h = y[c] + sum_partials(C, groups, partial, c);
+  y[c] = h;
+  const unsigned ranks = cluster.num_blocks();
+  const float inv_c = 1.f / float(C);
+  float v = block_sum(h, scratch);
+  if (threadIdx.x == 0) block_sums[0] = v;
+  cluster.sync();
+  float total = 0.f;
+  for (unsigned r = 0; r < ranks; ++r) total += *cluster.map_shared_rank(&block_sums[0], r);
+  const float mean = total * inv_c;
+  const float d = h - mean;
+  v = block_sum(d * d, scratch);
+  if (threadIdx.x == 0) block_sums[1] = v;
+  cluster.sync();
+  total = 0.f;
+  for (unsigned r = 0; r < ranks; ++r) total += *cluster.map_shared_rank(&block_sums[1], r);
+  cluster.barrier_arrive();  // this block has read the others' sums; it may leave after the wait below
+  const float x = d * rsqrtf(total * inv_c + a.eps) * w + b;
+  shift[c] = x;
+  if (a.xln) a.xln[c] = x;
+  for (int m = 0; m < a.n_mix; ++m) {
+    const float o = x + (prev - x) * mix[m];
+    if (a.out[m]) a.out[m][c] = o;
+    if (a.out_q[m].q0) quantize32(a.out_q[m], o, c);
   }
-  y[i] += v;
+  cluster.barrier_wait();  // no block's shared memory goes away while another reads it
+#else
+  __trap();  // launched only where clusters exist (sparse_sum_ln_supported)
+#endif
 }
 
 }  // namespace
+
+bool sparse_sum_ln_supported(int C) {
+  return clusters_supported() && C % 32 == 0 && C <= 4096 && sum_ln_cluster(C) > 1;
+}
 
 bool sparse_ffn_supported(TensorType type, int64_t C) {
   return (type == TensorType::Q8_0 || type == TensorType::F16 || type == TensorType::BF16) && C % 16 == 0;
@@ -210,7 +288,8 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
   return v;
 }
 
-void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream, bool early_trigger) {
+void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream, bool early_trigger,
+                      const ShiftLerpArgs* next_ln) {
   const int64_t groups = (W.F / 32 + kWarps - 1) / kWarps;
   const dim3 grid(unsigned((W.C + kSlice - 1) / kSlice), unsigned(groups)), block(kThreads);
 #define RWKV_GO(TY) launch("ffn_sparse", ffn_sparse_kernel<TY>, grid, block, 0, stream, W, h, scratch)
@@ -228,6 +307,12 @@ void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scrat
       fail(ErrorCode::unsupported, "cuda sparse ffn: unsupported type");
   }
 #undef RWKV_GO
+  if (next_ln) {
+    const int k = sum_ln_cluster(int(W.C));
+    launch_clustered("ffn_sparse_sum_ln", ffn_sparse_sum_ln_kernel, dim3(unsigned(k)), dim3(unsigned(W.C / k)), 0, k,
+                     stream, W.C, int(groups), static_cast<const float*>(scratch), y, *next_ln);
+    return;
+  }
   launch("ffn_sparse_reduce", ffn_sparse_reduce_kernel, dim3(unsigned((W.C + kThreads - 1) / kThreads)), dim3(kThreads),
          0, stream, W.C, int(groups), static_cast<const float*>(scratch), y, early_trigger);
 }

@@ -135,9 +135,10 @@ void CudaBackend::encode(const ChunkPlan& p) {
   if (R == 1 && !hook_ && persistent_.ready) {  // one token of one sequence: every layer in one kernel
     persistent_decode(persistent_.args, stream_);
   } else {
+    bool att_ln_done = false;
     for (int l = 0; l < hp_.n_layer; ++l) {
-      time_mix(l, p, bd);
-      channel_mix(l, p, bd);
+      time_mix(l, p, bd, att_ln_done);
+      att_ln_done = channel_mix(l, p, bd);
       emit(l, "layer.out", s.h, R, C);
     }
   }
@@ -152,22 +153,19 @@ void CudaBackend::encode(const ChunkPlan& p) {
   }
 }
 
-void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
+ShiftLerpArgs CudaBackend::att_lerp_args(int l, int R, const BatchDev& bd) {
   Scratch& s = scratch_;
   const LayerDev& L = layers_[l];
-  const int C = hp_.n_embd, R = p.R, D = d_max_;
-  float* state = states_.as<float>() + size_t(l) * hp_.state_floats_per_layer();
-
   ShiftLerpArgs lerp;
   lerp.batch = bd;
   lerp.h = s.h;
-  lerp.C = C;
+  lerp.C = hp_.n_embd;
   lerp.ln_w = L.att_ln_w;
   lerp.ln_b = L.att_ln_b;
   lerp.eps = hp_.ln_eps;
   lerp.mix = L.att_mix;
   lerp.n_mix = 6;
-  lerp.shift = state;
+  lerp.shift = states_.as<float>() + size_t(l) * hp_.state_floats_per_layer();
   lerp.state_stride = hp_.state_floats();
   // The GEMM path reads the lerps in f16 only: fp32 copies (and the LayerNorm output) are
   // written for the matvec path and the debug hook (36 MB less traffic per 512-row layer).
@@ -181,7 +179,18 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   if (mv && quantised(L.wk)) lerp.out_q[2] = s.qx[1];
   if (mv && (quantised(L.wv) || (l > 0 && quantised(L.v1)))) lerp.out_q[3] = s.qx[2];
   lerp.early_trigger = early_trigger(L.wr, R);
-  ln_shift_lerp(lerp, stream_);
+  return lerp;
+}
+
+void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool att_ln_done) {
+  Scratch& s = scratch_;
+  const LayerDev& L = layers_[l];
+  const int C = hp_.n_embd, R = p.R, D = d_max_;
+  float* state = states_.as<float>() + size_t(l) * hp_.state_floats_per_layer();
+
+  const ShiftLerpArgs lerp = att_lerp_args(l, R, bd);
+  const bool mv = R <= kMatvecMaxRows;
+  if (!att_ln_done) ln_shift_lerp(lerp, stream_);
   emit(l, "att.ln", s.xln, R, C);
   const char* mix_names[6] = {"att.xr", "att.xw", "att.xk", "att.xv", "att.xa", "att.xg"};
   for (int m = 0; m < 6; ++m) emit(l, mix_names[m], s.mix[m], R, C);
@@ -286,7 +295,7 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   emit(l, "att.out", s.raw, R, C);
 }
 
-void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
+bool CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   Scratch& s = scratch_;
   const LayerDev& L = layers_[l];
   const int C = hp_.n_embd, F = hp_.n_ffn, R = p.R;
@@ -320,14 +329,19 @@ void CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
          nullptr, &lerp.out_q[0], mv ? nullptr : s.mix16[0]);
   emit(l, "ffn.hidden", s.hidden, R, F);
   if (R == 1 && L.ffn_value_t.w && !hook_) {  // one row: skip the hidden units that ReLU^2 zeroed
-    ffn_value_sparse(L.ffn_value_t, s.hidden, s.h, sparse_scratch_, stream_, early_trigger(L.ffn_value, R));
-    return;
+    // The partials' sum also does the next layer's attention LayerNorm where it can.
+    const bool fuse_ln = l + 1 < hp_.n_layer && sum_ln_fusion_ && sparse_sum_ln_supported(C);
+    const ShiftLerpArgs next = fuse_ln ? att_lerp_args(l + 1, R, bd) : ShiftLerpArgs{};
+    ffn_value_sparse(L.ffn_value_t, s.hidden, s.h, sparse_scratch_, stream_, early_trigger(L.ffn_value, R),
+                     fuse_ln ? &next : nullptr);
+    return fuse_ln;
   }
   const bool q = mv && quantised(L.ffn_value);
   if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
   matmul(L.ffn_value, s.hidden, F, R, relu_late ? InOp::relu_sq : InOp::none, s.h, C, OutOp::add, nullptr,
          hook_ ? s.raw : nullptr, q ? &s.qx_hidden : nullptr);
   emit(l, "ffn.out", s.raw, R, C);
+  return false;
 }
 
 }  // namespace rwkv::cuda

@@ -24,21 +24,38 @@ void allow_smem(K kernel, size_t bytes) {
 // kernel's name and grid call for (device.cpp), where it differs from what the kernel has.
 void configure_kernel(const void* kernel, const char* name, int64_t blocks);
 
+// True where thread-block clusters exist (compute capability >= 9.0).
+bool clusters_supported();
+
+// cluster_x > 0: the grid's x runs in clusters of that many blocks (sm_90 and later).
 template <typename... KArgs, typename... Args>
-void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Stream stream,
-            Args&&... args) {
+void launch_clustered(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, int cluster_x,
+                      Stream stream, Args&&... args) {
   configure_kernel(reinterpret_cast<const void*>(kernel), name, int64_t(grid.x) * grid.y * grid.z);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  int n = 0;
+  if (pdl_enabled()) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_x > 0) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n++].val.clusterDim = {unsigned(cluster_x), 1, 1};
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  cfg.numAttrs = unsigned(n);
   check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name);
+}
+
+template <typename... KArgs, typename... Args>
+void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Stream stream,
+            Args&&... args) {
+  launch_clustered(name, kernel, grid, block, smem, 0, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace rwkv::cuda

@@ -132,12 +132,17 @@ void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf,
 SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* base);
 // Device scratch ffn_value_sparse needs (floats): its blocks' partial sums.
 size_t sparse_ffn_scratch_floats(int64_t C, int64_t F);
+struct ShiftLerpArgs;
 // y[i] += sum_j W[i][j] h[j] over the j with h[j] != 0 (one row: h [F], y [C]). Two launches
 // (the product, then the sum of its partials). Deterministic: partial sums are added in a
 // fixed order. early_trigger: the sum lets the next kernel launch at its start (as
-// ShiftLerpArgs::early_trigger).
+// ShiftLerpArgs::early_trigger). next_ln (one row, where sparse_sum_ln_supported(C)): the
+// sum's launch also does ln_shift_lerp(*next_ln) on the new y (next_ln->h == y); its
+// early_trigger then applies instead.
 void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream,
-                      bool early_trigger = false);
+                      bool early_trigger = false, const ShiftLerpArgs* next_ln = nullptr);
+// Whether the device and the width C allow ffn_value_sparse's next_ln (thread-block clusters).
+bool sparse_sum_ln_supported(int C);
 
 // ---- dequantisation and f16 conversion (prefill GEMM path) ----------------------------------
 
