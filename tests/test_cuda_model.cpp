@@ -202,15 +202,20 @@ TEST(CudaModel, BatchedDecodeMatchesReference) {
 // The ReLU^2-sparse FFN value product (taken by default only where its grid fills the card,
 // i.e. not on these small shapes), forced on, against cpu-ref for each type it handles. Its
 // sum does the next layer's attention LayerNorm in a cluster of 6 blocks of 32 channels at
-// width 192, of 8 blocks of 64 at 512 (where the device has clusters), and in a launch of
-// its own with RWKV_CUDA_SUM_LN=0.
+// width 192, of 8 blocks of 32 at 256 and of 64 at 512 (where the device has clusters), and
+// in a launch of its own with RWKV_CUDA_SUM_LN=0.
 TEST(CudaModel, SparseFfnMatchesReference) {
   REQUIRE_GPU();
   setenv("RWKV_CUDA_SPARSE_FFN", "all", 1);
-  for (const TensorType t : {TensorType::Q8_0, TensorType::F16, TensorType::BF16}) {
+  for (const TensorType t : {TensorType::Q8_0, TensorType::Q4_K, TensorType::F16, TensorType::BF16}) {
     SyntheticSpec spec = wide_spec();
     spec.type = spec.head_type = t;
-    compare_model(testing::synthetic_model(spec), "sparse ffn 192x4 " + std::string(type_name(t)));
+    if (t == TensorType::Q4_K) {  // rows of whole super-blocks
+      spec.n_embd = 256;
+      spec.n_ffn = 1024;
+    }
+    compare_model(testing::synthetic_model(spec),
+                  "sparse ffn " + std::to_string(spec.n_embd) + "x4 " + std::string(type_name(t)));
   }
   SyntheticSpec wider = wide_spec();
   wider.n_embd = 512;

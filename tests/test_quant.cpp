@@ -13,6 +13,7 @@
 #include "common/half.h"
 #include "tensor/blocks.h"
 #include "tensor/quant.h"
+#include "tensor/transpose.h"
 
 namespace rwkv {
 namespace {
@@ -369,6 +370,32 @@ TEST(Quantize, KQuantSearchBeatsPlainRounding) {
   std::vector<float> x(4096);
   for (float& v : x) v = dist(rng);
   EXPECT_LT(rel_rms(round_trip(TensorType::Q4_K, x), x), rel_rms(round_trip(TensorType::Q4_1, x), x));
+}
+
+// The sparse FFN's transposed Q4_K: every weight of the matrix is D q - M from the row of
+// its column and the pair of its sub-block (66 rows: a partial tile of 64).
+TEST(Transpose, Q4_KGivesEveryWeight) {
+  const uint64_t R = 66, K = 512;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> w(R * K), back(R * K);
+  for (float& v : w) v = nd(rng);
+  const size_t row_bytes = K / 256 * sizeof(BlockQ4_K);
+  std::vector<uint8_t> stored(R * row_bytes);
+  for (uint64_t i = 0; i < R; ++i) {
+    quantize_row(TensorType::Q4_K, w.data() + i * K, stored.data() + i * row_bytes, int64_t(K));
+    dequantize_row(TensorType::Q4_K, stored.data() + i * row_bytes, back.data() + i * K, int64_t(K));
+  }
+  std::vector<uint8_t> quants(K * R / 2, 0xAB);
+  std::vector<float> dm(K / 32 * R * 2, -1.f);
+  q4_k_transpose(stored.data(), R, uint32_t(K), quants.data(), dm.data());
+  for (uint64_t i = 0; i < R; ++i) {
+    for (uint64_t j = 0; j < K; ++j) {
+      const int q = (quants[j * R / 2 + i / 2] >> (i % 2 ? 4 : 0)) & 0xF;
+      const float* p = dm.data() + 2 * ((j / 32) * R + i);
+      EXPECT_FLOAT_EQ(p[0] * float(q) - p[1], back[i * K + j]) << i << " " << j;
+    }
+  }
 }
 
 TEST(Quantize, CanQuantize) {

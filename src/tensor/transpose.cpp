@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <vector>
 
+#include "common/half.h"
 #include "tensor/blocks.h"
+#include "tensor/quant_k.h"
 
 namespace rwkv {
 
@@ -27,6 +30,42 @@ void q8_0_transpose_scales(const uint8_t* src, uint64_t rows, uint32_t cols, uin
     for (uint64_t b = b0; b < b0 + n; ++b) {
       std::memcpy(dst + ((b - b0) * rows + r) * 2, src + r * in_row + b * sizeof(BlockQ8_0) + offsetof(BlockQ8_0, d),
                   2);
+    }
+  }
+}
+
+void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
+  // Tiles of 64 source rows: each super-block's 256 columns are unpacked for the tile, then
+  // every column's 32 bytes of the tile are written together.
+  constexpr uint64_t kTile = 64;
+  const uint64_t blocks = cols / 256, half = rows / 2;
+  std::vector<uint8_t> q(kTile * 256);
+  for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {
+    const uint64_t n = std::min(kTile, rows - r0);
+    for (uint64_t b = 0; b < blocks; ++b) {
+      for (uint64_t r = 0; r < n; ++r) {
+        BlockQ4_K blk;
+        std::memcpy(&blk, src + ((r0 + r) * blocks + b) * sizeof(BlockQ4_K), sizeof blk);
+        const float d = f16_to_f32(blk.d), dmin = f16_to_f32(blk.dmin);
+        uint8_t sm[16];
+        quant_detail::unpack_k_scales(blk.scales, sm);
+        for (int sub = 0; sub < 8; ++sub) {
+          float* out = dm + 2 * ((b * 8 + uint64_t(sub)) * rows + r0 + r);
+          out[0] = d * float(sm[sub]);
+          out[1] = dmin * float(sm[8 + sub]);
+        }
+        for (int c = 0; c < 4; ++c) {
+          for (int l = 0; l < 32; ++l) {
+            const uint8_t byte = blk.qs[32 * c + l];
+            q[r * 256 + uint64_t(64 * c + l)] = byte & 0xF;
+            q[r * 256 + uint64_t(64 * c + 32 + l)] = byte >> 4;
+          }
+        }
+      }
+      for (uint64_t j = 0; j < 256; ++j) {
+        uint8_t* row = quants + (b * 256 + j) * half + r0 / 2;
+        for (uint64_t r = 0; r + 1 < n; r += 2) row[r / 2] = uint8_t(q[r * 256 + j] | (q[(r + 1) * 256 + j] << 4));
+      }
     }
   }
 }

@@ -1,7 +1,9 @@
-// Transposed Q8_0, the layout both GPU backends' ReLU^2-sparse FFN value products read, of a
-// matrix [R x K] of stored blocks (R rows of K / 32 blocks): K rows of R int8 quants (row j:
-// quant j of every row), then the scale plane [K / 32 x R] float16 (row b: d of block b of
-// every row). Lossless: every quant and scale byte only moves.
+// Transposed quantised matrices, the layouts the GPU backends' ReLU^2-sparse FFN value
+// products read (a hidden unit j that is zero skips row j).
+//
+// Q8_0, of a matrix [R x K] of stored blocks (R rows of K / 32 blocks): K rows of R int8
+// quants (row j: quant j of every row), then the scale plane [K / 32 x R] float16 (row b: d
+// of block b of every row). Lossless: every quant and scale byte only moves.
 #pragma once
 
 #include <cstdint>
@@ -13,5 +15,12 @@ namespace rwkv {
 void q8_0_transpose_quants(const uint8_t* src, uint64_t rows, uint32_t cols, uint64_t col0, uint64_t n, uint8_t* dst);
 // Rows [b0, b0 + n) of their scale plane: n x rows float16 at dst.
 void q8_0_transpose_scales(const uint8_t* src, uint64_t rows, uint32_t cols, uint64_t b0, uint64_t n, uint8_t* dst);
+
+// Q4_K, of `rows` (even) rows of cols / 256 stored blocks at src: `quants` gets cols rows of
+// rows / 2 bytes (row j: the 4-bit quant of column j of every row, row i in the low nibble of
+// byte i / 2 when i is even, else in the high one), `dm` the pairs [cols / 32 x rows] of
+// floats (d * scale, dmin * min) of sub-block j / 32 of every row. Both products are exact
+// (a float16 times a 6-bit integer), so a weight is D q - M as the dequantiser computes it.
+void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm);
 
 }  // namespace rwkv

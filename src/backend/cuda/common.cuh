@@ -73,6 +73,11 @@ __device__ __forceinline__ int4 ld_stream16(const void* p) {
                : "l"(p));
   return v;
 }
+__device__ __forceinline__ int2 ld_stream8(const void* p) {
+  int2 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.s32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
 __device__ __forceinline__ uint32_t ld_stream4(const void* p) {
   uint32_t v;
   asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));

@@ -5,8 +5,8 @@
 //
 // Grid: x = slices of 512 outputs (a warp's 32 lanes x 16 consecutive outputs), y = groups
 // of 8 blocks of 32 hidden units (one block per warp). A warp finds the non-zero units of
-// its block with a ballot and streams their rows, 16 bytes per lane per load, several
-// loads in flight. Each block writes its partial sums; a second launch adds the partials in
+// its block with a ballot and streams their rows, 16 bytes per lane per load (Q4_K: 8),
+// several loads in flight. Each block writes its partial sums; a second launch adds the partials in
 // a fixed order to y (deterministic, no float atomics). Where the next layer's attention
 // LayerNorm follows, that launch is a cluster of blocks that also does the LayerNorm, token
 // shift and lerps of the new row (ffn_sparse_sum_ln_kernel): one launch fewer per layer.
@@ -48,9 +48,60 @@ __device__ __forceinline__ float2 half2f(int w) {
 
 // acc[e] += sum over the non-zero units of this warp's block of W[j][i0 + e] h[j]; sc holds
 // the block's Q8_0 scales of outputs i0 .. i0+15 (read before the wait).
+// Q4_K: acc[e] += D[e] sum_j h[j] q[j][e] - M[e] sum_j h[j] over this warp's block of 32 units
+// (one Q4_K sub-block, so one (D, M) pair per output), 8 bytes per lane and row.
+__device__ __forceinline__ void block_rows_q4_k(const SparseFfn& W, int64_t j0, float hv, int64_t i0, bool active,
+                                                float (&acc)[16]) {
+  unsigned mask = __ballot_sync(0xffffffffu, hv != 0.f);
+  if (!mask) return;
+  // The block's pairs, requested with its first rows (one round trip for both).
+  int4 dm[8] = {};
+  if (active) {
+    const float* p = W.dm + 2 * ((j0 / 32) * W.C + i0);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) dm[k] = ld_stream16(p + 4 * k);
+  }
+  const float hsum = warp_sum(hv);
+  float s[16] = {};
+  while (mask) {  // warp-uniform
+    int2 w[kInFlight];
+    float hj[kInFlight];
+#pragma unroll
+    for (int k = 0; k < kInFlight; ++k) {
+      const int b = mask ? __ffs(int(mask)) - 1 : 0;
+      const bool ok = mask != 0;
+      mask &= mask - 1;
+      hj[k] = ok ? __shfl_sync(0xffffffffu, hv, b) : 0.f;
+      w[k] = ok && active ? ld_stream8(W.w + ((j0 + b) * W.C + i0) / 2) : make_int2(0, 0);
+    }
+#pragma unroll
+    for (int k = 0; k < kInFlight; ++k) {
+      // Nibbles as the low mantissa byte of 2^23 (exactly 2^23 + q): byte b of the low
+      // nibbles is output 2b, of the high ones output 2b + 1.
+      const int q[4] = {w[k].x & 0x0F0F0F0F, (w[k].x >> 4) & 0x0F0F0F0F, w[k].y & 0x0F0F0F0F,
+                        (w[k].y >> 4) & 0x0F0F0F0F};
+#pragma unroll
+      for (int e = 0; e < 16; ++e) {
+        const int word = q[2 * (e / 8) + (e % 2)];
+        const float v = __uint_as_float(__byte_perm(uint32_t(word), 0x4B000000u, 0x7540u + unsigned((e % 8) / 2)));
+        s[e] = fmaf(hj[k], v - 8388608.f, s[e]);
+      }
+    }
+  }
+  if (active) {
+    const float* f = reinterpret_cast<const float*>(dm);
+#pragma unroll
+    for (int e = 0; e < 16; ++e) acc[e] += fmaf(f[2 * e], s[e], -f[2 * e + 1] * hsum);
+  }
+}
+
 template <TensorType TY>
 __device__ __forceinline__ void block_rows(const SparseFfn& W, int64_t j0, float hv, int64_t i0, bool active,
                                            const int4 (&sc)[2], float (&acc)[16]) {
+  if constexpr (TY == TensorType::Q4_K) {
+    block_rows_q4_k(W, j0, hv, i0, active, acc);
+    return;
+  }
   constexpr bool kQ8 = TY == TensorType::Q8_0;
   constexpr int kRows = kQ8 ? kInFlight : kInFlight / 2;  // float types: 32 bytes per lane per row
   unsigned mask = __ballot_sync(0xffffffffu, hv != 0.f);
@@ -223,7 +274,9 @@ __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* par
   const float x = d * rsqrtf(total * inv_c + a.eps) * w + b;
   shift[c] = x;
   if (a.xln) a.xln[c] = x;
-  for (int m = 0; m < a.n_mix; ++m) {
+#pragma unroll
+  for (int m = 0; m < 6; ++m) {  // unrolled: mix[] stays in registers
+    if (m >= a.n_mix) break;
     const float o = x + (prev - x) * mix[m];
     if (a.out[m]) a.out[m][c] = o;
     if (a.out_q[m].q0) quantize32(a.out_q[m], o, c);
@@ -241,7 +294,9 @@ bool sparse_sum_ln_supported(int C) {
 }
 
 bool sparse_ffn_supported(TensorType type, int64_t C) {
-  return (type == TensorType::Q8_0 || type == TensorType::F16 || type == TensorType::BF16) && C % 16 == 0;
+  return (type == TensorType::Q8_0 || type == TensorType::Q4_K || type == TensorType::F16 ||
+          type == TensorType::BF16) &&
+         C % 16 == 0;
 }
 
 bool sparse_ffn_fills(int64_t C, int64_t F, int sms) {
@@ -252,6 +307,7 @@ bool sparse_ffn_fills(int64_t C, int64_t F, int sms) {
 size_t sparse_ffn_bytes(TensorType type, int64_t C, int64_t F) {
   const size_t n = size_t(C) * size_t(F);
   if (type == TensorType::Q8_0) return (n + 255) / 256 * 256 + size_t(F / 32) * size_t(C) * 2;
+  if (type == TensorType::Q4_K) return (n / 2 + 255) / 256 * 256 + size_t(F / 32) * size_t(C) * 8;
   return n * 2;
 }
 
@@ -267,6 +323,11 @@ void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf,
     const size_t n = size_t(C) * size_t(F);
     q8_0_transpose_quants(gguf, uint64_t(C), uint32_t(F), 0, uint64_t(F), dst);
     q8_0_transpose_scales(gguf, uint64_t(C), uint32_t(F), 0, uint64_t(F / 32), dst + (n + 255) / 256 * 256);
+    return;
+  }
+  if (type == TensorType::Q4_K) {
+    const size_t n = size_t(C) * size_t(F);
+    q4_k_transpose(gguf, uint64_t(C), uint32_t(F), dst, reinterpret_cast<float*>(dst + (n / 2 + 255) / 256 * 256));
     return;
   }
   for (int64_t i = 0; i < C; ++i) {
@@ -285,6 +346,7 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
     const size_t n = size_t(C) * size_t(F);
     v.scales = reinterpret_cast<const uint16_t*>(v.w + (n + 255) / 256 * 256);
   }
+  if (type == TensorType::Q4_K) v.dm = reinterpret_cast<const float*>(v.w + (size_t(C) * size_t(F) / 2 + 255) / 256 * 256);
   return v;
 }
 
@@ -296,6 +358,9 @@ void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scrat
   switch (W.type) {
     case TensorType::Q8_0:
       RWKV_GO(TensorType::Q8_0);
+      break;
+    case TensorType::Q4_K:
+      RWKV_GO(TensorType::Q4_K);
       break;
     case TensorType::F16:
       RWKV_GO(TensorType::F16);
