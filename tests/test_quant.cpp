@@ -398,6 +398,27 @@ TEST(Transpose, Q4_KGivesEveryWeight) {
   }
 }
 
+// The transposed Q6_K: every weight is D q from the row of its column and its group of 16.
+TEST(Transpose, Q6_KGivesEveryWeight) {
+  const uint64_t R = 66, K = 512;
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> w(R * K), back(R * K);
+  for (float& v : w) v = nd(rng);
+  const size_t row_bytes = K / 256 * sizeof(BlockQ6_K);
+  std::vector<uint8_t> stored(R * row_bytes);
+  for (uint64_t i = 0; i < R; ++i) {
+    quantize_row(TensorType::Q6_K, w.data() + i * K, stored.data() + i * row_bytes, int64_t(K));
+    dequantize_row(TensorType::Q6_K, stored.data() + i * row_bytes, back.data() + i * K, int64_t(K));
+  }
+  std::vector<int8_t> quants(K * R, 99);
+  std::vector<float> scales(K / 16 * R, -1.f);
+  q6_k_transpose(stored.data(), R, uint32_t(K), quants.data(), scales.data());
+  for (uint64_t i = 0; i < R; ++i)
+    for (uint64_t j = 0; j < K; ++j)
+      EXPECT_FLOAT_EQ(scales[(j / 16) * R + i] * float(quants[j * R + i]), back[i * K + j]) << i << " " << j;
+}
+
 TEST(Quantize, CanQuantize) {
   for (TensorType t :
        {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1,

@@ -177,7 +177,8 @@ class Generator {
       add(p + "time_mix_ln.bias", TensorType::F32, C, 1, -0.1f, 0.1f);
       add(p + "channel_mix_lerp_k.weight", TensorType::F32, C, 1, 0.0f, 1.0f);
       add(p + "channel_mix_key.weight", s.type, C, F, -sc, sc);
-      add(p + "channel_mix_value.weight", s.type, F, C, -sf * 4, sf * 4);
+      const bool odd = l % 2 == 1 && s.odd_ffn_value_type;
+      add(p + "channel_mix_value.weight", odd ? *s.odd_ffn_value_type : s.type, F, C, -sf * 4, sf * 4);
     }
     add("output_norm.weight", TensorType::F32, C, 1, 0.8f, 1.2f);
     add("output_norm.bias", TensorType::F32, C, 1, -0.1f, 0.1f);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "tensor/types.h"
@@ -14,6 +15,8 @@ struct SyntheticSpec {
   int rank_w = 32, rank_a = 32, rank_v = 16, rank_g = 32;
   TensorType type = TensorType::F32;       // the big matrices (and embedding, head)
   TensorType head_type = TensorType::F32;  // output.weight; defaults to `type` in make_model tools
+  // channel_mix_value of the odd layers, where set (mixes such as Q4_K_M vary it by layer).
+  std::optional<TensorType> odd_ffn_value_type;
   uint64_t seed = 1;
   // 0: every row drawn and encoded afresh. N > 0: each row is a copy of one of N random
   // rows encoded once per tensor kind (type, width, value range), which writes the real

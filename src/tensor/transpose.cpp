@@ -70,4 +70,36 @@ void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* q
   }
 }
 
+void q6_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, float* scales) {
+  constexpr uint64_t kTile = 64;  // as q4_k_transpose: one super-block of a tile of rows at a time
+  const uint64_t blocks = cols / 256;
+  std::vector<int8_t> q(kTile * 256);
+  for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {
+    const uint64_t n = std::min(kTile, rows - r0);
+    for (uint64_t b = 0; b < blocks; ++b) {
+      for (uint64_t r = 0; r < n; ++r) {
+        BlockQ6_K blk;
+        std::memcpy(&blk, src + ((r0 + r) * blocks + b) * sizeof(BlockQ6_K), sizeof blk);
+        const float d = f16_to_f32(blk.d);
+        for (int g = 0; g < 16; ++g) scales[(b * 16 + uint64_t(g)) * rows + r0 + r] = d * float(blk.scales[g]);
+        int8_t* out = q.data() + r * 256;
+        for (int h = 0; h < 2; ++h) {  // spec §4.3: halves of 128, four runs of 32 each
+          const uint8_t* ql = blk.ql + 64 * h;
+          const uint8_t* qh = blk.qh + 32 * h;
+          for (int l = 0; l < 32; ++l) {
+            out[128 * h + l] = int8_t(((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4) - 32);
+            out[128 * h + l + 32] = int8_t(((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4) - 32);
+            out[128 * h + l + 64] = int8_t(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
+            out[128 * h + l + 96] = int8_t(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+          }
+        }
+      }
+      for (uint64_t j = 0; j < 256; ++j) {
+        int8_t* row = quants + (b * 256 + j) * rows + r0;
+        for (uint64_t r = 0; r < n; ++r) row[r] = q[r * 256 + j];
+      }
+    }
+  }
+}
+
 }  // namespace rwkv

@@ -23,4 +23,10 @@ void q8_0_transpose_scales(const uint8_t* src, uint64_t rows, uint32_t cols, uin
 // (a float16 times a 6-bit integer), so a weight is D q - M as the dequantiser computes it.
 void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm);
 
+// Q6_K, of `rows` rows of cols / 256 stored blocks at src: `quants` gets cols rows of `rows`
+// int8 (row j: the signed quant q - 32 of column j of every row), `scales` [cols / 16 x rows]
+// the floats d * scale of group j / 16 of every row (exact: a float16 times an int8), so a
+// weight is D q as the dequantiser computes it.
+void q6_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, float* scales);
+
 }  // namespace rwkv

@@ -186,20 +186,21 @@ void CudaBackend::upload_sparse_ffn() {
   const int64_t C = hp_.n_embd, F = hp_.n_ffn;
   int sms = 0;
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_), "cudaDeviceGetAttribute");
+  if (!forced && !sparse_ffn_fills(C, F, sms)) return;
+  // Per layer: mixes such as Q4_K_M files give some layers a value type without a sparse
+  // layout (those keep the dense product).
   size_t bytes = 0;
-  for (const LayerWeights& w : m.layers) {
-    if (!sparse_ffn_supported(w.ffn_value.type, C)) return;
-    if (!forced && !sparse_ffn_fills(C, F, sms)) return;
-    bytes += align256(sparse_ffn_bytes(w.ffn_value.type, C, F));
-  }
+  for (const LayerWeights& w : m.layers)
+    if (sparse_ffn_supported(w.ffn_value.type, C)) bytes += align256(sparse_ffn_bytes(w.ffn_value.type, C, F));
   size_t free_b = 0, total_b = 0;
   check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
-  if (!forced && bytes > free_b / 2) return;
+  if (bytes == 0 || (!forced && bytes > free_b / 2)) return;
   sparse_ffn_ = DeviceBuffer(bytes + sparse_ffn_scratch_floats(C, F) * sizeof(float));
   std::vector<uint8_t> host;
   size_t off = 0;
   for (size_t l = 0; l < m.layers.size(); ++l) {
     const Weight& w = m.layers[l].ffn_value;
+    if (!sparse_ffn_supported(w.type, C)) continue;
     const size_t n = sparse_ffn_bytes(w.type, C, F);
     host.assign(n, 0);
     sparse_ffn_pack(w.type, C, F, w.data, host.data());

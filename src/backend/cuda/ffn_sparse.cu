@@ -6,7 +6,8 @@
 // Grid: x = slices of 512 outputs (a warp's 32 lanes x 16 consecutive outputs), y = groups
 // of 8 blocks of 32 hidden units (one block per warp). A warp finds the non-zero units of
 // its block with a ballot and streams their rows, 16 bytes per lane per load (Q4_K: 8),
-// several loads in flight. Each block writes its partial sums; a second launch adds the partials in
+// several loads in flight. Quantised types apply their scales once per block of 32 units
+// (Q8_0, Q4_K) or group of 16 (Q6_K). Each block writes its partial sums; a second launch adds the partials in
 // a fixed order to y (deterministic, no float atomics). Where the next layer's attention
 // LayerNorm follows, that launch is a cluster of blocks that also does the LayerNorm, token
 // shift and lerps of the new row (ffn_sparse_sum_ln_kernel): one launch fewer per layer.
@@ -95,11 +96,59 @@ __device__ __forceinline__ void block_rows_q4_k(const SparseFfn& W, int64_t j0, 
   }
 }
 
+// Q6_K: signed int8 quants (as Q8_0's) and one float scale per output and group of 16 units,
+// so a warp's block of 32 units is two groups, each at most kInFlight rows (one round):
+// acc[e] += D_g[e] sum_{j in g} h[j] q[j][e].
+__device__ __forceinline__ void block_rows_q6_k(const SparseFfn& W, int64_t j0, float hv, int64_t i0, bool active,
+                                                float (&acc)[16]) {
+  static_assert(kInFlight >= 16, "a group of 16 units in one round");
+  const unsigned mask = __ballot_sync(0xffffffffu, hv != 0.f);
+  if (!mask) return;
+  int4 scale[8] = {};  // [0, 4): group 2 j0/32 of outputs i0 .. i0 + 15, [4, 8): the next group
+  if (active) {
+    const float* p = W.dm + (j0 / 16) * W.C + i0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      scale[k] = ld_stream16(p + 4 * k);
+      scale[4 + k] = ld_stream16(p + W.C + 4 * k);
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < 2; ++g) {
+    unsigned m = mask & (g ? 0xFFFF0000u : 0x0000FFFFu);
+    if (!m) continue;  // warp-uniform
+    int4 w[16];
+    float hj[16];
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      const int b = m ? __ffs(int(m)) - 1 : 0;
+      const bool ok = m != 0;
+      m &= m - 1;
+      hj[k] = ok ? __shfl_sync(0xffffffffu, hv, b) : 0.f;
+      w[k] = ok && active ? ld_stream16(W.w + (j0 + b) * W.C + i0) : make_int4(0, 0, 0, 0);
+    }
+    float s[16] = {};
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      const int q[4] = {w[k].x ^ kX80, w[k].y ^ kX80, w[k].z ^ kX80, w[k].w ^ kX80};
+#pragma unroll
+      for (int e = 0; e < 16; ++e) s[e] = fmaf(hj[k], byte_f(q[e / 4], e % 4), s[e]);
+    }
+    const float* f = reinterpret_cast<const float*>(scale + 4 * g);
+#pragma unroll
+    for (int e = 0; e < 16; ++e) acc[e] = fmaf(f[e], s[e], acc[e]);
+  }
+}
+
 template <TensorType TY>
 __device__ __forceinline__ void block_rows(const SparseFfn& W, int64_t j0, float hv, int64_t i0, bool active,
                                            const int4 (&sc)[2], float (&acc)[16]) {
   if constexpr (TY == TensorType::Q4_K) {
     block_rows_q4_k(W, j0, hv, i0, active, acc);
+    return;
+  }
+  if constexpr (TY == TensorType::Q6_K) {
+    block_rows_q6_k(W, j0, hv, i0, active, acc);
     return;
   }
   constexpr bool kQ8 = TY == TensorType::Q8_0;
@@ -294,8 +343,8 @@ bool sparse_sum_ln_supported(int C) {
 }
 
 bool sparse_ffn_supported(TensorType type, int64_t C) {
-  return (type == TensorType::Q8_0 || type == TensorType::Q4_K || type == TensorType::F16 ||
-          type == TensorType::BF16) &&
+  return (type == TensorType::Q8_0 || type == TensorType::Q4_K || type == TensorType::Q6_K ||
+          type == TensorType::F16 || type == TensorType::BF16) &&
          C % 16 == 0;
 }
 
@@ -308,6 +357,7 @@ size_t sparse_ffn_bytes(TensorType type, int64_t C, int64_t F) {
   const size_t n = size_t(C) * size_t(F);
   if (type == TensorType::Q8_0) return (n + 255) / 256 * 256 + size_t(F / 32) * size_t(C) * 2;
   if (type == TensorType::Q4_K) return (n / 2 + 255) / 256 * 256 + size_t(F / 32) * size_t(C) * 8;
+  if (type == TensorType::Q6_K) return (n + 255) / 256 * 256 + size_t(F / 16) * size_t(C) * 4;
   return n * 2;
 }
 
@@ -330,6 +380,12 @@ void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf,
     q4_k_transpose(gguf, uint64_t(C), uint32_t(F), dst, reinterpret_cast<float*>(dst + (n / 2 + 255) / 256 * 256));
     return;
   }
+  if (type == TensorType::Q6_K) {
+    const size_t n = size_t(C) * size_t(F);
+    q6_k_transpose(gguf, uint64_t(C), uint32_t(F), reinterpret_cast<int8_t*>(dst),
+                   reinterpret_cast<float*>(dst + (n + 255) / 256 * 256));
+    return;
+  }
   for (int64_t i = 0; i < C; ++i) {
     const uint8_t* row = gguf + size_t(i) * stride;
     for (int64_t j = 0; j < F; ++j) std::memcpy(dst + (size_t(j) * size_t(C) + size_t(i)) * 2, row + size_t(j) * 2, 2);
@@ -347,6 +403,7 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
     v.scales = reinterpret_cast<const uint16_t*>(v.w + (n + 255) / 256 * 256);
   }
   if (type == TensorType::Q4_K) v.dm = reinterpret_cast<const float*>(v.w + (size_t(C) * size_t(F) / 2 + 255) / 256 * 256);
+  if (type == TensorType::Q6_K) v.dm = reinterpret_cast<const float*>(v.w + (size_t(C) * size_t(F) + 255) / 256 * 256);
   return v;
 }
 
@@ -361,6 +418,9 @@ void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scrat
       break;
     case TensorType::Q4_K:
       RWKV_GO(TensorType::Q4_K);
+      break;
+    case TensorType::Q6_K:
+      RWKV_GO(TensorType::Q6_K);
       break;
     case TensorType::F16:
       RWKV_GO(TensorType::F16);
