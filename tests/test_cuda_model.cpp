@@ -204,12 +204,12 @@ TEST(CudaModel, BatchedDecodeMatchesReference) {
 // sum does the next layer's attention LayerNorm in a cluster of 6 blocks of 32 channels at
 // width 192, of 8 blocks of 32 at 256 and of 64 at 512 (where the device has clusters), and
 // in a launch of its own with RWKV_CUDA_SUM_LN=0; a model whose odd layers have a value type
-// without a sparse layout mixes sparse and dense layers.
+// without a sparse layout (Q5_0) mixes sparse and dense layers.
 TEST(CudaModel, SparseFfnMatchesReference) {
   REQUIRE_GPU();
   setenv("RWKV_CUDA_SPARSE_FFN", "all", 1);
   for (const TensorType t :
-       {TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K, TensorType::F16, TensorType::BF16}) {
+       {TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K, TensorType::F16, TensorType::BF16}) {
     SyntheticSpec spec = wide_spec();
     spec.type = spec.head_type = t;
     if (type_info(t).block_size == 256) {  // rows of whole super-blocks
@@ -219,12 +219,12 @@ TEST(CudaModel, SparseFfnMatchesReference) {
     compare_model(testing::synthetic_model(spec),
                   "sparse ffn " + std::to_string(spec.n_embd) + "x4 " + std::string(type_name(t)));
   }
-  SyntheticSpec mixed = wide_spec();  // Q5_K value matrices (dense) in layers 1 and 3
+  SyntheticSpec mixed = wide_spec();  // Q5_0 value matrices (no sparse layout: dense) in layers 1 and 3
   mixed.type = mixed.head_type = TensorType::Q4_K;
   mixed.n_embd = 256;
   mixed.n_ffn = 1024;
-  mixed.odd_ffn_value_type = TensorType::Q5_K;
-  compare_model(testing::synthetic_model(mixed), "sparse ffn 256x4 q4_K, q5_K values in odd layers");
+  mixed.odd_ffn_value_type = TensorType::Q5_0;
+  compare_model(testing::synthetic_model(mixed), "sparse ffn 256x4 q4_K, q5_0 values in odd layers");
   SyntheticSpec wider = wide_spec();
   wider.n_embd = 512;
   wider.n_ffn = 2048;

@@ -398,6 +398,31 @@ TEST(Transpose, Q4_KGivesEveryWeight) {
   }
 }
 
+// The transposed Q5_K: every weight is D q - M, quants as bytes.
+TEST(Transpose, Q5_KGivesEveryWeight) {
+  const uint64_t R = 66, K = 512;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> w(R * K), back(R * K);
+  for (float& v : w) v = nd(rng);
+  const size_t row_bytes = K / 256 * sizeof(BlockQ5_K);
+  std::vector<uint8_t> stored(R * row_bytes);
+  for (uint64_t i = 0; i < R; ++i) {
+    quantize_row(TensorType::Q5_K, w.data() + i * K, stored.data() + i * row_bytes, int64_t(K));
+    dequantize_row(TensorType::Q5_K, stored.data() + i * row_bytes, back.data() + i * K, int64_t(K));
+  }
+  std::vector<uint8_t> quants(K * R, 0xAB);
+  std::vector<float> dm(K / 32 * R * 2, -1.f);
+  q5_k_transpose(stored.data(), R, uint32_t(K), quants.data(), dm.data());
+  for (uint64_t i = 0; i < R; ++i) {
+    for (uint64_t j = 0; j < K; ++j) {
+      const float* p = dm.data() + 2 * ((j / 32) * R + i);
+      ASSERT_LT(quants[j * R + i], 32) << i << " " << j;
+      EXPECT_FLOAT_EQ(p[0] * float(quants[j * R + i]) - p[1], back[i * K + j]) << i << " " << j;
+    }
+  }
+}
+
 // The transposed Q6_K: every weight is D q from the row of its column and its group of 16.
 TEST(Transpose, Q6_KGivesEveryWeight) {
   const uint64_t R = 66, K = 512;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/half.h"
@@ -34,18 +35,23 @@ void q8_0_transpose_scales(const uint8_t* src, uint64_t rows, uint32_t cols, uin
   }
 }
 
-void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
+namespace {
+
+// Q4_K (kFive false: nibbles, two rows a byte) and Q5_K (bytes): q4_k_transpose's layout.
+template <bool kFive>
+void k45_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
+  using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
   // Tiles of 64 source rows: each super-block's 256 columns are unpacked for the tile, then
-  // every column's 32 bytes of the tile are written together.
+  // every column's bytes of the tile are written together.
   constexpr uint64_t kTile = 64;
-  const uint64_t blocks = cols / 256, half = rows / 2;
+  const uint64_t blocks = cols / 256, row_out = kFive ? rows : rows / 2;
   std::vector<uint8_t> q(kTile * 256);
   for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {
     const uint64_t n = std::min(kTile, rows - r0);
     for (uint64_t b = 0; b < blocks; ++b) {
       for (uint64_t r = 0; r < n; ++r) {
-        BlockQ4_K blk;
-        std::memcpy(&blk, src + ((r0 + r) * blocks + b) * sizeof(BlockQ4_K), sizeof blk);
+        Block blk;
+        std::memcpy(&blk, src + ((r0 + r) * blocks + b) * sizeof(Block), sizeof blk);
         const float d = f16_to_f32(blk.d), dmin = f16_to_f32(blk.dmin);
         uint8_t sm[16];
         quant_detail::unpack_k_scales(blk.scales, sm);
@@ -57,21 +63,39 @@ void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* q
         for (int c = 0; c < 4; ++c) {
           for (int l = 0; l < 32; ++l) {
             const uint8_t byte = blk.qs[32 * c + l];
-            q[r * 256 + uint64_t(64 * c + l)] = byte & 0xF;
-            q[r * 256 + uint64_t(64 * c + 32 + l)] = byte >> 4;
+            uint8_t lo = byte & 0xF, hi = byte >> 4;
+            if constexpr (kFive) {
+              lo |= uint8_t(((blk.qh[l] >> (2 * c)) & 1) << 4);
+              hi |= uint8_t(((blk.qh[l] >> (2 * c + 1)) & 1) << 4);
+            }
+            q[r * 256 + uint64_t(64 * c + l)] = lo;
+            q[r * 256 + uint64_t(64 * c + 32 + l)] = hi;
           }
         }
       }
       for (uint64_t j = 0; j < 256; ++j) {
-        uint8_t* row = quants + (b * 256 + j) * half + r0 / 2;
-        for (uint64_t r = 0; r + 1 < n; r += 2) row[r / 2] = uint8_t(q[r * 256 + j] | (q[(r + 1) * 256 + j] << 4));
+        uint8_t* row = quants + (b * 256 + j) * row_out + (kFive ? r0 : r0 / 2);
+        if constexpr (kFive) {
+          for (uint64_t r = 0; r < n; ++r) row[r] = q[r * 256 + j];
+        } else {
+          for (uint64_t r = 0; r + 1 < n; r += 2) row[r / 2] = uint8_t(q[r * 256 + j] | (q[(r + 1) * 256 + j] << 4));
+        }
       }
     }
   }
 }
 
+}  // namespace
+
+void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
+  k45_transpose<false>(src, rows, cols, quants, dm);
+}
+void q5_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
+  k45_transpose<true>(src, rows, cols, quants, dm);
+}
+
 void q6_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, float* scales) {
-  constexpr uint64_t kTile = 64;  // as q4_k_transpose: one super-block of a tile of rows at a time
+  constexpr uint64_t kTile = 64;  // as k45_transpose: one super-block of a tile of rows at a time
   const uint64_t blocks = cols / 256;
   std::vector<int8_t> q(kTile * 256);
   for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {

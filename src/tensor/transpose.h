@@ -22,6 +22,8 @@ void q8_0_transpose_scales(const uint8_t* src, uint64_t rows, uint32_t cols, uin
 // floats (d * scale, dmin * min) of sub-block j / 32 of every row. Both products are exact
 // (a float16 times a 6-bit integer), so a weight is D q - M as the dequantiser computes it.
 void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm);
+// Q5_K, the same with the 5-bit quants as bytes: `quants` gets cols rows of `rows` bytes.
+void q5_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm);
 
 // Q6_K, of `rows` rows of cols / 256 stored blocks at src: `quants` gets cols rows of `rows`
 // int8 (row j: the signed quant q - 32 of column j of every row), `scales` [cols / 16 x rows]

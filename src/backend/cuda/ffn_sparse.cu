@@ -7,7 +7,7 @@
 // of 8 blocks of 32 hidden units (one block per warp). A warp finds the non-zero units of
 // its block with a ballot and streams their rows, 16 bytes per lane per load (Q4_K: 8),
 // several loads in flight. Quantised types apply their scales once per block of 32 units
-// (Q8_0, Q4_K) or group of 16 (Q6_K). Each block writes its partial sums; a second launch adds the partials in
+// (Q8_0, Q4_K, Q5_K) or group of 16 (Q6_K). Each block writes its partial sums; a second launch adds the partials in
 // a fixed order to y (deterministic, no float atomics). Where the next layer's attention
 // LayerNorm follows, that launch is a cluster of blocks that also does the LayerNorm, token
 // shift and lerps of the new row (ffn_sparse_sum_ln_kernel): one launch fewer per layer.
@@ -49,10 +49,12 @@ __device__ __forceinline__ float2 half2f(int w) {
 
 // acc[e] += sum over the non-zero units of this warp's block of W[j][i0 + e] h[j]; sc holds
 // the block's Q8_0 scales of outputs i0 .. i0+15 (read before the wait).
-// Q4_K: acc[e] += D[e] sum_j h[j] q[j][e] - M[e] sum_j h[j] over this warp's block of 32 units
-// (one Q4_K sub-block, so one (D, M) pair per output), 8 bytes per lane and row.
-__device__ __forceinline__ void block_rows_q4_k(const SparseFfn& W, int64_t j0, float hv, int64_t i0, bool active,
-                                                float (&acc)[16]) {
+// Q4_K / Q5_K: acc[e] += D[e] sum_j h[j] q[j][e] - M[e] sum_j h[j] over this warp's block of
+// 32 units (one sub-block, so one (D, M) pair per output). Q4_K rows are nibbles (8 bytes per
+// lane and row), Q5_K rows unsigned bytes (16).
+template <bool kNibbles>
+__device__ __forceinline__ void block_rows_dm(const SparseFfn& W, int64_t j0, float hv, int64_t i0, bool active,
+                                              float (&acc)[16]) {
   unsigned mask = __ballot_sync(0xffffffffu, hv != 0.f);
   if (!mask) return;
   // The block's pairs, requested with its first rows (one round trip for both).
@@ -63,28 +65,48 @@ __device__ __forceinline__ void block_rows_q4_k(const SparseFfn& W, int64_t j0, 
     for (int k = 0; k < 8; ++k) dm[k] = ld_stream16(p + 4 * k);
   }
   const float hsum = warp_sum(hv);
+  constexpr int kRows = kNibbles ? kInFlight : kInFlight / 2;  // Q5_K: 16 bytes a row (registers)
   float s[16] = {};
   while (mask) {  // warp-uniform
-    int2 w[kInFlight];
-    float hj[kInFlight];
+    int4 w[kRows];
+    float hj[kRows];
 #pragma unroll
-    for (int k = 0; k < kInFlight; ++k) {
+    for (int k = 0; k < kRows; ++k) {
       const int b = mask ? __ffs(int(mask)) - 1 : 0;
       const bool ok = mask != 0;
       mask &= mask - 1;
       hj[k] = ok ? __shfl_sync(0xffffffffu, hv, b) : 0.f;
-      w[k] = ok && active ? ld_stream8(W.w + ((j0 + b) * W.C + i0) / 2) : make_int2(0, 0);
+      w[k] = make_int4(0, 0, 0, 0);
+      if (ok && active) {
+        if constexpr (kNibbles) {
+          const int2 v = ld_stream8(W.w + ((j0 + b) * W.C + i0) / 2);
+          w[k] = make_int4(v.x, v.y, 0, 0);
+        } else {
+          w[k] = ld_stream16(W.w + (j0 + b) * W.C + i0);
+        }
+      }
     }
 #pragma unroll
-    for (int k = 0; k < kInFlight; ++k) {
-      // Nibbles as the low mantissa byte of 2^23 (exactly 2^23 + q): byte b of the low
-      // nibbles is output 2b, of the high ones output 2b + 1.
-      const int q[4] = {w[k].x & 0x0F0F0F0F, (w[k].x >> 4) & 0x0F0F0F0F, w[k].y & 0x0F0F0F0F,
-                        (w[k].y >> 4) & 0x0F0F0F0F};
+    for (int k = 0; k < kRows; ++k) {
+      // Quants as the low mantissa byte of 2^23 (exactly 2^23 + q). Nibbles: byte b of the
+      // low nibbles is output 2b, of the high ones output 2b + 1.
+      int q[4];
+      if constexpr (kNibbles) {
+        q[0] = w[k].x & 0x0F0F0F0F;
+        q[1] = (w[k].x >> 4) & 0x0F0F0F0F;
+        q[2] = w[k].y & 0x0F0F0F0F;
+        q[3] = (w[k].y >> 4) & 0x0F0F0F0F;
+      } else {
+        q[0] = w[k].x;
+        q[1] = w[k].y;
+        q[2] = w[k].z;
+        q[3] = w[k].w;
+      }
 #pragma unroll
       for (int e = 0; e < 16; ++e) {
-        const int word = q[2 * (e / 8) + (e % 2)];
-        const float v = __uint_as_float(__byte_perm(uint32_t(word), 0x4B000000u, 0x7540u + unsigned((e % 8) / 2)));
+        const int word = kNibbles ? q[2 * (e / 8) + (e % 2)] : q[e / 4];
+        const unsigned byte = kNibbles ? unsigned((e % 8) / 2) : unsigned(e % 4);
+        const float v = __uint_as_float(__byte_perm(uint32_t(word), 0x4B000000u, 0x7540u + byte));
         s[e] = fmaf(hj[k], v - 8388608.f, s[e]);
       }
     }
@@ -143,8 +165,8 @@ __device__ __forceinline__ void block_rows_q6_k(const SparseFfn& W, int64_t j0, 
 template <TensorType TY>
 __device__ __forceinline__ void block_rows(const SparseFfn& W, int64_t j0, float hv, int64_t i0, bool active,
                                            const int4 (&sc)[2], float (&acc)[16]) {
-  if constexpr (TY == TensorType::Q4_K) {
-    block_rows_q4_k(W, j0, hv, i0, active, acc);
+  if constexpr (TY == TensorType::Q4_K || TY == TensorType::Q5_K) {
+    block_rows_dm<TY == TensorType::Q4_K>(W, j0, hv, i0, active, acc);
     return;
   }
   if constexpr (TY == TensorType::Q6_K) {
@@ -343,8 +365,8 @@ bool sparse_sum_ln_supported(int C) {
 }
 
 bool sparse_ffn_supported(TensorType type, int64_t C) {
-  return (type == TensorType::Q8_0 || type == TensorType::Q4_K || type == TensorType::Q6_K ||
-          type == TensorType::F16 || type == TensorType::BF16) &&
+  return (type == TensorType::Q8_0 || type == TensorType::Q4_K || type == TensorType::Q5_K ||
+          type == TensorType::Q6_K || type == TensorType::F16 || type == TensorType::BF16) &&
          C % 16 == 0;
 }
 
@@ -357,6 +379,7 @@ size_t sparse_ffn_bytes(TensorType type, int64_t C, int64_t F) {
   const size_t n = size_t(C) * size_t(F);
   if (type == TensorType::Q8_0) return (n + 255) / 256 * 256 + size_t(F / 32) * size_t(C) * 2;
   if (type == TensorType::Q4_K) return (n / 2 + 255) / 256 * 256 + size_t(F / 32) * size_t(C) * 8;
+  if (type == TensorType::Q5_K) return (n + 255) / 256 * 256 + size_t(F / 32) * size_t(C) * 8;
   if (type == TensorType::Q6_K) return (n + 255) / 256 * 256 + size_t(F / 16) * size_t(C) * 4;
   return n * 2;
 }
@@ -378,6 +401,11 @@ void sparse_ffn_pack(TensorType type, int64_t C, int64_t F, const uint8_t* gguf,
   if (type == TensorType::Q4_K) {
     const size_t n = size_t(C) * size_t(F);
     q4_k_transpose(gguf, uint64_t(C), uint32_t(F), dst, reinterpret_cast<float*>(dst + (n / 2 + 255) / 256 * 256));
+    return;
+  }
+  if (type == TensorType::Q5_K) {
+    const size_t n = size_t(C) * size_t(F);
+    q5_k_transpose(gguf, uint64_t(C), uint32_t(F), dst, reinterpret_cast<float*>(dst + (n + 255) / 256 * 256));
     return;
   }
   if (type == TensorType::Q6_K) {
@@ -403,7 +431,8 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
     v.scales = reinterpret_cast<const uint16_t*>(v.w + (n + 255) / 256 * 256);
   }
   if (type == TensorType::Q4_K) v.dm = reinterpret_cast<const float*>(v.w + (size_t(C) * size_t(F) / 2 + 255) / 256 * 256);
-  if (type == TensorType::Q6_K) v.dm = reinterpret_cast<const float*>(v.w + (size_t(C) * size_t(F) + 255) / 256 * 256);
+  if (type == TensorType::Q5_K || type == TensorType::Q6_K)
+    v.dm = reinterpret_cast<const float*>(v.w + (size_t(C) * size_t(F) + 255) / 256 * 256);
   return v;
 }
 
@@ -418,6 +447,9 @@ void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scrat
       break;
     case TensorType::Q4_K:
       RWKV_GO(TensorType::Q4_K);
+      break;
+    case TensorType::Q5_K:
+      RWKV_GO(TensorType::Q5_K);
       break;
     case TensorType::Q6_K:
       RWKV_GO(TensorType::Q6_K);

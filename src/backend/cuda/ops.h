@@ -116,16 +116,17 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream);
 // Lossless: Q8_0 keeps its int8 quants (w [F x C]) and f16 scales (scale of output i for
 // hidden block j/32 at scales[(j/32) * C + i]); Q4_K its 4-bit quants (w [F x C/2], output
 // i in the low nibble of byte i/2 when even) with each sub-block's d * scale and dmin * min
-// as exact floats (dm, pairs [F/32 x C]); Q6_K its quants as int8 q - 32 (w [F x C]) with each
-// group's d * scale (dm, [F/16 x C]; both: tensor/transpose.h); F16/BF16 their 16-bit values.
+// as exact floats (dm, pairs [F/32 x C]); Q5_K the same with 5-bit quants as bytes (w [F x C]);
+// Q6_K its quants as int8 q - 32 (w [F x C]) with each group's d * scale (dm, [F/16 x C]; all:
+// tensor/transpose.h); F16/BF16 their 16-bit values.
 struct SparseFfn {
   TensorType type = TensorType::F32;
   int64_t C = 0, F = 0;
   const uint8_t* w = nullptr;
   const uint16_t* scales = nullptr;  // Q8_0 only
-  const float* dm = nullptr;         // Q4_K, Q6_K
+  const float* dm = nullptr;         // Q4_K, Q5_K, Q6_K
 };
-// Q8_0, Q4_K, Q6_K, F16 and BF16 with C a multiple of 16.
+// Q8_0, Q4_K, Q5_K, Q6_K, F16 and BF16 with C a multiple of 16.
 bool sparse_ffn_supported(TensorType type, int64_t C);
 size_t sparse_ffn_bytes(TensorType type, int64_t C, int64_t F);
 // True when the sparse kernel's grid for a C x F matrix has a block for each of `sms` SMs.
