@@ -174,8 +174,8 @@ TEST(CudaOps, MatvecManyBlocks) {
 // are skipped, the rest must match y += W h; two runs give the same bits.
 TEST(CudaOps, SparseFfnValueMatchesDense) {
   REQUIRE_GPU();
-  for (TensorType t : {TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K, TensorType::F16,
-                       TensorType::BF16}) {
+  for (TensorType t :
+       {TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K, TensorType::F16, TensorType::BF16}) {
     for (auto [C, F0] : {std::pair<int64_t, int64_t>{48, 96}, {768, 3072}, {1040, 544}}) {
       const int64_t F = type_info(t).block_size == 256 ? (F0 + 255) / 256 * 256 : F0;  // whole super-blocks
       ASSERT_TRUE(sparse_ffn_supported(t, C));

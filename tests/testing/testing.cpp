@@ -34,8 +34,7 @@ size_t argmax(const float* x, size_t n) {
 }
 
 std::string temp_path(const std::string& name) {
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("rwkv-test-" + std::to_string(getpid()));
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("rwkv-test-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   return (dir / name).string();
 }
@@ -43,13 +42,12 @@ std::string temp_path(const std::string& name) {
 std::string synthetic_model(const SyntheticSpec& s) {
   static std::mutex mu;
   static std::map<std::string, std::string> made;
-  const std::string key = std::to_string(s.n_embd) + "x" + std::to_string(s.n_layer) + "-f" +
-                          std::to_string(s.n_ffn) + "-v" + std::to_string(s.n_vocab) + "-r" +
-                          std::to_string(s.rank_w) + "." + std::to_string(s.rank_a) + "." + std::to_string(s.rank_v) +
-                          "." + std::to_string(s.rank_g) + "-t" + std::to_string(uint32_t(s.type)) + "-h" +
-                          std::to_string(uint32_t(s.head_type)) +
-                          (s.odd_ffn_value_type ? "-o" + std::to_string(uint32_t(*s.odd_ffn_value_type)) : "") +
-                          "-s" + std::to_string(s.seed) + ".gguf";
+  const std::string key = std::to_string(s.n_embd) + "x" + std::to_string(s.n_layer) + "-f" + std::to_string(s.n_ffn) +
+                          "-v" + std::to_string(s.n_vocab) + "-r" + std::to_string(s.rank_w) + "." +
+                          std::to_string(s.rank_a) + "." + std::to_string(s.rank_v) + "." + std::to_string(s.rank_g) +
+                          "-t" + std::to_string(uint32_t(s.type)) + "-h" + std::to_string(uint32_t(s.head_type)) +
+                          (s.odd_ffn_value_type ? "-o" + std::to_string(uint32_t(*s.odd_ffn_value_type)) : "") + "-s" +
+                          std::to_string(s.seed) + ".gguf";
   std::lock_guard<std::mutex> lock(mu);
   auto it = made.find(key);
   if (it != made.end()) return it->second;

@@ -22,7 +22,7 @@ void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) fail(ErrorCode::backend, std::string("cuda: ") + what + ": " + cudaGetErrorString(err));
 }
 
-std::atomic<int> g_pdl_user{1};     // set_pdl()
+std::atomic<int> g_pdl_user{1};        // set_pdl()
 std::atomic<int> g_hopper_device{-1};  // -1 unknown, else whether the current device has cc >= 9.0
 
 }  // namespace

@@ -430,7 +430,8 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
     const size_t n = size_t(C) * size_t(F);
     v.scales = reinterpret_cast<const uint16_t*>(v.w + (n + 255) / 256 * 256);
   }
-  if (type == TensorType::Q4_K) v.dm = reinterpret_cast<const float*>(v.w + (size_t(C) * size_t(F) / 2 + 255) / 256 * 256);
+  if (type == TensorType::Q4_K)
+    v.dm = reinterpret_cast<const float*>(v.w + (size_t(C) * size_t(F) / 2 + 255) / 256 * 256);
   if (type == TensorType::Q5_K || type == TensorType::Q6_K)
     v.dm = reinterpret_cast<const float*>(v.w + (size_t(C) * size_t(F) + 255) / 256 * 256);
   return v;
