@@ -304,7 +304,7 @@ int sum_ln_cluster(int C) {
 // LayerNorm + token shift + lerps of the new y (ln_shift_lerp_kernel's outputs). The grid is
 // one cluster; block b owns channels [b * blockDim.x, (b + 1) * blockDim.x), one per thread,
 // and the row's statistics meet through distributed shared memory: each block's sum, read
-// by every block in rank order (deterministic). Replaces a launch of its own for the
+// by every warp and added in a fixed order (deterministic). Replaces a launch of its own for the
 // LayerNorm, whose ten blocks each read the whole row again after their PDL wait.
 __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* partial, float* y,
                                          const __grid_constant__ ShiftLerpArgs a) {
@@ -327,22 +327,25 @@ __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* par
   if (!a.early_trigger) pdl_trigger();
   const float h = y[c] + sum_partials(C, groups, partial, c);
   y[c] = h;
-  const unsigned ranks = cluster.num_blocks();
+  // The cluster's total of a block sum: lane r of every warp reads block r's value (all
+  // requests in flight at once, not one round trip per block), then a fixed shuffle tree.
+  const unsigned ranks = cluster.num_blocks(), lane = threadIdx.x & 31;
+  const auto cluster_total = [&](float* slot) {
+    const float mine = lane < ranks ? *cluster.map_shared_rank(slot, lane) : 0.f;
+    return warp_sum(mine);
+  };
   const float inv_c = 1.f / float(C);
   float v = block_sum(h, scratch);
   if (threadIdx.x == 0) block_sums[0] = v;
   cluster.sync();
-  float total = 0.f;
-  for (unsigned r = 0; r < ranks; ++r) total += *cluster.map_shared_rank(&block_sums[0], r);
-  const float mean = total * inv_c;
+  const float mean = cluster_total(&block_sums[0]) * inv_c;
   const float d = h - mean;
   v = block_sum(d * d, scratch);
   if (threadIdx.x == 0) block_sums[1] = v;
   cluster.sync();
-  total = 0.f;
-  for (unsigned r = 0; r < ranks; ++r) total += *cluster.map_shared_rank(&block_sums[1], r);
+  const float var = cluster_total(&block_sums[1]) * inv_c;
   cluster.barrier_arrive();  // this block has read the others' sums; it may leave after the wait below
-  const float x = d * rsqrtf(total * inv_c + a.eps) * w + b;
+  const float x = d * rsqrtf(var + a.eps) * w + b;
   shift[c] = x;
   if (a.xln) a.xln[c] = x;
 #pragma unroll
