@@ -209,6 +209,73 @@ TEST(CudaOps, SparseFfnValueMatchesDense) {
   }
 }
 
+// The sparse product's sum with the next layer's LayerNorm, token shift and lerps in the same
+// launch (one cluster: 6 blocks of 32 channels at 192, 8 of 96 at 768, 8 of 320 at 2560):
+// y, the LayerNorm, all six lerps (two also quantised) and the shift state of the row's slot
+// against the CPU reference.
+TEST(CudaOps, SparseFfnSumWithLayerNorm) {
+  REQUIRE_GPU();
+  if (!sparse_sum_ln_supported(192)) GTEST_SKIP() << "thread-block clusters need compute capability 9.0";
+  for (const int C : {192, 768, 2560}) {
+    const int64_t F = 2 * C;
+    const TensorType t = TensorType::Q8_0;
+    HostWeight hw = make_weight(t, C, F);
+    std::vector<uint8_t> packed(sparse_ffn_bytes(t, C, F));
+    sparse_ffn_pack(t, C, F, hw.bytes.data(), packed.data());
+    DeviceBuffer dw(packed.size());
+    dw.upload(packed.data(), packed.size());
+    const SparseFfn W = sparse_ffn_view(t, C, F, dw.data());
+    DeviceBuffer scratch(sparse_ffn_scratch_floats(C, F) * sizeof(float));
+    std::vector<float> h = randn(size_t(F));
+    for (float& v : h) v = v < 0.f ? 0.f : v * v;
+    const std::vector<float> y0 = randn(size_t(C), 2.f, 0.5f), w = randn(size_t(C), 0.3f, 1.f),
+                             b = randn(size_t(C), 0.1f), mix = uniform(size_t(6 * C), 0.f, 1.f);
+    const int slot = 1;
+    const size_t stride = 2 * size_t(C);  // a state slot holds more than the shift vector
+    const std::vector<float> state = randn(stride * 3);
+    DeviceBatch batch({1}, {slot});
+    Guarded dh(h), dy(y0), dw_ln(w), db(b), dmix(mix), dstate(state), xln(static_cast<size_t>(C));
+    std::vector<std::unique_ptr<Guarded>> outs;
+    DeviceQuantX q0(1, C), q3(1, C);
+    ShiftLerpArgs a;
+    a.batch = batch.bd;
+    a.h = dy.data();
+    a.C = C;
+    a.ln_w = dw_ln.data();
+    a.ln_b = db.data();
+    a.mix = dmix.data();
+    a.n_mix = 6;
+    for (int m = 0; m < 6; ++m) {
+      outs.push_back(std::make_unique<Guarded>(size_t(C)));
+      a.out[m] = outs.back()->data();
+    }
+    a.xln = xln.data();
+    a.shift = dstate.data() + C;
+    a.state_stride = stride;
+    a.out_q[0] = q0.q;
+    a.out_q[3] = q3.q;
+    ffn_value_sparse(W, dh.data(), dy.data(), scratch.as<float>(), nullptr, false, &a);
+
+    std::vector<float> want_y = ref_matmul(hw.w, h, 1);
+    for (int i = 0; i < C; ++i) want_y[size_t(i)] += y0[size_t(i)];
+    std::vector<float> x(static_cast<size_t>(C)), want_state = state;
+    ref::layer_norm(want_y.data(), w.data(), b.data(), 1, C, 1e-5f, x.data());
+    float* shift = want_state.data() + slot * stride + C;
+    const std::string what = "C " + std::to_string(C);
+    expect_close(dy.read(), want_y, 1e-11, what + " y");
+    expect_close(xln.read(), x, 1e-10, what + " LayerNorm");
+    for (int m = 0; m < 6; ++m) {
+      std::vector<float> want(static_cast<size_t>(C));
+      ref::token_shift_lerp(x.data(), shift, mix.data() + size_t(m) * C, 1, C, want.data());
+      expect_close(outs[size_t(m)]->read(), want, 1e-10, what + " lerp " + std::to_string(m));
+      if (m == 0) expect_close(q0.read(), want, 1e-9, what + " lerp 0 quantised");
+      if (m == 3) expect_close(q3.read(), want, 1e-9, what + " lerp 3 quantised");
+    }
+    std::memcpy(shift, x.data(), size_t(C) * sizeof(float));
+    expect_close(dstate.read(), want_state, 1e-10, what + " shift states (and the rest of each slot)");
+  }
+}
+
 TEST(CudaOps, QuantizeRowsIsNearlyExact) {
   REQUIRE_GPU();
   const int rows = 3;

@@ -372,28 +372,39 @@ TEST(Quantize, KQuantSearchBeatsPlainRounding) {
   EXPECT_LT(rel_rms(round_trip(TensorType::Q4_K, x), x), rel_rms(round_trip(TensorType::Q4_1, x), x));
 }
 
+// A random matrix of R rows of K quantised to `type`: its stored rows and their dequantised
+// values (the reference the transpositions must reproduce).
+struct StoredMatrix {
+  std::vector<uint8_t> stored;
+  std::vector<float> back;
+};
+StoredMatrix stored_matrix(TensorType type, uint64_t R, uint64_t K, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> w(R * K);
+  for (float& v : w) v = nd(rng);
+  const size_t rb = row_bytes(type, int64_t(K));
+  StoredMatrix m{std::vector<uint8_t>(R * rb), std::vector<float>(R * K)};
+  for (uint64_t i = 0; i < R; ++i) {
+    quantize_row(type, w.data() + i * K, m.stored.data() + i * rb, int64_t(K));
+    dequantize_row(type, m.stored.data() + i * rb, m.back.data() + i * K, int64_t(K));
+  }
+  return m;
+}
+
 // The sparse FFN's transposed Q4_K: every weight of the matrix is D q - M from the row of
 // its column and the pair of its sub-block (66 rows: a partial tile of 64).
 TEST(Transpose, Q4_KGivesEveryWeight) {
   const uint64_t R = 66, K = 512;
-  std::mt19937 rng(5);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> w(R * K), back(R * K);
-  for (float& v : w) v = nd(rng);
-  const size_t row_bytes = K / 256 * sizeof(BlockQ4_K);
-  std::vector<uint8_t> stored(R * row_bytes);
-  for (uint64_t i = 0; i < R; ++i) {
-    quantize_row(TensorType::Q4_K, w.data() + i * K, stored.data() + i * row_bytes, int64_t(K));
-    dequantize_row(TensorType::Q4_K, stored.data() + i * row_bytes, back.data() + i * K, int64_t(K));
-  }
+  const StoredMatrix m = stored_matrix(TensorType::Q4_K, R, K, 5);
   std::vector<uint8_t> quants(K * R / 2, 0xAB);
   std::vector<float> dm(K / 32 * R * 2, -1.f);
-  q4_k_transpose(stored.data(), R, uint32_t(K), quants.data(), dm.data());
+  q4_k_transpose(m.stored.data(), R, uint32_t(K), quants.data(), dm.data());
   for (uint64_t i = 0; i < R; ++i) {
     for (uint64_t j = 0; j < K; ++j) {
       const int q = (quants[j * R / 2 + i / 2] >> (i % 2 ? 4 : 0)) & 0xF;
       const float* p = dm.data() + 2 * ((j / 32) * R + i);
-      EXPECT_FLOAT_EQ(p[0] * float(q) - p[1], back[i * K + j]) << i << " " << j;
+      EXPECT_FLOAT_EQ(p[0] * float(q) - p[1], m.back[i * K + j]) << i << " " << j;
     }
   }
 }
@@ -401,24 +412,15 @@ TEST(Transpose, Q4_KGivesEveryWeight) {
 // The transposed Q5_K: every weight is D q - M, quants as bytes.
 TEST(Transpose, Q5_KGivesEveryWeight) {
   const uint64_t R = 66, K = 512;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> w(R * K), back(R * K);
-  for (float& v : w) v = nd(rng);
-  const size_t row_bytes = K / 256 * sizeof(BlockQ5_K);
-  std::vector<uint8_t> stored(R * row_bytes);
-  for (uint64_t i = 0; i < R; ++i) {
-    quantize_row(TensorType::Q5_K, w.data() + i * K, stored.data() + i * row_bytes, int64_t(K));
-    dequantize_row(TensorType::Q5_K, stored.data() + i * row_bytes, back.data() + i * K, int64_t(K));
-  }
+  const StoredMatrix m = stored_matrix(TensorType::Q5_K, R, K, 7);
   std::vector<uint8_t> quants(K * R, 0xAB);
   std::vector<float> dm(K / 32 * R * 2, -1.f);
-  q5_k_transpose(stored.data(), R, uint32_t(K), quants.data(), dm.data());
+  q5_k_transpose(m.stored.data(), R, uint32_t(K), quants.data(), dm.data());
   for (uint64_t i = 0; i < R; ++i) {
     for (uint64_t j = 0; j < K; ++j) {
       const float* p = dm.data() + 2 * ((j / 32) * R + i);
       ASSERT_LT(quants[j * R + i], 32) << i << " " << j;
-      EXPECT_FLOAT_EQ(p[0] * float(quants[j * R + i]) - p[1], back[i * K + j]) << i << " " << j;
+      EXPECT_FLOAT_EQ(p[0] * float(quants[j * R + i]) - p[1], m.back[i * K + j]) << i << " " << j;
     }
   }
 }
@@ -426,22 +428,13 @@ TEST(Transpose, Q5_KGivesEveryWeight) {
 // The transposed Q6_K: every weight is D q from the row of its column and its group of 16.
 TEST(Transpose, Q6_KGivesEveryWeight) {
   const uint64_t R = 66, K = 512;
-  std::mt19937 rng(6);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> w(R * K), back(R * K);
-  for (float& v : w) v = nd(rng);
-  const size_t row_bytes = K / 256 * sizeof(BlockQ6_K);
-  std::vector<uint8_t> stored(R * row_bytes);
-  for (uint64_t i = 0; i < R; ++i) {
-    quantize_row(TensorType::Q6_K, w.data() + i * K, stored.data() + i * row_bytes, int64_t(K));
-    dequantize_row(TensorType::Q6_K, stored.data() + i * row_bytes, back.data() + i * K, int64_t(K));
-  }
+  const StoredMatrix m = stored_matrix(TensorType::Q6_K, R, K, 6);
   std::vector<int8_t> quants(K * R, 99);
   std::vector<float> scales(K / 16 * R, -1.f);
-  q6_k_transpose(stored.data(), R, uint32_t(K), quants.data(), scales.data());
+  q6_k_transpose(m.stored.data(), R, uint32_t(K), quants.data(), scales.data());
   for (uint64_t i = 0; i < R; ++i)
     for (uint64_t j = 0; j < K; ++j)
-      EXPECT_FLOAT_EQ(scales[(j / 16) * R + i] * float(quants[j * R + i]), back[i * K + j]) << i << " " << j;
+      EXPECT_FLOAT_EQ(scales[(j / 16) * R + i] * float(quants[j * R + i]), m.back[i * K + j]) << i << " " << j;
 }
 
 TEST(Quantize, CanQuantize) {

@@ -49,6 +49,30 @@ __device__ __forceinline__ float2 half2f(int w) {
 
 // acc[e] += sum over the non-zero units of this warp's block of W[j][i0 + e] h[j]; sc holds
 // the block's Q8_0 scales of outputs i0 .. i0+15 (read before the wait).
+// The next non-zero unit of a warp's block (the lowest bit of the warp-uniform mask, which
+// it clears): its index b and its value h[b] in every lane; once the mask is empty, ok is
+// false and h 0.
+struct Unit {
+  int b;
+  bool ok;
+  float h;
+};
+__device__ __forceinline__ Unit next_unit(unsigned& mask, float hv) {
+  Unit u;
+  u.b = mask ? __ffs(int(mask)) - 1 : 0;
+  u.ok = mask != 0;
+  mask &= mask - 1;
+  u.h = u.ok ? __shfl_sync(0xffffffffu, hv, u.b) : 0.f;
+  return u;
+}
+
+// s[e] += h q[e] for the 16 int8 quants of a row piece (Q8_0, Q6_K).
+__device__ __forceinline__ void add_int8_row(float h, int4 w, float (&s)[16]) {
+  const int q[4] = {w.x ^ kX80, w.y ^ kX80, w.z ^ kX80, w.w ^ kX80};
+#pragma unroll
+  for (int e = 0; e < 16; ++e) s[e] = fmaf(h, byte_f(q[e / 4], e % 4), s[e]);
+}
+
 // Q4_K / Q5_K: acc[e] += D[e] sum_j h[j] q[j][e] - M[e] sum_j h[j] over this warp's block of
 // 32 units (one sub-block, so one (D, M) pair per output). Q4_K rows are nibbles (8 bytes per
 // lane and row), Q5_K rows unsigned bytes (16).
@@ -72,17 +96,15 @@ __device__ __forceinline__ void block_rows_dm(const SparseFfn& W, int64_t j0, fl
     float hj[kRows];
 #pragma unroll
     for (int k = 0; k < kRows; ++k) {
-      const int b = mask ? __ffs(int(mask)) - 1 : 0;
-      const bool ok = mask != 0;
-      mask &= mask - 1;
-      hj[k] = ok ? __shfl_sync(0xffffffffu, hv, b) : 0.f;
+      const Unit u = next_unit(mask, hv);
+      hj[k] = u.h;
       w[k] = make_int4(0, 0, 0, 0);
-      if (ok && active) {
+      if (u.ok && active) {
         if constexpr (kNibbles) {
-          const int2 v = ld_stream8(W.w + ((j0 + b) * W.C + i0) / 2);
+          const int2 v = ld_stream8(W.w + ((j0 + u.b) * W.C + i0) / 2);
           w[k] = make_int4(v.x, v.y, 0, 0);
         } else {
-          w[k] = ld_stream16(W.w + (j0 + b) * W.C + i0);
+          w[k] = ld_stream16(W.w + (j0 + u.b) * W.C + i0);
         }
       }
     }
@@ -143,19 +165,13 @@ __device__ __forceinline__ void block_rows_q6_k(const SparseFfn& W, int64_t j0, 
     float hj[16];
 #pragma unroll
     for (int k = 0; k < 16; ++k) {
-      const int b = m ? __ffs(int(m)) - 1 : 0;
-      const bool ok = m != 0;
-      m &= m - 1;
-      hj[k] = ok ? __shfl_sync(0xffffffffu, hv, b) : 0.f;
-      w[k] = ok && active ? ld_stream16(W.w + (j0 + b) * W.C + i0) : make_int4(0, 0, 0, 0);
+      const Unit u = next_unit(m, hv);
+      hj[k] = u.h;
+      w[k] = u.ok && active ? ld_stream16(W.w + (j0 + u.b) * W.C + i0) : make_int4(0, 0, 0, 0);
     }
     float s[16] = {};
 #pragma unroll
-    for (int k = 0; k < 16; ++k) {
-      const int q[4] = {w[k].x ^ kX80, w[k].y ^ kX80, w[k].z ^ kX80, w[k].w ^ kX80};
-#pragma unroll
-      for (int e = 0; e < 16; ++e) s[e] = fmaf(hj[k], byte_f(q[e / 4], e % 4), s[e]);
-    }
+    for (int k = 0; k < 16; ++k) add_int8_row(hj[k], w[k], s);
     const float* f = reinterpret_cast<const float*>(scale + 4 * g);
 #pragma unroll
     for (int e = 0; e < 16; ++e) acc[e] = fmaf(f[e], s[e], acc[e]);
@@ -182,24 +198,20 @@ __device__ __forceinline__ void block_rows(const SparseFfn& W, int64_t j0, float
     float hj[kRows];
 #pragma unroll
     for (int k = 0; k < kRows; ++k) {
-      const int b = mask ? __ffs(int(mask)) - 1 : 0;
-      const bool ok = mask != 0;
-      mask &= mask - 1;
-      hj[k] = ok ? __shfl_sync(0xffffffffu, hv, b) : 0.f;
+      const Unit u = next_unit(mask, hv);
+      hj[k] = u.h;
       if constexpr (kQ8) {
-        w[k] = ok && active ? ld_stream16(W.w + (j0 + b) * W.C + i0) : make_int4(0, 0, 0, 0);
+        w[k] = u.ok && active ? ld_stream16(W.w + (j0 + u.b) * W.C + i0) : make_int4(0, 0, 0, 0);
       } else {
-        const uint8_t* p = W.w + ((j0 + b) * W.C + i0) * 2;
-        w[2 * k] = ok && active ? ld_stream16(p) : make_int4(0, 0, 0, 0);
-        w[2 * k + 1] = ok && active ? ld_stream16(p + 16) : make_int4(0, 0, 0, 0);
+        const uint8_t* p = W.w + ((j0 + u.b) * W.C + i0) * 2;
+        w[2 * k] = u.ok && active ? ld_stream16(p) : make_int4(0, 0, 0, 0);
+        w[2 * k + 1] = u.ok && active ? ld_stream16(p + 16) : make_int4(0, 0, 0, 0);
       }
     }
 #pragma unroll
     for (int k = 0; k < kRows; ++k) {
       if constexpr (kQ8) {
-        const int q[4] = {w[k].x ^ kX80, w[k].y ^ kX80, w[k].z ^ kX80, w[k].w ^ kX80};
-#pragma unroll
-        for (int e = 0; e < 16; ++e) s[e] = fmaf(hj[k], byte_f(q[e / 4], e % 4), s[e]);
+        add_int8_row(hj[k], w[k], s);
       } else {
         const int q[8] = {w[2 * k].x,     w[2 * k].y,     w[2 * k].z,     w[2 * k].w,
                           w[2 * k + 1].x, w[2 * k + 1].y, w[2 * k + 1].z, w[2 * k + 1].w};
