@@ -37,52 +37,61 @@ void q8_0_transpose_scales(const uint8_t* src, uint64_t rows, uint32_t cols, uin
 
 namespace {
 
-// Q4_K (kFive false: nibbles, two rows a byte) and Q5_K (bytes): q4_k_transpose's layout.
-template <bool kFive>
-void k45_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
-  using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
-  // Tiles of 64 source rows: each super-block's 256 columns are unpacked for the tile, then
-  // every column's bytes of the tile are written together.
+// Walks `rows` rows of cols / 256 super-blocks in tiles of 64 rows (the rows read stay in
+// cache): decode(r, b, q) unpacks super-block b of row r into its 256 quants q[0..256), one
+// byte each, and stores that block's scales itself; then column j of the tile goes to row j
+// of `quants`, a byte a source row, or with `nibbles` two source rows a byte (the even row in
+// the low nibble).
+template <class Decode>
+void transpose_super_blocks(uint64_t rows, uint32_t cols, bool nibbles, uint8_t* quants, Decode decode) {
   constexpr uint64_t kTile = 64;
-  const uint64_t blocks = cols / 256, row_out = kFive ? rows : rows / 2;
+  const uint64_t blocks = cols / 256, row_out = nibbles ? rows / 2 : rows;
   std::vector<uint8_t> q(kTile * 256);
   for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {
     const uint64_t n = std::min(kTile, rows - r0);
     for (uint64_t b = 0; b < blocks; ++b) {
-      for (uint64_t r = 0; r < n; ++r) {
-        Block blk;
-        std::memcpy(&blk, src + ((r0 + r) * blocks + b) * sizeof(Block), sizeof blk);
-        const float d = f16_to_f32(blk.d), dmin = f16_to_f32(blk.dmin);
-        uint8_t sm[16];
-        quant_detail::unpack_k_scales(blk.scales, sm);
-        for (int sub = 0; sub < 8; ++sub) {
-          float* out = dm + 2 * ((b * 8 + uint64_t(sub)) * rows + r0 + r);
-          out[0] = d * float(sm[sub]);
-          out[1] = dmin * float(sm[8 + sub]);
-        }
-        for (int c = 0; c < 4; ++c) {
-          for (int l = 0; l < 32; ++l) {
-            const uint8_t byte = blk.qs[32 * c + l];
-            uint8_t lo = byte & 0xF, hi = byte >> 4;
-            if constexpr (kFive) {
-              lo |= uint8_t(((blk.qh[l] >> (2 * c)) & 1) << 4);
-              hi |= uint8_t(((blk.qh[l] >> (2 * c + 1)) & 1) << 4);
-            }
-            q[r * 256 + uint64_t(64 * c + l)] = lo;
-            q[r * 256 + uint64_t(64 * c + 32 + l)] = hi;
-          }
-        }
-      }
+      for (uint64_t r = 0; r < n; ++r) decode(r0 + r, b, q.data() + r * 256);
       for (uint64_t j = 0; j < 256; ++j) {
-        uint8_t* row = quants + (b * 256 + j) * row_out + (kFive ? r0 : r0 / 2);
-        if constexpr (kFive) {
-          for (uint64_t r = 0; r < n; ++r) row[r] = q[r * 256 + j];
-        } else {
+        uint8_t* row = quants + (b * 256 + j) * row_out + (nibbles ? r0 / 2 : r0);
+        if (nibbles) {
           for (uint64_t r = 0; r + 1 < n; r += 2) row[r / 2] = uint8_t(q[r * 256 + j] | (q[(r + 1) * 256 + j] << 4));
+        } else {
+          for (uint64_t r = 0; r < n; ++r) row[r] = q[r * 256 + j];
         }
       }
     }
   }
+}
+
+// Q4_K (kFive false: nibbles, two rows a byte) and Q5_K (bytes): q4_k_transpose's layout.
+template <bool kFive>
+void k45_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
+  using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
+  const uint64_t blocks = cols / 256;
+  transpose_super_blocks(rows, cols, !kFive, quants, [&](uint64_t r, uint64_t b, uint8_t* q) {
+    Block blk;
+    std::memcpy(&blk, src + (r * blocks + b) * sizeof(Block), sizeof blk);
+    const float d = f16_to_f32(blk.d), dmin = f16_to_f32(blk.dmin);
+    uint8_t sm[16];
+    quant_detail::unpack_k_scales(blk.scales, sm);
+    for (int sub = 0; sub < 8; ++sub) {
+      float* out = dm + 2 * ((b * 8 + uint64_t(sub)) * rows + r);
+      out[0] = d * float(sm[sub]);
+      out[1] = dmin * float(sm[8 + sub]);
+    }
+    for (int c = 0; c < 4; ++c) {
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t byte = blk.qs[32 * c + l];
+        uint8_t lo = byte & 0xF, hi = byte >> 4;
+        if constexpr (kFive) {
+          lo |= uint8_t(((blk.qh[l] >> (2 * c)) & 1) << 4);
+          hi |= uint8_t(((blk.qh[l] >> (2 * c + 1)) & 1) << 4);
+        }
+        q[64 * c + l] = lo;
+        q[64 * c + 32 + l] = hi;
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -95,35 +104,24 @@ void q5_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* q
 }
 
 void q6_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, float* scales) {
-  constexpr uint64_t kTile = 64;  // as k45_transpose: one super-block of a tile of rows at a time
   const uint64_t blocks = cols / 256;
-  std::vector<int8_t> q(kTile * 256);
-  for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {
-    const uint64_t n = std::min(kTile, rows - r0);
-    for (uint64_t b = 0; b < blocks; ++b) {
-      for (uint64_t r = 0; r < n; ++r) {
-        BlockQ6_K blk;
-        std::memcpy(&blk, src + ((r0 + r) * blocks + b) * sizeof(BlockQ6_K), sizeof blk);
-        const float d = f16_to_f32(blk.d);
-        for (int g = 0; g < 16; ++g) scales[(b * 16 + uint64_t(g)) * rows + r0 + r] = d * float(blk.scales[g]);
-        int8_t* out = q.data() + r * 256;
-        for (int h = 0; h < 2; ++h) {  // spec §4.3: halves of 128, four runs of 32 each
-          const uint8_t* ql = blk.ql + 64 * h;
-          const uint8_t* qh = blk.qh + 32 * h;
-          for (int l = 0; l < 32; ++l) {
-            out[128 * h + l] = int8_t(((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4) - 32);
-            out[128 * h + l + 32] = int8_t(((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4) - 32);
-            out[128 * h + l + 64] = int8_t(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
-            out[128 * h + l + 96] = int8_t(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
-          }
-        }
-      }
-      for (uint64_t j = 0; j < 256; ++j) {
-        int8_t* row = quants + (b * 256 + j) * rows + r0;
-        for (uint64_t r = 0; r < n; ++r) row[r] = q[r * 256 + j];
+  auto* bytes = reinterpret_cast<uint8_t*>(quants);  // the int8 quants move as bytes
+  transpose_super_blocks(rows, cols, false, bytes, [&](uint64_t r, uint64_t b, uint8_t* q) {
+    BlockQ6_K blk;
+    std::memcpy(&blk, src + (r * blocks + b) * sizeof(BlockQ6_K), sizeof blk);
+    const float d = f16_to_f32(blk.d);
+    for (int g = 0; g < 16; ++g) scales[(b * 16 + uint64_t(g)) * rows + r] = d * float(blk.scales[g]);
+    for (int h = 0; h < 2; ++h) {  // spec §4.3: halves of 128, four runs of 32 each
+      const uint8_t* ql = blk.ql + 64 * h;
+      const uint8_t* qh = blk.qh + 32 * h;
+      for (int l = 0; l < 32; ++l) {
+        q[128 * h + l] = uint8_t(int8_t(((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4) - 32));
+        q[128 * h + l + 32] = uint8_t(int8_t(((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4) - 32));
+        q[128 * h + l + 64] = uint8_t(int8_t(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32));
+        q[128 * h + l + 96] = uint8_t(int8_t(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32));
       }
     }
-  }
+  });
 }
 
 }  // namespace rwkv
