@@ -170,6 +170,23 @@ TEST(CudaOps, MatvecManyBlocks) {
   }
 }
 
+// A C x F value matrix of `type` in the sparse product's layout on the device, with the
+// product's scratch (zeroed).
+struct DeviceSparseFfn {
+  HostWeight hw;
+  DeviceBuffer w, scratch;
+  SparseFfn view;
+  DeviceSparseFfn(TensorType type, int64_t C, int64_t F)
+      : hw(make_weight(type, C, F)), scratch(sparse_ffn_scratch_floats(C, F) * sizeof(float)) {
+    std::vector<uint8_t> packed(sparse_ffn_bytes(type, C, F));
+    sparse_ffn_pack(type, C, F, hw.bytes.data(), packed.data());
+    w = DeviceBuffer(packed.size());
+    w.upload(packed.data(), packed.size());
+    view = sparse_ffn_view(type, C, F, w.data());
+    scratch.fill(0);
+  }
+};
+
 // The ReLU^2-sparse FFN value product: zero hidden units (single, whole blocks of 32, all)
 // are skipped, the rest must match y += W h; two runs give the same bits.
 TEST(CudaOps, SparseFfnValueMatchesDense) {
@@ -179,14 +196,9 @@ TEST(CudaOps, SparseFfnValueMatchesDense) {
     for (auto [C, F0] : {std::pair<int64_t, int64_t>{48, 96}, {768, 3072}, {1040, 544}}) {
       const int64_t F = type_info(t).block_size == 256 ? (F0 + 255) / 256 * 256 : F0;  // whole super-blocks
       ASSERT_TRUE(sparse_ffn_supported(t, C));
-      HostWeight hw = make_weight(t, C, F);
-      std::vector<uint8_t> packed(sparse_ffn_bytes(t, C, F));
-      sparse_ffn_pack(t, C, F, hw.bytes.data(), packed.data());
-      DeviceBuffer dw(packed.size());
-      dw.upload(packed.data(), packed.size());
-      const SparseFfn W = sparse_ffn_view(t, C, F, dw.data());
-      DeviceBuffer scratch(sparse_ffn_scratch_floats(C, F) * sizeof(float));
-      scratch.fill(0);
+      const DeviceSparseFfn sparse(t, C, F);
+      const SparseFfn& W = sparse.view;
+      const HostWeight& hw = sparse.hw;
       for (int pattern = 0; pattern < 3; ++pattern) {
         std::vector<float> h = randn(size_t(F));
         for (int64_t j = 0; j < F; ++j) {
@@ -197,8 +209,8 @@ TEST(CudaOps, SparseFfnValueMatchesDense) {
         std::vector<float> want = ref_matmul(hw.w, h, 1);
         for (int64_t i = 0; i < C; ++i) want[size_t(i)] += y0[size_t(i)];
         Guarded dh(h), dy(y0), dy2(y0);
-        ffn_value_sparse(W, dh.data(), dy.data(), scratch.as<float>(), nullptr);
-        ffn_value_sparse(W, dh.data(), dy2.data(), scratch.as<float>(), nullptr);
+        ffn_value_sparse(W, dh.data(), dy.data(), sparse.scratch.as<float>(), nullptr);
+        ffn_value_sparse(W, dh.data(), dy2.data(), sparse.scratch.as<float>(), nullptr);
         const std::vector<float> got = dy.read();
         const std::string what = std::string(type_name(t)) + " " + std::to_string(C) + "x" + std::to_string(F) +
                                  " pattern " + std::to_string(pattern);
@@ -218,14 +230,7 @@ TEST(CudaOps, SparseFfnSumWithLayerNorm) {
   if (!sparse_sum_ln_supported(192)) GTEST_SKIP() << "thread-block clusters need compute capability 9.0";
   for (const int C : {192, 768, 2560}) {
     const int64_t F = 2 * C;
-    const TensorType t = TensorType::Q8_0;
-    HostWeight hw = make_weight(t, C, F);
-    std::vector<uint8_t> packed(sparse_ffn_bytes(t, C, F));
-    sparse_ffn_pack(t, C, F, hw.bytes.data(), packed.data());
-    DeviceBuffer dw(packed.size());
-    dw.upload(packed.data(), packed.size());
-    const SparseFfn W = sparse_ffn_view(t, C, F, dw.data());
-    DeviceBuffer scratch(sparse_ffn_scratch_floats(C, F) * sizeof(float));
+    const DeviceSparseFfn sparse(TensorType::Q8_0, C, F);
     std::vector<float> h = randn(size_t(F));
     for (float& v : h) v = v < 0.f ? 0.f : v * v;
     const std::vector<float> y0 = randn(size_t(C), 2.f, 0.5f), w = randn(size_t(C), 0.3f, 1.f),
@@ -254,9 +259,9 @@ TEST(CudaOps, SparseFfnSumWithLayerNorm) {
     a.state_stride = stride;
     a.out_q[0] = q0.q;
     a.out_q[3] = q3.q;
-    ffn_value_sparse(W, dh.data(), dy.data(), scratch.as<float>(), nullptr, false, &a);
+    ffn_value_sparse(sparse.view, dh.data(), dy.data(), sparse.scratch.as<float>(), nullptr, false, &a);
 
-    std::vector<float> want_y = ref_matmul(hw.w, h, 1);
+    std::vector<float> want_y = ref_matmul(sparse.hw.w, h, 1);
     for (int i = 0; i < C; ++i) want_y[size_t(i)] += y0[size_t(i)];
     std::vector<float> x(static_cast<size_t>(C)), want_state = state;
     ref::layer_norm(want_y.data(), w.data(), b.data(), 1, C, 1e-5f, x.data());
