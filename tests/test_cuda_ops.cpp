@@ -331,24 +331,28 @@ float apply_in(InOp op, float v) {
   }
 }
 
-struct JobCase {
-  TensorType type;
-  int64_t rows, cols;
-  InOp in;
-  OutOp out;
-};
-
-// Several matrices in one matvec call, each with its input transform and epilogue, strided
-// activations and outputs, for T activation rows.
-void check_multi_job(int T, const std::vector<JobCase>& cases) {
-  const int n = int(cases.size());
+// Several matrices of different types in one launch, with every input transform and
+// epilogue, strided activations and outputs, for T activation rows.
+void check_multi_job(int T) {
+  struct Case {
+    TensorType type;
+    int64_t rows, cols;
+    InOp in;
+    OutOp out;
+  };
+  const Case cases[] = {
+      {TensorType::F32, 192, 96, InOp::tanh, OutOp::decay},     {TensorType::F16, 192, 64, InOp::none, OutOp::sigmoid},
+      {TensorType::F16, 192, 40, InOp::sigmoid, OutOp::store},  {TensorType::Q8_0, 256, 192, InOp::none, OutOp::add},
+      {TensorType::Q4_K, 512, 256, InOp::none, OutOp::relu_sq}, {TensorType::Q6_K, 100, 512, InOp::sigmoid, OutOp::add},
+      {TensorType::Q5_0, 64, 64, InOp::tanh, OutOp::store},     {TensorType::F16, 64, 96, InOp::relu_sq, OutOp::store}};
+  constexpr int n = sizeof(cases) / sizeof(cases[0]);
   std::vector<HostWeight> hw;
   std::vector<DeviceMatrix> dm;
   std::vector<std::unique_ptr<Guarded>> xs, ys, raws, biases;
   std::vector<std::vector<float>> x_host, y_init, bias_host;
-  std::vector<MatvecJob> jobs(static_cast<size_t>(n));
+  MatvecJob jobs[n];
   for (int i = 0; i < n; ++i) {
-    const JobCase& c = cases[size_t(i)];
+    const Case& c = cases[i];
     hw.push_back(make_weight(c.type, c.rows, c.cols));
     dm.push_back(upload_matrix(c.type, c.rows, c.cols, hw.back().bytes.data()));
     const int64_t xs_stride = c.cols + 8, ys_stride = c.rows + 5;  // strided rows
@@ -359,7 +363,7 @@ void check_multi_job(int T, const std::vector<JobCase>& cases) {
     ys.push_back(std::make_unique<Guarded>(y_init.back()));
     raws.push_back(std::make_unique<Guarded>(y_init.back()));
     biases.push_back(std::make_unique<Guarded>(bias_host.back()));
-    MatvecJob& j = jobs[size_t(i)];
+    MatvecJob& j = jobs[i];
     j.W = dm.back().view();
     j.x = xs.back()->data();
     j.x_stride = xs_stride;
@@ -370,9 +374,9 @@ void check_multi_job(int T, const std::vector<JobCase>& cases) {
     j.in_op = c.in;
     j.out_op = c.out;
   }
-  matvec(jobs.data(), n, T, nullptr);
+  matvec(jobs, n, T, nullptr);
   for (int i = 0; i < n; ++i) {
-    const JobCase& c = cases[size_t(i)];
+    const Case& c = cases[i];
     const int64_t xs_stride = c.cols + 8, ys_stride = c.rows + 5;
     std::vector<float> xin(size_t(T * c.cols));
     for (int t = 0; t < T; ++t)
@@ -413,32 +417,7 @@ void check_multi_job(int T, const std::vector<JobCase>& cases) {
 
 TEST(CudaOps, MatvecMultiJobWithTransformsAndEpilogues) {
   REQUIRE_GPU();
-  const std::vector<JobCase> cases = {
-      {TensorType::F32, 192, 96, InOp::tanh, OutOp::decay},     {TensorType::F16, 192, 64, InOp::none, OutOp::sigmoid},
-      {TensorType::F16, 192, 40, InOp::sigmoid, OutOp::store},  {TensorType::Q8_0, 256, 192, InOp::none, OutOp::add},
-      {TensorType::Q4_K, 512, 256, InOp::none, OutOp::relu_sq}, {TensorType::Q6_K, 100, 512, InOp::sigmoid, OutOp::add},
-      {TensorType::Q5_0, 64, 64, InOp::tanh, OutOp::store},     {TensorType::F16, 64, 96, InOp::relu_sq, OutOp::store}};
-  for (const int T : {3, 7}) check_multi_job(T, cases);
-}
-
-// One activation row of F16 / BF16 weights: jobs of 256 to 2,560 columns without an input
-// transform run on the tensor cores (matvec_mma.cuh), beside jobs that cannot (F32, an input
-// transform, a width that is not a multiple of 256) in the same launch; 13 and 67 rows leave
-// a block's 8 rows partly empty. The limit is the CUDA-core path's: x split into 16-bit terms
-// keeps ~22-24 bits of it.
-TEST(CudaOps, MatvecTensorCoresOneRow) {
-  REQUIRE_GPU();
-  check_multi_job(1, {{TensorType::F16, 300, 2560, InOp::none, OutOp::add},
-                      {TensorType::F16, 67, 768, InOp::none, OutOp::relu_sq},
-                      {TensorType::F16, 13, 256, InOp::none, OutOp::decay},
-                      {TensorType::F32, 40, 256, InOp::none, OutOp::store},
-                      {TensorType::F16, 33, 2560, InOp::tanh, OutOp::store},
-                      {TensorType::F16, 21, 96, InOp::none, OutOp::sigmoid}});
-  check_multi_job(1, {{TensorType::BF16, 300, 2560, InOp::none, OutOp::add},
-                      {TensorType::BF16, 67, 512, InOp::none, OutOp::sigmoid},
-                      {TensorType::F16, 13, 768, InOp::none, OutOp::store},
-                      {TensorType::F32, 40, 96, InOp::tanh, OutOp::decay},
-                      {TensorType::BF16, 9, 256, InOp::sigmoid, OutOp::store}});
+  for (const int T : {3, 7}) check_multi_job(T);
 }
 
 // ---- elementwise ----------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 // instantiation (matvec_kernel.cuh) runs a launch.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "backend/cuda/matvec_kernel.cuh"
 
@@ -147,24 +145,8 @@ bool x_aligned(const MatvecJob& j) {
   return (reinterpret_cast<uintptr_t>(j.x) % 16 == 0) && j.x_stride % 4 == 0;
 }
 
-// Whether the job runs on the tensor cores (matvec_mma.cuh): one row of F16/BF16 weights
-// without an input transform, rows of at most one round of chunks per warp (the 2.9B
-// shape's 2,560 columns; wider rows keep the CUDA-core items), in a launch of the F16 or
-// BF16 kernel with aligned x (`mma_launch`: only those instantiations have the path).
-// RWKV_CUDA_MMA=0 turns it off (comparisons).
-bool use_mma(const MatvecJob& j, int T, bool mma_launch) {
-  static const bool enabled = [] {
-    const char* env = std::getenv("RWKV_CUDA_MMA");
-    return !(env && std::string(env) == "0");
-  }();
-  const int64_t per_warp = 32 * kMmaWarps;
-  return enabled && mma_launch && T == 1 && (j.W.type == TensorType::F16 || j.W.type == TensorType::BF16) &&
-         j.in_op == InOp::none && x_aligned(j) && j.W.cols % per_warp == 0 && j.W.cols / per_warp <= kMmaChunks;
-}
-
 // Shared memory a job needs for T rows (0: reads x from global memory).
-size_t job_smem(const MatvecJob& j, int T, bool mma_launch) {
-  if (use_mma(j, T, mma_launch)) return mma_smem_bytes(j.W.cols);
+size_t job_smem(const MatvecJob& j, int T) {
   const size_t tc = size_t(T) * size_t(j.W.cols);
   if (type_info(j.W.type).block_size > 1) {
     if (j.xq.q0) {
@@ -215,9 +197,7 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
   // Rows go kMaxRowsPerLaunch to a block (grid rows); shared memory is per block.
   const int T_block = std::min(T, kMaxRowsPerLaunch);
   size_t smem = 0;
-  const bool aligned = std::all_of(now, now + n_now, x_aligned);
-  const bool mma_launch = (ty == TensorType::F16 || ty == TensorType::BF16) && aligned;
-  for (int i = 0; i < n_now; ++i) smem = std::max(smem, job_smem(now[i], T_block, mma_launch));
+  for (int i = 0; i < n_now; ++i) smem = std::max(smem, job_smem(now[i], T_block));
   if (smem > kMaxSmem) {  // two launches over halves of the rows
     if (T == 1) fail(ErrorCode::argument, "cuda matvec: activation row too wide for shared memory");
     const int T1 = T / 2;
@@ -244,15 +224,10 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     // SM): blocks retire, and the next kernel's start, at a finer grain. H100, against 256
     // everywhere: 2.9B Q8_0 +1.3%, Q4_K +2%, F16 and 0.1B unchanged; 128 everywhere lost 4%
     // at 0.1B and 1% at 2.9B F16 (NOTES.md runs 77, 85).
-    // Tensor-core jobs take 256-thread blocks of 8 rows.
-    const bool mma =
-        std::any_of(now, now + n_now, [T, mma_launch](const MatvecJob& j) { return use_mma(j, T, mma_launch); });
-    batch.threads = blocks >= 4 * device_sms() && !mma ? kThreads / 2 : kThreads;
+    batch.threads = blocks >= 4 * device_sms() ? kThreads / 2 : kThreads;
     blocks = 0;
     for (int i = 0; i < n_now; ++i) {
       batch.jobs[i].job = now[i];
-      batch.jobs[i].mma = use_mma(now[i], T, mma_launch);
-      if (batch.jobs[i].mma) tprs[i] = kThreads / kMmaRows;
       batch.jobs[i].tpr = tprs[i];
       batch.jobs[i].block_begin = blocks;
       const int64_t rows_per_block = batch.threads / tprs[i];
@@ -268,6 +243,7 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     const bool floats = ty != TensorType::F16 && std::any_of(now, now + n_now, [](const MatvecJob& j) {
                           return kernel_type(j.W.type) == TensorType::F16;
                         });
+    const bool aligned = std::all_of(now, now + n_now, x_aligned);
     if (T == 1 && floats) {
       launch_tm<1, true>(ty, aligned, batch, blocks, smem, stream);
     } else if (T == 1) {

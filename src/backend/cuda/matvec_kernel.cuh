@@ -9,7 +9,6 @@
 #pragma once
 
 #include "backend/cuda/launch.cuh"
-#include "backend/cuda/matvec_mma.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/quant_dev.cuh"
 #include "backend/cuda/quantx.cuh"
@@ -17,7 +16,6 @@
 namespace rwkv::cuda::matvec_detail {
 
 constexpr int kThreads = 256;
-static_assert(kThreads == kMmaThreads, "a tensor-core job takes a whole block");
 constexpr int kMaxRowsPerLaunch = 4;  // TM of the widest instantiation
 constexpr int kMaxTpr = 64;           // threads per row (quantised types); two warps meet in shared memory
 
@@ -25,7 +23,6 @@ struct JobDev {
   MatvecJob job;
   int tpr;          // threads per output row (power of two <= kMaxTpr)
   int block_begin;  // first block of this job in the grid
-  bool mma;         // one row of F16/BF16 weights on the tensor cores (matvec_mma.cuh)
 };
 struct Batch {
   JobDev jobs[kMatvecMaxJobs];
@@ -256,16 +253,6 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   const int blk = int(blockIdx.x) - jd.block_begin;
   const TensorType type = jd.job.W.type;
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
-  if constexpr (TM == 1 && kAlignedX) {
-    if (jd.mma) {
-      if (type == TensorType::BF16) {
-        if constexpr (TY == TensorType::BF16) run_job_mma<true>(jd.job, blk, smem);
-      } else {
-        run_job_mma<false>(jd.job, blk, smem);
-      }
-      return;
-    }
-  }
   if constexpr (TY != TensorType::F16) {
     if (type == TY || !kFloat) {
       run_job<TY, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
