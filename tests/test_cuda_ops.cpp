@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -419,96 +418,6 @@ void check_multi_job(int T) {
 TEST(CudaOps, MatvecMultiJobWithTransformsAndEpilogues) {
   REQUIRE_GPU();
   for (const int T : {3, 7}) check_multi_job(T);
-}
-
-// The attention's two LoRA stages as matvec_chained runs them for one row: feeders (the
-// down-projections) first in the grid, the up-projections waiting for them in the same
-// launch, other products beside. Every output must equal the two-launch path's bit for bit
-// (same kernels, same per-row arithmetic) in three calls in a row (the counters return to
-// zero), and the reference within the float limit. Quantised, F32 and F16 weights, the
-// input transforms and epilogues of the real stage, rows that leave blocks partly empty.
-TEST(CudaOps, MatvecChainedSecondStage) {
-  REQUIRE_GPU();
-  const int64_t C = 512;
-  struct Stage {
-    TensorType down, up;
-    int64_t rank;
-    InOp in;
-    OutOp out;
-  };
-  const Stage stages[] = {{TensorType::F32, TensorType::F32, 64, InOp::tanh, OutOp::decay},
-                          {TensorType::F16, TensorType::F16, 32, InOp::none, OutOp::sigmoid},
-                          {TensorType::Q8_0, TensorType::Q8_0, 96, InOp::sigmoid, OutOp::store},
-                          {TensorType::F16, TensorType::F16, 160, InOp::none, OutOp::sigmoid}};
-  std::vector<HostWeight> hw;
-  std::vector<DeviceMatrix> dm;
-  const auto add = [&](TensorType t, int64_t rows, int64_t cols) {
-    hw.push_back(make_weight(t, rows, cols));
-    dm.push_back(upload_matrix(t, rows, cols, hw.back().bytes.data()));
-  };
-  add(TensorType::Q8_0, C, C);  // a plain product beside the stages (r)
-  for (const Stage& st : stages) {
-    add(st.down, st.rank, C);
-    add(st.up, C, st.rank);
-  }
-  const std::vector<float> x = randn(size_t(C)), bias = randn(size_t(C));
-  Guarded dx(x), dbias(bias);
-  constexpr int kStages = 4;
-  std::vector<std::unique_ptr<Guarded>> mids, outs;
-  for (int i = 0; i < 2 * (kStages + 1); ++i) {
-    mids.push_back(std::make_unique<Guarded>(size_t(160)));
-    outs.push_back(std::make_unique<Guarded>(size_t(C)));
-  }
-  // Jobs writing into set 0 (chained) or set 1 (two launches).
-  const auto jobs_for = [&](int set, std::vector<MatvecJob>& first, std::vector<MatvecJob>& second) {
-    const int o = set * (kStages + 1);
-    first = {plain_job(dm[0], dx.data(), outs[size_t(o)]->data())};
-    for (int i = 0; i < kStages; ++i) {
-      first.push_back(plain_job(dm[size_t(1 + 2 * i)], dx.data(), mids[size_t(o + 1 + i)]->data()));
-      MatvecJob up = plain_job(dm[size_t(2 + 2 * i)], mids[size_t(o + 1 + i)]->data(), outs[size_t(o + 1 + i)]->data());
-      up.in_op = stages[i].in;
-      up.out_op = stages[i].out;
-      up.bias = dbias.data();
-      second.push_back(up);
-    }
-  };
-  std::vector<MatvecJob> first0, second0, first1, second1;
-  jobs_for(0, first0, second0);
-  jobs_for(1, first1, second1);
-  DeviceBuffer counters(2 * sizeof(uint32_t));
-  counters.fill(0);
-  matvec(first1.data(), int(first1.size()), 1, nullptr);
-  matvec(second1.data(), int(second1.size()), 1, nullptr);
-  for (int call = 0; call < 3; ++call) {
-    for (auto& m : outs) m->fill_nan();
-    matvec_chained(first0.data(), int(first0.size()), second0.data(), int(second0.size()), counters.as<uint32_t>(),
-                   nullptr);
-    for (int i = 0; i <= kStages; ++i) {
-      const std::vector<float> got = outs[size_t(i)]->read(), want = outs[size_t(kStages + 1 + i)]->read();
-      for (size_t k = 0; k < got.size(); ++k)
-        ASSERT_EQ(std::bit_cast<uint32_t>(got[k]), std::bit_cast<uint32_t>(want[k]))
-            << "call " << call << " output " << i << " row " << k;
-    }
-    uint32_t after[2] = {1, 1};
-    counters.download(after, sizeof(after));
-    EXPECT_EQ(after[0], 0u) << "call " << call;
-    EXPECT_EQ(after[1], 0u) << "call " << call;
-  }
-  // Against the reference: mid = W_down x, out = epilogue(W_up in(mid)).
-  expect_matvec_close(outs[0]->read(), hw[0].w, x, 1, matvec_limit(TensorType::Q8_0), "plain product");
-  for (int i = 0; i < kStages; ++i) {
-    std::vector<float> mid = ref_matmul(hw[size_t(1 + 2 * i)].w, x, 1);
-    for (float& v : mid) v = apply_in(stages[i].in, v);
-    const std::vector<float> prod = ref_matmul(hw[size_t(2 + 2 * i)].w, mid, 1);
-    std::vector<float> want(static_cast<size_t>(C));
-    for (int64_t r = 0; r < C; ++r) {
-      const float p = prod[size_t(r)], b = bias[size_t(r)];
-      want[size_t(r)] = stages[i].out == OutOp::decay     ? std::exp(-0.6065306597126334f * sigmoid(b + p))
-                        : stages[i].out == OutOp::sigmoid ? sigmoid(b + p)
-                                                          : p;
-    }
-    expect_close(outs[size_t(1 + i)]->read(), want, 1e-6, "stage " + std::to_string(i));
-  }
 }
 
 // ---- elementwise ----------------------------------------------------------------------------

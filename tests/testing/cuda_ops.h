@@ -79,7 +79,6 @@ class Guarded {
     buf_.upload(init.data(), init.size() * sizeof(float), kGuard * sizeof(float));
   }
   float* data() { return buf_.as<float>() + kGuard; }
-  void fill_nan() { buf_.fill(0xFF); }  // contents and guards as at the start
   // The contents; fails the test if a guard byte changed.
   std::vector<float> read() const {
     std::vector<uint32_t> all(n_ + 2 * kGuard);

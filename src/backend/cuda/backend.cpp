@@ -160,8 +160,6 @@ void CudaBackend::upload_weights(const ProgressFn& progress) {
     d.ffn_value = mat(w.ffn_value);
   }
   upload_sparse_ffn();
-  lora_chain_counters_ = DeviceBuffer(layers_.size() * 2 * sizeof(uint32_t));
-  lora_chain_counters_.fill(0);
   vectors_ = DeviceBuffer(host.size() * sizeof(float));
   vectors_.upload(host.data(), host.size() * sizeof(float));
   for (auto& [where, off] : fixups) *where = vectors_.as<float>() + off;

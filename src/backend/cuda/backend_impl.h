@@ -141,8 +141,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer w16_scratch_;  // else: one matrix dequantised on use
   DeviceBuffer sparse_ffn_;   // every layer's SparseFfn copy, then ffn_value_sparse's scratch
   float* sparse_scratch_ = nullptr;
-  bool sum_ln_fusion_ = true;         // the sparse sum does the next layer's attention LayerNorm
-  DeviceBuffer lora_chain_counters_;  // two zeroed words per layer (ops.h: matvec_chained)
+  bool sum_ln_fusion_ = true;  // the sparse sum does the next layer's attention LayerNorm
   size_t max_matrix_elems_ = 0;
 
   int n_slots_ = 0;

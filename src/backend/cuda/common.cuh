@@ -36,15 +36,6 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
-// A load that later loads of this thread (and, after a block barrier, of its block) cannot
-// pass: the reader's side of a counter that other blocks of the same kernel increment after
-// a __threadfence().
-__device__ __forceinline__ uint32_t ld_acquire(const uint32_t* p) {
-  uint32_t v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -199,8 +199,7 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool a
   const bool residual = l > 0;
   if (R <= kMatvecMaxRows) {
     // Projections and the first LoRA stages in one launch, the second stages (with
-    // tanh/sigmoid and the decay/sigmoid epilogues folded in) in another, or for one row in
-    // the same launch.
+    // tanh/sigmoid and the decay/sigmoid epilogues folded in) in another.
     const OutOp st = OutOp::store;
     const InOp no = InOp::none;
     std::vector<MatvecJob> first{job(L.wr, xr, C, s.r, C, st, nullptr, no, &lerp.out_q[0]),
@@ -210,17 +209,12 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool a
                                  job(L.a1, xa, C, s.a_lo, D),
                                  job(L.g1, xg, C, s.g_lo, D)};
     if (residual) first.push_back(job(L.v1, xv, C, s.v_lo, D, st, nullptr, no, &lerp.out_q[3]));
+    matvec(first.data(), int(first.size()), R, stream_);
     std::vector<MatvecJob> second{job(L.w2, s.w_lo, D, s.decay, C, OutOp::decay, L.w0, InOp::tanh),
                                   job(L.a2, s.a_lo, D, s.a, C, OutOp::sigmoid, L.a0),
                                   job(L.g2, s.g_lo, D, s.g, C, OutOp::store, nullptr, InOp::sigmoid)};
     if (residual) second.push_back(job(L.v2, s.v_lo, D, s.nu, C, OutOp::sigmoid, L.v0));
-    if (R == 1) {  // one row: the second stages chained into the first stages' launch
-      matvec_chained(first.data(), int(first.size()), second.data(), int(second.size()),
-                     lora_chain_counters_.as<uint32_t>() + 2 * l, stream_);
-    } else {
-      matvec(first.data(), int(first.size()), R, stream_);
-      matvec(second.data(), int(second.size()), R, stream_);
-    }
+    matvec(second.data(), int(second.size()), R, stream_);
   } else {
     // The lerped inputs come in f16 from ln_shift_lerp (s.mix16). The f16 copies of the
     // v, r, k matrices lie equally spaced where they are shadows (prepare_gemm): one

@@ -2,9 +2,6 @@
 // instantiation (matvec_kernel.cuh) runs a launch.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <optional>
-#include <string>
 
 #include "backend/cuda/matvec_kernel.cuh"
 
@@ -179,72 +176,6 @@ QuantX from_row(QuantX q, int t) {
   return q;
 }
 
-// One launch of jobs that share a kernel instantiation (kernel type `ty`, the float types
-// aside) and fit its shared memory (`smem` bytes per block, from job_smem). roles: null for
-// a plain launch; a chained launch lists its feeders first, then its chained jobs (T = 1).
-void launch_jobs(const MatvecJob* now, int n_now, int T, TensorType ty, size_t smem, const Role* roles,
-                 uint32_t* counters, Stream stream) {
-  Batch batch{};
-  batch.n_jobs = n_now;
-  batch.T = T;
-  batch.counters = counters;
-  int tprs[kMatvecMaxJobs], blocks = 0;
-  for (int i = 0; i < n_now; ++i) {
-    tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T));
-    blocks += int((now[i].W.rows + kThreads / tprs[i] - 1) / (kThreads / tprs[i]));
-  }
-  // Launches of at least two full waves of 256-thread blocks take blocks of 128 (four per
-  // SM): blocks retire, and the next kernel's start, at a finer grain. H100, against 256
-  // everywhere: 2.9B Q8_0 +1.3%, Q4_K +2%, F16 and 0.1B unchanged; 128 everywhere lost 4%
-  // at 0.1B and 1% at 2.9B F16 (NOTES.md runs 77, 85).
-  batch.threads = blocks >= 4 * device_sms() ? kThreads / 2 : kThreads;
-  blocks = 0;
-  for (int i = 0; i < n_now; ++i) {
-    batch.jobs[i].job = now[i];
-    batch.jobs[i].tpr = tprs[i];
-    batch.jobs[i].block_begin = blocks;
-    batch.jobs[i].role = roles ? roles[i] : Role::plain;
-    const int64_t rows_per_block = batch.threads / tprs[i];
-    const int job_blocks = int((now[i].W.rows + rows_per_block - 1) / rows_per_block);
-    if (batch.jobs[i].role == Role::feeder) batch.feeder_blocks += job_blocks;
-    if (batch.jobs[i].role == Role::chained) batch.chained_blocks += job_blocks;
-    blocks += job_blocks;
-  }
-  smem = (smem + 15) / 16 * 16;
-  // The warp sums of two-warp rows, only where a job needs them (TM floats per warp).
-  const size_t tm = T == 1 ? 1 : 4;
-  batch.red_smem = int(smem);
-  if (std::any_of(batch.jobs, batch.jobs + n_now, [](const JobDev& d) { return d.tpr > 32; }))
-    smem += tm * size_t(batch.threads / 32) * sizeof(float);
-  // Launches with float jobs beside a quantised type take the kernel with their paths.
-  const bool floats = ty != TensorType::F16 && std::any_of(now, now + n_now, [](const MatvecJob& j) {
-                        return kernel_type(j.W.type) == TensorType::F16;
-                      });
-  const bool aligned = std::all_of(now, now + n_now, x_aligned);
-  if (T == 1 && floats) {
-    launch_tm<1, true>(ty, aligned, batch, blocks, smem, stream);
-  } else if (T == 1) {
-    launch_tm<1, false>(ty, aligned, batch, blocks, smem, stream);
-  } else if (floats) {
-    launch_tm<4, true>(ty, aligned, batch, blocks, smem, stream);
-  } else {
-    launch_tm<4, false>(ty, aligned, batch, blocks, smem, stream);
-  }
-}
-
-// The kernel type of a launch of these jobs: the one non-float type among them (F16 where
-// all are float), or nullopt where they need two instantiations.
-std::optional<TensorType> launch_type(const MatvecJob* jobs, int n) {
-  TensorType ty = TensorType::F16;
-  for (int i = 0; i < n; ++i) {
-    const TensorType k = kernel_type(jobs[i].W.type);
-    if (k == TensorType::F16 || k == ty) continue;
-    if (ty != TensorType::F16) return std::nullopt;
-    ty = k;
-  }
-  return ty;
-}
-
 }  // namespace
 
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
@@ -281,47 +212,49 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     matvec(now, n_now, T1, stream);
     matvec(second, n_now, T - T1, stream);
   } else {
-    launch_jobs(now, n_now, T, ty, smem, nullptr, nullptr, stream);
+    Batch batch{};
+    batch.n_jobs = n_now;
+    batch.T = T;
+    int tprs[kMatvecMaxJobs], blocks = 0;
+    for (int i = 0; i < n_now; ++i) {
+      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T));
+      blocks += int((now[i].W.rows + kThreads / tprs[i] - 1) / (kThreads / tprs[i]));
+    }
+    // Launches of at least two full waves of 256-thread blocks take blocks of 128 (four per
+    // SM): blocks retire, and the next kernel's start, at a finer grain. H100, against 256
+    // everywhere: 2.9B Q8_0 +1.3%, Q4_K +2%, F16 and 0.1B unchanged; 128 everywhere lost 4%
+    // at 0.1B and 1% at 2.9B F16 (NOTES.md runs 77, 85).
+    batch.threads = blocks >= 4 * device_sms() ? kThreads / 2 : kThreads;
+    blocks = 0;
+    for (int i = 0; i < n_now; ++i) {
+      batch.jobs[i].job = now[i];
+      batch.jobs[i].tpr = tprs[i];
+      batch.jobs[i].block_begin = blocks;
+      const int64_t rows_per_block = batch.threads / tprs[i];
+      blocks += int((now[i].W.rows + rows_per_block - 1) / rows_per_block);
+    }
+    smem = (smem + 15) / 16 * 16;
+    // The warp sums of two-warp rows, only where a job needs them (TM floats per warp).
+    const size_t tm = T == 1 ? 1 : 4;
+    batch.red_smem = int(smem);
+    if (std::any_of(batch.jobs, batch.jobs + n_now, [](const JobDev& d) { return d.tpr > 32; }))
+      smem += tm * size_t(batch.threads / 32) * sizeof(float);
+    // Launches with float jobs beside a quantised type take the kernel with their paths.
+    const bool floats = ty != TensorType::F16 && std::any_of(now, now + n_now, [](const MatvecJob& j) {
+                          return kernel_type(j.W.type) == TensorType::F16;
+                        });
+    const bool aligned = std::all_of(now, now + n_now, x_aligned);
+    if (T == 1 && floats) {
+      launch_tm<1, true>(ty, aligned, batch, blocks, smem, stream);
+    } else if (T == 1) {
+      launch_tm<1, false>(ty, aligned, batch, blocks, smem, stream);
+    } else if (floats) {
+      launch_tm<4, true>(ty, aligned, batch, blocks, smem, stream);
+    } else {
+      launch_tm<4, false>(ty, aligned, batch, blocks, smem, stream);
+    }
   }
   if (n_later > 0) matvec(later, n_later, T, stream);
-}
-
-void matvec_chained(const MatvecJob* first, int n_first, const MatvecJob* second, int n_second, uint32_t* counters,
-                    Stream stream) {
-  static const bool enabled = [] {
-    const char* env = std::getenv("RWKV_CUDA_LORA_CHAIN");
-    return !(env && std::string(env) == "0");
-  }();
-  const auto two_launches = [&] {
-    matvec(first, n_first, 1, stream);
-    matvec(second, n_second, 1, stream);
-  };
-  const int n = n_first + n_second;
-  if (!enabled || n_first < 1 || n_second < 1 || n > kMatvecMaxJobs) return two_launches();
-  // Grid order: feeders, chained jobs, the other first-stage jobs. Every chained job must
-  // read a feeder's output, and no first-stage job a chained job's.
-  MatvecJob all[kMatvecMaxJobs];
-  Role roles[kMatvecMaxJobs];
-  int k = 0;
-  const auto feeds = [&](const MatvecJob& f) {
-    return std::any_of(second, second + n_second, [&](const MatvecJob& c) { return c.x == f.y; });
-  };
-  for (int i = 0; i < n_first; ++i)
-    if (feeds(first[i])) all[k] = first[i], roles[k++] = Role::feeder;
-  const int n_feeders = k;
-  for (int i = 0; i < n_second; ++i) {
-    if (!std::any_of(all, all + n_feeders, [&](const MatvecJob& f) { return f.y == second[i].x; }))
-      return two_launches();
-    all[k] = second[i], roles[k++] = Role::chained;
-  }
-  for (int i = 0; i < n_first; ++i)
-    if (!feeds(first[i])) all[k] = first[i], roles[k++] = Role::plain;
-  const std::optional<TensorType> ty = launch_type(all, n);
-  if (!ty) return two_launches();
-  size_t smem = 0;
-  for (int i = 0; i < n; ++i) smem = std::max(smem, job_smem(all[i], 1));
-  if (smem > kMaxSmem) return two_launches();
-  launch_jobs(all, n, 1, *ty, smem, roles, counters, stream);
 }
 
 }  // namespace rwkv::cuda

@@ -19,13 +19,10 @@ constexpr int kThreads = 256;
 constexpr int kMaxRowsPerLaunch = 4;  // TM of the widest instantiation
 constexpr int kMaxTpr = 64;           // threads per row (quantised types); two warps meet in shared memory
 
-// A job's part in a chained launch (ops.h: matvec_chained).
-enum class Role : int { plain = 0, feeder = 1, chained = 2 };
 struct JobDev {
   MatvecJob job;
   int tpr;          // threads per output row (power of two <= kMaxTpr)
   int block_begin;  // first block of this job in the grid
-  Role role;
 };
 struct Batch {
   JobDev jobs[kMatvecMaxJobs];
@@ -36,35 +33,7 @@ struct Batch {
   // rows wider than a warp (tpr > 32), reserved only in launches with such jobs (shared
   // memory the kernel does not need costs L1 capacity, and the products read x through L1).
   int red_smem;
-  // Chained launches: counters[0] counts feeder blocks done, counters[1] chained blocks past
-  // the wait; feeder_blocks and chained_blocks of each.
-  uint32_t* counters;
-  int feeder_blocks, chained_blocks;
 };
-
-// A chained job's block, after the PDL wait: waits until every feeder block is done. The
-// feeders' outputs are then read like any input: no block of this kernel reads them before
-// this point, so no SM holds a stale L1 line of them. The last chained block past the wait
-// resets both counters for the next launch (every feeder has counted by then).
-__device__ __forceinline__ void wait_for_feeders(const Batch& batch) {
-  if (threadIdx.x == 0) {
-    while (ld_acquire(batch.counters) < uint32_t(batch.feeder_blocks)) {
-    }
-    if (atomicAdd(batch.counters + 1, 1u) == uint32_t(batch.chained_blocks - 1)) {
-      batch.counters[0] = 0;
-      batch.counters[1] = 0;
-    }
-  }
-  __syncthreads();
-}
-// A feeder block, after its last store: counts itself done.
-__device__ __forceinline__ void signal_feeder_done(const Batch& batch) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(batch.counters, 1u);
-  }
-}
 
 constexpr int kStageBatch = 8;                 // float4 loads in flight per thread while staging
 constexpr size_t kFloatStageBytes = 64 << 10;  // float weights with an input transform: staged x
@@ -177,10 +146,8 @@ constexpr int kRoundItems = TM == 1 ? Item<TY>::kUnroll : (Item<TY>::kUnroll + 1
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 // warp_sums: [threads / 32][TM] floats of shared memory for rows wider than a warp.
-// gate: a chained job's launch (wait_for_feeders after the PDL wait; TM = 1 only), else null.
 template <TensorType TY, int TM, bool kAlignedX = false>
-__device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums,
-                                        const Batch* gate) {
+__device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
   constexpr int U = kRoundItems<TY, TM>;
   const MatvecJob& job = jd.job;
@@ -209,9 +176,6 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 
   pdl_wait();
   pdl_trigger();
-  if constexpr (TM == 1) {  // chained launches have one activation row
-    if (gate) wait_for_feeders(*gate);
-  }
   XQ xq[2] = {};
   const float* xf = job.x + t0 * job.x_stride;  // float weights: fp32 activations, row t at xf + t * xf_stride
   int64_t xf_stride = job.x_stride;
@@ -289,22 +253,18 @@ __global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_consta
   const int blk = int(blockIdx.x) - jd.block_begin;
   const TensorType type = jd.job.W.type;
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
-  const Batch* gate = jd.role == Role::chained ? &batch : nullptr;
-  const bool feeder = TM == 1 && jd.role == Role::feeder;
   if constexpr (TY != TensorType::F16) {
     if (type == TY || !kFloat) {
-      run_job<TY, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums, gate);
-      if (feeder) signal_feeder_done(batch);
+      run_job<TY, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
       return;
     }
   }
   if constexpr (kFloat) {
     if (type == TensorType::F32) {
-      run_job<TensorType::F32, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums, gate);
+      run_job<TensorType::F32, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     } else {
-      run_job<TensorType::F16, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums, gate);
+      run_job<TensorType::F16, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     }
-    if (feeder) signal_feeder_done(batch);
   }
 }
 

@@ -101,24 +101,13 @@ struct MatvecJob {
   InOp in_op = InOp::none;
   OutOp out_op = OutOp::store;
 };
-constexpr int kMatvecMaxJobs = 12;
+constexpr int kMatvecMaxJobs = 8;
 constexpr int kMatvecMaxRows = 8;
 // Runs up to kMatvecMaxJobs products in one launch, each for the same T <= kMatvecMaxRows
 // activation rows. A block takes up to four rows (more rows: groups of four along the grid's
 // y, sharing weight bytes through L2); quantised weights take int8-quantised x (per 32,
 // like Q8_0), float weights fp32 x.
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream);
-// One activation row: the `second` products, whose inputs are outputs of some of the
-// `first` ones (the feeders: jobs whose y is a second job's x), in the same launch as the
-// first (the attention's LoRA up-projections beside r, k, v and the LoRA down-projections:
-// one launch fewer per layer). The feeders' blocks come first in the grid and count
-// themselves done on counters[0]; the second stage's blocks, next, request their first
-// weights, then wait for that count; the last of them sets counters[0..1] back to zero.
-// `counters`: two zeroed words per call site, used by one stream. Falls back to two launches
-// where the jobs do not fit one (more than kMatvecMaxJobs, weight types needing two
-// instantiations) or RWKV_CUDA_LORA_CHAIN=0.
-void matvec_chained(const MatvecJob* first, int n_first, const MatvecJob* second, int n_second, uint32_t* counters,
-                    Stream stream);
 
 // ---- ReLU^2-sparse FFN value product (decode, one row; ffn_sparse.cu) ------------------------
 

@@ -79,6 +79,11 @@ __device__ __forceinline__ float consumer_sum(float v, float* red) {
   for (int w = 0; w < kConsumerWarps; ++w) total += red[w];
   return total;
 }
+__device__ __forceinline__ uint32_t ld_acquire(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
 // Waits until every block has finished stage `flag`; afterwards the consumers read what
 // other blocks wrote (through L2: ld.global.cg, never a stale L1 line).
 __device__ __forceinline__ void wait_stage(const uint32_t* flag, uint32_t blocks) {
