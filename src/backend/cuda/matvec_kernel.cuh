@@ -235,6 +235,14 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   }
 }
 
+// Resident 256-thread blocks per SM the register allocation must allow. The one-row F16 and
+// BF16 kernels take three (80 registers: their ten 16-byte items fit; the F32 path of the
+// LoRA jobs spills a little): a third block keeps loads in flight while the others compute,
+// H100 2.9B F16 decode +3.8%, BF16 +2.8%, 0.1B F16 +5.5% (NOTES.md run 101). The quantised
+// kernels spill 70-670 bytes at three, and four would spill the F16 ones: two.
+template <TensorType TY, int TM>
+constexpr int kMinBlocks = TM == 1 && (TY == TensorType::F16 || TY == TensorType::BF16) ? 3 : 2;
+
 // One instantiation per quantised type TY (or F16 for float-only launches, always with
 // kFloat) and row count TM; with kFloat, besides TY it runs the float types of the LoRA
 // matrices (F32, F16). One type per kernel keeps the register allocation of the other types'
@@ -242,7 +250,7 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 // kAlignedX (F16 and BF16 kernels): every job's x rows are 16-byte aligned and its cols a
 // multiple of 8, as the host checked (H100 2.9B F16 decode +6%: NOTES.md runs 70, 73).
 template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false>
-__global__ void __launch_bounds__(kThreads, 2) matvec_kernel(const __grid_constant__ Batch batch) {
+__global__ void __launch_bounds__(kThreads, (kMinBlocks<TY, TM>)) matvec_kernel(const __grid_constant__ Batch batch) {
   static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
   static_assert(!kAlignedX || TY == TensorType::F16 || TY == TensorType::BF16, "aligned x only for float weights");
   extern __shared__ __align__(16) uint8_t smem[];
