@@ -27,11 +27,13 @@ namespace {
 
 using namespace matvec_detail;
 
-// Items a thread of a launch with T activation rows requests in one memory round.
-int round_items(TensorType type, int T) {
+// Items a thread of a launch with T activation rows requests in one memory round, in the
+// kernel instantiation of type `kernel`.
+int round_items(TensorType type, int T, TensorType kernel) {
+  const bool three = T == 1 && three_blocks(kernel);
 #define RWKV_ROUND(TY) \
   case TY:             \
-    return T == 1 ? kRoundItems<TY, 1> : kRoundItems<TY, 4>;
+    return T != 1 ? kRoundItems<TY, 4, false> : three ? kRoundItems<TY, 1, true> : kRoundItems<TY, 1, false>;
   switch (type) {
     RWKV_ROUND(TensorType::F32)
     RWKV_ROUND(TensorType::F16)
@@ -217,7 +219,7 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     batch.T = T;
     int tprs[kMatvecMaxJobs], blocks = 0;
     for (int i = 0; i < n_now; ++i) {
-      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T));
+      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T, ty));
       blocks += int((now[i].W.rows + kThreads / tprs[i] - 1) / (kThreads / tprs[i]));
     }
     // Launches of at least two full waves of 256-thread blocks take blocks of 128 (four per

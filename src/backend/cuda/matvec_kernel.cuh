@@ -140,16 +140,31 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
   }
 }
 
-// Items a thread requests in one memory round: fewer with more rows (more accumulators).
-template <TensorType TY, int TM>
-constexpr int kRoundItems = TM == 1 ? Item<TY>::kUnroll : (Item<TY>::kUnroll + 1) / 2;
+// Whether the one-row kernel of type KT (the launch's instantiation: F16 for float-only
+// launches) is built for three resident 256-thread blocks per SM instead of two: 80
+// registers instead of 117. A block loads its one round of items, then computes with nothing
+// in flight; a third block keeps the SM's loads going. Only the F16 and BF16 kernels: the
+// quantised ones spill at 80 registers, and with fewer items per thread to fit they lost
+// (2.9B Q8_0 -4.8%); four blocks would spill the F16 one (NOTES.md runs 101, 102).
+constexpr bool three_blocks(TensorType kt) { return kt == TensorType::F16 || kt == TensorType::BF16; }
+template <TensorType KT, int TM>
+constexpr int kMinBlocks = TM == 1 && three_blocks(KT) ? 3 : 2;
+
+// Items a thread requests in one memory round: fewer with more rows (more accumulators);
+// F32 items (32 bytes, the LoRA jobs beside 16-bit weights) five instead of eight in the
+// three-block kernels, whose registers eight would spill.
+template <TensorType TY, int TM, bool kThreeBlocks>
+constexpr int kRoundItems = TM != 1                                ? (Item<TY>::kUnroll + 1) / 2
+                            : TY == TensorType::F32&& kThreeBlocks ? 5
+                                                                   : Item<TY>::kUnroll;
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 // warp_sums: [threads / 32][TM] floats of shared memory for rows wider than a warp.
-template <TensorType TY, int TM, bool kAlignedX = false>
+// kThreeBlocks: the kernel's three_blocks (kRoundItems).
+template <TensorType TY, int TM, bool kThreeBlocks, bool kAlignedX = false>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
-  constexpr int U = kRoundItems<TY, TM>;
+  constexpr int U = kRoundItems<TY, TM, kThreeBlocks>;
   const MatvecJob& job = jd.job;
   const int tpr = jd.tpr;
   const int g_lane = threadIdx.x & (tpr - 1);
@@ -235,14 +250,6 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   }
 }
 
-// Resident 256-thread blocks per SM the register allocation must allow. The one-row F16 and
-// BF16 kernels take three (80 registers: their ten 16-byte items fit; the F32 path of the
-// LoRA jobs spills a little): a third block keeps loads in flight while the others compute,
-// H100 2.9B F16 decode +3.8%, BF16 +2.8%, 0.1B F16 +5.5% (NOTES.md run 101). The quantised
-// kernels spill 70-670 bytes at three, and four would spill the F16 ones: two.
-template <TensorType TY, int TM>
-constexpr int kMinBlocks = TM == 1 && (TY == TensorType::F16 || TY == TensorType::BF16) ? 3 : 2;
-
 // One instantiation per quantised type TY (or F16 for float-only launches, always with
 // kFloat) and row count TM; with kFloat, besides TY it runs the float types of the LoRA
 // matrices (F32, F16). One type per kernel keeps the register allocation of the other types'
@@ -251,6 +258,7 @@ constexpr int kMinBlocks = TM == 1 && (TY == TensorType::F16 || TY == TensorType
 // multiple of 8, as the host checked (H100 2.9B F16 decode +6%: NOTES.md runs 70, 73).
 template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false>
 __global__ void __launch_bounds__(kThreads, (kMinBlocks<TY, TM>)) matvec_kernel(const __grid_constant__ Batch batch) {
+  constexpr bool kThree = kMinBlocks<TY, TM> == 3;
   static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
   static_assert(!kAlignedX || TY == TensorType::F16 || TY == TensorType::BF16, "aligned x only for float weights");
   extern __shared__ __align__(16) uint8_t smem[];
@@ -263,15 +271,15 @@ __global__ void __launch_bounds__(kThreads, (kMinBlocks<TY, TM>)) matvec_kernel(
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
     if (type == TY || !kFloat) {
-      run_job<TY, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TY, TM, kThree, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
       return;
     }
   }
   if constexpr (kFloat) {
     if (type == TensorType::F32) {
-      run_job<TensorType::F32, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F32, TM, kThree, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     } else {
-      run_job<TensorType::F16, TM, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F16, TM, kThree, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     }
   }
 }
