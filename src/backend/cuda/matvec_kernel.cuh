@@ -151,12 +151,16 @@ template <TensorType KT, int TM>
 constexpr int kMinBlocks = TM == 1 && three_blocks(KT) ? 3 : 2;
 
 // Items a thread requests in one memory round: fewer with more rows (more accumulators);
-// F32 items (32 bytes, the LoRA jobs beside 16-bit weights) five instead of eight in the
-// three-block kernels, whose registers eight would spill.
+// F32 items (32 bytes, the LoRA jobs beside 16-bit weights) six instead of eight in the
+// three-block kernels, whose registers eight spill (NOTES.md run 102).
 template <TensorType TY, int TM, bool kThreeBlocks>
-constexpr int kRoundItems = TM != 1                                ? (Item<TY>::kUnroll + 1) / 2
-                            : TY == TensorType::F32&& kThreeBlocks ? 5
-                                                                   : Item<TY>::kUnroll;
+constexpr int round_items_of() {
+  if (TM != 1) return (Item<TY>::kUnroll + 1) / 2;
+  if (TY == TensorType::F32 && kThreeBlocks) return 6;
+  return Item<TY>::kUnroll;
+}
+template <TensorType TY, int TM, bool kThreeBlocks>
+constexpr int kRoundItems = round_items_of<TY, TM, kThreeBlocks>();
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 // warp_sums: [threads / 32][TM] floats of shared memory for rows wider than a warp.
