@@ -30,10 +30,10 @@ using namespace matvec_detail;
 // Items a thread of a launch with T activation rows requests in one memory round, in the
 // kernel instantiation of type `kernel`.
 int round_items(TensorType type, int T, TensorType kernel) {
-  const bool three = T == 1 && three_blocks(kernel);
+  const bool many = T == 1 && many_blocks(kernel);
 #define RWKV_ROUND(TY) \
   case TY:             \
-    return T != 1 ? kRoundItems<TY, 4, false> : three ? kRoundItems<TY, 1, true> : kRoundItems<TY, 1, false>;
+    return T != 1 ? kRoundItems<TY, 4, false> : many ? kRoundItems<TY, 1, true> : kRoundItems<TY, 1, false>;
   switch (type) {
     RWKV_ROUND(TensorType::F32)
     RWKV_ROUND(TensorType::F16)
@@ -59,14 +59,15 @@ int round_items(TensorType type, int T, TensorType kernel) {
 // Q5_K and Q6_K rows of 40 items took two or three rounds at 8 threads; one or two at 16:
 // +11-14%, NOTES.md run 51; one round at 32 threads, with 60% idle slots, was slower).
 // Then few idle lanes, then wide groups (coalescing, and smaller blocks: a block's bytes set
-// the grid's tail). Rows over two warps only for quantised types: 2.9B Q8_0 decode +3%,
-// F16 -3.5% (run 47).
-int choose_tpr(TensorType type, int64_t items, int per_round) {
+// the grid's tail). Rows over two warps for quantised types (2.9B Q8_0 decode +3%, run 47)
+// and in the four-block one-row F16/BF16 kernels (two_warps: five items a thread; run 103),
+// not in the other float kernels (2.9B F16 -3.5% at two blocks per SM, run 47).
+int choose_tpr(TensorType type, int64_t items, int per_round, bool two_warps) {
   int best = 1;
   bool best_idle = true;  // more than a quarter of the item slots idle
   int64_t best_rounds = INT64_MAX;
   double best_cost = 1e30;
-  for (int t = type_info(type).block_size > 1 ? kMaxTpr : 32; t >= 1; t /= 2) {
+  for (int t = type_info(type).block_size > 1 || two_warps ? kMaxTpr : 32; t >= 1; t /= 2) {
     const int64_t per_thread = (items + t - 1) / t;
     const int64_t rounds = (per_thread + per_round - 1) / per_round;
     const double waste = double(per_thread * t - items) / double(items);
@@ -219,7 +220,7 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     batch.T = T;
     int tprs[kMatvecMaxJobs], blocks = 0;
     for (int i = 0; i < n_now; ++i) {
-      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T, ty));
+      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T, ty), T == 1 && many_blocks(ty));
       blocks += int((now[i].W.rows + kThreads / tprs[i] - 1) / (kThreads / tprs[i]));
     }
     // Launches of at least two full waves of 256-thread blocks take blocks of 128 (four per

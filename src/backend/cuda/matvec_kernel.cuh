@@ -141,34 +141,36 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
 }
 
 // Whether the one-row kernel of type KT (the launch's instantiation: F16 for float-only
-// launches) is built for three resident 256-thread blocks per SM instead of two: 80
+// launches) is built for four resident 256-thread blocks per SM instead of two: 64
 // registers instead of 117. A block loads its one round of items, then computes with nothing
-// in flight; a third block keeps the SM's loads going. Only the F16 and BF16 kernels: the
-// quantised ones spill at 80 registers, and with fewer items per thread to fit they lost
-// (2.9B Q8_0 -4.8%); four blocks would spill the F16 one (NOTES.md runs 101, 102).
-constexpr bool three_blocks(TensorType kt) { return kt == TensorType::F16 || kt == TensorType::BF16; }
+// in flight; more blocks keep the SM's loads going. Only the F16 and BF16 kernels: the
+// quantised ones spill at 80 registers, and with fewer items per thread to fit three blocks
+// Q8_0 lost 4.8% (NOTES.md runs 101-103).
+constexpr bool many_blocks(TensorType kt) { return kt == TensorType::F16 || kt == TensorType::BF16; }
 template <TensorType KT, int TM>
-constexpr int kMinBlocks = TM == 1 && three_blocks(KT) ? 3 : 2;
+constexpr int kMinBlocks = TM == 1 && many_blocks(KT) ? 4 : 2;
 
-// Items a thread requests in one memory round: fewer with more rows (more accumulators);
-// F32 items (32 bytes, the LoRA jobs beside 16-bit weights) six instead of eight in the
-// three-block kernels, whose registers eight spill (NOTES.md run 102).
-template <TensorType TY, int TM, bool kThreeBlocks>
+// Items a thread requests in one memory round: fewer with more rows (more accumulators). In
+// the four-block kernels (kManyBlocks) five 16-bit items (a 2,560-column row then takes two
+// warps, one round) and three F32 items (the LoRA jobs beside 16-bit weights): more would
+// spill their 64 registers.
+template <TensorType TY, int TM, bool kManyBlocks>
 constexpr int round_items_of() {
   if (TM != 1) return (Item<TY>::kUnroll + 1) / 2;
-  if (TY == TensorType::F32 && kThreeBlocks) return 6;
+  if (TY == TensorType::F32 && kManyBlocks) return 3;
+  if ((TY == TensorType::F16 || TY == TensorType::BF16) && kManyBlocks) return 5;
   return Item<TY>::kUnroll;
 }
-template <TensorType TY, int TM, bool kThreeBlocks>
-constexpr int kRoundItems = round_items_of<TY, TM, kThreeBlocks>();
+template <TensorType TY, int TM, bool kManyBlocks>
+constexpr int kRoundItems = round_items_of<TY, TM, kManyBlocks>();
 
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 // warp_sums: [threads / 32][TM] floats of shared memory for rows wider than a warp.
-// kThreeBlocks: the kernel's three_blocks (kRoundItems).
-template <TensorType TY, int TM, bool kThreeBlocks, bool kAlignedX = false>
+// kManyBlocks: the kernel's many_blocks (kRoundItems).
+template <TensorType TY, int TM, bool kManyBlocks, bool kAlignedX = false>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
-  constexpr int U = kRoundItems<TY, TM, kThreeBlocks>;
+  constexpr int U = kRoundItems<TY, TM, kManyBlocks>;
   const MatvecJob& job = jd.job;
   const int tpr = jd.tpr;
   const int g_lane = threadIdx.x & (tpr - 1);
@@ -262,7 +264,7 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 // multiple of 8, as the host checked (H100 2.9B F16 decode +6%: NOTES.md runs 70, 73).
 template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false>
 __global__ void __launch_bounds__(kThreads, (kMinBlocks<TY, TM>)) matvec_kernel(const __grid_constant__ Batch batch) {
-  constexpr bool kThree = kMinBlocks<TY, TM> == 3;
+  constexpr bool kMany = kMinBlocks<TY, TM> == 4;
   static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
   static_assert(!kAlignedX || TY == TensorType::F16 || TY == TensorType::BF16, "aligned x only for float weights");
   extern __shared__ __align__(16) uint8_t smem[];
@@ -275,15 +277,15 @@ __global__ void __launch_bounds__(kThreads, (kMinBlocks<TY, TM>)) matvec_kernel(
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
     if (type == TY || !kFloat) {
-      run_job<TY, TM, kThree, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TY, TM, kMany, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
       return;
     }
   }
   if constexpr (kFloat) {
     if (type == TensorType::F32) {
-      run_job<TensorType::F32, TM, kThree, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F32, TM, kMany, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     } else {
-      run_job<TensorType::F16, TM, kThree, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F16, TM, kMany, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     }
   }
 }
