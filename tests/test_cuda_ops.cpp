@@ -417,7 +417,7 @@ void check_multi_job(int T) {
 
 TEST(CudaOps, MatvecMultiJobWithTransformsAndEpilogues) {
   REQUIRE_GPU();
-  for (const int T : {3, 7}) check_multi_job(T);
+  for (const int T : {1, 3, 7}) check_multi_job(T);  // 1: the one-row kernels
 }
 
 // ---- elementwise ----------------------------------------------------------------------------

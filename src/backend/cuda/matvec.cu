@@ -27,10 +27,9 @@ namespace {
 
 using namespace matvec_detail;
 
-// Items a thread of a launch with T activation rows requests in one memory round, in the
-// kernel instantiation of type `kernel`.
-int round_items(TensorType type, int T, TensorType kernel) {
-  const bool many = T == 1 && many_blocks(kernel);
+// Items a thread of a launch with T activation rows requests in one memory round; many: a
+// one-row launch of a four-block kernel (many_blocks).
+int round_items(TensorType type, int T, bool many) {
 #define RWKV_ROUND(TY) \
   case TY:             \
     return T != 1 ? kRoundItems<TY, 4, false> : many ? kRoundItems<TY, 1, true> : kRoundItems<TY, 1, false>;
@@ -218,9 +217,10 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     Batch batch{};
     batch.n_jobs = n_now;
     batch.T = T;
+    const bool many = T == 1 && many_blocks(ty);
     int tprs[kMatvecMaxJobs], blocks = 0;
     for (int i = 0; i < n_now; ++i) {
-      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T, ty), T == 1 && many_blocks(ty));
+      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T, many), many);
       blocks += int((now[i].W.rows + kThreads / tprs[i] - 1) / (kThreads / tprs[i]));
     }
     // Launches of at least two full waves of 256-thread blocks take blocks of 128 (four per
