@@ -221,6 +221,29 @@ TEST(CudaOps, SparseFfnValueMatchesDense) {
   }
 }
 
+// The ShiftLerpArgs fields both LayerNorm + lerp tests share: the batch's rows from h, the
+// LayerNorm (eps 1e-5), n_mix lerps with one fp32 output each (made in outs), the shift
+// vector at offset C of each state slot of `stride` floats.
+ShiftLerpArgs lerp_args(const DeviceBatch& batch, float* h, int C, Guarded& ln_w, Guarded& ln_b, Guarded& mix,
+                        int n_mix, Guarded& state, size_t stride, std::vector<std::unique_ptr<Guarded>>& outs) {
+  ShiftLerpArgs a;
+  a.batch = batch.bd;
+  a.h = h;
+  a.C = C;
+  a.ln_w = ln_w.data();
+  a.ln_b = ln_b.data();
+  a.eps = 1e-5f;
+  a.mix = mix.data();
+  a.n_mix = n_mix;
+  for (int m = 0; m < n_mix; ++m) {
+    outs.push_back(std::make_unique<Guarded>(size_t(batch.bd.R) * C));
+    a.out[m] = outs.back()->data();
+  }
+  a.shift = state.data() + C;
+  a.state_stride = stride;
+  return a;
+}
+
 // The sparse product's sum with the next layer's LayerNorm, token shift and lerps in the same
 // launch (one cluster: 6 blocks of 32 channels at 192, 8 of 96 at 768, 8 of 320 at 2560):
 // y, the LayerNorm, all six lerps (two also quantised) and the shift state of the row's slot
@@ -242,21 +265,8 @@ TEST(CudaOps, SparseFfnSumWithLayerNorm) {
     Guarded dh(h), dy(y0), dw_ln(w), db(b), dmix(mix), dstate(state), xln(static_cast<size_t>(C));
     std::vector<std::unique_ptr<Guarded>> outs;
     DeviceQuantX q0(1, C), q3(1, C);
-    ShiftLerpArgs a;
-    a.batch = batch.bd;
-    a.h = dy.data();
-    a.C = C;
-    a.ln_w = dw_ln.data();
-    a.ln_b = db.data();
-    a.mix = dmix.data();
-    a.n_mix = 6;
-    for (int m = 0; m < 6; ++m) {
-      outs.push_back(std::make_unique<Guarded>(size_t(C)));
-      a.out[m] = outs.back()->data();
-    }
+    ShiftLerpArgs a = lerp_args(batch, dy.data(), C, dw_ln, db, dmix, 6, dstate, stride, outs);
     a.xln = xln.data();
-    a.shift = dstate.data() + C;
-    a.state_stride = stride;
     a.out_q[0] = q0.q;
     a.out_q[3] = q3.q;
     ffn_value_sparse(sparse.view, dh.data(), dy.data(), sparse.scratch.as<float>(), nullptr, false, &a);
@@ -563,23 +573,10 @@ void run_ln_shift_lerp(int C, const std::vector<int>& lens, const std::vector<in
     Guarded dh(h), dw(w), db(b), dmix(mix), dstate(state), xln(size_t(R * C));
     std::vector<std::unique_ptr<Guarded>> outs;
     DeviceQuantX q0(R, C), q2(R, C);
-    ShiftLerpArgs a;
-    a.batch = batch.bd;
-    a.h = dh.data();
-    a.C = C;
-    a.ln_w = dw.data();
-    a.ln_b = db.data();
-    a.eps = 1e-5f;
-    a.mix = dmix.data();
-    a.n_mix = n_mix;
+    ShiftLerpArgs a = lerp_args(batch, dh.data(), C, dw, db, dmix, n_mix, dstate, stride, outs);
     // Lerp 1 of six only in f16, as the GEMM path asks; no xln with one lerp.
-    for (int m = 0; m < n_mix; ++m) {
-      outs.push_back(std::make_unique<Guarded>(size_t(R * C)));
-      a.out[m] = n_mix > 1 && m == 1 ? nullptr : outs.back()->data();
-    }
+    if (n_mix > 1) a.out[1] = nullptr;
     a.xln = n_mix > 1 ? xln.data() : nullptr;
-    a.shift = dstate.data() + C;  // shift vector at offset C within a slot
-    a.state_stride = stride;
     a.out_q[0] = q0.q;
     if (n_mix > 2) a.out_q[2] = q2.q;
     DeviceBuffer out16(size_t(R) * C * 2);

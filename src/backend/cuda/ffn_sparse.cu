@@ -456,30 +456,12 @@ void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scrat
                       const ShiftLerpArgs* next_ln) {
   const int64_t groups = (W.F / 32 + kWarps - 1) / kWarps;
   const dim3 grid(unsigned((W.C + kSlice - 1) / kSlice), unsigned(groups)), block(kThreads);
-#define RWKV_GO(TY) launch("ffn_sparse", ffn_sparse_kernel<TY>, grid, block, 0, stream, W, h, scratch)
-  switch (W.type) {
-    case TensorType::Q8_0:
-      RWKV_GO(TensorType::Q8_0);
-      break;
-    case TensorType::Q4_K:
-      RWKV_GO(TensorType::Q4_K);
-      break;
-    case TensorType::Q5_K:
-      RWKV_GO(TensorType::Q5_K);
-      break;
-    case TensorType::Q6_K:
-      RWKV_GO(TensorType::Q6_K);
-      break;
-    case TensorType::F16:
-      RWKV_GO(TensorType::F16);
-      break;
-    case TensorType::BF16:
-      RWKV_GO(TensorType::BF16);
-      break;
-    default:
-      fail(ErrorCode::unsupported, "cuda sparse ffn: unsupported type");
-  }
-#undef RWKV_GO
+  using Type = TensorType;
+  const bool known =
+      with_type<Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K, Type::F16, Type::BF16>(W.type, [&](auto ty) {
+        launch("ffn_sparse", ffn_sparse_kernel<decltype(ty)::value>, grid, block, 0, stream, W, h, scratch);
+      });
+  if (!known) fail(ErrorCode::unsupported, "cuda sparse ffn: unsupported type");
   if (next_ln) {
     const int k = sum_ln_cluster(int(W.C));
     launch_clustered("ffn_sparse_sum_ln", ffn_sparse_sum_ln_kernel, dim3(unsigned(k)), dim3(unsigned(W.C / k)), 0, k,

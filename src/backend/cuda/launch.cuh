@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "backend/cuda/common.cuh"
@@ -56,6 +57,14 @@ template <typename... KArgs, typename... Args>
 void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Stream stream,
             Args&&... args) {
   launch_clustered(name, kernel, grid, block, smem, 0, stream, std::forward<Args>(args)...);
+}
+
+// Host-side dispatch from a run-time type to a kernel instantiation: calls
+// f(std::integral_constant<TensorType, T>{}) for the T among Ts that equals t. Returns false
+// when t is none of them, so that the caller can name its op in the error.
+template <TensorType... Ts, typename F>
+bool with_type(TensorType t, F&& f) {
+  return ((t == Ts && (f(std::integral_constant<TensorType, Ts>{}), true)) || ...);
 }
 
 }  // namespace rwkv::cuda

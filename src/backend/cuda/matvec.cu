@@ -30,25 +30,16 @@ using namespace matvec_detail;
 // Items a thread of a launch with T activation rows requests in one memory round; many: a
 // one-row launch of a four-block kernel (many_blocks).
 int round_items(TensorType type, int T, bool many) {
-#define RWKV_ROUND(TY) \
-  case TY:             \
-    return T != 1 ? kRoundItems<TY, 4, false> : many ? kRoundItems<TY, 1, true> : kRoundItems<TY, 1, false>;
-  switch (type) {
-    RWKV_ROUND(TensorType::F32)
-    RWKV_ROUND(TensorType::F16)
-    RWKV_ROUND(TensorType::BF16)
-    RWKV_ROUND(TensorType::Q8_0)
-    RWKV_ROUND(TensorType::Q4_0)
-    RWKV_ROUND(TensorType::Q4_1)
-    RWKV_ROUND(TensorType::Q5_0)
-    RWKV_ROUND(TensorType::Q5_1)
-    RWKV_ROUND(TensorType::Q4_K)
-    RWKV_ROUND(TensorType::Q5_K)
-    RWKV_ROUND(TensorType::Q6_K)
-    default:
-      fail(ErrorCode::unsupported, "cuda matvec: unsupported type");
-  }
-#undef RWKV_ROUND
+  using Type = TensorType;
+  int items = 0;
+  const auto of = [&](auto ty) {
+    constexpr TensorType TY = decltype(ty)::value;
+    items = T != 1 ? kRoundItems<TY, 4, false> : many ? kRoundItems<TY, 1, true> : kRoundItems<TY, 1, false>;
+  };
+  if (!with_type<Type::F32, Type::F16, Type::BF16, Type::Q8_0, Type::Q4_0, Type::Q4_1, Type::Q5_0, Type::Q5_1,
+                 Type::Q4_K, Type::Q5_K, Type::Q6_K>(type, of))
+    fail(ErrorCode::unsupported, "cuda matvec: unsupported type");
+  return items;
 }
 
 // Threads per row for a matrix of `type` with rows of `items` work items, `per_round` of
@@ -89,50 +80,21 @@ int choose_tpr(TensorType type, int64_t items, int per_round, bool two_warps) {
 // rows (x_aligned).
 template <int TM, bool kFloat>
 void launch_tm(TensorType ty, bool aligned_x, const Batch& batch, int blocks, size_t smem, Stream stream) {
-#define RWKV_GO(TY) launch_matvec_kernel<TY, TM, kFloat>(batch, blocks, smem, stream)
-  switch (ty) {
-    case TensorType::F16:  // float jobs only: the float paths are the kernel
-      if (aligned_x) {
-        launch_matvec_kernel<TensorType::F16, TM, true, true>(batch, blocks, smem, stream);
-      } else {
-        launch_matvec_kernel<TensorType::F16, TM, true>(batch, blocks, smem, stream);
-      }
-      break;
-    case TensorType::BF16:
-      if (aligned_x) {
-        launch_matvec_kernel<TensorType::BF16, TM, kFloat, true>(batch, blocks, smem, stream);
-      } else {
-        RWKV_GO(TensorType::BF16);
-      }
-      break;
-    case TensorType::Q8_0:
-      RWKV_GO(TensorType::Q8_0);
-      break;
-    case TensorType::Q4_0:
-      RWKV_GO(TensorType::Q4_0);
-      break;
-    case TensorType::Q4_1:
-      RWKV_GO(TensorType::Q4_1);
-      break;
-    case TensorType::Q5_0:
-      RWKV_GO(TensorType::Q5_0);
-      break;
-    case TensorType::Q5_1:
-      RWKV_GO(TensorType::Q5_1);
-      break;
-    case TensorType::Q4_K:
-      RWKV_GO(TensorType::Q4_K);
-      break;
-    case TensorType::Q5_K:
-      RWKV_GO(TensorType::Q5_K);
-      break;
-    case TensorType::Q6_K:
-      RWKV_GO(TensorType::Q6_K);
-      break;
-    default:
-      fail(ErrorCode::unsupported, "cuda matvec: unsupported type");
+  using Type = TensorType;
+  if (ty == Type::F16) {  // float jobs only: the float paths are the kernel
+    if (aligned_x) {
+      launch_matvec_kernel<Type::F16, TM, true, true>(batch, blocks, smem, stream);
+    } else {
+      launch_matvec_kernel<Type::F16, TM, true>(batch, blocks, smem, stream);
+    }
+  } else if (ty == Type::BF16 && aligned_x) {
+    launch_matvec_kernel<Type::BF16, TM, kFloat, true>(batch, blocks, smem, stream);
+  } else if (!with_type<Type::BF16, Type::Q8_0, Type::Q4_0, Type::Q4_1, Type::Q5_0, Type::Q5_1, Type::Q4_K, Type::Q5_K,
+                        Type::Q6_K>(ty, [&](auto k) {
+               launch_matvec_kernel<decltype(k)::value, TM, kFloat>(batch, blocks, smem, stream);
+             })) {
+    fail(ErrorCode::unsupported, "cuda matvec: unsupported type");
   }
-#undef RWKV_GO
 }
 
 // The instantiation for a job: its own type, or the float-only one for F32/F16.
