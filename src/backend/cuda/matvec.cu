@@ -76,6 +76,32 @@ int choose_tpr(TensorType type, int64_t items, int per_round, bool two_warps) {
   return best;
 }
 
+// Threads per block (a multiple of 32 and of every job's tpr, 64..256) for a one-row launch
+// small enough to keep 256-thread blocks (fewer than four a SM): the one that puts the fewest rows on the busiest SM
+// (blocks spread evenly, ceil(blocks / SMs) on it), the largest on ties. The 2.9B W_o product takes 256 blocks of 160
+// threads instead of 160 of 256, 28 SMs of which held two: H100 decode 0.1B Q8_0 +1.2%, 2.9B Q4_K +0.5%, Q8_0 and F16
+// +0.3% (NOTES.md run 110).
+int balanced_threads(const MatvecJob* jobs, const int* tprs, int n_jobs) {
+  const int64_t sms = device_sms();
+  const int max_tpr = *std::max_element(tprs, tprs + n_jobs);
+  int best = kThreads;
+  int64_t best_load = INT64_MAX;
+  for (int threads = kThreads; threads >= 64; threads -= 32) {
+    if (threads % max_tpr != 0) continue;
+    int64_t blocks = 0;
+    for (int i = 0; i < n_jobs; ++i) {
+      const int64_t rows_per_block = threads / tprs[i];
+      blocks += (jobs[i].W.rows + rows_per_block - 1) / rows_per_block;
+    }
+    const int64_t load = (blocks + sms - 1) / sms * threads;  // thread-rows on the busiest SM
+    if (load < best_load) {
+      best_load = load;
+      best = threads;
+    }
+  }
+  return best;
+}
+
 // aligned_x: the launch's float jobs (F16-only or BF16 launches) all have 16-byte aligned x
 // rows (x_aligned).
 template <int TM, bool kFloat>
@@ -190,6 +216,7 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     // everywhere: 2.9B Q8_0 +1.3%, Q4_K +2%, F16 and 0.1B unchanged; 128 everywhere lost 4%
     // at 0.1B and 1% at 2.9B F16 (NOTES.md runs 77, 85).
     batch.threads = blocks >= 4 * device_sms() ? kThreads / 2 : kThreads;
+    if (T == 1 && batch.threads == kThreads) batch.threads = balanced_threads(now, tprs, n_now);
     blocks = 0;
     for (int i = 0; i < n_now; ++i) {
       batch.jobs[i].job = now[i];
