@@ -303,10 +303,14 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
     // x slots of the lerp output: r, w, k, v, a, g.
     const uint32_t xr = s.mix, xw = s.mix + ms, xk = s.mix + 2 * ms, xv = s.mix + 3 * ms, xa = s.mix + 4 * ms,
                    xg = s.mix + 5 * ms;
+    // The LoRA down projections ahead of r, k, v: a stage's dispatches (one per weight type)
+    // and a dispatch's jobs start in this order, and the float LoRA rows are the stage's
+    // slowest workgroups; started last they were its tail. H100: 2.9B F16 decode +3.6%, Q8_0
+    // +0.9% (bench/RESULTS-vulkan.md, session 18; the CUDA backend's run 109).
     std::vector<JobSpec> in = {
-        {&m.wr, xr, C, s.r, C, kActNone, kNone},      {&m.wk, xk, C, s.k, C, kActNone, kNone},
-        {&m.wv, xv, C, s.v, C, kActNone, kNone},      {&m.w1, xw, C, s.w_mid, Dw, kActTanh, kNone},
-        {&m.a1, xa, C, s.a_mid, Da, kActNone, kNone}, {&m.g1, xg, C, s.g_mid, Dg, kActSigmoid, kNone},
+        {&m.w1, xw, C, s.w_mid, Dw, kActTanh, kNone},
+        {&m.a1, xa, C, s.a_mid, Da, kActNone, kNone},
+        {&m.g1, xg, C, s.g_mid, Dg, kActSigmoid, kNone},
     };
     // The up projections' stage (mat.lora): prefill, the debug hook and steps of many rows;
     // steps of short sequences fold them into the wkv dispatch where the layer allows
@@ -320,6 +324,9 @@ void VulkanBackend::load(std::shared_ptr<const Model> model, const ProgressFn& p
       in.push_back({&m.v1, xv, C, s.v_mid, Dv, kActNone, kNone});
       lora.push_back({&m.v2, s.v_mid, Dv, s.nu, C, kActSigmoid, m.v0});
     }
+    in.push_back({&m.wr, xr, C, s.r, C, kActNone, kNone});
+    in.push_back({&m.wk, xk, C, s.k, C, kActNone, kNone});
+    in.push_back({&m.wv, xv, C, s.v, C, kActNone, kNone});
     p.in = build_stage(in, jobs);
     p.lora = build_stage(lora, jobs);
     p.fold = plan_lora_fold({&m.w2, &m.a2, &m.g2, l > 0 ? &m.v2 : nullptr}, m.w0, m.a0, m.v0, fold_invocations, unfit);
