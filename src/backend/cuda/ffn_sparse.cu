@@ -373,6 +373,14 @@ __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* par
 #endif
 }
 
+// The value types with a sparse layout: f(std::integral_constant<TensorType, T>) for type T
+// among them (with_type); false for any other type.
+template <typename F>
+bool with_sparse_type(TensorType type, F&& f) {
+  using Type = TensorType;
+  return with_type<Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K, Type::F16, Type::BF16>(type, std::forward<F>(f));
+}
+
 }  // namespace
 
 bool sparse_sum_ln_supported(int C) {
@@ -380,9 +388,7 @@ bool sparse_sum_ln_supported(int C) {
 }
 
 bool sparse_ffn_supported(TensorType type, int64_t C) {
-  return (type == TensorType::Q8_0 || type == TensorType::Q4_K || type == TensorType::Q5_K ||
-          type == TensorType::Q6_K || type == TensorType::F16 || type == TensorType::BF16) &&
-         C % 16 == 0;
+  return with_sparse_type(type, [](auto) {}) && C % 16 == 0;
 }
 
 bool sparse_ffn_fills(int64_t C, int64_t F, int sms) {
@@ -456,11 +462,9 @@ void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scrat
                       const ShiftLerpArgs* next_ln) {
   const int64_t groups = (W.F / 32 + kWarps - 1) / kWarps;
   const dim3 grid(unsigned((W.C + kSlice - 1) / kSlice), unsigned(groups)), block(kThreads);
-  using Type = TensorType;
-  const bool known =
-      with_type<Type::Q8_0, Type::Q4_K, Type::Q5_K, Type::Q6_K, Type::F16, Type::BF16>(W.type, [&](auto ty) {
-        launch("ffn_sparse", ffn_sparse_kernel<decltype(ty)::value>, grid, block, 0, stream, W, h, scratch);
-      });
+  const bool known = with_sparse_type(W.type, [&](auto ty) {
+    launch("ffn_sparse", ffn_sparse_kernel<decltype(ty)::value>, grid, block, 0, stream, W, h, scratch);
+  });
   if (!known) fail(ErrorCode::unsupported, "cuda sparse ffn: unsupported type");
   if (next_ln) {
     const int k = sum_ln_cluster(int(W.C));

@@ -77,10 +77,11 @@ int choose_tpr(TensorType type, int64_t items, int per_round, bool two_warps) {
 }
 
 // Threads per block (a multiple of 32 and of every job's tpr, 64..256) for a one-row launch
-// small enough to keep 256-thread blocks (fewer than four a SM): the one that puts the fewest rows on the busiest SM
-// (blocks spread evenly, ceil(blocks / SMs) on it), the largest on ties. The 2.9B W_o product takes 256 blocks of 160
-// threads instead of 160 of 256, 28 SMs of which held two: H100 decode 0.1B Q8_0 +1.2%, 2.9B Q4_K +0.5%, Q8_0 and F16
-// +0.3% (NOTES.md run 110).
+// small enough to keep 256-thread blocks (fewer than four a SM): the one that puts the fewest
+// rows on the busiest SM (blocks spread evenly, ceil(blocks / SMs) on it), the largest on
+// ties. The 2.9B W_o product takes 256 blocks of 160 threads instead of 160 of 256, 28 SMs of
+// which held two: H100 decode 0.1B Q8_0 +1.2%, 2.9B Q4_K +0.5%, Q8_0 and F16 +0.3% (NOTES.md
+// run 110).
 int balanced_threads(const MatvecJob* jobs, const int* tprs, int n_jobs) {
   const int64_t sms = device_sms();
   const int max_tpr = *std::max_element(tprs, tprs + n_jobs);
