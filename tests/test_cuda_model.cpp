@@ -204,8 +204,7 @@ TEST(CudaModel, BatchedDecodeMatchesReference) {
 // sum does the next layer's attention LayerNorm in a cluster of 6 blocks of 32 channels at
 // width 192, of 8 blocks of 32 at 256 and of 64 at 512 (where the device has clusters), and
 // in a launch of its own with RWKV_CUDA_SUM_LN=0; a model whose odd layers have a value type
-// without a sparse layout (Q5_0) mixes sparse and dense layers. F16 and BF16 fold the FFN
-// LayerNorm of layers 1 and 2 into their key products (between two sums); F16 again without.
+// without a sparse layout (Q5_0) mixes sparse and dense layers.
 TEST(CudaModel, SparseFfnMatchesReference) {
   REQUIRE_GPU();
   setenv("RWKV_CUDA_SPARSE_FFN", "all", 1);
@@ -233,11 +232,6 @@ TEST(CudaModel, SparseFfnMatchesReference) {
   setenv("RWKV_CUDA_SUM_LN", "0", 1);
   compare_model(testing::synthetic_model(wide_spec()), "sparse ffn 192x4 q8_0, LayerNorm apart");
   unsetenv("RWKV_CUDA_SUM_LN");
-  SyntheticSpec f16 = wide_spec();
-  f16.type = f16.head_type = TensorType::F16;
-  setenv("RWKV_CUDA_FFN_FOLD", "0", 1);
-  compare_model(testing::synthetic_model(f16), "sparse ffn 192x4 f16, FFN LayerNorm not folded");
-  unsetenv("RWKV_CUDA_FFN_FOLD");
   unsetenv("RWKV_CUDA_SPARSE_FFN");
 }
 

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <random>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "backend/cpu/ref_ops.h"
@@ -289,108 +288,6 @@ TEST(CudaOps, SparseFfnSumWithLayerNorm) {
     }
     std::memcpy(shift, x.data(), size_t(C) * sizeof(float));
     expect_close(dstate.read(), want_state, 1e-10, what + " shift states (and the rest of each slot)");
-  }
-}
-
-// The sum launch's FfnFoldTail: the LayerNorm of y as it was before the sum into this layer's
-// FFN shift state, e = c0 + mix * (the next layer's FFN shift state), beside everything the
-// test above checks (unchanged by the tail).
-TEST(CudaOps, SparseFfnSumWritesFoldTail) {
-  REQUIRE_GPU();
-  if (!sparse_sum_ln_supported(192)) GTEST_SKIP() << "thread-block clusters need compute capability 9.0";
-  for (const int C : {192, 2560}) {
-    const int64_t F = 2 * C;
-    const DeviceSparseFfn sparse(TensorType::Q8_0, C, F);
-    std::vector<float> h = randn(size_t(F));
-    for (float& v : h) v = v < 0.f ? 0.f : v * v;
-    const std::vector<float> y0 = randn(size_t(C), 2.f, 3.f), w = randn(size_t(C), 0.3f, 1.f),
-                             b = randn(size_t(C), 0.1f), mix = uniform(size_t(6 * C), 0.f, 1.f),
-                             w2 = randn(size_t(C), 0.3f, 1.f), b2 = randn(size_t(C), 0.1f), c0 = randn(size_t(C)),
-                             mix2 = uniform(size_t(C), 0.f, 1.f);
-    const int slot = 2;
-    const size_t stride = 4 * size_t(C);  // [att shift, this FFN shift, next FFN shift, rest]
-    const std::vector<float> state = randn(stride * 3);
-    DeviceBatch batch({1}, {slot});
-    Guarded dh(h), dy(y0), dw_ln(w), db(b), dmix(mix), dstate(state), dw2(w2), db2(b2), dc0(c0), dmix2(mix2),
-        de(static_cast<size_t>(C)), xln(static_cast<size_t>(C));
-    std::vector<std::unique_ptr<Guarded>> outs;
-    ShiftLerpArgs a = lerp_args(batch, dy.data(), C, dw_ln, db, dmix, 6, dstate, stride, outs);
-    a.shift = dstate.data();
-    a.xln = xln.data();
-    FfnFoldTail tail;
-    tail.ln_w = dw2.data();
-    tail.ln_b = db2.data();
-    tail.shift = dstate.data() + C;
-    tail.next_c0 = dc0.data();
-    tail.next_mix = dmix2.data();
-    tail.next_shift = dstate.data() + 2 * C;
-    tail.e = de.data();
-    ffn_value_sparse(sparse.view, dh.data(), dy.data(), sparse.scratch.as<float>(), nullptr, false, &a, &tail);
-
-    std::vector<float> want_y = ref_matmul(sparse.hw.w, h, 1);
-    for (int i = 0; i < C; ++i) want_y[size_t(i)] += y0[size_t(i)];
-    std::vector<float> x(static_cast<size_t>(C)), x2(static_cast<size_t>(C)), want_e(static_cast<size_t>(C));
-    ref::layer_norm(want_y.data(), w.data(), b.data(), 1, C, 1e-5f, x.data());
-    ref::layer_norm(y0.data(), w2.data(), b2.data(), 1, C, 1e-5f, x2.data());
-    std::vector<float> want_state = state;
-    float* at = want_state.data() + slot * stride;
-    for (int c = 0; c < C; ++c) want_e[size_t(c)] = c0[size_t(c)] + mix2[size_t(c)] * at[2 * C + c];
-    const std::string what = "C " + std::to_string(C);
-    expect_close(dy.read(), want_y, 1e-11, what + " y");
-    expect_close(xln.read(), x, 1e-10, what + " LayerNorm");
-    expect_close(de.read(), want_e, 1e-12, what + " e");
-    std::memcpy(at, x.data(), size_t(C) * sizeof(float));
-    std::memcpy(at + C, x2.data(), size_t(C) * sizeof(float));
-    expect_close(dstate.read(), want_state, 1e-10, what + " shift states (and the rest of each slot)");
-  }
-}
-
-// The FFN LayerNorm folded into a 16-bit key product: relu(W lerp(LN(y), prev, mix))^2 against
-// the reference LayerNorm, lerp and product, for rows of one thread (40 columns) up to two
-// warps (2,560), an odd row count, and a residual row whose mean is 15 times its spread.
-TEST(CudaOps, FfnKeyFoldedMatchesLayerNormThenProduct) {
-  REQUIRE_GPU();
-  for (const TensorType t : {TensorType::F16, TensorType::BF16}) {
-    for (const auto& [C, F, mean] : {std::tuple<int64_t, int64_t, float>{40, 96, 0.5f},
-                                     {192, 1000, 0.5f},
-                                     {1000, 333, 0.5f},
-                                     {2560, 2560, 0.5f},
-                                     {2560, 2560, 30.f}}) {
-      ASSERT_TRUE(ffn_key_fold_supported(t, C));
-      const HostWeight hw = make_weight(t, F, C);
-      const DeviceMatrix m = upload_matrix(t, F, C, hw.bytes.data());
-      const std::vector<float> y = randn(size_t(C), 2.f, mean), ln_w = randn(size_t(C), 0.3f, 1.f),
-                               ln_b = randn(size_t(C), 0.1f), mix = uniform(size_t(C), 0.f, 1.f),
-                               prev = randn(size_t(C));
-      std::vector<float> c1(static_cast<size_t>(C)), c0(static_cast<size_t>(C)), e(static_cast<size_t>(C)),
-          row_a(static_cast<size_t>(F)), wr(static_cast<size_t>(C));
-      ffn_fold_vectors(ln_w.data(), ln_b.data(), mix.data(), C, c1.data(), c0.data());
-      for (int64_t c = 0; c < C; ++c) e[size_t(c)] = c0[size_t(c)] + mix[size_t(c)] * prev[size_t(c)];
-      for (int64_t r = 0; r < F; ++r) {
-        ref::weight_row(hw.w, r, wr.data());
-        double sum = 0;
-        for (int64_t c = 0; c < C; ++c) sum += double(wr[size_t(c)]) * c1[size_t(c)];
-        row_a[size_t(r)] = float(sum);
-      }
-      Guarded dy(y), dc1(c1), de(e), da(row_a), dhidden(static_cast<size_t>(F));
-      KeyFoldArgs k;
-      k.W = m.view();
-      k.y = dy.data();
-      k.c1 = dc1.data();
-      k.e = de.data();
-      k.row_a = da.data();
-      k.hidden = dhidden.data();
-      ffn_key_folded(k, nullptr);
-
-      std::vector<float> x(static_cast<size_t>(C)), xk(static_cast<size_t>(C));
-      ref::layer_norm(y.data(), ln_w.data(), ln_b.data(), 1, C, 1e-5f, x.data());
-      ref::token_shift_lerp(x.data(), prev.data(), mix.data(), 1, C, xk.data());
-      std::vector<float> want = ref_matmul(hw.w, xk, 1);
-      for (float& v : want) v = v > 0.f ? v * v : 0.f;
-      expect_close(dhidden.read(), want, 1e-9,
-                   std::string(type_name(t)) + " " + std::to_string(F) + "x" + std::to_string(C) + " mean " +
-                       std::to_string(mean));
-    }
   }
 }
 

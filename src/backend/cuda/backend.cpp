@@ -128,21 +128,10 @@ void CudaBackend::upload_weights(const ProgressFn& progress) {
     LayerDev& d = layers_[l];
     vec(w.att_norm_w, &d.att_ln_w);
     vec(w.att_norm_b, &d.att_ln_b);
-    const size_t ffn_ln_at = host.size();  // ffn_norm_w, then ffn_norm_b
     vec(w.ffn_norm_w, &d.ffn_ln_w);
     vec(w.ffn_norm_b, &d.ffn_ln_b);
     vec(w.lerp_fused, &d.att_mix);
     vec(w.ffn_lerp_k, &d.ffn_mix);
-    if (ffn_key_fold_supported(w.ffn_key.type, hp_.n_embd)) {
-      // c1 and c0 from the FFN LayerNorm and lerp vectors, 16-byte aligned (KeyFoldArgs).
-      const size_t C = size_t(hp_.n_embd), mix = host.size() - C, ln_w = ffn_ln_at, ln_b = ffn_ln_at + C;
-      host.resize((host.size() + 3) / 4 * 4);
-      const size_t c1 = host.size();
-      host.resize(c1 + 2 * C);
-      ffn_fold_vectors(&host[ln_w], &host[ln_b], &host[mix], int64_t(C), &host[c1], &host[c1 + C]);
-      fixups.emplace_back(&d.ffn_c1, c1);
-      fixups.emplace_back(&d.ffn_c0, c1 + C);
-    }
     vec(w.w0, &d.w0);
     vec(w.a0, &d.a0);
     vec(w.k_k, &d.k_k);
@@ -174,35 +163,7 @@ void CudaBackend::upload_weights(const ProgressFn& progress) {
   vectors_ = DeviceBuffer(host.size() * sizeof(float));
   vectors_.upload(host.data(), host.size() * sizeof(float));
   for (auto& [where, off] : fixups) *where = vectors_.as<float>() + off;
-  upload_ffn_fold();
   if (progress) progress(total, total);
-}
-
-// The folded FFN LayerNorm's per-row constants A = W_key c1, by the decode matvec itself.
-// RWKV_CUDA_FFN_FOLD=0 keeps the LayerNorm launch (for comparisons).
-void CudaBackend::upload_ffn_fold() {
-  const char* env = std::getenv("RWKV_CUDA_FFN_FOLD");
-  fold_ffn_ln_ = !(env && std::string(env) == "0");
-  const int64_t C = hp_.n_embd, F = hp_.n_ffn;
-  size_t n_folded = 0;
-  for (const LayerDev& d : layers_) n_folded += d.ffn_c1 != nullptr;
-  if (!fold_ffn_ln_ || n_folded == 0) return;
-  ffn_fold_ = DeviceBuffer((size_t(C) + n_folded * size_t(F)) * sizeof(float));
-  ffn_e_ = ffn_fold_.as<float>();
-  float* row_a = ffn_e_ + C;
-  for (LayerDev& d : layers_) {
-    if (!d.ffn_c1) continue;
-    MatvecJob j;
-    j.W = d.ffn_key.view();
-    j.x = d.ffn_c1;
-    j.x_stride = C;
-    j.y = row_a;
-    j.y_stride = F;
-    matvec(&j, 1, 1, stream_);
-    d.ffn_row_a = row_a;
-    row_a += F;
-  }
-  check(cudaStreamSynchronize(stream_), "ffn fold constants");
 }
 
 // Transposed copies of the FFN value matrices for the ReLU^2-sparse one-row decode
@@ -349,7 +310,7 @@ void CudaBackend::set_state(int slot, std::span<const float> in) {
 
 size_t CudaBackend::memory_bytes() const {
   size_t bytes = vectors_.size() + states_.size() + scratch_.buffer.size() + f16_shadow_.size() + lora16_.size() +
-                 w16_scratch_.size() + sparse_ffn_.size() + ffn_fold_.size();
+                 w16_scratch_.size() + sparse_ffn_.size();
   bytes += tok_embd_.packed.buffer.size() + head_.packed.buffer.size();
   for (const LayerDev& d : layers_)
     for (const Mat* m :

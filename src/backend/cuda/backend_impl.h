@@ -37,10 +37,6 @@ struct LayerDev {
   // padded to the largest rank D with zeros: down [4][D][C], up [4][C][D]. Null where the
   // f16 copies did not fit.
   const void *lora_down16 = nullptr, *lora_up16 = nullptr;
-  // The FFN LayerNorm folded into a 16-bit key product at one-row decode (ops.h: KeyFoldArgs):
-  // c1, c0 [C] in vectors_, A = W_key c1 [F] in ffn_fold_; null where the key type or width
-  // has no folded product.
-  const float *ffn_c1 = nullptr, *ffn_c0 = nullptr, *ffn_row_a = nullptr;
 };
 
 // Activation buffers for up to `rows` tokens (fp32 unless noted), sized once per capacity.
@@ -100,10 +96,6 @@ class CudaBackend final : public Backend {
   // backend.cpp
   void upload_weights(const ProgressFn& progress);
   void upload_sparse_ffn();
-  void upload_ffn_fold();
-  // Whether layer l's FFN LayerNorm is folded into its key product in a step of R rows: both
-  // sparse sums around it (layers l - 1 and l) write what the folded product needs.
-  bool ffn_folded(int l, int R) const;
   void prepare_gemm();
   void ensure_scratch(int rows);
   void run_chunk(const ChunkPlan& plan, float* logits);
@@ -121,7 +113,6 @@ class CudaBackend final : public Backend {
   // kernel. channel_mix returns whether it did layer l + 1's that way.
   void time_mix(int l, const ChunkPlan& plan, const BatchDev& bd, bool att_ln_done);
   bool channel_mix(int l, const ChunkPlan& plan, const BatchDev& bd);
-  void ffn_ln_key(int l, const ChunkPlan& plan, const BatchDev& bd);
   // The attention LayerNorm + token shift + lerps of layer l (the r, w, k, v, a, g inputs).
   ShiftLerpArgs att_lerp_args(int l, int R, const BatchDev& bd);
   // y = W op(x) for R rows, by matvec (R <= 8; with x pre-quantised in `xq` if set) or
@@ -151,9 +142,6 @@ class CudaBackend final : public Backend {
   DeviceBuffer sparse_ffn_;   // every layer's SparseFfn copy, then ffn_value_sparse's scratch
   float* sparse_scratch_ = nullptr;
   bool sum_ln_fusion_ = true;  // the sparse sum does the next layer's attention LayerNorm
-  bool fold_ffn_ln_ = true;    // RWKV_CUDA_FFN_FOLD=0: the FFN LayerNorm keeps its launch
-  DeviceBuffer ffn_fold_;      // e [C] (KeyFoldArgs, rewritten every step), then each layer's A [F]
-  float* ffn_e_ = nullptr;
   size_t max_matrix_elems_ = 0;
 
   int n_slots_ = 0;

@@ -65,18 +65,6 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return total;
 }
 
-// block_sum of two values at once (the same two __syncthreads); scratch holds 32 float2.
-__device__ __forceinline__ float2 block_sum2(float2 v, float2* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-  v = make_float2(warp_sum(v.x), warp_sum(v.y));
-  __syncthreads();  // scratch may still be read by a previous reduction
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float2 total = make_float2(0.f, 0.f);
-  for (int w = 0; w < n_warps; ++w) total = make_float2(total.x + scratch[w].x, total.y + scratch[w].y);
-  return total;
-}
-
 // 16-byte load of weight bytes that are streamed once: bypasses L1 allocation.
 __device__ __forceinline__ int4 ld_stream16(const void* p) {
   int4 v;

@@ -318,63 +318,46 @@ int sum_ln_cluster(int C) {
 // and the row's statistics meet through distributed shared memory: each block's sum, read
 // by every warp and added in a fixed order (deterministic). Replaces a launch of its own for the
 // LayerNorm, whose ten blocks each read the whole row again after their PDL wait.
-// kFold (FfnFoldTail): the statistics of y before the sum go through the same two rounds, for
-// this layer's FFN shift state, and the next layer's e is written.
-template <bool kFold>
 __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* partial, float* y,
-                                         const __grid_constant__ ShiftLerpArgs a,
-                                         const __grid_constant__ FfnFoldTail tail) {
+                                         const __grid_constant__ ShiftLerpArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
-  __shared__ float2 scratch[32];
-  __shared__ float2 block_sums[2];  // this block's sums of (y, y before the sum), then of their squared deviations
+  __shared__ float scratch[32];
+  __shared__ float block_sums[2];  // this block's sum of y, then of its squared deviations
   const cg::cluster_group cluster = cg::this_cluster();
   if (a.early_trigger) pdl_trigger();
   const int c = int(blockIdx.x * blockDim.x + threadIdx.x);
-  // Before the wait: weights, and the shift states (written by no kernel of this step yet).
+  // Before the wait: weights, and the shift state (written by no kernel of this step yet).
   const int s = a.batch.row_seq[0];
-  const size_t slot = size_t(a.batch.seq_slot[s]);
-  float* shift = a.shift + slot * a.state_stride;
+  float* shift = a.shift + size_t(a.batch.seq_slot[s]) * a.state_stride;
   const float w = a.ln_w[c], b = a.ln_b[c], prev = shift[c];
   float mix[6] = {};
 #pragma unroll
   for (int m = 0; m < 6; ++m)
     if (m < a.n_mix) mix[m] = a.mix[size_t(m) * C + c];
-  float w2 = 0.f, b2 = 0.f, e = 0.f;
-  if constexpr (kFold) {
-    if (tail.shift) {
-      w2 = tail.ln_w[c];
-      b2 = tail.ln_b[c];
-    }
-    if (tail.e) e = tail.next_c0[c] + tail.next_mix[c] * tail.next_shift[slot * a.state_stride + c];
-  }
   pdl_wait();
   if (!a.early_trigger) pdl_trigger();
-  const float before = y[c];
-  const float h = before + sum_partials(C, groups, partial, c);
+  const float h = y[c] + sum_partials(C, groups, partial, c);
   y[c] = h;
   // The cluster's total of a block sum: lane r of every warp reads block r's value (all
   // requests in flight at once, not one round trip per block), then a fixed shuffle tree.
   const unsigned ranks = cluster.num_blocks(), lane = threadIdx.x & 31;
-  const auto cluster_total = [&](float2* at) {
-    const float2 mine = lane < ranks ? *cluster.map_shared_rank(at, lane) : make_float2(0.f, 0.f);
-    return kFold ? make_float2(warp_sum(mine.x), warp_sum(mine.y)) : make_float2(warp_sum(mine.x), 0.f);
-  };
-  const auto block_total = [&](float u, float v) {
-    return kFold ? block_sum2(make_float2(u, v), scratch) : make_float2(block_sum(u, &scratch[0].x), 0.f);
+  const auto cluster_total = [&](float* slot) {
+    const float mine = lane < ranks ? *cluster.map_shared_rank(slot, lane) : 0.f;
+    return warp_sum(mine);
   };
   const float inv_c = 1.f / float(C);
-  float2 v = block_total(h, before);
+  float v = block_sum(h, scratch);
   if (threadIdx.x == 0) block_sums[0] = v;
   cluster.sync();
-  const float2 mean = cluster_total(&block_sums[0]);
-  const float d = h - mean.x * inv_c, d2 = before - mean.y * inv_c;
-  v = block_total(d * d, d2 * d2);
+  const float mean = cluster_total(&block_sums[0]) * inv_c;
+  const float d = h - mean;
+  v = block_sum(d * d, scratch);
   if (threadIdx.x == 0) block_sums[1] = v;
   cluster.sync();
-  const float2 var = cluster_total(&block_sums[1]);
+  const float var = cluster_total(&block_sums[1]) * inv_c;
   cluster.barrier_arrive();  // this block has read the others' sums; it may leave after the wait below
-  const float x = d * rsqrtf(var.x * inv_c + a.eps) * w + b;
+  const float x = d * rsqrtf(var + a.eps) * w + b;
   shift[c] = x;
   if (a.xln) a.xln[c] = x;
 #pragma unroll
@@ -383,10 +366,6 @@ __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* par
     const float o = x + (prev - x) * mix[m];
     if (a.out[m]) a.out[m][c] = o;
     if (a.out_q[m].q0) quantize32(a.out_q[m], o, c);
-  }
-  if constexpr (kFold) {
-    if (tail.shift) tail.shift[slot * a.state_stride + c] = d2 * rsqrtf(var.y * inv_c + a.eps) * w2 + b2;
-    if (tail.e) tail.e[c] = e;
   }
   cluster.barrier_wait();  // no block's shared memory goes away while another reads it
 #else
@@ -480,7 +459,7 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
 }
 
 void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream, bool early_trigger,
-                      const ShiftLerpArgs* next_ln, const FfnFoldTail* tail) {
+                      const ShiftLerpArgs* next_ln) {
   const int64_t groups = (W.F / 32 + kWarps - 1) / kWarps;
   const dim3 grid(unsigned((W.C + kSlice - 1) / kSlice), unsigned(groups)), block(kThreads);
   const bool known = with_sparse_type(W.type, [&](auto ty) {
@@ -489,15 +468,8 @@ void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scrat
   if (!known) fail(ErrorCode::unsupported, "cuda sparse ffn: unsupported type");
   if (next_ln) {
     const int k = sum_ln_cluster(int(W.C));
-    const dim3 grid{unsigned(k)}, block{unsigned(W.C / k)};
-    const float* parts = scratch;
-    if (tail) {
-      launch_clustered("ffn_sparse_sum_ln", ffn_sparse_sum_ln_kernel<true>, grid, block, 0, k, stream, W.C, int(groups),
-                       parts, y, *next_ln, *tail);
-    } else {
-      launch_clustered("ffn_sparse_sum_ln", ffn_sparse_sum_ln_kernel<false>, grid, block, 0, k, stream, W.C,
-                       int(groups), parts, y, *next_ln, FfnFoldTail{});
-    }
+    launch_clustered("ffn_sparse_sum_ln", ffn_sparse_sum_ln_kernel, dim3(unsigned(k)), dim3(unsigned(W.C / k)), 0, k,
+                     stream, W.C, int(groups), static_cast<const float*>(scratch), y, *next_ln);
     return;
   }
   launch("ffn_sparse_reduce", ffn_sparse_reduce_kernel, dim3(unsigned((W.C + kThreads - 1) / kThreads)), dim3(kThreads),

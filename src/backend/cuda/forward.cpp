@@ -296,67 +296,7 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool a
   emit(l, "att.out", s.raw, R, C);
 }
 
-bool CudaBackend::ffn_folded(int l, int R) const {
-  const auto sum_ln = [&](int layer) {  // channel_mix's condition for the sparse sum + LayerNorm launch
-    return layer + 1 < hp_.n_layer && layers_[size_t(layer)].ffn_value_t.w && sum_ln_fusion_ &&
-           sparse_sum_ln_supported(hp_.n_embd);
-  };
-  return R == 1 && !hook_ && l > 0 && layers_[size_t(l)].ffn_row_a && sum_ln(l - 1) && sum_ln(l);
-}
-
 bool CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
-  Scratch& s = scratch_;
-  const LayerDev& L = layers_[l];
-  const int C = hp_.n_embd, F = hp_.n_ffn, R = p.R;
-  float* state = states_.as<float>() + size_t(l) * hp_.state_floats_per_layer();
-  if (ffn_folded(l, R)) {  // the LayerNorm inside the key product; y is the residual row s.h
-    KeyFoldArgs k;
-    k.W = L.ffn_key.view();
-    k.y = s.h;
-    k.c1 = L.ffn_c1;
-    k.e = ffn_e_;
-    k.row_a = L.ffn_row_a;
-    k.eps = hp_.ln_eps;
-    k.hidden = s.hidden;
-    ffn_key_folded(k, stream_);
-  } else {
-    ffn_ln_key(l, p, bd);
-  }
-  if (R == 1 && L.ffn_value_t.w && !hook_) {  // one row: skip the hidden units that ReLU^2 zeroed
-    // The partials' sum also does the next layer's attention LayerNorm where it can, and
-    // what folded FFN LayerNorms need (this layer's shift state, the next layer's e).
-    const bool fuse_ln = l + 1 < hp_.n_layer && sum_ln_fusion_ && sparse_sum_ln_supported(C);
-    const ShiftLerpArgs next = fuse_ln ? att_lerp_args(l + 1, R, bd) : ShiftLerpArgs{};
-    FfnFoldTail tail;
-    if (fuse_ln && ffn_folded(l, R)) {
-      tail.ln_w = L.ffn_ln_w;
-      tail.ln_b = L.ffn_ln_b;
-      tail.shift = state + C;
-    }
-    if (fuse_ln && ffn_folded(l + 1, R)) {
-      const LayerDev& N = layers_[size_t(l + 1)];
-      tail.next_c0 = N.ffn_c0;
-      tail.next_mix = N.ffn_mix;
-      tail.next_shift = states_.as<float>() + size_t(l + 1) * hp_.state_floats_per_layer() + C;
-      tail.e = ffn_e_;
-    }
-    const bool with_tail = tail.shift || tail.e;
-    ffn_value_sparse(L.ffn_value_t, s.hidden, s.h, sparse_scratch_, stream_, early_trigger(L.ffn_value, R),
-                     fuse_ln ? &next : nullptr, with_tail ? &tail : nullptr);
-    return fuse_ln;
-  }
-  const bool mv = R <= kMatvecMaxRows;
-  const bool relu_late = !mv && !hook_;
-  const bool q = mv && quantised(L.ffn_value);
-  if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
-  matmul(L.ffn_value, s.hidden, F, R, relu_late ? InOp::relu_sq : InOp::none, s.h, C, OutOp::add, nullptr,
-         hook_ ? s.raw : nullptr, q ? &s.qx_hidden : nullptr);
-  emit(l, "ffn.out", s.raw, R, C);
-  return false;
-}
-
-// The FFN LayerNorm + token shift + lerp, then the key product with ReLU^2, into s.hidden.
-void CudaBackend::ffn_ln_key(int l, const ChunkPlan& p, const BatchDev& bd) {
   Scratch& s = scratch_;
   const LayerDev& L = layers_[l];
   const int C = hp_.n_embd, F = hp_.n_ffn, R = p.R;
@@ -389,6 +329,20 @@ void CudaBackend::ffn_ln_key(int l, const ChunkPlan& p, const BatchDev& bd) {
   matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, relu_late ? OutOp::store : OutOp::relu_sq, nullptr,
          nullptr, &lerp.out_q[0], mv ? nullptr : s.mix16[0]);
   emit(l, "ffn.hidden", s.hidden, R, F);
+  if (R == 1 && L.ffn_value_t.w && !hook_) {  // one row: skip the hidden units that ReLU^2 zeroed
+    // The partials' sum also does the next layer's attention LayerNorm where it can.
+    const bool fuse_ln = l + 1 < hp_.n_layer && sum_ln_fusion_ && sparse_sum_ln_supported(C);
+    const ShiftLerpArgs next = fuse_ln ? att_lerp_args(l + 1, R, bd) : ShiftLerpArgs{};
+    ffn_value_sparse(L.ffn_value_t, s.hidden, s.h, sparse_scratch_, stream_, early_trigger(L.ffn_value, R),
+                     fuse_ln ? &next : nullptr);
+    return fuse_ln;
+  }
+  const bool q = mv && quantised(L.ffn_value);
+  if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
+  matmul(L.ffn_value, s.hidden, F, R, relu_late ? InOp::relu_sq : InOp::none, s.h, C, OutOp::add, nullptr,
+         hook_ ? s.raw : nullptr, q ? &s.qx_hidden : nullptr);
+  emit(l, "ffn.out", s.raw, R, C);
+  return false;
 }
 
 }  // namespace rwkv::cuda

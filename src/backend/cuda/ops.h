@@ -138,53 +138,16 @@ SparseFfn sparse_ffn_view(TensorType type, int64_t C, int64_t F, const void* bas
 // Device scratch ffn_value_sparse needs (floats): its blocks' partial sums.
 size_t sparse_ffn_scratch_floats(int64_t C, int64_t F);
 struct ShiftLerpArgs;
-// What the sum + LayerNorm launch of ffn_value_sparse (next_ln) also does around layers whose
-// FFN LayerNorm is folded into the key product (ffn_key_folded). Shift pointers are of slot
-// 0, offset by the row's slot times next_ln->state_stride.
-struct FfnFoldTail {
-  // This layer's FFN shift state: the LayerNorm (ln_w, ln_b, next_ln->eps) of y as it was
-  // before the sum, the folded key product's input. Null: this layer's FFN was not folded.
-  const float *ln_w = nullptr, *ln_b = nullptr;
-  float* shift = nullptr;
-  // The next layer's e = c0 + mix * prev (KeyFoldArgs), prev its FFN shift state. Null: the
-  // next layer's FFN is not folded.
-  const float *next_c0 = nullptr, *next_mix = nullptr, *next_shift = nullptr;
-  float* e = nullptr;
-};
 // y[i] += sum_j W[i][j] h[j] over the j with h[j] != 0 (one row: h [F], y [C]). Two launches
 // (the product, then the sum of its partials). Deterministic: partial sums are added in a
 // fixed order. early_trigger: the sum lets the next kernel launch at its start (as
 // ShiftLerpArgs::early_trigger). next_ln (one row, where sparse_sum_ln_supported(C)): the
 // sum's launch also does ln_shift_lerp(*next_ln) on the new y (next_ln->h == y); its
-// early_trigger then applies instead, and `tail` (with next_ln only) what FfnFoldTail says.
+// early_trigger then applies instead.
 void ffn_value_sparse(const SparseFfn& W, const float* h, float* y, float* scratch, Stream stream,
-                      bool early_trigger = false, const ShiftLerpArgs* next_ln = nullptr,
-                      const FfnFoldTail* tail = nullptr);
+                      bool early_trigger = false, const ShiftLerpArgs* next_ln = nullptr);
 // Whether the device and the width C allow ffn_value_sparse's next_ln (thread-block clusters).
 bool sparse_sum_ln_supported(int C);
-
-// ---- the FFN LayerNorm folded into the key product (decode, one row; ffn_fold.cu) ------------
-
-// hidden = relu(W lerp(LN(y), prev, mix))^2 for a 16-bit float FFN key W (F rows of C) and one
-// residual row y, without a LayerNorm launch before it. With c1 = (1 - mix) ln_w,
-// c0 = (1 - mix) ln_b, e = c0 + mix prev and A = W c1 (per row, made once at load), row i is
-//   rstd (sum_j W[i][j] c1[j] (y[j] - K) - (mean - K) A[i]) + sum_j W[i][j] e[j],  K = y[0]:
-// each row's threads sum y's statistics beside the product (shifted by K, so that a large
-// mean costs no precision). e does not depend on y: the launch before writes it (FfnFoldTail).
-struct KeyFoldArgs {
-  PackedView W;                  // F16 or BF16, F x C
-  const float* y = nullptr;      // [C], 16-byte aligned (as c1, e)
-  const float* c1 = nullptr;     // [C]
-  const float* e = nullptr;      // [C]
-  const float* row_a = nullptr;  // [F]
-  float eps = 1e-5f;
-  float* hidden = nullptr;  // [F]
-};
-// F16 or BF16 with C a multiple of 8, at most 2,560 (a row in one round of its threads' loads).
-bool ffn_key_fold_supported(TensorType type, int64_t C);
-void ffn_key_folded(const KeyFoldArgs& a, Stream stream);
-// Host: c1 = (1 - mix) ln_w and c0 = (1 - mix) ln_b over C channels.
-void ffn_fold_vectors(const float* ln_w, const float* ln_b, const float* mix, int64_t C, float* c1, float* c0);
 
 // ---- dequantisation and f16 conversion (prefill GEMM path) ----------------------------------
 
