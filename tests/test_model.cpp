@@ -176,6 +176,31 @@ INSTANTIATE_TEST_SUITE_P(Backends, Invariants, ::testing::Values("cpu-ref", "cpu
 
 // The engine's logits buffer holds rows x n_vocab floats, grows on demand, and decode
 // writes there what it writes into any other buffer.
+// make-model's --ffn-density: the fraction of FFN hidden units that ReLU^2 leaves non-zero,
+// unbiased (about half) and set as in trained models, on cpu-ref over a few tokens.
+TEST(Synthetic, FfnDensityAsAsked) {
+  for (const double density : {0.0, 0.15}) {
+    SyntheticSpec spec;
+    spec.n_embd = 256;
+    spec.n_ffn = 1024;
+    spec.ffn_density = density;
+    auto model = Model::load(testing::synthetic_model(spec));
+    auto b = backend_for("cpu-ref", model);
+    double non_zero = 0, units = 0;
+    b->set_debug_hook([&](int, std::string_view name, int rows, int width, const float* data) {
+      if (name != "ffn.hidden") return;
+      for (int i = 0; i < rows * width; ++i) non_zero += data[i] != 0.f;
+      units += double(rows) * width;
+    });
+    token_by_token(*b, spec.n_vocab, random_tokens(16, spec.n_vocab, 5));
+    const double want = density > 0 ? density : 0.5;
+    EXPECT_NEAR(non_zero / units, want, 0.06) << "ffn_density " << density;
+  }
+  SyntheticSpec bad;
+  bad.ffn_density = 1.0;
+  EXPECT_THROW(write_synthetic_model(testing::temp_path("bad-density.gguf"), bad), Error);
+}
+
 TEST(Engine, LogitsBufferTakesDecodeRows) {
   EngineOptions o;
   o.backend = "cpu";

@@ -21,6 +21,7 @@ struct MakeModelArgs {
   std::string head_type;  // empty: same as type
   uint64_t seed = 1;
   int pool_rows = 0;
+  double ffn_density = 0;
 };
 
 TensorType parse_type_arg(const std::string& name, const char* option) {
@@ -44,6 +45,7 @@ void run_make_model(const MakeModelArgs& a) {
   s.head_type = a.head_type.empty() ? s.type : parse_type_arg(a.head_type, "--head-type");
   s.seed = a.seed;
   s.pool_rows = a.pool_rows;
+  s.ffn_density = a.ffn_density;
   write_synthetic_model(a.out, s);
   std::printf("wrote %s (%s): n_embd %d, n_layer %d, head_size %d, n_ffn %d, n_vocab %d, ranks %d/%d/%d/%d, %s\n",
               a.out.c_str(), format_bytes(double(std::filesystem::file_size(a.out))).c_str(), s.n_embd, s.n_layer,
@@ -78,6 +80,11 @@ void register_make_model(CLI::App& app) {
                   "seconds for benchmarks (0: every row random)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--ffn-density", a->ffn_density,
+                  "Fraction of FFN hidden units left non-zero by ReLU^2, as in trained models (the demo model: "
+                  "~0.12); 0: unbiased random keys (about half)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.99));
   const SyntheticSpec d;
   cmd->footer("custom starts from n_embd " + std::to_string(d.n_embd) + ", " + std::to_string(d.n_layer) +
               " layers, head size " + std::to_string(d.head_size) + ", FFN " + std::to_string(d.n_ffn) +

@@ -49,6 +49,21 @@ std::string escape_token(const std::string& bytes) {
   return out;
 }
 
+// The shift of the FFN key weights (drawn from [-sc - shift, sc - shift), sc = 1/sqrt(C))
+// that leaves a fraction `density` of the hidden units non-zero when the key's input is the
+// lerp of two LayerNorm rows with gains in [0.8, 1.2] and biases around b: a hidden unit is
+// then noise of variance C sc^2 / 3 (E[gain^2] 2/3 + b^2) less shift C b, positive with
+// probability density.
+double ffn_key_shift(int64_t C, double density, double b) {
+  const double sigma = std::sqrt((1.0 + 0.16 / 12.0) * 2.0 / 3.0 + b * b) / std::sqrt(3.0);
+  double lo = -10.0, hi = 10.0;  // the normal quantile z with P(N(0,1) > z) = density, by bisection
+  for (int i = 0; i < 100; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (0.5 * std::erfc(mid / std::sqrt(2.0)) > density ? lo : hi) = mid;
+  }
+  return sigma * lo / (double(C) * b);
+}
+
 class Generator {
  public:
   Generator(const SyntheticSpec& spec, gguf::Writer& w) : spec_(spec), w_(w), rng_(spec.seed) {}
@@ -128,6 +143,9 @@ class Generator {
     const int64_t C = s.n_embd, F = s.n_ffn, V = s.n_vocab;
     const TensorType lora = s.type == TensorType::F32 ? TensorType::F32 : TensorType::F16;
     const float sc = 1.0f / std::sqrt(float(C)), sf = 1.0f / std::sqrt(float(F));
+    const bool sparse_ffn = s.ffn_density > 0;
+    const float ffn_b = sparse_ffn ? 0.5f : 0.0f;  // the FFN LayerNorm biases' centre
+    const float key_shift = sparse_ffn ? float(ffn_key_shift(C, s.ffn_density, ffn_b)) : 0.0f;
     w_.set_string("general.architecture", "rwkv7");
     w_.set_string("general.name", "rwkv7-synthetic");
     w_.set_u32("rwkv7.context_length", 1048576);
@@ -153,7 +171,7 @@ class Generator {
       add(p + "attn_norm.weight", TensorType::F32, C, 1, 0.8f, 1.2f);
       add(p + "attn_norm.bias", TensorType::F32, C, 1, -0.1f, 0.1f);
       add(p + "attn_norm_2.weight", TensorType::F32, C, 1, 0.8f, 1.2f);
-      add(p + "attn_norm_2.bias", TensorType::F32, C, 1, -0.1f, 0.1f);
+      add(p + "attn_norm_2.bias", TensorType::F32, C, 1, ffn_b - 0.1f, ffn_b + 0.1f);
       add(p + "time_mix_w0.weight", TensorType::F32, C, 1, -3.0f, 1.0f);
       add(p + "time_mix_w1.weight", TensorType::F32, C, s.rank_w, -sc, sc);
       add(p + "time_mix_w2.weight", TensorType::F32, s.rank_w, C, -0.5f, 0.5f);
@@ -176,7 +194,7 @@ class Generator {
       add(p + "time_mix_ln.weight", TensorType::F32, C, 1, 0.8f, 1.2f);
       add(p + "time_mix_ln.bias", TensorType::F32, C, 1, -0.1f, 0.1f);
       add(p + "channel_mix_lerp_k.weight", TensorType::F32, C, 1, 0.0f, 1.0f);
-      add(p + "channel_mix_key.weight", s.type, C, F, -sc, sc);
+      add(p + "channel_mix_key.weight", s.type, C, F, -sc - key_shift, sc - key_shift);
       const bool odd = l % 2 == 1 && s.odd_ffn_value_type;
       add(p + "channel_mix_value.weight", odd ? *s.odd_ffn_value_type : s.type, F, C, -sf * 4, sf * 4);
     }
@@ -200,6 +218,8 @@ void write_synthetic_model(const std::string& path, const SyntheticSpec& spec) {
       spec.rank_g <= 0)
     fail(ErrorCode::argument,
          "make-model: impossible shape (need n_embd a multiple of head_size, vocabulary >= 257, ranks > 0)");
+  if (!(spec.ffn_density >= 0 && spec.ffn_density < 1))
+    fail(ErrorCode::argument, "make-model: FFN density " + std::to_string(spec.ffn_density) + " (must be in [0, 1))");
   gguf::Writer w;
   Generator g(spec, w);
   g.model();

@@ -22,6 +22,11 @@ struct SyntheticSpec {
   // rows encoded once per tensor kind (type, width, value range), which writes the real
   // 2.9B shape in seconds instead of minutes; for benchmarks, where values do not matter.
   int pool_rows = 0;
+  // 0: FFN key weights centred on zero, so that ReLU^2 zeroes about half of the hidden units.
+  // D in (0, 1): about a fraction D of them non-zero, as in trained models (the demo model:
+  // ~0.12), where the ReLU^2-sparse value products read only those units' weights. The FFN
+  // LayerNorm bias is drawn around 0.5 and the key weights shifted below zero to match.
+  double ffn_density = 0;
 
   // The real shapes (spec §1.1) with vocabulary 65536.
   static SyntheticSpec shape_0_1b();

@@ -47,7 +47,8 @@ std::string synthetic_model(const SyntheticSpec& s) {
                           std::to_string(s.rank_a) + "." + std::to_string(s.rank_v) + "." + std::to_string(s.rank_g) +
                           "-t" + std::to_string(uint32_t(s.type)) + "-h" + std::to_string(uint32_t(s.head_type)) +
                           (s.odd_ffn_value_type ? "-o" + std::to_string(uint32_t(*s.odd_ffn_value_type)) : "") + "-s" +
-                          std::to_string(s.seed) + ".gguf";
+                          std::to_string(s.seed) + "-p" + std::to_string(s.pool_rows) + "-d" +
+                          std::to_string(s.ffn_density) + ".gguf";
   std::lock_guard<std::mutex> lock(mu);
   auto it = made.find(key);
   if (it != made.end()) return it->second;
