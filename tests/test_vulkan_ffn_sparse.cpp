@@ -38,8 +38,8 @@ std::vector<float> hidden_vector(size_t n, double zeros, uint64_t seed, bool blo
 
 // The sparse FFN value product (W [C x F] read through its transposed copy, one row h)
 // against the dense reference, lossless up to fp32 rounding, for F16, BF16 and Q8_0: C not a
-// multiple of the output slice (200, 136, 2056; Q8_0's 512: 208, 528, 2064), F not a
-// multiple of the hidden-unit group (Q8_0's 256: 544, 800), hidden vectors with half, most,
+// multiple of the output slice (200, 136, 2056; Q8_0's 128: 208, 528, 2064), F not a
+// multiple of the hidden-unit group (Q8_0's 512: 544, 800), hidden vectors with half, most,
 // all and no units zero, whole blocks of 32 zero, a single non-zero unit; for F16 and BF16
 // every team width (lanes 8, 16, 32) and units per invocation (groups of 64, 512, 1024
 // units; one group and several). Each case runs twice in one command buffer: the results
@@ -59,7 +59,7 @@ TEST(VulkanOps, SparseFfnValueMatchesReference) {
       cases.push_back(c);
   }
   for (const Case c : {Case{TensorType::Q8_0, 208, 1024, 0, 0}, Case{TensorType::Q8_0, 2064, 544, 0, 0},
-                       Case{TensorType::Q8_0, 528, 800, 32, 256}})
+                       Case{TensorType::Q8_0, 528, 800, 16, 512}})
     cases.push_back(c);
   for (const Case& c : cases) {
     std::vector<uint8_t> bytes;
@@ -104,7 +104,7 @@ TEST(VulkanOps, Q8_0TransposeMovesEveryByte) {
 
 // The backend's work split: F16, BF16: about 256 workgroups where the shape allows, 64 to
 // 1024 units per group, slices of 128 outputs from C = 2048 on (64 below); Q8_0: slices of
-// 512 outputs, groups of 256 units, no other split.
+// 128 outputs, groups of 512 units, no other split.
 TEST(VulkanOps, SparseFfnShapes) {
   const vk::SparseFfnShape s29 = vk::sparse_ffn_shape(TensorType::F16, 2560, 10240);  // 2.9B
   EXPECT_EQ(s29.lanes, 16u);
@@ -118,15 +118,15 @@ TEST(VulkanOps, SparseFfnShapes) {
   EXPECT_EQ(s01.part_off(), 12u);
   EXPECT_EQ(s01.partial_words(768), 12u + 24u * 768u);
   const vk::SparseFfnShape q29 = vk::sparse_ffn_shape(TensorType::Q8_0, 2560, 10240);
-  EXPECT_EQ(q29.per_lane * q29.lanes, 512u);
-  EXPECT_EQ(q29.units, 256u);
-  EXPECT_EQ(q29.slices, 5u);
-  EXPECT_EQ(q29.groups, 40u);
-  EXPECT_EQ(vk::sparse_ffn_shape(TensorType::Q8_0, 528, 800).slices, 2u);
+  EXPECT_EQ(q29.per_lane * q29.lanes, 128u);
+  EXPECT_EQ(q29.units, 512u);
+  EXPECT_EQ(q29.slices, 20u);
+  EXPECT_EQ(q29.groups, 20u);
+  EXPECT_EQ(vk::sparse_ffn_shape(TensorType::Q8_0, 528, 800).slices, 5u);
   EXPECT_THROW(vk::sparse_ffn_shape(TensorType::F16, 256, 256, 12, 0), Error);
   EXPECT_THROW(vk::sparse_ffn_shape(TensorType::F16, 256, 256, 8, 96), Error);
-  EXPECT_THROW(vk::sparse_ffn_shape(TensorType::Q8_0, 256, 256, 16, 0), Error);
-  EXPECT_THROW(vk::sparse_ffn_shape(TensorType::Q8_0, 256, 256, 0, 512), Error);
+  EXPECT_THROW(vk::sparse_ffn_shape(TensorType::Q8_0, 256, 256, 32, 0), Error);
+  EXPECT_THROW(vk::sparse_ffn_shape(TensorType::Q8_0, 256, 256, 0, 256), Error);
   EXPECT_TRUE(vk::sparse_ffn_supported(TensorType::BF16, 256));
   EXPECT_TRUE(vk::sparse_ffn_supported(TensorType::Q8_0, 208));
   EXPECT_FALSE(vk::sparse_ffn_supported(TensorType::Q8_0, 200));

@@ -103,14 +103,14 @@ bool sparse_ffn_supported(TensorType type, uint32_t C) {
 SparseFfnShape sparse_ffn_shape(TensorType type, uint32_t C, uint32_t F, uint32_t lanes, uint32_t units) {
   SparseFfnShape s;
   if (type == TensorType::Q8_0) {
-    // The shader's one split: 512-output slices, a 32-unit block per team of 32.
-    if ((lanes != 0 && lanes != 32) || (units != 0 && units != 256)) {
-      fail(ErrorCode::argument, "vulkan: the Q8_0 sparse FFN takes 32 lanes and 256 units, not " +
+    // The shader's one split: 128-output slices, a 32-unit block per team of 16.
+    if ((lanes != 0 && lanes != 16) || (units != 0 && units != 512)) {
+      fail(ErrorCode::argument, "vulkan: the Q8_0 sparse FFN takes 16 lanes and 512 units, not " +
                                     std::to_string(lanes) + " and " + std::to_string(units));
     }
-    s.per_lane = 16;
-    s.lanes = 32;
-    s.units = 256;
+    s.per_lane = 8;
+    s.lanes = 16;
+    s.units = 512;
   } else {
     // Slices of 128 outputs (256-byte runs of each weight row) on wide models, of 64 on
     // narrow ones, where wide slices would leave too few workgroups.
@@ -445,7 +445,7 @@ void Kernels::wkv_prefill(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, 
 
 void Kernels::ffn_sparse(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer act, VkBuffer partials,
                          FfnSparsePush p, const SparseFfnShape& shape) {
-  if (!sparse_ffn_supported(type, p.C) || shape.per_lane != (type == TensorType::Q8_0 ? 16u : 8u)) {
+  if (!sparse_ffn_supported(type, p.C) || shape.per_lane != 8u) {
     fail(ErrorCode::argument, "vulkan: no sparse FFN value product for " + std::string(type_name(type)) +
                                   " weights with C = " + std::to_string(p.C) + " and " +
                                   std::to_string(shape.per_lane) + " outputs per lane");

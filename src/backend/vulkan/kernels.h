@@ -131,7 +131,7 @@ struct FfnSparsePush {
 // Work split of the sparse FFN value product (ffn_sparse.comp): workgroups of 256
 // invocations, each for a slice of per_lane x lanes outputs and a group of `units` hidden
 // units. F16, BF16: 8 outputs per lane, lanes 8, 16 or 32, units a power of two, 64 .. 1024.
-// Q8_0: 16 outputs per lane, 32 lanes (a team per hidden block of 32), 256 units.
+// Q8_0: 8 outputs per lane, 16 lanes (a team per hidden block of 32), 512 units.
 struct SparseFfnShape {
   uint32_t per_lane = 0, lanes = 0, units = 0;
   uint32_t slices = 0, groups = 0;  // the grid: ceil(C / (per_lane lanes)) x ceil(F / units)

@@ -14,10 +14,10 @@
 //  2. deals them out to teams of LANES invocations; an invocation holds PER_LANE
 //     consecutive outputs, one 16-byte load per unit, IN_FLIGHT units' loads issued before
 //     their first use. F16, BF16: unit k of the list to team k % TEAMS, 8 outputs per
-//     invocation. Q8_0: team t takes the units of hidden block t of the group (32 units
-//     sharing one scale per output: a contiguous range of the list), 16 outputs per
-//     invocation; it sums the unscaled products and applies the block's scales, loaded
-//     before step 1 (they do not depend on h), once at the end;
+//     invocation (one 16-byte load). Q8_0: team t takes the units of hidden block t of the
+//     group (32 units sharing one scale per output: a contiguous range of the list), 8
+//     outputs per invocation (one 8-byte load); it sums the unscaled products and applies
+//     the block's scales, loaded before step 1 (they do not depend on h), once at the end;
 //  3. adds its teams' sums in team order and stores them as the group's partial sums;
 //  4. counts itself done on its slice's counter; the last workgroup of the slice adds the
 //     groups' partial sums into y (in group order within each of PARTS ranges of groups,
@@ -30,12 +30,16 @@
 #define WG 256u
 layout(local_size_x = 256) in;
 #if defined(TYPE_Q8_0)
-// Teams of 32 invocations, one per hidden block of 32 units (the host passes the
-// specialisation constants 32 and 256, which this variant does not read).
-const uint LANES = 32u;
-const uint UNITS = WG;     // 8 blocks of 32: team t owns block t of the group
-const uint PER_LANE = 16u;  // outputs per invocation: 16 int8 quants per 16-byte load
-#define IN_FLIGHT 16u       // half a block's units per round
+// Teams of 16 invocations, one per hidden block of 32 units (the host passes the
+// specialisation constants 16 and 512, which this variant does not read). Slices of 128
+// outputs, as F16's on wide models: with 512 (16 outputs a lane) a 2.9B layer had 200
+// workgroups and each slice's last workgroup added 40 partial sums of 512 outputs in three
+// rounds of loads, and the product cost more than the dense one even at a trained model's
+// sparsity (bench/RESULTS-vulkan.md, session 19).
+const uint LANES = 16u;
+const uint UNITS = 2u * WG;  // 16 blocks of 32: team t owns block t of the group
+const uint PER_LANE = 8u;    // outputs per invocation: 8 int8 quants per 8-byte load
+#define IN_FLIGHT 16u        // half a block's units per round
 #else
 layout(constant_id = 0) const uint LANES = 16;   // invocations per team: 8, 16 or 32
 layout(constant_id = 1) const uint UNITS = 256;  // hidden units per workgroup: 64 .. 1024
@@ -44,10 +48,10 @@ const uint PER_LANE = 8u;   // outputs per invocation: 8 16-bit weights per 16-b
 #endif
 const uint TEAMS = WG / LANES;
 const uint SLICE = PER_LANE * LANES;          // outputs per workgroup
-const uint PASSES = PER_LANE / 8u;            // step 3 takes 8 outputs per invocation a pass
 const uint PER_INV = (UNITS + WG - 1u) / WG;  // hidden units per invocation in step 1 (<= 4)
 
 layout(std430, set = 0, binding = 0) readonly buffer Weights { uvec4 w4[]; };
+layout(std430, set = 0, binding = 0) readonly buffer Weights2 { uvec2 w2[]; };  // Q8_0 quants
 layout(std430, set = 0, binding = 1) buffer Act { float act[]; };
 // [0, slices): one counter per slice; from part_off: [groups x C] partial sums (float bits).
 // Coherent: partial sums written by one workgroup are read by another.
@@ -65,7 +69,7 @@ layout(push_constant) uniform Push {
 
 // Step 1-2: the compacted units, [0, UNITS) indices and [UNITS, 2 UNITS) values (bits),
 // Q8_0 also [2 UNITS, 2 UNITS + TEAMS) where each block's units start in the list; step 3
-// reuses it as [TEAMS][8][LANES] team sums (8 WG = 2048 words, UNITS <= 1024), once per pass.
+// reuses it as [TEAMS][8][LANES] team sums (8 WG = 2048 words, UNITS <= 1024).
 shared uint sh[8u * WG];
 shared uint sg_count[RED_MAX];
 shared bool last_group;
@@ -102,15 +106,11 @@ void main() {
   uint i0 = slice * SLICE + PER_LANE * lane;
   bool in_c = i0 < pc.C;
 #if defined(TYPE_Q8_0)
-  // The 16 float16 scales of outputs [i0, i0 + 16) for the team's hidden block (32 bytes,
-  // 32-byte aligned: C % 16 == 0), issued before the compaction.
+  // The 8 float16 scales of outputs [i0, i0 + 8) for the team's hidden block (16 bytes,
+  // 16-byte aligned: C % 16 == 0), issued before the compaction.
   uint blk = group * TEAMS + team;
-  uvec4 d_lo = uvec4(0u), d_hi = uvec4(0u);
-  if (in_c && blk * 32u < pc.F) {
-    uint d_at = pc.s_off + ((blk * pc.C + i0) >> 3);
-    d_lo = w4[d_at];
-    d_hi = w4[d_at + 1u];
-  }
+  uvec4 d8 = uvec4(0u);
+  if (in_c && blk * 32u < pc.F) d8 = w4[pc.s_off + ((blk * pc.C + i0) >> 3)];
 #endif
 
   // 1. This invocation's units [tid PER_INV, + PER_INV) of the group, then its place in
@@ -133,7 +133,7 @@ void main() {
     count += sg_count[i];
   }
 #if defined(TYPE_Q8_0)
-  if (lane == 0u) sh[2u * UNITS + team] = at;  // PER_INV = 1: invocation 32 t holds unit 32 t
+  if (lane == 0u) sh[2u * UNITS + team] = at;  // PER_INV = 2: invocation 16 t holds unit 32 t first
 #endif
   for (uint k = 0u; k < PER_INV; ++k) {
     if (hv[k] != 0.0) {
@@ -144,36 +144,32 @@ void main() {
   }
   barrier();
 
-  // 2. acc0..acc3: outputs i0 + [0, 4), [4, 8), [8, 12), [12, 16) (F16, BF16: the first 8).
-  vec4 acc0 = vec4(0.0), acc1 = vec4(0.0), acc2 = vec4(0.0), acc3 = vec4(0.0);
+  // 2. acc0, acc1: outputs i0 + [0, 4), [4, 8).
+  vec4 acc0 = vec4(0.0), acc1 = vec4(0.0);
 #if defined(TYPE_Q8_0)
   // The team's block: list entries [begin, end), in unit order.
   uint begin = sh[2u * UNITS + team];
   uint end = team + 1u < TEAMS ? sh[2u * UNITS + team + 1u] : count;
   for (uint e = begin; e < end; e += IN_FLIGHT) {
-    uvec4 q[IN_FLIGHT];
+    uvec2 q[IN_FLIGHT];
     float hj[IN_FLIGHT];
     for (uint k = 0u; k < IN_FLIGHT; ++k) {
       uint u = e + k;
       hj[k] = 0.0;
-      q[k] = uvec4(0u);
+      q[k] = uvec2(0u);
       if (in_c && u < end) {
         hj[k] = uintBitsToFloat(sh[UNITS + u]);
-        q[k] = w4[pc.w_off + ((sh[u] * pc.C + i0) >> 4)];
+        q[k] = w2[2u * pc.w_off + ((sh[u] * pc.C + i0) >> 3)];
       }
     }
     for (uint k = 0u; k < IN_FLIGHT; ++k) {
-      uvec4 x = q[k] ^ uvec4(0x80808080u);
+      uvec2 x = q[k] ^ uvec2(0x80808080u);
       acc0 += hj[k] * quants4(x.x);
       acc1 += hj[k] * quants4(x.y);
-      acc2 += hj[k] * quants4(x.z);
-      acc3 += hj[k] * quants4(x.w);
     }
   }
-  acc0 *= vec4(unpackHalf2x16(d_lo.x), unpackHalf2x16(d_lo.y));
-  acc1 *= vec4(unpackHalf2x16(d_lo.z), unpackHalf2x16(d_lo.w));
-  acc2 *= vec4(unpackHalf2x16(d_hi.x), unpackHalf2x16(d_hi.y));
-  acc3 *= vec4(unpackHalf2x16(d_hi.z), unpackHalf2x16(d_hi.w));
+  acc0 *= vec4(unpackHalf2x16(d8.x), unpackHalf2x16(d8.y));
+  acc1 *= vec4(unpackHalf2x16(d8.z), unpackHalf2x16(d8.w));
 #else
   // Team `team` takes list entries team, team + TEAMS, ...
   for (uint e = team; e < count; e += IN_FLIGHT * TEAMS) {
@@ -198,25 +194,18 @@ void main() {
 #endif
   barrier();  // every team is done with the list: sh becomes the team sums
 
-  // 3. In PASSES passes of 8 outputs per invocation (outputs i0 + 8 p + [0, 8)): team sums
-  // at [team][e][lane]; invocation tid < 8 LANES adds entry tid of every team, which is
-  // output PER_LANE (tid % LANES) + 8 p + tid / LANES of the slice.
-  bool adds = tid < 8u * LANES;
-  uint i_first = slice * SLICE + PER_LANE * (tid % LANES) + tid / LANES;  // + 8 p
-  for (uint p = 0u; p < PASSES; ++p) {
-    vec4 lo = p == 0u ? acc0 : acc2, hi = p == 0u ? acc1 : acc3;
-    for (uint e = 0u; e < 4u; ++e) {
-      sh[(team * 8u + e) * LANES + lane] = floatBitsToUint(lo[e]);
-      sh[(team * 8u + 4u + e) * LANES + lane] = floatBitsToUint(hi[e]);
-    }
-    barrier();
-    uint i = i_first + 8u * p;
-    if (adds && i < pc.C) {
-      float v = 0.0;
-      for (uint t = 0u; t < TEAMS; ++t) v += uintBitsToFloat(sh[t * 8u * LANES + tid]);
-      part[pc.part_off + group * pc.C + i] = floatBitsToUint(v);
-    }
-    if (p + 1u < PASSES) barrier();  // the next pass overwrites sh
+  // 3. Team sums at [team][e][lane] (outputs i0 + e, e < 8); invocation tid < 8 LANES adds
+  // entry tid of every team, which is output PER_LANE (tid % LANES) + tid / LANES of the slice.
+  for (uint e = 0u; e < 4u; ++e) {
+    sh[(team * 8u + e) * LANES + lane] = floatBitsToUint(acc0[e]);
+    sh[(team * 8u + 4u + e) * LANES + lane] = floatBitsToUint(acc1[e]);
+  }
+  barrier();
+  uint i = slice * SLICE + PER_LANE * (tid % LANES) + tid / LANES;
+  if (tid < 8u * LANES && i < pc.C) {
+    float v = 0.0;
+    for (uint t = 0u; t < TEAMS; ++t) v += uintBitsToFloat(sh[t * 8u * LANES + tid]);
+    part[pc.part_off + group * pc.C + i] = floatBitsToUint(v);
   }
 
   // 4. The partial sums are visible device-wide before this workgroup counts itself done.
