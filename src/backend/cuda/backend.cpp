@@ -172,7 +172,8 @@ void CudaBackend::upload_weights(const ProgressFn& progress) {
 // weights: 2.9B Q8_0 +2%, F16 +2% on top of the dense product's +27%, but the 0.1B shape's 24
 // blocks -18% Q8_0, -8% F16: src/backend/cuda/NOTES.md run 72). They cost the value
 // matrices' bytes once more. RWKV_CUDA_SPARSE_FFN=0 turns them off, =all on wherever the
-// type allows (trained models, with most units zero, may gain on small shapes too).
+// type allows (on the H100 the 0.1B shape stays faster dense even with a trained model's 12%
+// of units non-zero: 3,433 against 3,046-3,176 tok/s, bench/RESULTS.md session 19).
 // RWKV_CUDA_SUM_LN=0 keeps the next layer's attention LayerNorm in its own launch instead of
 // the sparse sum's (ops.h: ffn_value_sparse's next_ln), for comparisons.
 void CudaBackend::upload_sparse_ffn() {
