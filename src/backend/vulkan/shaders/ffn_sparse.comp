@@ -12,8 +12,8 @@
 //     of per-invocation counts over subgroup adds (only the basic and arithmetic subgroup
 //     operations the backend already requires; no ballot);
 //  2. deals them out to teams of LANES invocations; an invocation holds PER_LANE
-//     consecutive outputs, one 16-byte load per unit, IN_FLIGHT units' loads issued before
-//     their first use. F16, BF16: unit k of the list to team k % TEAMS, 8 outputs per
+//     consecutive outputs, one load per unit, IN_FLIGHT units' loads issued before their
+//     first use. F16, BF16: unit k of the list to team k % TEAMS, 8 outputs per
 //     invocation (one 16-byte load). Q8_0: team t takes the units of hidden block t of the
 //     group (32 units sharing one scale per output: a contiguous range of the list), 8
 //     outputs per invocation (one 8-byte load); it sums the unscaled products and applies
