@@ -247,16 +247,16 @@ ShiftLerpArgs lerp_args(const DeviceBatch& batch, float* h, int C, Guarded& ln_w
 // The sparse product's sum with the next layer's LayerNorm, token shift and lerps in the same
 // launch (one cluster: 6 blocks of 32 channels at 192, 8 of 96 at 768, 8 of 320 at 2560):
 // y, the LayerNorm, all six lerps (two also quantised) and the shift state of the row's slot
-// against the CPU reference.
+// against the CPU reference, also for a row whose mean is 20 times its spread.
 TEST(CudaOps, SparseFfnSumWithLayerNorm) {
   REQUIRE_GPU();
   if (!sparse_sum_ln_supported(192)) GTEST_SKIP() << "thread-block clusters need compute capability 9.0";
-  for (const int C : {192, 768, 2560}) {
+  for (const auto& [C, mean] : {std::pair<int, float>{192, 0.5f}, {768, 0.5f}, {2560, 0.5f}, {2560, 40.f}}) {
     const int64_t F = 2 * C;
     const DeviceSparseFfn sparse(TensorType::Q8_0, C, F);
     std::vector<float> h = randn(size_t(F));
     for (float& v : h) v = v < 0.f ? 0.f : v * v;
-    const std::vector<float> y0 = randn(size_t(C), 2.f, 0.5f), w = randn(size_t(C), 0.3f, 1.f),
+    const std::vector<float> y0 = randn(size_t(C), 2.f, mean), w = randn(size_t(C), 0.3f, 1.f),
                              b = randn(size_t(C), 0.1f), mix = uniform(size_t(6 * C), 0.f, 1.f);
     const int slot = 1;
     const size_t stride = 2 * size_t(C);  // a state slot holds more than the shift vector
@@ -276,7 +276,7 @@ TEST(CudaOps, SparseFfnSumWithLayerNorm) {
     std::vector<float> x(static_cast<size_t>(C)), want_state = state;
     ref::layer_norm(want_y.data(), w.data(), b.data(), 1, C, 1e-5f, x.data());
     float* shift = want_state.data() + slot * stride + C;
-    const std::string what = "C " + std::to_string(C);
+    const std::string what = "C " + std::to_string(C) + " mean " + std::to_string(mean);
     expect_close(dy.read(), want_y, 1e-11, what + " y");
     expect_close(xln.read(), x, 1e-10, what + " LayerNorm");
     for (int m = 0; m < 6; ++m) {

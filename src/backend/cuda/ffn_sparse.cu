@@ -312,18 +312,31 @@ int sum_ln_cluster(int C) {
   return 1;
 }
 
+// Mean and sum of squared deviations of k groups of n values each, from their own (mean, M2)
+// in lanes < k of the warp (Chan et al.'s merge of equal-count groups); every lane gets them.
+__device__ __forceinline__ float2 merge_groups(float2 group, unsigned k, float n) {
+  const bool mine = (threadIdx.x & 31) < k;
+  const float mean = warp_sum(mine ? group.x : 0.f) * (1.f / float(k));
+  const float d = group.x - mean;
+  return make_float2(mean, warp_sum(mine ? fmaf(n * d, d, group.y) : 0.f));
+}
+
 // One decode row (ShiftLerpArgs with R = 1): y[c] += the partials' sum, then the next layer's
 // LayerNorm + token shift + lerps of the new y (ln_shift_lerp_kernel's outputs). The grid is
-// one cluster; block b owns channels [b * blockDim.x, (b + 1) * blockDim.x), one per thread,
-// and the row's statistics meet through distributed shared memory: each block's sum, read
-// by every warp and added in a fixed order (deterministic). Replaces a launch of its own for the
-// LayerNorm, whose ten blocks each read the whole row again after their PDL wait.
+// one cluster; block b owns channels [b * blockDim.x, (b + 1) * blockDim.x), one per thread.
+// The row's mean and squared deviations meet in one round (two rounds, a sum and then the
+// deviations, cost a cluster barrier and a distributed-shared-memory read more: NOTES.md run
+// 116): merged pairwise in each warp, then over the warps through shared memory, then over
+// the blocks through distributed shared memory, every merge in a fixed order
+// (deterministic) and of exact deviations (no cancellation against a large mean). Replaces a
+// launch of its own for the LayerNorm, whose ten blocks each read the whole row again after
+// their PDL wait.
 __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* partial, float* y,
                                          const __grid_constant__ ShiftLerpArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
-  __shared__ float scratch[32];
-  __shared__ float block_sums[2];  // this block's sum of y, then of its squared deviations
+  __shared__ float2 warp_stats[32];  // each warp's (mean, M2)
+  __shared__ float2 block_stats;     // this block's, read by the cluster
   const cg::cluster_group cluster = cg::this_cluster();
   if (a.early_trigger) pdl_trigger();
   const int c = int(blockIdx.x * blockDim.x + threadIdx.x);
@@ -339,25 +352,26 @@ __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* par
   if (!a.early_trigger) pdl_trigger();
   const float h = y[c] + sum_partials(C, groups, partial, c);
   y[c] = h;
-  // The cluster's total of a block sum: lane r of every warp reads block r's value (all
-  // requests in flight at once, not one round trip per block), then a fixed shuffle tree.
-  const unsigned ranks = cluster.num_blocks(), lane = threadIdx.x & 31;
-  const auto cluster_total = [&](float* slot) {
-    const float mine = lane < ranks ? *cluster.map_shared_rank(slot, lane) : 0.f;
-    return warp_sum(mine);
-  };
-  const float inv_c = 1.f / float(C);
-  float v = block_sum(h, scratch);
-  if (threadIdx.x == 0) block_sums[0] = v;
+  // Pairs of equal-count groups merge as mean = (ma + mb) / 2, M2 = M2a + M2b + (mb - ma)^2 n / 2
+  // (n: each group's count): symmetric in a and b, so both lanes of a pair get the same bits.
+  float2 st = make_float2(h, 0.f);
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float mo = __shfl_xor_sync(0xffffffffu, st.x, o), m2o = __shfl_xor_sync(0xffffffffu, st.y, o);
+    const float d = mo - st.x;
+    st = make_float2(0.5f * (st.x + mo), (st.y + m2o) + d * d * (0.5f * float(o)));
+  }
+  const unsigned lane = threadIdx.x & 31, warps = blockDim.x >> 5, ranks = cluster.num_blocks();
+  if (lane == 0) warp_stats[threadIdx.x >> 5] = st;
+  __syncthreads();
+  st = merge_groups(lane < warps ? warp_stats[lane] : make_float2(0.f, 0.f), warps, 32.f);
+  if (threadIdx.x == 0) block_stats = st;
   cluster.sync();
-  const float mean = cluster_total(&block_sums[0]) * inv_c;
-  const float d = h - mean;
-  v = block_sum(d * d, scratch);
-  if (threadIdx.x == 0) block_sums[1] = v;
-  cluster.sync();
-  const float var = cluster_total(&block_sums[1]) * inv_c;
-  cluster.barrier_arrive();  // this block has read the others' sums; it may leave after the wait below
-  const float x = d * rsqrtf(var + a.eps) * w + b;
+  // Lane r of every warp reads block r's (all requests in flight at once).
+  const float2 other = lane < ranks ? *cluster.map_shared_rank(&block_stats, lane) : make_float2(0.f, 0.f);
+  st = merge_groups(other, ranks, float(blockDim.x));
+  cluster.barrier_arrive();  // this block has read the others' statistics; it may leave after the wait below
+  const float x = (h - st.x) * rsqrtf(st.y * (1.f / float(C)) + a.eps) * w + b;
   shift[c] = x;
   if (a.xln) a.xln[c] = x;
 #pragma unroll
