@@ -33,27 +33,52 @@ __device__ __forceinline__ void store_row(float* __restrict__ dst, int C, const 
 }
 
 // Mean and 1/sqrt(var + eps) (population variance) of a row held in registers as load_row
-// lays it out, by the whole block (every thread gets both).
-// 1/C is taken before the sums: an IEEE division after them sits on the decode chain.
-__device__ __forceinline__ float2 stats_regs(const float (&v)[kMaxPer], int C, float eps, float* scratch) {
-  const float inv_c = 1.f / float(C);
-  float s = 0.f;
-#pragma unroll
-  for (int k = 0; k < kMaxPer; ++k) s += v[k];
-  const float mean = block_sum(s, scratch) * inv_c;
-  float q = 0.f;
+// lays it out, by the whole block of kRowThreads (every thread gets both), in one round: each
+// thread's (count, mean, squared deviations) of its values, merged pairwise across its warp
+// (whose lanes hold equal counts: C is a multiple of 32), then over the warps through
+// `scratch` (Chan et al.'s merge; fixed order, so deterministic, and exact deviations). Two
+// rounds (a block sum, then one of squared deviations) put one more block exchange on the
+// decode chain (NOTES.md run 117).
+__device__ __forceinline__ float2 stats_regs(const float (&v)[kMaxPer], int C, float eps, float4* scratch) {
+  float n = 0.f, s = 0.f;
 #pragma unroll
   for (int k = 0; k < kMaxPer; ++k) {
-    const int c = threadIdx.x + k * kRowThreads;
-    const float d = c < C ? v[k] - mean : 0.f;
-    q += d * d;
+    if (threadIdx.x + k * kRowThreads < C) {
+      s += v[k];
+      n += 1.f;
+    }
   }
-  return make_float2(mean, rsqrtf(block_sum(q, scratch) * inv_c + eps));
+  float mean = n > 0.f ? __fdividef(s, n) : 0.f, m2 = 0.f;  // any centre will do: M2 is about it
+#pragma unroll
+  for (int k = 0; k < kMaxPer; ++k) {
+    const float d = threadIdx.x + k * kRowThreads < C ? v[k] - mean : 0.f;
+    m2 = fmaf(d, d, m2);
+  }
+  // Pairs of equal counts: mean = (ma + mb) / 2, M2 = M2a + M2b + (mb - ma)^2 n o / 2 (n o values
+  // a side), symmetric in a and b, so both lanes of a pair get the same bits.
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float mo = __shfl_xor_sync(0xffffffffu, mean, o), m2o = __shfl_xor_sync(0xffffffffu, m2, o);
+    const float d = mo - mean;
+    m2 = (m2 + m2o) + d * d * (0.5f * n * float(o));
+    mean = 0.5f * (mean + mo);
+  }
+  const int lane = threadIdx.x & 31;
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[threadIdx.x >> 5] = make_float4(32.f * n, mean, m2, 0.f);
+  __syncthreads();
+  // The warps' groups (counts differ where C is not a multiple of kRowThreads), in lanes < 8.
+  const float4 g = lane < kRowThreads / 32 ? scratch[lane] : make_float4(0.f, 0.f, 0.f, 0.f);
+  const float inv_c = 1.f / float(C);  // the counts add up to C
+  const float row_mean = warp_sum(g.x * g.y) * inv_c;
+  const float d = g.y - row_mean;
+  const float row_m2 = warp_sum(fmaf(g.x * d, d, g.z));
+  return make_float2(row_mean, rsqrtf(row_m2 * inv_c + eps));
 }
 
 // LayerNorm of a row held in registers as load_row lays it out.
 __device__ __forceinline__ void layer_norm_regs(float (&v)[kMaxPer], int C, const float (&w)[kMaxPer],
-                                                const float (&b)[kMaxPer], float eps, float* scratch) {
+                                                const float (&b)[kMaxPer], float eps, float4* scratch) {
   const float2 st = stats_regs(v, C, eps, scratch);
 #pragma unroll
   for (int k = 0; k < kMaxPer; ++k) v[k] = (v[k] - st.x) * st.y * w[k] + b[k];
@@ -63,7 +88,7 @@ template <TensorType TY>
 __global__ void __launch_bounds__(kRowThreads) embed_ln_kernel(PackedView E, const int32_t* tokens, const float* ln_w,
                                                                const float* ln_b, float eps, float* raw, float* h) {
   extern __shared__ float xs[];  // C floats
-  __shared__ float scratch[32];
+  __shared__ float4 scratch[kRowThreads / 32];
   const int C = int(E.cols);
   float w[kMaxPer], b[kMaxPer];
   load_row(ln_w, C, w);
@@ -92,7 +117,7 @@ __global__ void __launch_bounds__(kRowThreads) embed_ln_kernel(PackedView E, con
 }
 
 // Mean and 1/sqrt(var + eps) of a row in memory, by the whole block.
-__device__ __forceinline__ float2 row_stats(const float* __restrict__ src, int C, float eps, float* scratch) {
+__device__ __forceinline__ float2 row_stats(const float* __restrict__ src, int C, float eps, float4* scratch) {
   float v[kMaxPer];
   load_row(src, C, v);
   return stats_regs(v, C, eps, scratch);
@@ -102,7 +127,7 @@ __device__ __forceinline__ float2 row_stats(const float* __restrict__ src, int C
 // channels blockIdx.y * 256 + threadIdx.x + k * splits * 256. Decode uses C / 256 splits
 // so one row spreads over several SMs; prefill one split per row.
 __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid_constant__ ShiftLerpArgs a) {
-  __shared__ float scratch[32];
+  __shared__ float4 scratch[kRowThreads / 32];
   if (a.early_trigger) pdl_trigger();
   const int C = a.C;
   const int c0 = blockIdx.y * kRowThreads + threadIdx.x, cstep = gridDim.y * kRowThreads;
@@ -156,7 +181,7 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
 __global__ void __launch_bounds__(kRowThreads)
     layer_norm_rows_kernel(const float* x, const int32_t* rows, int C, const float* ln_w, const float* ln_b, float eps,
                            float* y, QuantX yq) {
-  __shared__ float scratch[32];
+  __shared__ float4 scratch[kRowThreads / 32];
   float w[kMaxPer], b[kMaxPer];
   load_row(ln_w, C, w);
   load_row(ln_b, C, b);
