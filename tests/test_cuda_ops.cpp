@@ -354,7 +354,7 @@ void check_multi_job(int T) {
       {TensorType::F32, 192, 96, InOp::tanh, OutOp::decay},     {TensorType::F16, 192, 64, InOp::none, OutOp::sigmoid},
       {TensorType::F16, 192, 40, InOp::sigmoid, OutOp::store},  {TensorType::Q8_0, 256, 192, InOp::none, OutOp::add},
       {TensorType::Q4_K, 512, 256, InOp::none, OutOp::relu_sq}, {TensorType::Q6_K, 100, 512, InOp::sigmoid, OutOp::add},
-      {TensorType::Q5_0, 64, 64, InOp::tanh, OutOp::store},     {TensorType::F16, 64, 96, InOp::relu_sq, OutOp::store}};
+      {TensorType::Q5_0, 64, 64, InOp::tanh, OutOp::store},     {TensorType::F16, 64, 96, InOp::relu_sq, OutOp::tanh}};
   constexpr int n = sizeof(cases) / sizeof(cases[0]);
   std::vector<HostWeight> hw;
   std::vector<DeviceMatrix> dm;
@@ -417,6 +417,9 @@ void check_multi_job(int T) {
           case OutOp::relu_sq:
             y = std::max(p, 0.f) * std::max(p, 0.f);
             break;
+          case OutOp::tanh:
+            y = std::tanh(bias_host[i][size_t(r)] + p);
+            break;
         }
       }
     const std::string what = "job " + std::to_string(i) + " " + std::string(type_name(c.type));
@@ -437,7 +440,7 @@ TEST(CudaOps, EpilogueAndF16Conversion) {
   const int rows = 5;
   const int64_t cols = 77, stride = 80;
   const std::vector<float> src = randn(size_t(rows * stride)), bias = randn(size_t(cols));
-  for (OutOp op : {OutOp::store, OutOp::add, OutOp::decay, OutOp::sigmoid, OutOp::relu_sq}) {
+  for (OutOp op : {OutOp::store, OutOp::add, OutOp::decay, OutOp::sigmoid, OutOp::relu_sq, OutOp::tanh}) {
     const std::vector<float> init = randn(size_t(rows * stride));
     Guarded dsrc(src), ddst(init), dbias(bias);
     epilogue(op, dsrc.data(), ddst.data(), dbias.data(), rows, cols, stride, nullptr);
@@ -461,6 +464,9 @@ TEST(CudaOps, EpilogueAndF16Conversion) {
             break;
           case OutOp::relu_sq:
             y = std::max(v, 0.f) * std::max(v, 0.f);
+            break;
+          case OutOp::tanh:
+            y = std::tanh(bias[size_t(c)] + v);
             break;
         }
       }

@@ -158,6 +158,8 @@ __device__ __forceinline__ float apply_out(OutOp op, float v, float bias, float 
       return sigmoidf_(bias + v);
     case OutOp::relu_sq:
       return fmaxf(v, 0.f) * fmaxf(v, 0.f);
+    case OutOp::tanh:
+      return tanhf(bias + v);
     default:
       return v;
   }

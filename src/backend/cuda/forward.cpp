@@ -198,22 +198,24 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool a
 
   const bool residual = l > 0;
   if (R <= kMatvecMaxRows) {
-    // Projections and the first LoRA stages in one launch, the second stages (with
-    // tanh/sigmoid and the decay/sigmoid epilogues folded in) in another. The first LoRA
-    // stages come first in the grid: their float rows are its slowest blocks (F32 rows take
-    // two memory rounds), and started last they were the launch's tail (ncu: 21.8 us for
-    // ~27 MB at 2.9B Q8_0). H100 decode: 2.9B Q8_0 +1.8%, F16 +2.5% (NOTES.md run 109).
+    // Projections and the first LoRA stages in one launch, the second stages in another
+    // (with the decay/sigmoid epilogues folded in). The tanh and sigmoid between the decay
+    // and gate LoRA matrices are the first launch's epilogues, so that the second reads its
+    // inputs as they are, with no staging through shared memory after its wait (NOTES.md run
+    // 119). The first LoRA stages come first in the grid: their float rows are its slowest
+    // blocks (F32 rows take two memory rounds), and started last they were the launch's tail
+    // (ncu: 21.8 us for ~27 MB at 2.9B Q8_0). H100 decode: 2.9B Q8_0 +1.8%, F16 +2.5% (run 109).
     const OutOp st = OutOp::store;
     const InOp no = InOp::none;
-    std::vector<MatvecJob> first{job(L.w1, xw, C, s.w_lo, D), job(L.a1, xa, C, s.a_lo, D), job(L.g1, xg, C, s.g_lo, D)};
+    std::vector<MatvecJob> first{job(L.w1, xw, C, s.w_lo, D, OutOp::tanh), job(L.a1, xa, C, s.a_lo, D),
+                                 job(L.g1, xg, C, s.g_lo, D, OutOp::sigmoid)};
     if (residual) first.push_back(job(L.v1, xv, C, s.v_lo, D, st, nullptr, no, &lerp.out_q[3]));
     first.push_back(job(L.wr, xr, C, s.r, C, st, nullptr, no, &lerp.out_q[0]));
     first.push_back(job(L.wk, xk, C, s.k, C, st, nullptr, no, &lerp.out_q[2]));
     first.push_back(job(L.wv, xv, C, s.v, C, st, nullptr, no, &lerp.out_q[3]));
     matvec(first.data(), int(first.size()), R, stream_);
-    std::vector<MatvecJob> second{job(L.w2, s.w_lo, D, s.decay, C, OutOp::decay, L.w0, InOp::tanh),
-                                  job(L.a2, s.a_lo, D, s.a, C, OutOp::sigmoid, L.a0),
-                                  job(L.g2, s.g_lo, D, s.g, C, OutOp::store, nullptr, InOp::sigmoid)};
+    std::vector<MatvecJob> second{job(L.w2, s.w_lo, D, s.decay, C, OutOp::decay, L.w0),
+                                  job(L.a2, s.a_lo, D, s.a, C, OutOp::sigmoid, L.a0), job(L.g2, s.g_lo, D, s.g, C)};
     if (residual) second.push_back(job(L.v2, s.v_lo, D, s.nu, C, OutOp::sigmoid, L.v0));
     matvec(second.data(), int(second.size()), R, stream_);
   } else {

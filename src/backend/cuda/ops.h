@@ -66,6 +66,7 @@ enum class OutOp : int {
   decay = 2,    // y = exp(-e^-0.5 sigmoid(bias + W x))
   sigmoid = 3,  // y = sigmoid(bias + W x)
   relu_sq = 4,  // y = max(W x, 0)^2
+  tanh = 5,     // y = tanh(bias + W x)
 };
 
 // Activations quantised per block of 32 as two int8 terms, x ~= d0 q0 + d1 q1 (q1 holds
