@@ -52,6 +52,28 @@ __device__ __forceinline__ int warp_sum_int(int v) {
   return v;
 }
 
+// Mean and sum of squared deviations (M2) of a warp's values, from each lane's own (mean, M2)
+// of n values (the same n in every lane), in one round: pairs merge as mean = (ma + mb) / 2,
+// M2 = M2a + M2b + (mb - ma)^2 k / 2 (k values a side; Chan et al.). Symmetric in a and b, so
+// every lane gets the same bits; exact deviations, so a large mean costs no precision.
+__device__ __forceinline__ float2 warp_merge_equal(float mean, float m2, float n) {
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float mo = __shfl_xor_sync(0xffffffffu, mean, o), m2o = __shfl_xor_sync(0xffffffffu, m2, o);
+    const float d = mo - mean;
+    m2 = (m2 + m2o) + d * d * (0.5f * n * float(o));
+    mean = 0.5f * (mean + mo);
+  }
+  return make_float2(mean, m2);
+}
+// The same for groups of different counts, one a lane (count 0 where a lane holds none):
+// `inv_total` is 1 / the sum of the counts. Every lane gets (mean, M2) of all the groups.
+__device__ __forceinline__ float2 warp_merge_groups(float count, float mean, float m2, float inv_total) {
+  const float all_mean = warp_sum(count * mean) * inv_total;
+  const float d = mean - all_mean;
+  return make_float2(all_mean, warp_sum(fmaf(count * d, d, m2)));
+}
+
 // Sum over the whole block (blockDim.x a multiple of 32, at most 1024). `scratch` holds 32
 // floats of shared memory; every thread gets the total. Contains two __syncthreads.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {

@@ -312,15 +312,6 @@ int sum_ln_cluster(int C) {
   return 1;
 }
 
-// Mean and sum of squared deviations of k groups of n values each, from their own (mean, M2)
-// in lanes < k of the warp (Chan et al.'s merge of equal-count groups); every lane gets them.
-__device__ __forceinline__ float2 merge_groups(float2 group, unsigned k, float n) {
-  const bool mine = (threadIdx.x & 31) < k;
-  const float mean = warp_sum(mine ? group.x : 0.f) * (1.f / float(k));
-  const float d = group.x - mean;
-  return make_float2(mean, warp_sum(mine ? fmaf(n * d, d, group.y) : 0.f));
-}
-
 // One decode row (ShiftLerpArgs with R = 1): y[c] += the partials' sum, then the next layer's
 // LayerNorm + token shift + lerps of the new y (ln_shift_lerp_kernel's outputs). The grid is
 // one cluster; block b owns channels [b * blockDim.x, (b + 1) * blockDim.x), one per thread.
@@ -352,24 +343,17 @@ __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* par
   if (!a.early_trigger) pdl_trigger();
   const float h = y[c] + sum_partials(C, groups, partial, c);
   y[c] = h;
-  // Pairs of equal-count groups merge as mean = (ma + mb) / 2, M2 = M2a + M2b + (mb - ma)^2 n / 2
-  // (n: each group's count): symmetric in a and b, so both lanes of a pair get the same bits.
-  float2 st = make_float2(h, 0.f);
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float mo = __shfl_xor_sync(0xffffffffu, st.x, o), m2o = __shfl_xor_sync(0xffffffffu, st.y, o);
-    const float d = mo - st.x;
-    st = make_float2(0.5f * (st.x + mo), (st.y + m2o) + d * d * (0.5f * float(o)));
-  }
+  float2 st = warp_merge_equal(h, 0.f, 1.f);
   const unsigned lane = threadIdx.x & 31, warps = blockDim.x >> 5, ranks = cluster.num_blocks();
   if (lane == 0) warp_stats[threadIdx.x >> 5] = st;
   __syncthreads();
-  st = merge_groups(lane < warps ? warp_stats[lane] : make_float2(0.f, 0.f), warps, 32.f);
+  const float2 ws = lane < warps ? warp_stats[lane] : make_float2(0.f, 0.f);
+  st = warp_merge_groups(lane < warps ? 32.f : 0.f, ws.x, ws.y, 1.f / float(blockDim.x));
   if (threadIdx.x == 0) block_stats = st;
   cluster.sync();
   // Lane r of every warp reads block r's (all requests in flight at once).
   const float2 other = lane < ranks ? *cluster.map_shared_rank(&block_stats, lane) : make_float2(0.f, 0.f);
-  st = merge_groups(other, ranks, float(blockDim.x));
+  st = warp_merge_groups(lane < ranks ? float(blockDim.x) : 0.f, other.x, other.y, 1.f / float(C));
   cluster.barrier_arrive();  // this block has read the others' statistics; it may leave after the wait below
   const float x = (h - st.x) * rsqrtf(st.y * (1.f / float(C)) + a.eps) * w + b;
   shift[c] = x;

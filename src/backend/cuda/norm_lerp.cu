@@ -54,26 +54,16 @@ __device__ __forceinline__ float2 stats_regs(const float (&v)[kMaxPer], int C, f
     const float d = threadIdx.x + k * kRowThreads < C ? v[k] - mean : 0.f;
     m2 = fmaf(d, d, m2);
   }
-  // Pairs of equal counts: mean = (ma + mb) / 2, M2 = M2a + M2b + (mb - ma)^2 n o / 2 (n o values
-  // a side), symmetric in a and b, so both lanes of a pair get the same bits.
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float mo = __shfl_xor_sync(0xffffffffu, mean, o), m2o = __shfl_xor_sync(0xffffffffu, m2, o);
-    const float d = mo - mean;
-    m2 = (m2 + m2o) + d * d * (0.5f * n * float(o));
-    mean = 0.5f * (mean + mo);
-  }
+  const float2 st = warp_merge_equal(mean, m2, n);
   const int lane = threadIdx.x & 31;
   __syncthreads();  // scratch may still be read by a previous call
-  if (lane == 0) scratch[threadIdx.x >> 5] = make_float4(32.f * n, mean, m2, 0.f);
+  if (lane == 0) scratch[threadIdx.x >> 5] = make_float4(32.f * n, st.x, st.y, 0.f);
   __syncthreads();
   // The warps' groups (counts differ where C is not a multiple of kRowThreads), in lanes < 8.
   const float4 g = lane < kRowThreads / 32 ? scratch[lane] : make_float4(0.f, 0.f, 0.f, 0.f);
   const float inv_c = 1.f / float(C);  // the counts add up to C
-  const float row_mean = warp_sum(g.x * g.y) * inv_c;
-  const float d = g.y - row_mean;
-  const float row_m2 = warp_sum(fmaf(g.x * d, d, g.z));
-  return make_float2(row_mean, rsqrtf(row_m2 * inv_c + eps));
+  const float2 row = warp_merge_groups(g.x, g.y, g.z, inv_c);
+  return make_float2(row.x, rsqrtf(row.y * inv_c + eps));
 }
 
 // LayerNorm of a row held in registers as load_row lays it out.

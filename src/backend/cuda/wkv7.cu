@@ -36,6 +36,22 @@ __device__ __forceinline__ void store_state(float* S, const float (&st)[Q]) {
     *reinterpret_cast<float4*>(S + j) = make_float4(st[j], st[j + 1], st[j + 2], st[j + 3]);
 }
 
+// Group norm statistics of a head's 32 M values, M a lane: mean and 1 / sqrt(variance + eps),
+// every lane gets both. One round (warp_merge_equal): a sum, then the squared deviations
+// from its mean, would be two dependent warp reductions on the decode chain.
+template <int M>
+__device__ __forceinline__ float2 head_norm_stats(const float (&y)[M], float eps) {
+  float sum = 0.f;
+#pragma unroll
+  for (int m = 0; m < M; ++m) sum += y[m];
+  const float mean = sum * (1.f / float(M));
+  float m2 = 0.f;
+#pragma unroll
+  for (int m = 0; m < M; ++m) m2 = fmaf(y[m] - mean, y[m] - mean, m2);
+  const float2 st = warp_merge_equal(mean, m2, float(M));
+  return make_float2(st.x, rsqrtf(st.y * (1.f / float(32 * M)) + eps));
+}
+
 // Named barrier 1 over the whole block: warp 0 waits there for the other warps' parts of y
 // (bar.sync), the others only signal (bar.arrive) and go on to store their state rows.
 template <int kThreads>
@@ -159,20 +175,16 @@ __global__ void __launch_bounds__(4 * N, N == 128 ? 2 : 4) wkv_fused_kernel(cons
     }
     y_ready_wait<kThreads>();
     // Group norm over the head's N values of y, bonus, gate (spec §2.2 steps 12-13).
-    float yv[M], sum = 0.f, bonus = 0.f;
+    float yv[M], bonus = 0.f;
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       const int c = lane + 32 * m;
       yv[m] = s_y[c];
-      sum += yv[m];
       bonus += s_r[c] * s_km[c] * s_rk[c];
     }
-    const float mean = warp_sum(sum) / float(N);
+    const float2 gn = head_norm_stats(yv, a.gn_eps);
+    const float mean = gn.x, rs = gn.y;
     bonus = warp_sum(bonus);
-    float q = 0.f;
-#pragma unroll
-    for (int m = 0; m < M; ++m) q += (yv[m] - mean) * (yv[m] - mean);
-    const float rs = rsqrtf(warp_sum(q) / float(N) + a.gn_eps);
     float xo[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -368,20 +380,16 @@ __global__ void __launch_bounds__(256) wkv_post_kernel(const __grid_constant__ W
   if (h >= a.H) return;
   const int C = a.H * N;
   const size_t row = size_t(blockIdx.y) * C;
-  float y[M], sum = 0.f, bonus = 0.f;
+  float y[M], bonus = 0.f;
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     const int hc = h * N + lane + 32 * m;
     y[m] = a.y[row + hc];
-    sum += y[m];
     bonus += a.r[row + hc] * a.kmod[row + hc] * a.r_k[hc];
   }
-  const float mean = warp_sum(sum) / float(N);
+  const float2 gn = head_norm_stats(y, a.gn_eps);
+  const float mean = gn.x, rs = gn.y;
   bonus = warp_sum(bonus);
-  float q = 0.f;
-#pragma unroll
-  for (int m = 0; m < M; ++m) q += (y[m] - mean) * (y[m] - mean);
-  const float rs = rsqrtf(warp_sum(q) / float(N) + a.gn_eps);
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     const int hc = h * N + lane + 32 * m;
