@@ -68,9 +68,8 @@ void expect_states_close(Backend& ref, Backend& gpu, int slots, size_t n, const 
   }
 }
 
-// Prefill (cuBLAS + WKV scan), decode of one sequence (the persistent kernel on Hopper) and
-// of several sequences (matvec + graph, replayed),
-// a mixed batch (matvec with multi-token sequences) and states.
+// Prefill (cuBLAS + WKV scan), decode of one sequence and of several sequences (matvec +
+// graph, replayed), a mixed batch (matvec with multi-token sequences) and states.
 void compare_model(const std::string& path, const std::string& what) {
   auto model = Model::load(path);
   const int V = model->hparams().n_vocab;
@@ -80,7 +79,7 @@ void compare_model(const std::string& path, const std::string& what) {
 
   const std::vector<int32_t> prompt = random_tokens(37, V, rng);
   step_both(*ref, *gpu, {SeqTokens{0, prompt.data(), int(prompt.size()), true}}, V, what + " prefill");
-  for (int i = 0; i < 4; ++i) {  // one sequence, one token: the persistent kernel where it runs
+  for (int i = 0; i < 4; ++i) {  // one sequence, one token: the one-row kernels
     const std::vector<int32_t> t = random_tokens(1, V, rng);
     step_both(*ref, *gpu, {{i % 2, &t[0], 1, false}}, V, what + " single decode " + std::to_string(i));
   }
@@ -132,25 +131,6 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, CudaVsRef,
                                            TypeCase{TensorType::Q4_K, 256}, TypeCase{TensorType::Q5_K, 256},
                                            TypeCase{TensorType::Q6_K, 256}),
                          [](const auto& info) { return std::string(type_name(info.param.type)); });
-
-// The opt-in persistent decode kernel (RWKV_CUDA_PERSISTENT=1, Hopper and newer; elsewhere
-// the per-op path runs) against cpu-ref: one-token steps of one sequence take it.
-TEST(CudaModel, PersistentDecodeMatchesReference) {
-  REQUIRE_GPU();
-  setenv("RWKV_CUDA_PERSISTENT", "1", 1);
-  for (const TypeCase c :
-       {TypeCase{TensorType::F32, 128}, TypeCase{TensorType::F16, 128}, TypeCase{TensorType::BF16, 128},
-        TypeCase{TensorType::Q8_0, 128}, TypeCase{TensorType::Q4_0, 128}, TypeCase{TensorType::Q5_1, 128},
-        TypeCase{TensorType::Q4_K, 256}, TypeCase{TensorType::Q5_K, 256}, TypeCase{TensorType::Q6_K, 256}}) {
-    SyntheticSpec spec;
-    spec.type = spec.head_type = c.type;
-    spec.n_embd = c.n_embd;
-    spec.n_ffn = 4 * spec.n_embd;
-    compare_model(testing::synthetic_model(spec), "persistent " + std::string(type_name(c.type)));
-  }
-  compare_model(testing::synthetic_model(wide_spec()), "persistent 192x4 q8_0");
-  unsetenv("RWKV_CUDA_PERSISTENT");
-}
 
 TEST(CudaModel, OtherShapes) {
   REQUIRE_GPU();

@@ -57,10 +57,6 @@ CudaBackend::CudaBackend(const BackendOptions& options) : verbose_(options.verbo
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   if (stream_) cudaStreamSynchronize(stream_);
-  try {
-    report_persistent_trace();
-  } catch (const Error&) {  // a diagnostic only
-  }
   clear_graphs();
   if (host_ints_) cudaFreeHost(host_ints_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -483,8 +479,6 @@ void CudaBackend::run_chunk(const ChunkPlan& plan, float* logits) {
           "batch upload");
   };
   if (!graph) upload();
-  if (plan.R == 1 && !hook_ && (persistent_.key != scratch_.buffer.data() || persistent_.states != states_.data()))
-    build_persistent();  // before any capture: it allocates and uploads
   // Few logits rows into a buffer from alloc_host: the head product writes them there
   // itself, overlapping the PCIe transfer with its own run instead of a download after it
   // (0.1B: ~11 us of a ~356 us step, NOTES.md run 53).

@@ -12,7 +12,6 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/ops.h"
-#include "backend/cuda/persistent.h"
 
 namespace rwkv::cuda {
 
@@ -58,17 +57,6 @@ struct Scratch {
   int32_t* ints;  // tokens [rows], row_seq [rows], seq_start [rows+1], seq_slot [rows], out_rows [rows]
 };
 
-// The persistent one-sequence decode (persistent.h): its tables on the device, built for
-// one scratch and state allocation (`key`, `states`).
-struct PersistentPlan {
-  DeviceBuffer buffer;
-  PersistentArgs args{};
-  const void* key = nullptr;
-  const void* states = nullptr;
-  bool ready = false;
-  DeviceBuffer trace;  // RWKV_CUDA_PERSISTENT_TRACE=1
-};
-
 // The rows of one encoded step (a chunk of the caller's batch).
 struct ChunkPlan {
   int R = 0, B = 0, n_out = 0;
@@ -101,11 +89,6 @@ class CudaBackend final : public Backend {
   void run_chunk(const ChunkPlan& plan, float* logits);
   void check_slot(int slot, const char* what) const;
   void clear_graphs();
-  // persistent_plan.cpp: the persistent decode's tables for the current scratch and states
-  // (not ready where the device, model or RWKV_CUDA_PERSISTENT=0 rules it out).
-  void build_persistent();
-  // With RWKV_CUDA_PERSISTENT_TRACE=1: the last step's stage timings, to stderr.
-  void report_persistent_trace();
 
   // forward.cpp: enqueues every kernel of one step on stream_.
   void encode(const ChunkPlan& plan);
@@ -151,7 +134,6 @@ class CudaBackend final : public Backend {
   int32_t* host_ints_ = nullptr;  // pinned staging for Scratch::ints
   size_t host_ints_count_ = 0;
 
-  PersistentPlan persistent_;
   // Decode graphs by sequence count and logits row count, and where the head writes: the
   // caller's page-locked buffer (HostSpans) or nullptr for scratch_.logits.
   std::map<std::pair<int, const float*>, cudaGraphExec_t> graphs_;

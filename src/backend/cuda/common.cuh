@@ -111,42 +111,6 @@ __device__ __forceinline__ uint16_t ld_stream2(const void* p) {
   return v;
 }
 
-// Weight loads from global memory (streamed, as above) or from shared memory (kShared: a
-// tile the persistent decode kernel copied there; p is a generic pointer into it). Volatile:
-// they must stay after the wait that says the tile has arrived.
-template <bool kShared>
-__device__ __forceinline__ int4 ld16(const void* p) {
-  if constexpr (kShared) {
-    int4 v;
-    asm volatile("ld.shared.v4.s32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "r"(uint32_t(__cvta_generic_to_shared(p))));
-    return v;
-  } else {
-    return ld_stream16(p);
-  }
-}
-template <bool kShared>
-__device__ __forceinline__ uint32_t ld4(const void* p) {
-  if constexpr (kShared) {
-    uint32_t v;
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(uint32_t(__cvta_generic_to_shared(p))));
-    return v;
-  } else {
-    return ld_stream4(p);
-  }
-}
-template <bool kShared>
-__device__ __forceinline__ uint16_t ld2(const void* p) {
-  if constexpr (kShared) {
-    uint16_t v;
-    asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(uint32_t(__cvta_generic_to_shared(p))));
-    return v;
-  } else {
-    return ld_stream2(p);
-  }
-}
-
 // The epilogues run after a product's reduction, on the decode chain: fast divisions (2 ulp).
 __device__ __forceinline__ float sigmoidf_(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 

@@ -132,15 +132,11 @@ void CudaBackend::encode(const ChunkPlan& p) {
   embed_ln(tok_embd_.view(), s.ints, R, ln0_w_, ln0_b_, hp_.ln_eps, hook_ ? s.raw : nullptr, s.h, stream_);
   emit(-1, "embed", s.raw, R, C);
   emit(-1, "embed.ln", s.h, R, C);
-  if (R == 1 && !hook_ && persistent_.ready) {  // one token of one sequence: every layer in one kernel
-    persistent_decode(persistent_.args, stream_);
-  } else {
-    bool att_ln_done = false;
-    for (int l = 0; l < hp_.n_layer; ++l) {
-      time_mix(l, p, bd, att_ln_done);
-      att_ln_done = channel_mix(l, p, bd);
-      emit(l, "layer.out", s.h, R, C);
-    }
+  bool att_ln_done = false;
+  for (int l = 0; l < hp_.n_layer; ++l) {
+    time_mix(l, p, bd, att_ln_done);
+    att_ln_done = channel_mix(l, p, bd);
+    emit(l, "layer.out", s.h, R, C);
   }
   if (p.n_out > 0) {
     const bool q = p.n_out <= kMatvecMaxRows && quantised(head_);

@@ -86,11 +86,10 @@ struct Item<TensorType::F32> {
   static constexpr int kElems = 8, kUnroll = 8;
   static constexpr bool kQuant = false;
   int4 w0, w1;
-  template <bool kShared = false>
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const uint8_t* p = W.plane[0] + W.stride[0] * row + 32 * it;
-    w0 = ld16<kShared>(p);
-    w1 = ld16<kShared>(p + 16);
+    w0 = ld_stream16(p);
+    w1 = ld_stream16(p + 16);
   }
   __device__ void values(float* v) const {
     int w[8];
@@ -118,9 +117,8 @@ struct ItemHalf {
   static constexpr int kElems = 8, kUnroll = 10;
   static constexpr bool kQuant = false;
   int4 w0;
-  template <bool kShared = false>
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
-    w0 = ld16<kShared>(W.plane[0] + W.stride[0] * row + 16 * it);
+    w0 = ld_stream16(W.plane[0] + W.stride[0] * row + 16 * it);
   }
   static __device__ __forceinline__ float2 pair(int w) {
     if constexpr (kBF16) {
@@ -170,12 +168,11 @@ struct Item<TensorType::Q8_0> {
   static constexpr bool kQuant = true;
   int4 q0, q1;
   uint32_t d;
-  template <bool kShared = false>
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const uint8_t* p = W.plane[0] + W.stride[0] * row + 32 * it;
-    q0 = ld16<kShared>(p);
-    q1 = ld16<kShared>(p + 16);
-    d = ld2<kShared>(W.plane[1] + W.stride[1] * row + 2 * it);
+    q0 = ld_stream16(p);
+    q1 = ld_stream16(p + 16);
+    d = ld_stream2(W.plane[1] + W.stride[1] * row + 2 * it);
   }
   __device__ float dot(const XQ& x, int t, int64_t it) const {
     const int4* xb = x.block(t, it);
@@ -203,15 +200,14 @@ struct ItemLegacy4 {
   int4 qs;
   uint32_t qh;  // fifth bits (Q5 only)
   uint32_t dm;  // d in the low half, m in the high half (m for Q4_1/Q5_1 only)
-  template <bool kShared = false>
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
-    qs = ld16<kShared>(W.plane[0] + W.stride[0] * row + 16 * it);
+    qs = ld_stream16(W.plane[0] + W.stride[0] * row + 16 * it);
     const int meta = kFive ? 2 : 1;
-    if constexpr (kFive) qh = ld4<kShared>(W.plane[1] + W.stride[1] * row + 4 * it);
+    if constexpr (kFive) qh = ld_stream4(W.plane[1] + W.stride[1] * row + 4 * it);
     if constexpr (kMin) {
-      dm = ld4<kShared>(W.plane[meta] + W.stride[meta] * row + 4 * it);
+      dm = ld_stream4(W.plane[meta] + W.stride[meta] * row + 4 * it);
     } else {
-      dm = ld2<kShared>(W.plane[meta] + W.stride[meta] * row + 2 * it);
+      dm = ld_stream2(W.plane[meta] + W.stride[meta] * row + 2 * it);
     }
   }
   // quants as bytes: w[0..3] elements 0..15, w[4..7] elements 16..31 (unsigned 0..15 / 0..31)
@@ -274,19 +270,18 @@ struct ItemK45 {
   uint32_t dd;     // d, dmin (f16)
   uint32_t scmin;  // scale 2k, scale 2k+1, min 2k, min 2k+1 (bytes)
   int4 h0, h1;     // qh[32] (Q5_K)
-  template <bool kShared = false>
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const int64_t sb = it >> 2, k = it & 3;
     const uint8_t* p = W.plane[0] + W.stride[0] * row + 128 * sb + 32 * k;
-    q0 = ld16<kShared>(p);
-    q1 = ld16<kShared>(p + 16);
+    q0 = ld_stream16(p);
+    q1 = ld_stream16(p + 16);
     const uint8_t* h = W.plane[1] + W.stride[1] * row + kKHeaderBytes * sb;
-    dd = ld4<kShared>(h);
-    scmin = ld4<kShared>(h + 4 + 4 * k);
+    dd = ld_stream4(h);
+    scmin = ld_stream4(h + 4 + 4 * k);
     if constexpr (kFive) {
       const uint8_t* qh = W.plane[2] + W.stride[2] * row + 32 * sb;
-      h0 = ld16<kShared>(qh);
-      h1 = ld16<kShared>(qh + 16);
+      h0 = ld_stream16(qh);
+      h1 = ld_stream16(qh + 16);
     }
   }
   // lo: sub-block 2k, hi: sub-block 2k+1, 32 unsigned quants each as bytes
@@ -359,18 +354,17 @@ struct Item<TensorType::Q6_K> {
   int4 l0, l1, h;       // ql'[16u..], ql'[32+16u..], qh'[16u..]
   uint32_t sc01, sc23;  // scales[8n .. 8n+8) (int8)
   uint32_t d;
-  template <bool kShared = false>
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const int64_t sb = it >> 2;
     const int n = int(it >> 1) & 1, u = int(it & 1);
     const uint8_t* ql = W.plane[0] + W.stride[0] * row + 128 * sb + 64 * n + 16 * u;
-    l0 = ld16<kShared>(ql);
-    l1 = ld16<kShared>(ql + 32);
-    h = ld16<kShared>(W.plane[1] + W.stride[1] * row + 64 * sb + 32 * n + 16 * u);
+    l0 = ld_stream16(ql);
+    l1 = ld_stream16(ql + 32);
+    h = ld_stream16(W.plane[1] + W.stride[1] * row + 64 * sb + 32 * n + 16 * u);
     const uint8_t* sc = W.plane[2] + W.stride[2] * row + 16 * sb + 8 * n;
-    sc01 = ld4<kShared>(sc);
-    sc23 = ld4<kShared>(sc + 4);
-    d = ld2<kShared>(W.plane[3] + W.stride[3] * row + 2 * sb);
+    sc01 = ld_stream4(sc);
+    sc23 = ld_stream4(sc + 4);
+    d = ld_stream2(W.plane[3] + W.stride[3] * row + 2 * sb);
   }
   // signed quants (q - 32) of run q (0..3) as bytes, 16 values in w[0..4)
   __device__ __forceinline__ void run(int q, int (&w)[4]) const {

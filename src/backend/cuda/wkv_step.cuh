@@ -1,6 +1,5 @@
 // One token of the WKV7 recurrence for one state row split over kLanes adjacent lanes,
-// shared by the decode and prefill kernels (wkv7.cu) and the persistent kernel's WKV stage
-// (persistent.cu).
+// shared by the decode and prefill kernels (wkv7.cu).
 #pragma once
 
 #include "backend/cuda/common.cuh"
