@@ -53,9 +53,10 @@ __device__ __forceinline__ int warp_sum_int(int v) {
 }
 
 // Mean and sum of squared deviations (M2) of a warp's values, from each lane's own (mean, M2)
-// of n values (the same n in every lane), in one round: pairs merge as mean = (ma + mb) / 2,
-// M2 = M2a + M2b + (mb - ma)^2 k / 2 (k values a side; Chan et al.). Symmetric in a and b, so
-// every lane gets the same bits; exact deviations, so a large mean costs no precision.
+// of n values (the same n in every lane), in one round: at butterfly distance o each side
+// holds k = n o values, and pairs merge as mean = (ma + mb) / 2, M2 = M2a + M2b + (mb - ma)^2
+// k / 2 (Chan et al.). Symmetric in a and b, so every lane gets the same bits; exact
+// deviations, so a large mean costs no precision.
 __device__ __forceinline__ float2 warp_merge_equal(float mean, float m2, float n) {
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
