@@ -1,7 +1,6 @@
 // Per-type device access to packed weights (layout: packed.h). Item<T> holds one work
 // item's raw bytes in registers and offers:
-//   load(W, row, item)      streaming 16-byte loads of the item (plus its scales);
-//                           load<true> reads a tile of W copied to shared memory
+//   load(W, row, item)      streaming 16-byte loads of the item (plus its scales)
 //   dot(x, t, item)         quantised types: dot product with activation row t, int8 in
 //                           shared memory (XQ), with __dp4a
 //   dot_f(x, cols, item)    float types: dot product with an fp32 activation row
