@@ -1,5 +1,5 @@
 // Shared device helpers of the CUDA kernels: error checks, programmatic dependent launch
-// (PDL) hooks, warp/block reductions and streaming loads.
+// (PDL) hooks, warp reductions and streaming loads.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -73,19 +73,6 @@ __device__ __forceinline__ float2 warp_merge_groups(float count, float mean, flo
   const float all_mean = warp_sum(count * mean) * inv_total;
   const float d = mean - all_mean;
   return make_float2(all_mean, warp_sum(fmaf(count * d, d, m2)));
-}
-
-// Sum over the whole block (blockDim.x a multiple of 32, at most 1024). `scratch` holds 32
-// floats of shared memory; every thread gets the total. Contains two __syncthreads.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // scratch may still be read by a previous reduction
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float total = 0.f;
-  for (int w = 0; w < n_warps; ++w) total += scratch[w];
-  return total;
 }
 
 // 16-byte load of weight bytes that are streamed once: bypasses L1 allocation.
