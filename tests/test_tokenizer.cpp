@@ -10,6 +10,7 @@
 #include "gguf/gguf.h"
 #include "testing/testing.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace rwkv {
 namespace {
@@ -135,21 +136,7 @@ std::string random_utf8(std::mt19937& rng, size_t n_chars) {
     } else {
       cp = std::uniform_int_distribution<uint32_t>(0x1F300, 0x1F64F)(rng);
     }
-    if (cp < 0x80) {
-      out += char(cp);
-    } else if (cp < 0x800) {
-      out += char(0xC0 | (cp >> 6));
-      out += char(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += char(0xE0 | (cp >> 12));
-      out += char(0x80 | ((cp >> 6) & 0x3F));
-      out += char(0x80 | (cp & 0x3F));
-    } else {
-      out += char(0xF0 | (cp >> 18));
-      out += char(0x80 | ((cp >> 12) & 0x3F));
-      out += char(0x80 | ((cp >> 6) & 0x3F));
-      out += char(0x80 | (cp & 0x3F));
-    }
+    utf8::append(out, cp);
   }
   return out;
 }
