@@ -170,6 +170,29 @@ TEST(CudaOps, MatvecManyBlocks) {
   }
 }
 
+// One-row launches of 16-bit float weights that the four-block kernel would run in more than
+// one wave of blocks take the wide kernel (ten items a thread, matvec.cu: wide_launch): the
+// 2.9B W_o shape on an H100, alone and beside an F32 job (the LoRA rows' path).
+TEST(CudaOps, MatvecWideOneRow) {
+  REQUIRE_GPU();
+  const int64_t rows = 2560, cols = 2560, f32_rows = 64;
+  HostWeight f32 = make_weight(TensorType::F32, f32_rows, cols);
+  DeviceMatrix m32 = upload_matrix(TensorType::F32, f32_rows, cols, f32.bytes.data());
+  for (TensorType t : {TensorType::F16, TensorType::BF16}) {
+    HostWeight h = make_weight(t, rows, cols);
+    DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
+    for (bool with_f32 : {false, true}) {
+      const std::vector<float> x = randn(size_t(cols));
+      Guarded dx(x), dy{size_t(rows)}, dy32{size_t(f32_rows)};
+      const MatvecJob jobs[2] = {plain_job(m, dx.data(), dy.data()), plain_job(m32, dx.data(), dy32.data())};
+      matvec(jobs, with_f32 ? 2 : 1, 1, nullptr);
+      const std::string what = std::string(type_name(t)) + (with_f32 ? " with an F32 job" : "");
+      expect_matvec_close(dy.read(), h.w, x, 1, matvec_limit(t), what);
+      if (with_f32) expect_matvec_close(dy32.read(), f32.w, x, 1, matvec_limit(TensorType::F32), what + ": F32 rows");
+    }
+  }
+}
+
 // A C x F value matrix of `type` in the sparse product's layout on the device, with the
 // product's scratch (zeroed).
 struct DeviceSparseFfn {

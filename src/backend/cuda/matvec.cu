@@ -12,6 +12,7 @@ RWKV_MATVEC_DECLARE(extern, TensorType::F16, true)
 RWKV_MATVEC_DECLARE_ALIGNED(extern)
 RWKV_MATVEC_EXTERN(TensorType::BF16)
 RWKV_MATVEC_DECLARE_ALIGNED_BF16(extern)
+RWKV_MATVEC_DECLARE_WIDE(extern)
 RWKV_MATVEC_EXTERN(TensorType::Q8_0)
 RWKV_MATVEC_EXTERN(TensorType::Q4_0)
 RWKV_MATVEC_EXTERN(TensorType::Q4_1)
@@ -101,6 +102,25 @@ int balanced_threads(const MatvecJob* jobs, const int* tprs, int n_jobs) {
     }
   }
   return best;
+}
+
+// Whether a one-row launch of 16-bit float weights (ty F16 or BF16, x rows aligned) takes the
+// wide kernel (matvec_kernel.cuh, kWide): where the four-block kernel would need more than one
+// wave of resident blocks and the wide one needs one, so that every block's weights are
+// requested before the PDL wait. At 2.9B that is W_o (2,560 rows: 1,280 blocks of 128 threads,
+// 1,056 resident, against 320 blocks of 256 threads, all resident): H100 decode F16 +2.8%,
+// BF16 +2.5% (NOTES.md run 128).
+bool wide_launch(const MatvecJob* jobs, int n, TensorType ty, bool aligned) {
+  if ((ty != TensorType::F16 && ty != TensorType::BF16) || !aligned) return false;
+  int64_t many = 0, wide = 0;  // threads of the launch in either kernel
+  for (int i = 0; i < n; ++i) {
+    const TensorType t = jobs[i].W.type;
+    many += jobs[i].W.rows * choose_tpr(t, jobs[i].W.items, round_items(t, 1, true), true);
+    const bool f32 = t == TensorType::F32;  // the wide kernel's F32 rows take the four-block items
+    wide += jobs[i].W.rows * choose_tpr(t, jobs[i].W.items, round_items(t, 1, f32), f32);
+  }
+  const int64_t sms = device_sms();
+  return many > sms * 4 * kThreads && wide <= sms * 3 * kThreads;
 }
 
 // aligned_x: the launch's float jobs (F16-only or BF16 launches) all have 16-byte aligned x
@@ -206,10 +226,13 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     Batch batch{};
     batch.n_jobs = n_now;
     batch.T = T;
-    const bool many = T == 1 && many_blocks(ty);
+    const bool aligned = std::all_of(now, now + n_now, x_aligned);
+    const bool wide = T == 1 && many_blocks(ty) && wide_launch(now, n_now, ty, aligned);
+    const bool many = T == 1 && many_blocks(ty) && !wide;
     int tprs[kMatvecMaxJobs], blocks = 0;
     for (int i = 0; i < n_now; ++i) {
-      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T, many), many);
+      const bool m = many || (wide && now[i].W.type == TensorType::F32);
+      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T, m), m);
       blocks += int((now[i].W.rows + kThreads / tprs[i] - 1) / (kThreads / tprs[i]));
     }
     // Launches of at least two full waves of 256-thread blocks take blocks of 128 (four per
@@ -217,7 +240,7 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     // everywhere: 2.9B Q8_0 +1.3%, Q4_K +2%, F16 and 0.1B unchanged; 128 everywhere lost 4%
     // at 0.1B and 1% at 2.9B F16 (NOTES.md runs 77, 85).
     batch.threads = blocks >= 4 * device_sms() ? kThreads / 2 : kThreads;
-    if (T == 1 && batch.threads == kThreads) batch.threads = balanced_threads(now, tprs, n_now);
+    if (T == 1 && batch.threads == kThreads && !wide) batch.threads = balanced_threads(now, tprs, n_now);
     blocks = 0;
     for (int i = 0; i < n_now; ++i) {
       batch.jobs[i].job = now[i];
@@ -236,8 +259,13 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     const bool floats = ty != TensorType::F16 && std::any_of(now, now + n_now, [](const MatvecJob& j) {
                           return kernel_type(j.W.type) == TensorType::F16;
                         });
-    const bool aligned = std::all_of(now, now + n_now, x_aligned);
-    if (T == 1 && floats) {
+    if (wide && ty == TensorType::F16) {
+      launch_matvec_kernel<TensorType::F16, 1, true, true, true>(batch, blocks, smem, stream);
+    } else if (wide && floats) {
+      launch_matvec_kernel<TensorType::BF16, 1, true, true, true>(batch, blocks, smem, stream);
+    } else if (wide) {
+      launch_matvec_kernel<TensorType::BF16, 1, false, true, true>(batch, blocks, smem, stream);
+    } else if (T == 1 && floats) {
       launch_tm<1, true>(ty, aligned, batch, blocks, smem, stream);
     } else if (T == 1) {
       launch_tm<1, false>(ty, aligned, batch, blocks, smem, stream);

@@ -262,9 +262,15 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 // paths out of it, and a launch without float jobs takes the kernel without their code.
 // kAlignedX (F16 and BF16 kernels): every job's x rows are 16-byte aligned and its cols a
 // multiple of 8, as the host checked (H100 2.9B F16 decode +6%: NOTES.md runs 70, 73).
-template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false>
-__global__ void __launch_bounds__(kThreads, (kMinBlocks<TY, TM>)) matvec_kernel(const __grid_constant__ Batch batch) {
-  constexpr bool kMany = kMinBlocks<TY, TM> == 4;
+// kWide (one-row launches of F16 or BF16 weights, matvec.cu: wide_launch): ten items a thread,
+// so that a 2,560-column row is one warp's single round, and three 256-thread blocks per SM:
+// half the threads of the four-block kernel, so that a launch such as the 2.9B W_o (2,560 rows)
+// is resident in one wave and none of its blocks requests its weights only after the wait.
+template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false, bool kWide = false>
+__global__ void __launch_bounds__(kThreads, kWide ? 3 : kMinBlocks<TY, TM>)
+    matvec_kernel(const __grid_constant__ Batch batch) {
+  static_assert(!kWide || (TM == 1 && kAlignedX), "the wide kernel is for one-row aligned float launches");
+  constexpr bool kMany = kMinBlocks<TY, TM> == 4 && !kWide;
   static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
   static_assert(!kAlignedX || TY == TensorType::F16 || TY == TensorType::BF16, "aligned x only for float weights");
   extern __shared__ __align__(16) uint8_t smem[];
@@ -282,19 +288,19 @@ __global__ void __launch_bounds__(kThreads, (kMinBlocks<TY, TM>)) matvec_kernel(
     }
   }
   if constexpr (kFloat) {
-    if (type == TensorType::F32) {
-      run_job<TensorType::F32, TM, kMany, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+    if (type == TensorType::F32) {  // the wide kernel's F32 rows: the four-block kernel's items (no spill)
+      run_job<TensorType::F32, TM, kMany || kWide, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     } else {
       run_job<TensorType::F16, TM, kMany, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
     }
   }
 }
 
-template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false>
+template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false, bool kWide = false>
 void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream stream) {
-  allow_smem(matvec_kernel<TY, TM, kFloat, kAlignedX>, smem);
-  launch("matvec", matvec_kernel<TY, TM, kFloat, kAlignedX>, dim3(blocks, (batch.T + TM - 1) / TM), dim3(batch.threads),
-         smem, stream, batch);
+  allow_smem(matvec_kernel<TY, TM, kFloat, kAlignedX, kWide>, smem);
+  launch("matvec", matvec_kernel<TY, TM, kFloat, kAlignedX, kWide>, dim3(blocks, (batch.T + TM - 1) / TM),
+         dim3(batch.threads), smem, stream, batch);
 }
 
 #define RWKV_MATVEC_DECLARE(PREFIX, TY, FLOAT)                                                                         \
@@ -316,6 +322,15 @@ void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream st
                                                                               size_t smem, Stream stream);    \
   PREFIX template void launch_matvec_kernel<TensorType::BF16, 4, false, true>(const Batch& batch, int blocks, \
                                                                               size_t smem, Stream stream);
+// The wide one-row variants (kWide): F16 (float-only launches) and BF16 with and without the
+// F32/F16 paths.
+#define RWKV_MATVEC_DECLARE_WIDE(PREFIX)                                                                            \
+  PREFIX template void launch_matvec_kernel<TensorType::F16, 1, true, true, true>(const Batch& batch, int blocks,   \
+                                                                                  size_t smem, Stream stream);      \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 1, true, true, true>(const Batch& batch, int blocks,  \
+                                                                                   size_t smem, Stream stream);     \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 1, false, true, true>(const Batch& batch, int blocks, \
+                                                                                    size_t smem, Stream stream);
 // A quantised (or BF16) type: with and without the float paths. F16 takes only
 // RWKV_MATVEC_DECLARE(..., true).
 #define RWKV_MATVEC_INSTANTIATE(TY) RWKV_MATVEC_DECLARE(, TY, true) RWKV_MATVEC_DECLARE(, TY, false)
