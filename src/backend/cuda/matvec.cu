@@ -104,6 +104,13 @@ int balanced_threads(const MatvecJob* jobs, const int* tprs, int n_jobs) {
   return best;
 }
 
+// Threads per row of a job in a launch of T rows whose kernel is the four-block one (many), the
+// wide one (wide: its F32 rows keep the four-block items, as matvec_kernel does) or neither.
+int job_tpr(const MatvecJob& j, int T, bool many, bool wide) {
+  const bool m = many || (wide && j.W.type == TensorType::F32);
+  return choose_tpr(j.W.type, j.W.items, round_items(j.W.type, T, m), m);
+}
+
 // Whether a one-row launch of 16-bit float weights (ty F16 or BF16, x rows aligned) takes the
 // wide kernel (matvec_kernel.cuh, kWide): where the four-block kernel would need more than one
 // wave of resident blocks and the wide one needs one, so that every block's weights are
@@ -111,13 +118,11 @@ int balanced_threads(const MatvecJob* jobs, const int* tprs, int n_jobs) {
 // 1,056 resident, against 320 blocks of 256 threads, all resident): H100 decode F16 +2.8%,
 // BF16 +2.5% (NOTES.md run 128).
 bool wide_launch(const MatvecJob* jobs, int n, TensorType ty, bool aligned) {
-  if ((ty != TensorType::F16 && ty != TensorType::BF16) || !aligned) return false;
+  if (!many_blocks(ty) || !aligned) return false;
   int64_t many = 0, wide = 0;  // threads of the launch in either kernel
   for (int i = 0; i < n; ++i) {
-    const TensorType t = jobs[i].W.type;
-    many += jobs[i].W.rows * choose_tpr(t, jobs[i].W.items, round_items(t, 1, true), true);
-    const bool f32 = t == TensorType::F32;  // the wide kernel's F32 rows take the four-block items
-    wide += jobs[i].W.rows * choose_tpr(t, jobs[i].W.items, round_items(t, 1, f32), f32);
+    many += jobs[i].W.rows * job_tpr(jobs[i], 1, true, false);
+    wide += jobs[i].W.rows * job_tpr(jobs[i], 1, false, true);
   }
   const int64_t sms = device_sms();
   return many > sms * 4 * kThreads && wide <= sms * 3 * kThreads;
@@ -227,12 +232,11 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     batch.n_jobs = n_now;
     batch.T = T;
     const bool aligned = std::all_of(now, now + n_now, x_aligned);
-    const bool wide = T == 1 && many_blocks(ty) && wide_launch(now, n_now, ty, aligned);
+    const bool wide = T == 1 && wide_launch(now, n_now, ty, aligned);
     const bool many = T == 1 && many_blocks(ty) && !wide;
     int tprs[kMatvecMaxJobs], blocks = 0;
     for (int i = 0; i < n_now; ++i) {
-      const bool m = many || (wide && now[i].W.type == TensorType::F32);
-      tprs[i] = choose_tpr(now[i].W.type, now[i].W.items, round_items(now[i].W.type, T, m), m);
+      tprs[i] = job_tpr(now[i], T, many, wide);
       blocks += int((now[i].W.rows + kThreads / tprs[i] - 1) / (kThreads / tprs[i]));
     }
     // Launches of at least two full waves of 256-thread blocks take blocks of 128 (four per
