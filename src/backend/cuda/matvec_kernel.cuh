@@ -120,21 +120,44 @@ __device__ __forceinline__ void load_round(It (&w)[U], const PackedView& W, int6
 
 // kAlignedX: float weights whose x rows the host found 16-byte aligned, cols a multiple of 8
 // (no per-item alignment check; the F16-only kernel's variant).
-template <typename It, int TM, int U, bool kAlignedX>
+// kFlat (one activation row; quantised or aligned float items): no branch between the
+// items, so that the loads of every item's x can be requested before the first product (the
+// index is clamped so that every load is valid; items past the row add nothing). With a
+// branch on the item count between them, each item's loads wait for the item before it: in a
+// product's first wave, where x is not yet in L1, one L2 round trip per item. The compiler
+// then holds more values at once (16-36 bytes of spills at the one-row kernels' register
+// caps), which only some kernels repay (kFlatRound).
+template <typename It, int TM, int U, bool kAlignedX, bool kFlat>
 __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, int64_t items, int tpr, int T,
                                               const XQ (&xq)[2], const float* xf, int64_t xf_stride, int64_t cols,
                                               float (&acc)[TM]) {
+  if constexpr (kFlat && TM == 1 && (It::kQuant || kAlignedX)) {
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
-    const int64_t it = base + int64_t(tpr) * u;
-    if (it >= items) break;
-#pragma unroll
-    for (int t = 0; t < TM; ++t) {
-      if (t >= T) break;
+    for (int u = 0; u < U; ++u) {
+      const int64_t it = base + int64_t(tpr) * u, at = min(it, items - 1);
+      float d;
       if constexpr (It::kQuant) {
-        acc[t] += w[u].dot(xq[0], t, it) + w[u].dot(xq[1], t, it);
+        d = w[u].dot(xq[0], 0, at) + w[u].dot(xq[1], 0, at);
       } else {
-        acc[t] += w[u].template dot_f<kAlignedX>(xf + t * xf_stride, cols, it);
+        float xv[8];
+        load_x<8, true>(xf, cols, 8 * at, xv);
+        d = w[u].dot_x(xv);
+      }
+      if (it < items) acc[0] += d;
+    }
+  } else {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t it = base + int64_t(tpr) * u;
+      if (it >= items) break;
+#pragma unroll
+      for (int t = 0; t < TM; ++t) {
+        if (t >= T) break;
+        if constexpr (It::kQuant) {
+          acc[t] += w[u].dot(xq[0], t, it) + w[u].dot(xq[1], t, it);
+        } else {
+          acc[t] += w[u].template dot_f<kAlignedX>(xf + t * xf_stride, cols, it);
+        }
       }
     }
   }
@@ -149,6 +172,13 @@ __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, in
 constexpr bool many_blocks(TensorType kt) { return kt == TensorType::F16 || kt == TensorType::BF16; }
 template <TensorType KT, int TM>
 constexpr int kMinBlocks = TM == 1 && many_blocks(KT) ? 4 : 2;
+
+// Whether a kernel's one-row jobs take compute_round's flat form (every job of the kernel:
+// the float rows of the launch beside them too). H100 decode, same call against the form with
+// a branch per item (NOTES.md run 132): 2.9B Q8_0 +3.4%, BF16 +1.7%; F16 unchanged, Q4_K_M
+// (the Q4_K and Q6_K kernels) -0.8%; the legacy 4- and 5-bit kernels were not measured.
+template <TensorType KT>
+constexpr bool kFlatRound = KT == TensorType::Q8_0 || KT == TensorType::BF16;
 
 // Items a thread requests in one memory round: fewer with more rows (more accumulators). In
 // the four-block kernels (kManyBlocks) five 16-bit items (a 2,560-column row then takes two
@@ -167,7 +197,7 @@ constexpr int kRoundItems = round_items_of<TY, TM, kManyBlocks>();
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 // warp_sums: [threads / 32][TM] floats of shared memory for rows wider than a warp.
 // kManyBlocks: the kernel's many_blocks (kRoundItems).
-template <TensorType TY, int TM, bool kManyBlocks, bool kAlignedX = false>
+template <TensorType TY, int TM, bool kManyBlocks, bool kAlignedX, bool kFlat>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
   constexpr int U = kRoundItems<TY, TM, kManyBlocks>;
@@ -220,7 +250,7 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 #pragma unroll
   for (int t = 0; t < TM; ++t) acc[t] = 0.f;
   while (row_ok) {
-    compute_round<It, TM, U, kAlignedX>(w, base, items, tpr, T, xq, xf, xf_stride, cols, acc);
+    compute_round<It, TM, U, kAlignedX, kFlat>(w, base, items, tpr, T, xq, xf, xf_stride, cols, acc);
     base += step;
     if (base >= items) break;
     load_round(w, job.W, row, row_ok, base, tpr);
@@ -271,6 +301,7 @@ __global__ void __launch_bounds__(kThreads, kWide ? 3 : kMinBlocks<TY, TM>)
     matvec_kernel(const __grid_constant__ Batch batch) {
   static_assert(!kWide || (TM == 1 && kAlignedX), "the wide kernel is for one-row aligned float launches");
   constexpr bool kMany = kMinBlocks<TY, TM> == 4 && !kWide;
+  constexpr bool kFlat = kFlatRound<TY>;
   static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
   static_assert(!kAlignedX || TY == TensorType::F16 || TY == TensorType::BF16, "aligned x only for float weights");
   extern __shared__ __align__(16) uint8_t smem[];
@@ -283,15 +314,15 @@ __global__ void __launch_bounds__(kThreads, kWide ? 3 : kMinBlocks<TY, TM>)
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
     if (type == TY || !kFloat) {
-      run_job<TY, TM, kMany, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TY, TM, kMany, kAlignedX, kFlat>(jd, blk, t0, T, smem, warp_sums);
       return;
     }
   }
   if constexpr (kFloat) {
     if (type == TensorType::F32) {  // the wide kernel's F32 rows: the four-block kernel's items (no spill)
-      run_job<TensorType::F32, TM, kMany || kWide, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F32, TM, kMany || kWide, kAlignedX, kFlat>(jd, blk, t0, T, smem, warp_sums);
     } else {
-      run_job<TensorType::F16, TM, kMany, kAlignedX>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F16, TM, kMany, kAlignedX, kFlat>(jd, blk, t0, T, smem, warp_sums);
     }
   }
 }

@@ -5,6 +5,7 @@
 //                           shared memory (XQ), with __dp4a
 //   dot_f(x, cols, item)    float types: dot product with an fp32 activation row
 //                           (dot_f<true>: x rows 16-byte aligned, cols a multiple of 8)
+//   dot_x(xv)               float types: the same with the item's 8 values of x given
 //   values(v)               the item's weights as floats, v[k] for k < kElems
 //   col(item, k)            the column of value k
 // kElems is the item's weight count, kUnroll the items a matvec thread requests at once.
@@ -96,15 +97,19 @@ struct Item<TensorType::F32> {
     unpack4(w1, w + 4);
     for (int k = 0; k < 8; ++k) v[k] = __int_as_float(w[k]);
   }
-  template <bool kAligned = false>
-  __device__ float dot_f(const float* x, int64_t cols, int64_t it) const {
-    float xv[8], v[8];
-    load_x<8, kAligned>(x, cols, 8 * it, xv);
+  __device__ float dot_x(const float (&xv)[8]) const {
+    float v[8];
     values(v);
     float s = 0.f;
 #pragma unroll
     for (int k = 0; k < 8; ++k) s = fmaf(v[k], xv[k], s);
     return s;
+  }
+  template <bool kAligned = false>
+  __device__ float dot_f(const float* x, int64_t cols, int64_t it) const {
+    float xv[8];
+    load_x<8, kAligned>(x, cols, 8 * it, xv);
+    return dot_x(xv);
   }
   static __device__ int64_t col(int64_t it, int k) { return 8 * it + k; }
 };
@@ -136,10 +141,8 @@ struct ItemHalf {
       v[2 * k + 1] = f.y;
     }
   }
-  template <bool kAligned = false>
-  __device__ float dot_f(const float* x, int64_t cols, int64_t it) const {
-    float xv[8], v[8];
-    load_x<8, kAligned>(x, cols, 8 * it, xv);
+  __device__ float dot_x(const float (&xv)[8]) const {
+    float v[8];
     values(v);
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
@@ -148,6 +151,12 @@ struct ItemHalf {
       s1 = fmaf(v[k + 1], xv[k + 1], s1);
     }
     return s0 + s1;
+  }
+  template <bool kAligned = false>
+  __device__ float dot_f(const float* x, int64_t cols, int64_t it) const {
+    float xv[8];
+    load_x<8, kAligned>(x, cols, 8 * it, xv);
+    return dot_x(xv);
   }
   static __device__ int64_t col(int64_t it, int k) { return 8 * it + k; }
 };
