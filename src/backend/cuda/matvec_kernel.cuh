@@ -120,21 +120,22 @@ __device__ __forceinline__ void load_round(It (&w)[U], const PackedView& W, int6
 
 // kAlignedX: float weights whose x rows the host found 16-byte aligned, cols a multiple of 8
 // (no per-item alignment check; the F16-only kernel's variant).
-// kFlat (one activation row; quantised or aligned float items): no branch between the
-// items, so that the loads of every item's x can be requested before the first product (the
-// index is clamped so that every load is valid; items past the row add nothing). With a
+// kFlat > 0 (one activation row; quantised or aligned float items): no branch inside a group
+// of kFlat items, so that the loads of the group's x are requested before its first product
+// (the index is clamped so that every load is valid; items past the row add nothing). With a
 // branch on the item count between them, each item's loads wait for the item before it: in a
 // product's first wave, where x is not yet in L1, one L2 round trip per item. The compiler
-// then holds more values at once (16-36 bytes of spills at the one-row kernels' register
-// caps), which only some kernels repay (kFlatRound).
-template <typename It, int TM, int U, bool kAlignedX, bool kFlat>
+// then holds more values at once (8-36 bytes of spills at the one-row kernels' register caps),
+// which only some kernels repay (kFlatRound). kFlat 0: a branch per item.
+template <typename It, int TM, int U, bool kAlignedX, int kFlat>
 __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, int64_t items, int tpr, int T,
                                               const XQ (&xq)[2], const float* xf, int64_t xf_stride, int64_t cols,
                                               float (&acc)[TM]) {
-  if constexpr (kFlat && TM == 1 && (It::kQuant || kAlignedX)) {
+  if constexpr (kFlat > 0 && TM == 1 && (It::kQuant || kAlignedX)) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t it = base + int64_t(tpr) * u, at = min(it, items - 1);
+      if (u > 0 && u % kFlat == 0 && it >= items) break;
       float d;
       if constexpr (It::kQuant) {
         d = w[u].dot(xq[0], 0, at) + w[u].dot(xq[1], 0, at);
@@ -173,12 +174,18 @@ constexpr bool many_blocks(TensorType kt) { return kt == TensorType::F16 || kt =
 template <TensorType KT, int TM>
 constexpr int kMinBlocks = TM == 1 && many_blocks(KT) ? 4 : 2;
 
-// Whether a kernel's one-row jobs take compute_round's flat form (every job of the kernel:
-// the float rows of the launch beside them too). H100 decode, same call against the form with
-// a branch per item (NOTES.md run 132): 2.9B Q8_0 +3.4%, BF16 +1.7%; F16 unchanged, Q4_K_M
-// (the Q4_K and Q6_K kernels) -0.8%; the legacy 4- and 5-bit kernels were not measured.
+// How a kernel's one-row jobs take compute_round's flat form (every job of the kernel: the
+// float rows of the launch beside them too): items in groups of kFlatRound<KT> with no branch
+// inside a group (0: a branch per item). H100 decode, same call against the branch per item
+// (NOTES.md runs 132-133): all items flat, 2.9B Q8_0 +2.5%, BF16 +1.5%, 0.1B Q8_0 +1.5%, but
+// F16 unchanged and Q4_K_M (the Q4_K and Q6_K kernels) -0.8%; the F16 kernel in groups of
+// three items (8 bytes of spills at its 64 registers, against 16 all flat) +1.4%. The legacy
+// 4- and 5-bit kernels were not measured.
+constexpr int kAllItems = 16;  // a group larger than any round (kUnroll <= 10): all items flat
 template <TensorType KT>
-constexpr bool kFlatRound = KT == TensorType::Q8_0 || KT == TensorType::BF16;
+constexpr int kFlatRound = KT == TensorType::Q8_0 || KT == TensorType::BF16 ? kAllItems
+                           : KT == TensorType::F16                          ? 3
+                                                                            : 0;
 
 // Items a thread requests in one memory round: fewer with more rows (more accumulators). In
 // the four-block kernels (kManyBlocks) five 16-bit items (a 2,560-column row then takes two
@@ -197,7 +204,7 @@ constexpr int kRoundItems = round_items_of<TY, TM, kManyBlocks>();
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 // warp_sums: [threads / 32][TM] floats of shared memory for rows wider than a warp.
 // kManyBlocks: the kernel's many_blocks (kRoundItems).
-template <TensorType TY, int TM, bool kManyBlocks, bool kAlignedX, bool kFlat>
+template <TensorType TY, int TM, bool kManyBlocks, bool kAlignedX, int kFlat>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
   constexpr int U = kRoundItems<TY, TM, kManyBlocks>;
@@ -301,7 +308,7 @@ __global__ void __launch_bounds__(kThreads, kWide ? 3 : kMinBlocks<TY, TM>)
     matvec_kernel(const __grid_constant__ Batch batch) {
   static_assert(!kWide || (TM == 1 && kAlignedX), "the wide kernel is for one-row aligned float launches");
   constexpr bool kMany = kMinBlocks<TY, TM> == 4 && !kWide;
-  constexpr bool kFlat = kFlatRound<TY>;
+  constexpr int kFlat = kFlatRound<TY>;
   static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
   static_assert(!kAlignedX || TY == TensorType::F16 || TY == TensorType::BF16, "aligned x only for float weights");
   extern __shared__ __align__(16) uint8_t smem[];
