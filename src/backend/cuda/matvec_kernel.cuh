@@ -174,9 +174,10 @@ constexpr bool many_blocks(TensorType kt) { return kt == TensorType::F16 || kt =
 template <TensorType KT, int TM>
 constexpr int kMinBlocks = TM == 1 && many_blocks(KT) ? 4 : 2;
 
-// How a kernel's one-row jobs take compute_round's flat form (every job of the kernel: the
-// float rows of the launch beside them too): items in groups of kFlatRound<KT> with no branch
-// inside a group (0: a branch per item). H100 decode, same call against the branch per item
+// How a kernel's one-row jobs take compute_round's flat form (its quantised and aligned float
+// jobs: in the BF16 kernel the F32/F16 rows beside BF16 too, in the quantised kernels not the
+// float rows, whose x the host does not align): items in groups of kFlatRound<KT> with no
+// branch inside a group (0: a branch per item). H100 decode, same call against the branch per item
 // (NOTES.md runs 132-133): all items flat, 2.9B Q8_0 +2.5%, BF16 +1.5%, 0.1B Q8_0 +1.5%, but
 // F16 unchanged and Q4_K_M (the Q4_K and Q6_K kernels) -0.8%; the F16 kernel in groups of
 // three items (8 bytes of spills at its 64 registers, against 16 all flat) +1.4%. The legacy
