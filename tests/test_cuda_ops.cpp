@@ -193,6 +193,42 @@ TEST(CudaOps, MatvecWideOneRow) {
   }
 }
 
+// One-row products of 16-bit weights (and F32 rows beside them) with f16 x (MatvecJob::x16)
+// in the four-block and the wide kernel. Every x holds values exact in f16, so either path
+// gives the reference's answer; where the product reads x16 (matvec_reads_f16: rows whose
+// items fill a thread's rounds, as every 2,560-column row) its fp32 x is NaN, so reading x
+// instead fails. The 16-bit product's outputs are also written as f16 (y16).
+TEST(CudaOps, MatvecOneRowF16Input) {
+  REQUIRE_GPU();
+  const int64_t f32_rows = 72;
+  for (TensorType t : {TensorType::F16, TensorType::BF16}) {
+    for (int64_t cols : {16, 40, 96, 768, 2560}) {
+      for (int64_t rows : {int64_t(100), int64_t(2560)}) {  // 2,560 x 2,560: the wide kernel on an H100
+        HostWeight h = make_weight(t, rows, cols), f32 = make_weight(TensorType::F32, f32_rows, cols);
+        DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
+        DeviceMatrix m32 = upload_matrix(TensorType::F32, f32_rows, cols, f32.bytes.data());
+        const bool reads_f16 = matvec_reads_f16(m.view());
+        if (cols == 2560) {
+          ASSERT_TRUE(reads_f16) << "a 2,560-column row fills its rounds";
+        }
+        const std::vector<float> x16 = pack_f16(randn(size_t(cols)));
+        const std::vector<float> x = unpack_f16(x16, size_t(cols));  // exact in f16
+        Guarded dx = reads_f16 ? Guarded{size_t(cols)} : Guarded(x), dx32(x), dx16(x16), dy{size_t(rows)},
+                dy16{size_t(rows + 1) / 2}, dy32{size_t(f32_rows)};
+        MatvecJob jobs[2] = {plain_job(m, dx.data(), dy.data()), plain_job(m32, dx32.data(), dy32.data())};
+        for (MatvecJob& j : jobs) j.x16 = reinterpret_cast<const uint16_t*>(dx16.data());
+        jobs[0].y16 = reinterpret_cast<uint16_t*>(dy16.data());
+        matvec(jobs, 2, 1, nullptr);
+        const std::string what = std::string(type_name(t)) + " " + std::to_string(rows) + "x" + std::to_string(cols);
+        const std::vector<float> y = dy.read();
+        expect_matvec_close(y, h.w, x, 1, matvec_limit(t), what);
+        expect_matvec_close(dy32.read(), f32.w, x, 1, matvec_limit(TensorType::F32), what + ": F32 rows");
+        expect_f16_copy(dy16.read(), y, what + ": f16 outputs");
+      }
+    }
+  }
+}
+
 // A C x F value matrix of `type` in the sparse product's layout on the device, with the
 // product's scratch (zeroed).
 struct DeviceSparseFfn {
@@ -288,10 +324,13 @@ TEST(CudaOps, SparseFfnSumWithLayerNorm) {
     Guarded dh(h), dy(y0), dw_ln(w), db(b), dmix(mix), dstate(state), xln(static_cast<size_t>(C));
     std::vector<std::unique_ptr<Guarded>> outs;
     DeviceQuantX q0(1, C), q3(1, C);
+    Guarded out16_1{size_t(C) / 2}, out16_5{size_t(C) / 2};  // f16 copies of lerps 1 and 5
     ShiftLerpArgs a = lerp_args(batch, dy.data(), C, dw_ln, db, dmix, 6, dstate, stride, outs);
     a.xln = xln.data();
     a.out_q[0] = q0.q;
     a.out_q[3] = q3.q;
+    a.out16[1] = out16_1.data();
+    a.out16[5] = out16_5.data();
     ffn_value_sparse(sparse.view, dh.data(), dy.data(), sparse.scratch.as<float>(), nullptr, false, &a);
 
     std::vector<float> want_y = ref_matmul(sparse.hw.w, h, 1);
@@ -309,6 +348,8 @@ TEST(CudaOps, SparseFfnSumWithLayerNorm) {
       if (m == 0) expect_close(q0.read(), want, 1e-9, what + " lerp 0 quantised");
       if (m == 3) expect_close(q3.read(), want, 1e-9, what + " lerp 3 quantised");
     }
+    expect_f16_copy(out16_1.read(), outs[1]->read(), what + " lerp 1");
+    expect_f16_copy(out16_5.read(), outs[5]->read(), what + " lerp 5");
     std::memcpy(shift, x.data(), size_t(C) * sizeof(float));
     expect_close(dstate.read(), want_state, 1e-10, what + " shift states (and the rest of each slot)");
   }

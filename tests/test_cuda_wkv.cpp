@@ -33,7 +33,7 @@ void run_wkv_case(const WkvCase& c, bool fused) {
                            lnx_b = randn(size_t(C), 0.1f), state0 = randn(stride * n_slots, 0.3f);
   DeviceQuantX xo_q(R, C);
   Guarded dr(r), dd(decay), dk(k), da(a), dg(g), dnu(nu), dv(v0), dvf(vfirst0), dkk_k(k_k), dk_a(k_a), dr_k(r_k),
-      dlw(lnx_w), dlb(lnx_b), dstate(state0), xo(RC), kk(RC), kmod(RC), y(RC), lnx(RC);
+      dlw(lnx_w), dlb(lnx_b), dstate(state0), xo(RC), kk(RC), kmod(RC), y(RC), lnx(RC), xo16((RC + 1) / 2);
   WkvArgs w;
   w.batch = batch.bd;
   w.H = H;
@@ -61,6 +61,7 @@ void run_wkv_case(const WkvCase& c, bool fused) {
   w.y = y.data();
   w.lnx = lnx.data();
   if (fused) w.xo_q = xo_q.q;
+  if (fused) w.xo16 = reinterpret_cast<uint16_t*>(xo16.data());
   if (fused)
     wkv_fused(w, nullptr);
   else
@@ -103,6 +104,7 @@ void run_wkv_case(const WkvCase& c, bool fused) {
                            " N=" + std::to_string(N) + (c.first_layer ? " layer 0" : "");
   expect_close(xo.read(), want_xo, 1e-9, what + " xo");
   if (fused) expect_close(xo_q.read(), want_xo, 1e-8, what + " xo quantised");
+  if (fused) expect_f16_copy(xo16.read(), xo.read(), what + " xo");
   expect_close(dstate.read(), state, 1e-10, what + " state");
   expect_close(dv.read(), v, 1e-12, what + " v");
   expect_close(dvf.read(), vfirst, 1e-12, what + " v_first");

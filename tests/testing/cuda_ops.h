@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cuda/ops.h"
+#include "common/half.h"
 #include "model/model.h"
 #include "tensor/quant.h"
 #include "tensor/types.h"
@@ -96,6 +97,31 @@ class Guarded {
   size_t n_;
   DeviceBuffer buf_;
 };
+
+// f16 bits of v, two to a float (Guarded holds floats), and back.
+inline std::vector<float> pack_f16(const std::vector<float>& v) {
+  std::vector<uint16_t> h(v.size() + v.size() % 2);
+  for (size_t i = 0; i < v.size(); ++i) h[i] = f32_to_f16(v[i]);
+  std::vector<float> packed(h.size() / 2);
+  std::memcpy(packed.data(), h.data(), h.size() * 2);
+  return packed;
+}
+inline std::vector<float> unpack_f16(const std::vector<float>& packed, size_t n) {
+  std::vector<uint16_t> h(packed.size() * 2);
+  std::memcpy(h.data(), packed.data(), packed.size() * 4);
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = f16_to_f32(h[i]);
+  return v;
+}
+
+// Whether the f16 copy (packed two to a float) of fp32 outputs `got` holds each value rounded
+// to nearest.
+inline void expect_f16_copy(const std::vector<float>& packed, const std::vector<float>& got, const std::string& what) {
+  const std::vector<float> h = unpack_f16(packed, got.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(h[i], f16_to_f32(f32_to_f16(got[i]))) << what << ": f16 copy at " << i;
+  }
+}
 
 // A QuantX on the device, and its host reading: x ~= d0 q0 + d1 q1 per block of 32.
 struct DeviceQuantX {

@@ -28,6 +28,21 @@ bool early_trigger(const Mat& W, int rows) {
   return rows == 1 && (t == TensorType::F16 || t == TensorType::BF16);
 }
 
+// Whether the one-row products of W (and the float LoRA rows beside it) read their x as f16
+// (MatvecJob::x16): 16-bit weights whose rows fill a thread's rounds, one row. The producers of
+// those x then write f16 copies.
+bool half_x(const Mat& W, int rows) {
+  const TensorType t = W.packed.layout.type;
+  return rows == 1 && (t == TensorType::F16 || t == TensorType::BF16) && matvec_reads_f16(W.view());
+}
+
+// j with f16 x (x16, may be null) and f16 outputs (y16, may be null).
+MatvecJob with_f16(MatvecJob j, const void* x16, void* y16 = nullptr) {
+  j.x16 = static_cast<const uint16_t*>(x16);
+  j.y16 = static_cast<uint16_t*>(y16);
+  return j;
+}
+
 MatvecJob job(const Mat& W, const float* x, int64_t x_stride, float* y, int64_t y_stride, OutOp out = OutOp::store,
               const float* bias = nullptr, InOp in = InOp::none, const QuantX* xq = nullptr) {
   MatvecJob j;
@@ -58,6 +73,7 @@ void CudaBackend::matmul(const Mat& W, const float* x, int64_t x_stride, int R, 
   if (R <= kMatvecMaxRows) {
     MatvecJob j = job(W, x, x_stride, y, y_stride, out, bias, in, xq);
     j.y_raw = y_raw;
+    if (R == 1) j.x16 = static_cast<const uint16_t*>(x16);
     matvec(&j, 1, R, stream_);
     return;
   }
@@ -169,7 +185,7 @@ ShiftLerpArgs CudaBackend::att_lerp_args(int l, int R, const BatchDev& bd) {
   lerp.xln = hook_ ? s.xln : nullptr;
   for (int m = 0; m < 6; ++m) {
     lerp.out[m] = mv || hook_ ? s.mix[m] : nullptr;
-    if (!mv) lerp.out16[m] = s.mix16[m];
+    if (!mv || half_x(L.wr, R)) lerp.out16[m] = s.mix16[m];
   }
   if (mv && quantised(L.wr)) lerp.out_q[0] = s.qx[0];
   if (mv && quantised(L.wk)) lerp.out_q[2] = s.qx[1];
@@ -203,16 +219,25 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool a
     // (ncu: 21.8 us for ~27 MB at 2.9B Q8_0). H100 decode: 2.9B Q8_0 +1.8%, F16 +2.5% (run 109).
     const OutOp st = OutOp::store;
     const InOp no = InOp::none;
-    std::vector<MatvecJob> first{job(L.w1, xw, C, s.w_lo, D, OutOp::tanh), job(L.a1, xa, C, s.a_lo, D),
-                                 job(L.g1, xg, C, s.g_lo, D, OutOp::sigmoid)};
-    if (residual) first.push_back(job(L.v1, xv, C, s.v_lo, D, st, nullptr, no, &lerp.out_q[3]));
-    first.push_back(job(L.wr, xr, C, s.r, C, st, nullptr, no, &lerp.out_q[0]));
-    first.push_back(job(L.wk, xk, C, s.k, C, st, nullptr, no, &lerp.out_q[2]));
-    first.push_back(job(L.wv, xv, C, s.v, C, st, nullptr, no, &lerp.out_q[3]));
+    // f16 x for one-row 16-bit products: the lerps' copies (att_lerp_args) and, for the second
+    // stages, the first stages' (lora_mid16, [4][D] halves: w, a, g, v).
+    void* const* in16 = lerp.out16;
+    uint16_t* lo16[4] = {};
+    if (half_x(L.wr, R))
+      for (int i = 0; i < 4; ++i) lo16[i] = static_cast<uint16_t*>(s.lora_mid16) + size_t(i) * D;
+    std::vector<MatvecJob> first{with_f16(job(L.w1, xw, C, s.w_lo, D, OutOp::tanh), in16[1], lo16[0]),
+                                 with_f16(job(L.a1, xa, C, s.a_lo, D), in16[4], lo16[1]),
+                                 with_f16(job(L.g1, xg, C, s.g_lo, D, OutOp::sigmoid), in16[5], lo16[2])};
+    if (residual)
+      first.push_back(with_f16(job(L.v1, xv, C, s.v_lo, D, st, nullptr, no, &lerp.out_q[3]), in16[3], lo16[3]));
+    first.push_back(with_f16(job(L.wr, xr, C, s.r, C, st, nullptr, no, &lerp.out_q[0]), in16[0]));
+    first.push_back(with_f16(job(L.wk, xk, C, s.k, C, st, nullptr, no, &lerp.out_q[2]), in16[2]));
+    first.push_back(with_f16(job(L.wv, xv, C, s.v, C, st, nullptr, no, &lerp.out_q[3]), in16[3]));
     matvec(first.data(), int(first.size()), R, stream_);
-    std::vector<MatvecJob> second{job(L.w2, s.w_lo, D, s.decay, C, OutOp::decay, L.w0),
-                                  job(L.a2, s.a_lo, D, s.a, C, OutOp::sigmoid, L.a0), job(L.g2, s.g_lo, D, s.g, C)};
-    if (residual) second.push_back(job(L.v2, s.v_lo, D, s.nu, C, OutOp::sigmoid, L.v0));
+    std::vector<MatvecJob> second{with_f16(job(L.w2, s.w_lo, D, s.decay, C, OutOp::decay, L.w0), lo16[0]),
+                                  with_f16(job(L.a2, s.a_lo, D, s.a, C, OutOp::sigmoid, L.a0), lo16[1]),
+                                  with_f16(job(L.g2, s.g_lo, D, s.g, C), lo16[2])};
+    if (residual) second.push_back(with_f16(job(L.v2, s.v_lo, D, s.nu, C, OutOp::sigmoid, L.v0), lo16[3]));
     matvec(second.data(), int(second.size()), R, stream_);
   } else {
     // The lerped inputs come in f16 from ln_shift_lerp (s.mix16). The f16 copies of the
@@ -278,6 +303,7 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool a
   if (fused) {
     if (!debug) w.kk = w.kmod = w.y = nullptr;
     if (mv && quantised(L.wo)) w.xo_q = s.qx[3];
+    if (half_x(L.wo, R)) w.xo16 = static_cast<uint16_t*>(s.x16);  // W_o's f16 x (the GEMM input's scratch)
     wkv_fused(w, stream_);
   } else {
     wkv_prefill(w, stream_);
@@ -290,7 +316,7 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool a
   emit(l, "att.wkv", s.y, R, C);
   emit(l, "att.lnx", s.lnx, R, C);
 
-  matmul(L.wo, s.xo, C, R, InOp::none, s.h, C, OutOp::add, nullptr, debug ? s.raw : nullptr, &w.xo_q);
+  matmul(L.wo, s.xo, C, R, InOp::none, s.h, C, OutOp::add, nullptr, debug ? s.raw : nullptr, &w.xo_q, w.xo16);
   emit(l, "att.out", s.raw, R, C);
 }
 
@@ -314,7 +340,7 @@ bool CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   const bool mv = R <= kMatvecMaxRows;  // matvec path: quantised weights take QuantX inputs
   lerp.xln = hook_ ? s.xln : nullptr;
   lerp.out[0] = mv || hook_ ? s.mix[0] : nullptr;
-  if (!mv) lerp.out16[0] = s.mix16[0];
+  if (!mv || half_x(L.ffn_key, R)) lerp.out16[0] = s.mix16[0];
   if (mv && quantised(L.ffn_key)) lerp.out_q[0] = s.qx[0];
   lerp.early_trigger = early_trigger(L.ffn_key, R);
   ln_shift_lerp(lerp, stream_);
@@ -325,7 +351,7 @@ bool CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   // over R x F fewer); the debug hook wants the hidden vector itself.
   const bool relu_late = !mv && !hook_;
   matmul(L.ffn_key, s.mix[0], C, R, InOp::none, s.hidden, F, relu_late ? OutOp::store : OutOp::relu_sq, nullptr,
-         nullptr, &lerp.out_q[0], mv ? nullptr : s.mix16[0]);
+         nullptr, &lerp.out_q[0], lerp.out16[0]);
   emit(l, "ffn.hidden", s.hidden, R, F);
   if (R == 1 && L.ffn_value_t.w && !hook_) {  // one row: skip the hidden units that ReLU^2 zeroed
     // The partials' sum also does the next layer's attention LayerNorm where it can.

@@ -128,6 +128,12 @@ bool wide_launch(const MatvecJob* jobs, int n, TensorType ty, bool aligned) {
   return many > sms * 4 * kThreads && wide <= sms * 3 * kThreads;
 }
 
+// Whether every round of a one-row job's threads is full (tpr * per_round items divide the
+// row): where rounds are part empty, the f16 x path's flat products of clamped items cost more
+// than f16 x saves (0.1B F16 decode, 768 columns: three items of five a thread, -5%; NOTES.md
+// run 135).
+bool full_rounds(const PackedView& W, int tpr, int per_round) { return W.items % (int64_t(tpr) * per_round) == 0; }
+
 // aligned_x: the launch's float jobs (F16-only or BF16 launches) all have 16-byte aligned x
 // rows (x_aligned).
 template <int TM, bool kFloat>
@@ -156,6 +162,8 @@ TensorType kernel_type(TensorType t) { return t == TensorType::F32 ? TensorType:
 // items: x itself and its row stride, or the shared-memory copy (row stride cols) that an
 // input transform reads instead.
 bool x_aligned(const MatvecJob& j) {
+  if (j.x16 && reinterpret_cast<uintptr_t>(j.x16) % 16 != 0)
+    fail(ErrorCode::argument, "cuda matvec: f16 x not aligned");
   if (j.W.cols % 8 != 0) return false;
   if (j.in_op != InOp::none) return true;
   return (reinterpret_cast<uintptr_t>(j.x) % 16 == 0) && j.x_stride % 4 == 0;
@@ -193,6 +201,13 @@ QuantX from_row(QuantX q, int t) {
 }
 
 }  // namespace
+
+bool matvec_reads_f16(const PackedView& W) {
+  if (!many_blocks(W.type)) return false;
+  MatvecJob j;
+  j.W = W;
+  return full_rounds(W, job_tpr(j, 1, true, false), round_items(W.type, 1, true));
+}
 
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
   if (n_jobs < 1 || n_jobs > kMatvecMaxJobs || T < 1 || T > kMatvecMaxRows)
@@ -234,10 +249,12 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     const bool aligned = std::all_of(now, now + n_now, x_aligned);
     const bool wide = T == 1 && wide_launch(now, n_now, ty, aligned);
     const bool many = T == 1 && many_blocks(ty) && !wide;
-    int tprs[kMatvecMaxJobs], blocks = 0;
+    int tprs[kMatvecMaxJobs] = {}, blocks = 0;
     for (int i = 0; i < n_now; ++i) {
       tprs[i] = job_tpr(now[i], T, many, wide);
       blocks += int((now[i].W.rows + kThreads / tprs[i] - 1) / (kThreads / tprs[i]));
+      const bool m = many || (wide && now[i].W.type == TensorType::F32);
+      if (T != 1 || !full_rounds(now[i].W, tprs[i], round_items(now[i].W.type, 1, m))) now[i].x16 = nullptr;
     }
     // Launches of at least two full waves of 256-thread blocks take blocks of 128 (four per
     // SM): blocks retire, and the next kernel's start, at a finer grain. H100, against 256

@@ -8,6 +8,8 @@
 // The kernels are instantiated in matvec_inst_*.cu (parallel compilation).
 #pragma once
 
+#include <type_traits>
+
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/quant_dev.cuh"
@@ -127,11 +129,34 @@ __device__ __forceinline__ void load_round(It (&w)[U], const PackedView& W, int6
 // product's first wave, where x is not yet in L1, one L2 round trip per item. The compiler
 // then holds more values at once (8-36 bytes of spills at the one-row kernels' register caps),
 // which only some kernels repay (kFlatRound). kFlat 0: a branch per item.
-template <typename It, int TM, int U, bool kAlignedX, int kFlat>
+// kX16 (one-row float items with MatvecJob::x16): x as f16 from x16, flat in groups of up to
+// five items (x in half the registers of fp32 x: the four-block kernels' five items in one
+// group, the wide kernel's ten in two, without spills). matvec.cu passes x16 only to jobs whose
+// rounds are full (no clamped items to compute).
+template <typename It, int TM, int U, bool kAlignedX, int kFlat, bool kX16 = false>
 __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, int64_t items, int tpr, int T,
                                               const XQ (&xq)[2], const float* xf, int64_t xf_stride, int64_t cols,
-                                              float (&acc)[TM]) {
-  if constexpr (kFlat > 0 && TM == 1 && (It::kQuant || kAlignedX)) {
+                                              const uint16_t* x16, float (&acc)[TM]) {
+  if constexpr (kX16) {
+    static_assert(TM == 1 && !It::kQuant, "f16 x is for one-row float products");
+    constexpr int kGroup = U <= 5 ? U : (U + 1) / 2;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t it = base + int64_t(tpr) * u, at = min(it, items - 1);
+      if (u > 0 && u % kGroup == 0 && it >= items) break;
+      const int4 h = *reinterpret_cast<const int4*>(x16 + 8 * at);
+      const int hw[4] = {h.x, h.y, h.z, h.w};
+      float xv[8];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&hw[k]));
+        xv[2 * k] = f.x;
+        xv[2 * k + 1] = f.y;
+      }
+      const float d = w[u].dot_x(xv);
+      if (it < items) acc[0] += d;
+    }
+  } else if constexpr (kFlat > 0 && TM == 1 && (It::kQuant || kAlignedX)) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t it = base + int64_t(tpr) * u, at = min(it, items - 1);
@@ -257,11 +282,24 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   float acc[TM];
 #pragma unroll
   for (int t = 0; t < TM; ++t) acc[t] = 0.f;
-  while (row_ok) {
-    compute_round<It, TM, U, kAlignedX, kFlat>(w, base, items, tpr, T, xq, xf, xf_stride, cols, acc);
-    base += step;
-    if (base >= items) break;
-    load_round(w, job.W, row, row_ok, base, tpr);
+  const auto rounds = [&](auto x16_tag) {
+    while (row_ok) {
+      compute_round<It, TM, U, kAlignedX, kFlat, decltype(x16_tag)::value>(w, base, items, tpr, T, xq, xf, xf_stride,
+                                                                           cols, job.x16, acc);
+      base += step;
+      if (base >= items) break;
+      load_round(w, job.W, row, row_ok, base, tpr);
+    }
+  };
+  // The loop twice, so that neither form branches on x16 between its items.
+  if constexpr (TM == 1 && kAlignedX && !It::kQuant) {
+    if (job.x16 && job.in_op == InOp::none) {
+      rounds(std::true_type{});
+    } else {
+      rounds(std::false_type{});
+    }
+  } else {
+    rounds(std::false_type{});
   }
 #pragma unroll
   for (int t = 0; t < TM; ++t) {
@@ -288,7 +326,9 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
     for (int t = 0; t < TM; ++t) {
       if (t >= T) break;
       const int64_t at = (t0 + t) * job.y_stride + row;
-      job.y[at] = apply_out(job.out_op, acc[t], bias, old[t]);
+      const float out = apply_out(job.out_op, acc[t], bias, old[t]);
+      job.y[at] = out;
+      if (job.y16) job.y16[at] = __half_as_ushort(__float2half_rn(out));
       if (job.out_op == OutOp::add && job.y_raw) job.y_raw[at] = acc[t];
     }
   }

@@ -101,6 +101,14 @@ struct MatvecJob {
   const float* bias = nullptr;  // OutOp::decay / sigmoid: [W.rows]
   InOp in_op = InOp::none;
   OutOp out_op = OutOp::store;
+  // One-row launches of 16-bit weights (F16, BF16; the F32 rows beside them too) with x rows
+  // 16-byte aligned: x as f16 (16-byte aligned, the same values rounded), read instead of x
+  // where set. Half the bytes and registers of fp32 x, so that a thread requests every
+  // item's x at once after the PDL wait (NOTES.md run 134). Ignored by other launches.
+  const uint16_t* x16 = nullptr;
+  // Where set (with in_op none), the outputs also as f16 (row t at y16 + t * y_stride): the
+  // x16 of a product that follows.
+  uint16_t* y16 = nullptr;
 };
 constexpr int kMatvecMaxJobs = 8;
 constexpr int kMatvecMaxRows = 8;
@@ -109,6 +117,9 @@ constexpr int kMatvecMaxRows = 8;
 // y, sharing weight bytes through L2); quantised weights take int8-quantised x (per 32,
 // like Q8_0), float weights fp32 x.
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream);
+// Whether a one-row product of W (F16 or BF16) alone would read MatvecJob::x16 (its rounds are
+// full): the producers of its x write an f16 copy only then.
+bool matvec_reads_f16(const PackedView& W);
 
 // ---- ReLU^2-sparse FFN value product (decode, one row; ffn_sparse.cu) ------------------------
 
@@ -235,8 +246,10 @@ struct ShiftLerpArgs {
   float* xln = nullptr;  // may be null
   float* shift = nullptr;
   size_t state_stride = 0;
-  QuantX out_q[6];      // where q0 is set, out[s] is also written quantised
-  void* out16[6] = {};  // where set, out[s] is also written as f16 (the GEMM path's input)
+  QuantX out_q[6];  // where q0 is set, out[s] is also written quantised
+  // Where set, out[s] is also written as f16: the GEMM path's input, and one-row products'
+  // MatvecJob::x16.
+  void* out16[6] = {};
   // Lets the next kernel launch at this one's start instead of after its PDL wait, so that
   // its weight loads start while this one waits (the next kernel's own wait still orders it).
   bool early_trigger = false;
@@ -268,7 +281,8 @@ struct WkvArgs {
   float* state = nullptr;
   size_t state_stride = 0;
   float* xo = nullptr;
-  QuantX xo_q;  // wkv_fused: where q0 is set, xo is also written quantised
+  QuantX xo_q;               // wkv_fused: where q0 is set, xo is also written quantised
+  uint16_t* xo16 = nullptr;  // wkv_fused: where set, xo is also written as f16 (MatvecJob::x16)
   // Intermediates [R x C]: kk, k_mod, y (WKV read-out), lnx (group norm + bonus). The fused
   // kernel writes those that are set; the prefill kernels need kk, k_mod and y as scratch.
   float *kk = nullptr, *kmod = nullptr, *y = nullptr, *lnx = nullptr;

@@ -195,6 +195,7 @@ __global__ void __launch_bounds__(4 * N, N == 128 ? 2 : 4) wkv_fused_kernel(cons
       if (a.lnx) a.lnx[at] = o;
       xo[m] = o * s_g[c];
       a.xo[at] = xo[m];
+      if (a.xo16) a.xo16[at] = __half_as_ushort(__float2half_rn(xo[m]));
     }
     if (a.xo_q.q0) {  // the head's M blocks of 32: all reductions first, so that they overlap
       Quant32 q[M];
