@@ -13,6 +13,7 @@ RWKV_MATVEC_DECLARE_ALIGNED(extern)
 RWKV_MATVEC_EXTERN(TensorType::BF16)
 RWKV_MATVEC_DECLARE_ALIGNED_BF16(extern)
 RWKV_MATVEC_DECLARE_WIDE(extern)
+RWKV_MATVEC_DECLARE_X16(extern)
 RWKV_MATVEC_EXTERN(TensorType::Q8_0)
 RWKV_MATVEC_EXTERN(TensorType::Q4_0)
 RWKV_MATVEC_EXTERN(TensorType::Q4_1)
@@ -155,6 +156,25 @@ void launch_tm(TensorType ty, bool aligned_x, const Batch& batch, int blocks, si
   }
 }
 
+// A one-row aligned launch of F16 (float jobs only) or BF16 (with float jobs: floats) weights
+// in which a job reads f16 x: the kX16 kernels, wide or four-block.
+void launch_x16(TensorType ty, bool wide, bool floats, const Batch& batch, int blocks, size_t smem, Stream stream) {
+  using Type = TensorType;
+  if (ty == Type::F16 && wide) {
+    launch_matvec_kernel<Type::F16, 1, true, true, true, true>(batch, blocks, smem, stream);
+  } else if (ty == Type::F16) {
+    launch_matvec_kernel<Type::F16, 1, true, true, false, true>(batch, blocks, smem, stream);
+  } else if (floats && wide) {
+    launch_matvec_kernel<Type::BF16, 1, true, true, true, true>(batch, blocks, smem, stream);
+  } else if (floats) {
+    launch_matvec_kernel<Type::BF16, 1, true, true, false, true>(batch, blocks, smem, stream);
+  } else if (wide) {
+    launch_matvec_kernel<Type::BF16, 1, false, true, true, true>(batch, blocks, smem, stream);
+  } else {
+    launch_matvec_kernel<Type::BF16, 1, false, true, false, true>(batch, blocks, smem, stream);
+  }
+}
+
 // The instantiation for a job: its own type, or the float-only one for F32/F16.
 TensorType kernel_type(TensorType t) { return t == TensorType::F32 ? TensorType::F16 : t; }
 
@@ -280,7 +300,11 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     const bool floats = ty != TensorType::F16 && std::any_of(now, now + n_now, [](const MatvecJob& j) {
                           return kernel_type(j.W.type) == TensorType::F16;
                         });
-    if (wide && ty == TensorType::F16) {
+    const bool x16 = T == 1 && aligned && (ty == TensorType::F16 || ty == TensorType::BF16) &&
+                     std::any_of(now, now + n_now, [](const MatvecJob& j) { return j.x16 != nullptr; });
+    if (x16) {
+      launch_x16(ty, wide, floats, batch, blocks, smem, stream);
+    } else if (wide && ty == TensorType::F16) {
       launch_matvec_kernel<TensorType::F16, 1, true, true, true>(batch, blocks, smem, stream);
     } else if (wide && floats) {
       launch_matvec_kernel<TensorType::BF16, 1, true, true, true>(batch, blocks, smem, stream);

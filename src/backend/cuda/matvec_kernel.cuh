@@ -230,7 +230,7 @@ constexpr int kRoundItems = round_items_of<TY, TM, kManyBlocks>();
 // Activation rows [t0, t0 + T) (T <= TM) of the job: x rows t0 + t, output rows t0 + t.
 // warp_sums: [threads / 32][TM] floats of shared memory for rows wider than a warp.
 // kManyBlocks: the kernel's many_blocks (kRoundItems).
-template <TensorType TY, int TM, bool kManyBlocks, bool kAlignedX, int kFlat>
+template <TensorType TY, int TM, bool kManyBlocks, bool kAlignedX, int kFlat, bool kX16>
 __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T, uint8_t* smem, float* warp_sums) {
   using It = Item<TY>;
   constexpr int U = kRoundItems<TY, TM, kManyBlocks>;
@@ -291,8 +291,8 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
       load_round(w, job.W, row, row_ok, base, tpr);
     }
   };
-  // The loop twice, so that neither form branches on x16 between its items.
-  if constexpr (TM == 1 && kAlignedX && !It::kQuant) {
+  // In kX16 kernels the loop twice, so that neither form branches on x16 between its items.
+  if constexpr (kX16 && !It::kQuant) {
     if (job.x16 && job.in_op == InOp::none) {
       rounds(std::true_type{});
     } else {
@@ -344,10 +344,14 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
 // so that a 2,560-column row is one warp's single round, and three 256-thread blocks per SM:
 // half the threads of the four-block kernel, so that a launch such as the 2.9B W_o (2,560 rows)
 // is resident in one wave and none of its blocks requests its weights only after the wait.
-template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false, bool kWide = false>
+// kX16 (one-row aligned float launches with a job that has MatvecJob::x16): the f16 x path
+// beside the fp32 one. A separate instantiation, because the two paths in one kernel made the
+// fp32 one slower (0.1B F16 decode -3.8%, NOTES.md run 137).
+template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false, bool kWide = false, bool kX16 = false>
 __global__ void __launch_bounds__(kThreads, kWide ? 3 : kMinBlocks<TY, TM>)
     matvec_kernel(const __grid_constant__ Batch batch) {
   static_assert(!kWide || (TM == 1 && kAlignedX), "the wide kernel is for one-row aligned float launches");
+  static_assert(!kX16 || (TM == 1 && kAlignedX), "f16 x is for one-row aligned float launches");
   constexpr bool kMany = kMinBlocks<TY, TM> == 4 && !kWide;
   constexpr int kFlat = kFlatRound<TY>;
   static_assert(TY != TensorType::F16 || kFloat, "the float-only kernel is the float paths");
@@ -362,23 +366,23 @@ __global__ void __launch_bounds__(kThreads, kWide ? 3 : kMinBlocks<TY, TM>)
   const int t0 = int(blockIdx.y) * TM, T = min(TM, batch.T - t0);  // row group blockIdx.y
   if constexpr (TY != TensorType::F16) {
     if (type == TY || !kFloat) {
-      run_job<TY, TM, kMany, kAlignedX, kFlat>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TY, TM, kMany, kAlignedX, kFlat, kX16>(jd, blk, t0, T, smem, warp_sums);
       return;
     }
   }
   if constexpr (kFloat) {
     if (type == TensorType::F32) {  // the wide kernel's F32 rows: the four-block kernel's items (no spill)
-      run_job<TensorType::F32, TM, kMany || kWide, kAlignedX, kFlat>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F32, TM, kMany || kWide, kAlignedX, kFlat, kX16>(jd, blk, t0, T, smem, warp_sums);
     } else {
-      run_job<TensorType::F16, TM, kMany, kAlignedX, kFlat>(jd, blk, t0, T, smem, warp_sums);
+      run_job<TensorType::F16, TM, kMany, kAlignedX, kFlat, kX16>(jd, blk, t0, T, smem, warp_sums);
     }
   }
 }
 
-template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false, bool kWide = false>
+template <TensorType TY, int TM, bool kFloat, bool kAlignedX = false, bool kWide = false, bool kX16 = false>
 void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream stream) {
-  allow_smem(matvec_kernel<TY, TM, kFloat, kAlignedX, kWide>, smem);
-  launch("matvec", matvec_kernel<TY, TM, kFloat, kAlignedX, kWide>, dim3(blocks, (batch.T + TM - 1) / TM),
+  allow_smem(matvec_kernel<TY, TM, kFloat, kAlignedX, kWide, kX16>, smem);
+  launch("matvec", matvec_kernel<TY, TM, kFloat, kAlignedX, kWide, kX16>, dim3(blocks, (batch.T + TM - 1) / TM),
          dim3(batch.threads), smem, stream, batch);
 }
 
@@ -410,6 +414,21 @@ void launch_matvec_kernel(const Batch& batch, int blocks, size_t smem, Stream st
                                                                                    size_t smem, Stream stream);     \
   PREFIX template void launch_matvec_kernel<TensorType::BF16, 1, false, true, true>(const Batch& batch, int blocks, \
                                                                                     size_t smem, Stream stream);
+// The f16-x variants (kX16) of the one-row aligned kernels: F16 and BF16 (with and without the
+// F32/F16 paths), four-block and wide.
+#define RWKV_MATVEC_DECLARE_X16(PREFIX)                                                     \
+  PREFIX template void launch_matvec_kernel<TensorType::F16, 1, true, true, false, true>(   \
+      const Batch& batch, int blocks, size_t smem, Stream stream);                          \
+  PREFIX template void launch_matvec_kernel<TensorType::F16, 1, true, true, true, true>(    \
+      const Batch& batch, int blocks, size_t smem, Stream stream);                          \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 1, true, true, false, true>(  \
+      const Batch& batch, int blocks, size_t smem, Stream stream);                          \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 1, false, true, false, true>( \
+      const Batch& batch, int blocks, size_t smem, Stream stream);                          \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 1, true, true, true, true>(   \
+      const Batch& batch, int blocks, size_t smem, Stream stream);                          \
+  PREFIX template void launch_matvec_kernel<TensorType::BF16, 1, false, true, true, true>(  \
+      const Batch& batch, int blocks, size_t smem, Stream stream);
 // A quantised (or BF16) type: with and without the float paths. F16 takes only
 // RWKV_MATVEC_DECLARE(..., true).
 #define RWKV_MATVEC_INSTANTIATE(TY) RWKV_MATVEC_DECLARE(, TY, true) RWKV_MATVEC_DECLARE(, TY, false)
