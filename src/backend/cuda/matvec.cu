@@ -130,9 +130,10 @@ bool wide_launch(const MatvecJob* jobs, int n, TensorType ty, bool aligned) {
 }
 
 // Whether every round of a one-row job's threads is full (tpr * per_round items divide the
-// row): where rounds are part empty, the f16 x path's flat products of clamped items cost more
-// than f16 x saves (0.1B F16 decode, 768 columns: three items of five a thread, -5%; NOTES.md
-// run 135).
+// row), the only jobs given f16 x: where rounds are part empty, its flat form also computes
+// the clamped items. With every job on f16 x (NOTES.md run 135) 0.1B F16 decode (768 columns:
+// three items of five a thread) lost 4.7%, part of it the fp32 path's slowdown in the shared
+// kernel (runs 137-138); f16 x in its own kernel at such widths is not measured.
 bool full_rounds(const PackedView& W, int tpr, int per_round) { return W.items % (int64_t(tpr) * per_round) == 0; }
 
 // aligned_x: the launch's float jobs (F16-only or BF16 launches) all have 16-byte aligned x
