@@ -105,10 +105,14 @@ int balanced_threads(const MatvecJob* jobs, const int* tprs, int n_jobs) {
   return best;
 }
 
+// Whether a job takes the four-block kernel's items: in a launch of that kernel (many), or as an
+// F32 row of the wide one (wide: its F32 rows keep the four-block items, as matvec_kernel does).
+bool job_many(const MatvecJob& j, bool many, bool wide) { return many || (wide && j.W.type == TensorType::F32); }
+
 // Threads per row of a job in a launch of T rows whose kernel is the four-block one (many), the
-// wide one (wide: its F32 rows keep the four-block items, as matvec_kernel does) or neither.
+// wide one (wide) or neither.
 int job_tpr(const MatvecJob& j, int T, bool many, bool wide) {
-  const bool m = many || (wide && j.W.type == TensorType::F32);
+  const bool m = job_many(j, many, wide);
   return choose_tpr(j.W.type, j.W.items, round_items(j.W.type, T, m), m);
 }
 
@@ -183,8 +187,6 @@ TensorType kernel_type(TensorType t) { return t == TensorType::F32 ? TensorType:
 // items: x itself and its row stride, or the shared-memory copy (row stride cols) that an
 // input transform reads instead.
 bool x_aligned(const MatvecJob& j) {
-  if (j.x16 && reinterpret_cast<uintptr_t>(j.x16) % 16 != 0)
-    fail(ErrorCode::argument, "cuda matvec: f16 x not aligned");
   if (j.W.cols % 8 != 0) return false;
   if (j.in_op != InOp::none) return true;
   return (reinterpret_cast<uintptr_t>(j.x) % 16 == 0) && j.x_stride % 4 == 0;
@@ -233,6 +235,8 @@ bool matvec_reads_f16(const PackedView& W) {
 void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
   if (n_jobs < 1 || n_jobs > kMatvecMaxJobs || T < 1 || T > kMatvecMaxRows)
     fail(ErrorCode::argument, "cuda matvec: bad job count " + std::to_string(n_jobs) + " or rows " + std::to_string(T));
+  for (int i = 0; i < n_jobs; ++i)
+    if (reinterpret_cast<uintptr_t>(jobs[i].x16) % 16 != 0) fail(ErrorCode::argument, "cuda matvec: f16 x not aligned");
   // One kernel instantiation per launch: jobs of a second non-float type go separately.
   TensorType ty = TensorType::F16;
   for (int i = 0; i < n_jobs; ++i)
@@ -274,8 +278,8 @@ void matvec(const MatvecJob* jobs, int n_jobs, int T, Stream stream) {
     for (int i = 0; i < n_now; ++i) {
       tprs[i] = job_tpr(now[i], T, many, wide);
       blocks += int((now[i].W.rows + kThreads / tprs[i] - 1) / (kThreads / tprs[i]));
-      const bool m = many || (wide && now[i].W.type == TensorType::F32);
-      if (T != 1 || !full_rounds(now[i].W, tprs[i], round_items(now[i].W.type, 1, m))) now[i].x16 = nullptr;
+      const int per_round = round_items(now[i].W.type, 1, job_many(now[i], many, wide));
+      if (T != 1 || !full_rounds(now[i].W, tprs[i], per_round)) now[i].x16 = nullptr;
     }
     // Launches of at least two full waves of 256-thread blocks take blocks of 128 (four per
     // SM): blocks retire, and the next kernel's start, at a finer grain. H100, against 256

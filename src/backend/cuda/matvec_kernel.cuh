@@ -132,7 +132,9 @@ __device__ __forceinline__ void load_round(It (&w)[U], const PackedView& W, int6
 // kX16 (one-row float items with MatvecJob::x16): x as f16 from x16, flat in groups of up to
 // five items (x in half the registers of fp32 x: the four-block kernels' five items in one
 // group, the wide kernel's ten in two, without spills). matvec.cu passes x16 only to jobs whose
-// rounds are full (no clamped items to compute).
+// rounds are full (no clamped items to compute); the clamp and the test per item stay as the
+// fp32 flat form's, and the break between groups keeps the wide kernel's second group of x
+// loads behind the first's products (all ten flat spilled 20 bytes).
 template <typename It, int TM, int U, bool kAlignedX, int kFlat, bool kX16 = false>
 __device__ __forceinline__ void compute_round(const It (&w)[U], int64_t base, int64_t items, int tpr, int T,
                                               const XQ (&xq)[2], const float* xf, int64_t xf_stride, int64_t cols,
