@@ -144,6 +144,21 @@ TEST(CudaModel, OtherShapes) {
   compare_model(testing::synthetic_model(mixed), "256x4 q4_K + q6_K head");
 }
 
+// One-row decode with f16 x (MatvecJob::x16) end to end: the lerps', the first LoRA stage's
+// and the WKV output's f16 copies feeding r/k/v, the second LoRA stage, W_o and the FFN key.
+// 640 columns take it (CudaPack.F16InputWidths; the 128-column models above do not).
+TEST(CudaModel, F16InputPath) {
+  REQUIRE_GPU();
+  for (TensorType type : {TensorType::F16, TensorType::BF16}) {
+    SyntheticSpec spec;
+    spec.type = spec.head_type = type;
+    spec.n_embd = 640;
+    spec.n_ffn = 4 * spec.n_embd;
+    spec.rank_w = spec.rank_a = 96;  // 12 items a row: the second LoRA stage's full rounds
+    compare_model(testing::synthetic_model(spec), std::string(type_name(type)) + " 640 columns");
+  }
+}
+
 TEST(CudaModel, DemoModels) {
   REQUIRE_GPU();
   compare_model(testing::demo_model_f16(), "demo f16");

@@ -193,6 +193,20 @@ TEST(CudaOps, MatvecWideOneRow) {
   }
 }
 
+// Which widths take f16 x (host logic only, no GPU needed): rows that fill a thread's rounds.
+TEST(CudaPack, F16InputWidths) {
+  const auto reads = [](TensorType t, int64_t cols) {
+    return matvec_reads_f16(packed_view(packed_layout(t, 64, cols), nullptr));
+  };
+  for (TensorType t : {TensorType::F16, TensorType::BF16}) {
+    EXPECT_TRUE(reads(t, 2560)) << "2.9B: 320 items, 64 threads x 5";
+    EXPECT_TRUE(reads(t, 640)) << "80 items, 16 threads x 5 (CudaModel.F16InputPath)";
+    EXPECT_FALSE(reads(t, 768)) << "0.1B: 96 items, 32 threads x 3 of 5";
+  }
+  EXPECT_FALSE(reads(TensorType::Q8_0, 2560)) << "quantised weights take QuantX";
+  EXPECT_FALSE(reads(TensorType::F32, 2560)) << "F32 weights only beside 16-bit ones";
+}
+
 // One-row products of 16-bit weights (and F32 rows beside them) with f16 x (MatvecJob::x16)
 // in the four-block and the wide kernel. Every x holds values exact in f16, so either path
 // gives the reference's answer; where the product reads x16 (matvec_reads_f16: rows whose

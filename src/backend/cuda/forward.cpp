@@ -220,10 +220,11 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool a
     const OutOp st = OutOp::store;
     const InOp no = InOp::none;
     // f16 x for one-row 16-bit products: the lerps' copies (att_lerp_args) and, for the second
-    // stages, the first stages' (lora_mid16, [4][D] halves: w, a, g, v).
+    // stages, the first stages' (lora_mid16, [4][D] halves: w, a, g, v; 16-byte aligned rows
+    // where D is a multiple of 8, as in every released model).
     void* const* in16 = lerp.out16;
     uint16_t* lo16[4] = {};
-    if (half_x(L.wr, R))
+    if (half_x(L.wr, R) && D % 8 == 0)
       for (int i = 0; i < 4; ++i) lo16[i] = static_cast<uint16_t*>(s.lora_mid16) + size_t(i) * D;
     std::vector<MatvecJob> first{with_f16(job(L.w1, xw, C, s.w_lo, D, OutOp::tanh), in16[1], lo16[0]),
                                  with_f16(job(L.a1, xa, C, s.a_lo, D), in16[4], lo16[1]),
