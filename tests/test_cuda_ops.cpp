@@ -15,6 +15,7 @@
 #include "backend/cuda/ops.h"
 #include "common/error.h"
 #include "common/half.h"
+#include "tensor/blocks.h"
 #include "tensor/quant.h"
 #include "testing/cuda_ops.h"
 
@@ -99,6 +100,29 @@ TEST(CudaPack, LayoutKeepsEveryByte) {
   }
   EXPECT_THROW(packed_layout(TensorType::Q8_0, 2, 48), Error);
   EXPECT_THROW(packed_layout(TensorType::Q2_K, 2, 256), Error);
+}
+
+// The split planes (packed.h): a Q8_0 row of three blocks holds the first halves of the
+// blocks' quants, then the second halves; the scales plane keeps block order.
+TEST(CudaPack, Q8_0QuantsSplitInHalves) {
+  const PackedLayout L = packed_layout(TensorType::Q8_0, 1, 96);
+  std::vector<BlockQ8_0> row(3);
+  for (int b = 0; b < 3; ++b) {
+    row[size_t(b)].d = uint16_t(0x3C00 + b);
+    for (int k = 0; k < 32; ++k) row[size_t(b)].qs[k] = int8_t(32 * b + k);
+  }
+  std::vector<uint8_t> packed(L.bytes, 0xEE);
+  pack_rows(L, reinterpret_cast<const uint8_t*>(row.data()), 0, 1, packed.data());
+  const uint8_t* q = packed.data() + L.plane_offset[0];
+  for (int b = 0; b < 3; ++b) {
+    for (int k = 0; k < 16; ++k) {
+      EXPECT_EQ(q[16 * b + k], uint8_t(32 * b + k)) << "block " << b << " first half, quant " << k;
+      EXPECT_EQ(q[16 * (3 + b) + k], uint8_t(32 * b + 16 + k)) << "block " << b << " second half, quant " << k;
+    }
+    uint16_t d;
+    std::memcpy(&d, packed.data() + L.plane_offset[1] + 2 * b, 2);
+    EXPECT_EQ(d, uint16_t(0x3C00 + b));
+  }
 }
 
 TEST(CudaOps, DequantToF16MatchesReference) {

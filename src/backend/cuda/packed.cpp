@@ -131,6 +131,17 @@ PackedLayout packed_layout(TensorType type, int64_t rows, int64_t cols) {
   return L;
 }
 
+namespace {
+
+// Item `item` of `items` 32-byte items of a row (`src`, 32 bytes) into the split layout of
+// packed.h: its first half at 16 * item, its second at 16 * (items + item).
+void split_item(uint8_t* row, int64_t item, int64_t items, const uint8_t* src) {
+  memcpy(row + 16 * item, src, 16);
+  memcpy(row + 16 * (items + item), src + 16, 16);
+}
+
+}  // namespace
+
 void pack_rows(const PackedLayout& L, const uint8_t* src, int64_t row_begin, int64_t row_end, uint8_t* dst) {
   const size_t src_stride = row_bytes(L.type, L.cols);
   const int64_t nb = L.cols / 32, nk = L.cols / 256;
@@ -146,7 +157,7 @@ void pack_rows(const PackedLayout& L, const uint8_t* src, int64_t row_begin, int
       case TensorType::Q8_0:
         for (int64_t b = 0; b < nb; ++b) {
           const auto* blk = reinterpret_cast<const BlockQ8_0*>(s) + b;
-          memcpy(plane(0, r) + 32 * b, blk->qs, 32);
+          split_item(plane(0, r), b, nb, reinterpret_cast<const uint8_t*>(blk->qs));
           memcpy(plane(1, r) + 2 * b, &blk->d, 2);
         }
         break;
@@ -185,14 +196,14 @@ void pack_rows(const PackedLayout& L, const uint8_t* src, int64_t row_begin, int
       case TensorType::Q4_K:
         for (int64_t b = 0; b < nk; ++b) {
           const auto* blk = reinterpret_cast<const BlockQ4_K*>(s) + b;
-          memcpy(plane(0, r) + 128 * b, blk->qs, 128);
+          for (int k = 0; k < 4; ++k) split_item(plane(0, r), 4 * b + k, 4 * nk, blk->qs + 32 * k);
           pack_k_header(blk->d, blk->dmin, blk->scales, plane(1, r) + kKHeaderBytes * b);
         }
         break;
       case TensorType::Q5_K:
         for (int64_t b = 0; b < nk; ++b) {
           const auto* blk = reinterpret_cast<const BlockQ5_K*>(s) + b;
-          memcpy(plane(0, r) + 128 * b, blk->qs, 128);
+          for (int k = 0; k < 4; ++k) split_item(plane(0, r), 4 * b + k, 4 * nk, blk->qs + 32 * k);
           pack_k_header(blk->d, blk->dmin, blk->scales, plane(1, r) + kKHeaderBytes * b);
           memcpy(plane(2, r) + 32 * b, blk->qh, 32);
         }
@@ -200,7 +211,12 @@ void pack_rows(const PackedLayout& L, const uint8_t* src, int64_t row_begin, int
       case TensorType::Q6_K:
         for (int64_t b = 0; b < nk; ++b) {
           const auto* blk = reinterpret_cast<const BlockQ6_K*>(s) + b;
-          memcpy(plane(0, r) + 128 * b, blk->ql, 128);
+          for (int k = 0; k < 4; ++k) {  // item 4b + 2n + u: ql[64n + 16u ..] and ql[64n + 32 + 16u ..]
+            uint8_t item[32];
+            memcpy(item, blk->ql + 64 * (k >> 1) + 16 * (k & 1), 16);
+            memcpy(item + 16, blk->ql + 64 * (k >> 1) + 32 + 16 * (k & 1), 16);
+            split_item(plane(0, r), 4 * b + k, 4 * nk, item);
+          }
           memcpy(plane(1, r) + 64 * b, blk->qh, 64);
           memcpy(plane(2, r) + 16 * b, blk->scales, 16);
           memcpy(plane(3, r) + 2 * b, &blk->d, 2);

@@ -177,9 +177,9 @@ struct Item<TensorType::Q8_0> {
   int4 q0, q1;
   uint32_t d;
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
-    const uint8_t* p = W.plane[0] + W.stride[0] * row + 32 * it;
-    q0 = ld_stream16(p);
-    q1 = ld_stream16(p + 16);
+    const uint8_t* p = W.plane[0] + W.stride[0] * row;  // split halves (packed.h)
+    q0 = ld_stream16(p + 16 * it);
+    q1 = ld_stream16(p + 16 * (W.items + it));
     d = ld_stream2(W.plane[1] + W.stride[1] * row + 2 * it);
   }
   __device__ float dot(const XQ& x, int t, int64_t it) const {
@@ -280,9 +280,9 @@ struct ItemK45 {
   int4 h0, h1;     // qh[32] (Q5_K)
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const int64_t sb = it >> 2, k = it & 3;
-    const uint8_t* p = W.plane[0] + W.stride[0] * row + 128 * sb + 32 * k;
-    q0 = ld_stream16(p);
-    q1 = ld_stream16(p + 16);
+    const uint8_t* p = W.plane[0] + W.stride[0] * row;  // split halves (packed.h)
+    q0 = ld_stream16(p + 16 * it);
+    q1 = ld_stream16(p + 16 * (W.items + it));
     const uint8_t* h = W.plane[1] + W.stride[1] * row + kKHeaderBytes * sb;
     dd = ld_stream4(h);
     scmin = ld_stream4(h + 4 + 4 * k);
@@ -365,9 +365,9 @@ struct Item<TensorType::Q6_K> {
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const int64_t sb = it >> 2;
     const int n = int(it >> 1) & 1, u = int(it & 1);
-    const uint8_t* ql = W.plane[0] + W.stride[0] * row + 128 * sb + 64 * n + 16 * u;
-    l0 = ld_stream16(ql);
-    l1 = ld_stream16(ql + 32);
+    const uint8_t* ql = W.plane[0] + W.stride[0] * row;  // split halves (packed.h)
+    l0 = ld_stream16(ql + 16 * it);
+    l1 = ld_stream16(ql + 16 * (W.items + it));
     h = ld_stream16(W.plane[1] + W.stride[1] * row + 64 * sb + 32 * n + 16 * u);
     const uint8_t* sc = W.plane[2] + W.stride[2] * row + 16 * sb + 8 * n;
     sc01 = ld_stream4(sc);
