@@ -393,19 +393,55 @@ TEST(CudaOps, SparseFfnSumWithLayerNorm) {
   }
 }
 
+// QuantX rows of a multiple of 64 in split order (ops.h): a permutation of the row that keeps
+// each 16-value piece together and puts piece k of consecutive quarters of 64 next to each
+// other; other rows, and rows not split, in column order.
+TEST(CudaQuantX, SplitOrderIsAPermutation) {
+  for (int64_t cols : {32, 96, 64, 768, 2560}) {
+    for (bool split : {false, true}) {
+      std::vector<int> seen(size_t(cols), 0);
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t at = quant_x_offset(c, split, cols);
+        ASSERT_TRUE(at >= 0 && at < cols) << cols << " " << c;
+        ++seen[size_t(at)];
+        if (c % 16 != 0) {
+          EXPECT_EQ(at, quant_x_offset(c - 1, split, cols) + 1) << "piece broken at " << c;
+        } else {
+          EXPECT_EQ(at, (c >> 4 & 3) * quant_x_piece_a(split, cols) + (c >> 6) * quant_x_piece_b(split, cols));
+        }
+        if (!split || cols % 64 != 0) {
+          EXPECT_EQ(at, c) << "column order";
+        }
+      }
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), cols) << cols;
+    }
+    if (cols % 64 == 0 && cols >= 128) {
+      EXPECT_EQ(quant_x_offset(16, true, cols), cols / 4) << "a quarter's second piece: in the row's second quarter";
+      EXPECT_EQ(quant_x_offset(64, true, cols), 16) << "quarter 1 right after quarter 0";
+    }
+  }
+  EXPECT_TRUE(quant_x_split_reader(TensorType::Q4_K));
+  EXPECT_FALSE(quant_x_split_reader(TensorType::Q8_0));
+}
+
 TEST(CudaOps, QuantizeRowsIsNearlyExact) {
   REQUIRE_GPU();
   const int rows = 3;
-  const int64_t cols = 96, stride = 100;
-  std::vector<float> x = randn(size_t(rows * stride), 2.f);
-  for (int64_t c = 0; c < 32; ++c) x[size_t(stride + c)] = 0.f;  // an all-zero block
-  Guarded dx(x);
-  DeviceQuantX q(rows, cols);
-  quantize_rows(dx.data(), stride, rows, cols, InOp::none, q.q, nullptr);
-  std::vector<float> want(size_t(rows * cols));
-  for (int r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) want[size_t(r * cols + c)] = x[size_t(r * stride + c)];
-  expect_close(q.read(), want, 1e-9, "two-term int8 quantisation");
+  for (int64_t cols : {96, 128}) {
+    for (bool split : {false, true}) {
+      const int64_t stride = 100 + 32;
+      std::vector<float> x = randn(size_t(rows * stride), 2.f);
+      for (int64_t c = 0; c < 32; ++c) x[size_t(stride + c)] = 0.f;  // an all-zero block
+      Guarded dx(x);
+      DeviceQuantX q(rows, cols, split);
+      quantize_rows(dx.data(), stride, rows, cols, InOp::none, q.q, nullptr);
+      std::vector<float> want(size_t(rows * cols));
+      for (int r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) want[size_t(r * cols + c)] = x[size_t(r * stride + c)];
+      expect_close(q.read(), want, 1e-9,
+                   "two-term int8 quantisation, cols " + std::to_string(cols) + (split ? " split" : ""));
+    }
+  }
 }
 
 // The production decode path: x quantised once (quantize_rows), read by the matvec.
@@ -413,18 +449,31 @@ TEST(CudaOps, MatvecWithQuantisedInput) {
   REQUIRE_GPU();
   for (TensorType t : kAllTypes) {
     if (is_float(t)) continue;
-    const int64_t cols = type_info(t).block_size == 256 ? 768 : 544, rows = 300;
-    HostWeight h = make_weight(t, rows, cols);
-    DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
-    for (int T : {1, 3, 8}) {
-      const std::vector<float> x = randn(size_t(T * cols));
-      Guarded dx(x), dy(size_t(T * rows));
-      DeviceQuantX q(T, cols);
-      quantize_rows(dx.data(), cols, T, cols, InOp::none, q.q, nullptr);
-      MatvecJob j = plain_job(m, dx.data(), dy.data());
-      j.xq = q.q;
-      matvec(&j, 1, T, nullptr);
-      expect_matvec_close(dy.read(), h.w, x, T, matvec_limit(t), std::string(type_name(t)) + " T=" + std::to_string(T));
+    // The k-quants read x in either order (ops.h), the readers of blocks of 32 in column order
+    // only; 544 columns are never split, 640 and 768 are when asked.
+    for (const int64_t cols :
+         type_info(t).block_size == 256 ? std::vector<int64_t>{768} : std::vector<int64_t>{544, 640}) {
+      const int64_t rows = 300;
+      HostWeight h = make_weight(t, rows, cols);
+      DeviceMatrix m = upload_matrix(t, rows, cols, h.bytes.data());
+      for (int T : {1, 3, 8}) {
+        for (bool split : {false, true}) {
+          const std::vector<float> x = randn(size_t(T * cols));
+          Guarded dx(x), dy(size_t(T * rows));
+          DeviceQuantX q(T, cols, split);
+          quantize_rows(dx.data(), cols, T, cols, InOp::none, q.q, nullptr);
+          MatvecJob j = plain_job(m, dx.data(), dy.data());
+          j.xq = q.q;
+          const std::string what = std::string(type_name(t)) + " cols " + std::to_string(cols) +
+                                   " T=" + std::to_string(T) + (split ? " split" : "");
+          if (split && !quant_x_split_reader(t)) {
+            EXPECT_THROW(matvec(&j, 1, T, nullptr), Error) << what;
+            continue;
+          }
+          matvec(&j, 1, T, nullptr);
+          expect_matvec_close(dy.read(), h.w, x, T, matvec_limit(t), what);
+        }
+      }
     }
   }
 }

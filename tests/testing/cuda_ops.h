@@ -129,9 +129,11 @@ struct DeviceQuantX {
   QuantX q;
   int rows;
   int64_t cols;
-  DeviceQuantX(int rows_, int64_t cols_) : buf(quant_x_bytes(rows_, cols_)), rows(rows_), cols(cols_) {
+  DeviceQuantX(int rows_, int64_t cols_, bool split = false)
+      : buf(quant_x_bytes(rows_, cols_)), rows(rows_), cols(cols_) {
     buf.fill(0xFF);
     q = quant_x_view(buf.data(), rows, cols);
+    q.split = split;
   }
   // Dequantised values; checks each block's sums of quants.
   std::vector<float> read() const {
@@ -148,9 +150,11 @@ struct DeviceQuantX {
     for (size_t b = 0; b < x.size() / 32; ++b) {
       int sum0 = 0, sum1 = 0;
       for (size_t e = 32 * b; e < 32 * b + 32; ++e) {
-        x[e] = d0[b] * q0[e] + d1[b] * q1[e];
-        sum0 += q0[e];
-        sum1 += q1[e];
+        const size_t row = e / size_t(cols) * size_t(cols);  // values in the split order of ops.h
+        const size_t at = row + size_t(quant_x_offset(int64_t(e - row), q.split, cols));
+        x[e] = d0[b] * q0[at] + d1[b] * q1[at];
+        sum0 += q0[at];
+        sum1 += q1[at];
       }
       EXPECT_EQ(sum0, s0[b]) << "block " << b;
       EXPECT_EQ(sum1, s1[b]) << "block " << b;

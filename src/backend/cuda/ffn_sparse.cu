@@ -364,7 +364,7 @@ __global__ void ffn_sparse_sum_ln_kernel(int64_t C, int groups, const float* par
     const float o = x + (prev - x) * mix[m];
     if (a.out[m]) a.out[m][c] = o;
     if (a.out16[m]) static_cast<__half*>(a.out16[m])[c] = __float2half_rn(o);
-    if (a.out_q[m].q0) quantize32(a.out_q[m], o, c);
+    if (a.out_q[m].q0) quantize32(a.out_q[m], o, 0, c);
   }
   cluster.barrier_wait();  // no block's shared memory goes away while another reads it
 #else

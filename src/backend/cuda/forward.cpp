@@ -4,7 +4,9 @@
 // elementwise epilogues. With a debug hook every named intermediate is copied out.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "backend/cuda/backend_impl.h"
@@ -18,6 +20,14 @@ void check(cudaError_t err, const char* what) {
 }
 
 bool quantised(const Mat& W) { return type_info(W.packed.layout.type).block_size > 1; }
+
+// QuantX buffer q for its quantised readers among `readers`: in split order (ops.h) when
+// every one of them reads that order (the k-quants: 2.9B Q4_K_M decode +16%, NOTES.md run 145).
+QuantX quant_x_for(QuantX q, std::initializer_list<const Mat*> readers) {
+  q.split = std::all_of(readers.begin(), readers.end(),
+                        [](const Mat* W) { return !quantised(*W) || quant_x_split_reader(W->packed.layout.type); });
+  return q;
+}
 
 // One-row decode with 16-bit float weights: the LayerNorms and the sparse FFN sum let the
 // next kernel launch at their start, so that the product after them requests its weights
@@ -156,11 +166,12 @@ void CudaBackend::encode(const ChunkPlan& p) {
   }
   if (p.n_out > 0) {
     const bool q = p.n_out <= kMatvecMaxRows && quantised(head_);
+    const QuantX xq = quant_x_for(s.qx[1], {&head_});
     layer_norm_rows(s.h, s.ints + 4 * cap + 1, p.n_out, C, ln_out_w_, ln_out_b_, hp_.ln_eps, s.head_x,
-                    q ? &s.qx[1] : nullptr, stream_);
+                    q ? &xq : nullptr, stream_);
     emit(-1, "head.ln", s.head_x, p.n_out, C);
     matmul(head_, s.head_x, C, p.n_out, InOp::none, head_out_ ? head_out_ : s.logits, hp_.n_vocab, OutOp::store,
-           nullptr, nullptr, q ? &s.qx[1] : nullptr);
+           nullptr, nullptr, q ? &xq : nullptr);
     emit(-1, "logits", s.logits, p.n_out, hp_.n_vocab);
   }
 }
@@ -187,9 +198,10 @@ ShiftLerpArgs CudaBackend::att_lerp_args(int l, int R, const BatchDev& bd) {
     lerp.out[m] = mv || hook_ ? s.mix[m] : nullptr;
     if (!mv || half_x(L.wr, R)) lerp.out16[m] = s.mix16[m];
   }
-  if (mv && quantised(L.wr)) lerp.out_q[0] = s.qx[0];
-  if (mv && quantised(L.wk)) lerp.out_q[2] = s.qx[1];
-  if (mv && (quantised(L.wv) || (l > 0 && quantised(L.v1)))) lerp.out_q[3] = s.qx[2];
+  if (mv && quantised(L.wr)) lerp.out_q[0] = quant_x_for(s.qx[0], {&L.wr});
+  if (mv && quantised(L.wk)) lerp.out_q[2] = quant_x_for(s.qx[1], {&L.wk});
+  if (mv && (quantised(L.wv) || (l > 0 && quantised(L.v1))))
+    lerp.out_q[3] = l > 0 ? quant_x_for(s.qx[2], {&L.wv, &L.v1}) : quant_x_for(s.qx[2], {&L.wv});
   lerp.early_trigger = early_trigger(L.wr, R);
   return lerp;
 }
@@ -303,7 +315,7 @@ void CudaBackend::time_mix(int l, const ChunkPlan& p, const BatchDev& bd, bool a
   const bool fused = p.max_tokens <= 2;
   if (fused) {
     if (!debug) w.kk = w.kmod = w.y = nullptr;
-    if (mv && quantised(L.wo)) w.xo_q = s.qx[3];
+    if (mv && quantised(L.wo)) w.xo_q = quant_x_for(s.qx[3], {&L.wo});
     if (half_x(L.wo, R)) w.xo16 = static_cast<uint16_t*>(s.x16);  // W_o's f16 x (the GEMM input's scratch)
     wkv_fused(w, stream_);
   } else {
@@ -342,7 +354,7 @@ bool CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
   lerp.xln = hook_ ? s.xln : nullptr;
   lerp.out[0] = mv || hook_ ? s.mix[0] : nullptr;
   if (!mv || half_x(L.ffn_key, R)) lerp.out16[0] = s.mix16[0];
-  if (mv && quantised(L.ffn_key)) lerp.out_q[0] = s.qx[0];
+  if (mv && quantised(L.ffn_key)) lerp.out_q[0] = quant_x_for(s.qx[0], {&L.ffn_key});
   lerp.early_trigger = early_trigger(L.ffn_key, R);
   ln_shift_lerp(lerp, stream_);
   emit(l, "ffn.ln", s.xln, R, C);
@@ -363,9 +375,10 @@ bool CudaBackend::channel_mix(int l, const ChunkPlan& p, const BatchDev& bd) {
     return fuse_ln;
   }
   const bool q = mv && quantised(L.ffn_value);
-  if (q) quantize_rows(s.hidden, F, R, F, InOp::none, s.qx_hidden, stream_);
+  const QuantX xq = quant_x_for(s.qx_hidden, {&L.ffn_value});
+  if (q) quantize_rows(s.hidden, F, R, F, InOp::none, xq, stream_);
   matmul(L.ffn_value, s.hidden, F, R, relu_late ? InOp::relu_sq : InOp::none, s.h, C, OutOp::add, nullptr,
-         hook_ ? s.raw : nullptr, q ? &s.qx_hidden : nullptr);
+         hook_ ? s.raw : nullptr, q ? &xq : nullptr);
   emit(l, "ffn.out", s.raw, R, C);
   return false;
 }

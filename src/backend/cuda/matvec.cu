@@ -199,6 +199,8 @@ size_t job_smem(const MatvecJob& j, int T) {
     if (j.xq.q0) {
       if (j.xq.cols != j.W.cols || j.in_op != InOp::none)
         fail(ErrorCode::argument, "cuda matvec: quantised x does not match the matrix");
+      if (j.xq.split && !quant_x_split_reader(j.W.type))
+        fail(ErrorCode::argument, "cuda matvec: " + std::string(type_name(j.W.type)) + " reads x in column order only");
       return 0;
     }
     return 2 * tc + tc / 32 * 16;  // q0, q1, d0, d1, s0, s1

@@ -60,6 +60,8 @@ __device__ __forceinline__ float4 load_x4(const MatvecJob& job, int t0, int e, i
 // Quantises T rows of x (cols a multiple of 32) into shared memory as two int8 terms (XQ).
 // Thread i takes float4 chunks i, i + 256, ...; the 8 chunks of one block of 32 are 8
 // neighbouring lanes. All loads of a batch are issued before the first is used.
+// kSplit: in the split order of ops.h (quant_x_offset), for k-quant readers.
+template <bool kSplit>
 __device__ inline void stage_quant(const MatvecJob& job, int t0, int T, uint8_t* smem, XQ (&xq)[2]) {
   const int cols = int(job.W.cols), nb = cols / 32;
   const int n4 = T * cols / 4;
@@ -83,11 +85,17 @@ __device__ inline void stage_quant(const MatvecJob& job, int t0, int T, uint8_t*
       const int idx = b0 + k * nt + int(threadIdx.x);
       const float4 f = make_float4(apply_in(job.in_op, v[k].x), apply_in(job.in_op, v[k].y),
                                    apply_in(job.in_op, v[k].z), apply_in(job.in_op, v[k].w));
-      quantize_group8(f, idx < n4, q0, q1, d0, d1, s0, s1, idx, idx / 8);  // block idx / 8 = t * nb + c / 32
+      int64_t word = idx;
+      if constexpr (kSplit) {
+        const int e = idx * 4, t = row_of(e, cols);  // value e: row t, column e - t * cols
+        word = (int64_t(t) * cols + quant_x_offset(e - t * cols, true, cols)) / 4;
+      }
+      quantize_group8(f, idx < n4, q0, q1, d0, d1, s0, s1, word, idx / 8);  // block idx / 8 = t * nb + c / 32
     }
   }
-  xq[0] = XQ{q0, d0, s0, cols, nb};
-  xq[1] = XQ{q1, d1, s1, cols, nb};
+  const int pa = int(quant_x_piece_a(kSplit, cols)), pb = int(quant_x_piece_b(kSplit, cols));
+  xq[0] = XQ{q0, d0, s0, cols, nb, pa, pb};
+  xq[1] = XQ{q1, d1, s1, cols, nb, pa, pb};
 }
 
 // Copies T rows of x (with the input transform) to shared memory as fp32, row stride cols.
@@ -268,10 +276,11 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
   if constexpr (It::kQuant) {
     if (job.xq.q0) {  // quantised by the producer: read through L1
       const int xc = int(job.xq.cols), nb = xc / 32;
-      xq[0] = XQ{job.xq.q0 + size_t(t0) * xc, job.xq.d0 + t0 * nb, job.xq.s0 + t0 * nb, xc, nb};
-      xq[1] = XQ{job.xq.q1 + size_t(t0) * xc, job.xq.d1 + t0 * nb, job.xq.s1 + t0 * nb, xc, nb};
+      const int pa = int(quant_x_piece_a(job.xq.split, xc)), pb = int(quant_x_piece_b(job.xq.split, xc));
+      xq[0] = XQ{job.xq.q0 + size_t(t0) * xc, job.xq.d0 + t0 * nb, job.xq.s0 + t0 * nb, xc, nb, pa, pb};
+      xq[1] = XQ{job.xq.q1 + size_t(t0) * xc, job.xq.d1 + t0 * nb, job.xq.s1 + t0 * nb, xc, nb, pa, pb};
     } else {
-      stage_quant(job, t0, T, smem, xq);
+      stage_quant<It::kSplitX>(job, t0, T, smem, xq);
       __syncthreads();
     }
   } else if (job.in_op != InOp::none) {

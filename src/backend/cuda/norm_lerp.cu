@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(kRowThreads) ln_shift_lerp_kernel(const __grid
       const float o = x + (prev - x) * mix[m];
       if (a.out[m]) a.out[m][at] = o;
       if (a.out16[m]) static_cast<__half*>(a.out16[m])[at] = __float2half_rn(o);
-      if (a.out_q[m].q0) quantize32(a.out_q[m], o, at);
+      if (a.out_q[m].q0) quantize32(a.out_q[m], o, int64_t(r) * C, c);
     }
   }
 }
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(kRowThreads)
 #pragma unroll
     for (int k = 0; k < kMaxPer; ++k) {
       const int c = threadIdx.x + k * kRowThreads;
-      if (c < C) store_quant32(yq, q[k], int64_t(i) * C + c);
+      if (c < C) store_quant32(yq, q[k], int64_t(i) * C, c);
     }
   }
 }

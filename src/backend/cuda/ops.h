@@ -9,6 +9,7 @@
 #include <string>
 
 #include "backend/cuda/packed.h"
+#include "common/half.h"  // RWKV_HD
 
 struct CUstream_st;
 
@@ -71,8 +72,9 @@ enum class OutOp : int {
 
 // Activations quantised per block of 32 as two int8 terms, x ~= d0 q0 + d1 q1 (q1 holds
 // the rounding residual of q0; relative error ~1e-5): what quantised weights consume.
-// Row t: q0/q1 at t * cols, block b of row t: d0/d1/s0/s1 at t * cols / 32 + b (s = sum
-// of the quants of the block). cols is a multiple of 32.
+// Row t: q0/q1 at t * cols, in column order or, with `split`, in the order of
+// quant_x_offset; block b of row t: d0/d1/s0/s1 at t * cols / 32 + b (s = sum of the quants of
+// the block). cols is a multiple of 32.
 struct QuantX {
   int8_t* q0 = nullptr;
   int8_t* q1 = nullptr;
@@ -81,7 +83,29 @@ struct QuantX {
   int32_t* s0 = nullptr;
   int32_t* s1 = nullptr;
   int64_t cols = 0;
+  bool split = false;  // rows in split order: only for readers that are k-quant matrices (quant_x_split)
 };
+// The split order of a QuantX row of `cols` (a multiple of 64; other widths stay in column
+// order): 16-value piece p (values 16p .. 16p+15) at byte (p % 4) * cols / 4 + (p / 4) * 16,
+// so that the lanes of a warp reading piece k of consecutive k-quant items (quarters of 64
+// values) read one run of 16-byte pieces; in column order each such load touched four times
+// the sectors it used. H100 decode, 2.9B Q4_K_M +15% (NOTES.md run 146). The readers of
+// blocks of 32 (Q8_0, the 4- and 5-bit types) keep column order: split for every reader,
+// 2.9B Q8_0 lost 3% and 0.1B Q8_0 7% (run 145). Written as (p % 4) * a + (p / 4) * b.
+RWKV_HD constexpr bool quant_x_split(bool split, int64_t cols) { return split && cols % 64 == 0; }
+RWKV_HD constexpr int64_t quant_x_piece_a(bool split, int64_t cols) {
+  return quant_x_split(split, cols) ? cols / 4 : 16;
+}
+RWKV_HD constexpr int64_t quant_x_piece_b(bool split, int64_t cols) { return quant_x_split(split, cols) ? 16 : 64; }
+// Whether matrices of `type` read QuantX rows in split order (the k-quants; the others read
+// column order only).
+constexpr bool quant_x_split_reader(TensorType type) {
+  return type == TensorType::Q4_K || type == TensorType::Q5_K || type == TensorType::Q6_K;
+}
+// The byte offset in a row of value c.
+RWKV_HD constexpr int64_t quant_x_offset(int64_t c, bool split, int64_t cols) {
+  return quant_x_split(split, cols) ? (c >> 4 & 3) * (cols / 4) + (c >> 6) * 16 + (c & 15) : c;
+}
 // QuantX view of `bytes` at `base` for rows x cols (rows * cols * 2.5 bytes).
 QuantX quant_x_view(void* base, int rows, int64_t cols);
 size_t quant_x_bytes(int rows, int64_t cols);

@@ -8,7 +8,8 @@
 //   dot_x(xv)               float types: the same with the item's 8 values of x given
 //   values(v)               the item's weights as floats, v[k] for k < kElems
 //   col(item, k)            the column of value k
-// kElems is the item's weight count, kUnroll the items a matvec thread requests at once.
+// kElems is the item's weight count, kUnroll the items a matvec thread requests at once,
+// kSplitX (quantised types) whether it reads QuantX rows in the split order (ops.h).
 #pragma once
 
 #include "backend/cuda/common.cuh"
@@ -20,14 +21,20 @@ namespace rwkv::cuda {
 // Activations in shared memory for quantised weights, per block of 32 as two int8 terms:
 // x ~= d0 q0 + d1 q1, where q1 quantises the rounding residual of q0 (relative error
 // ~1e-5 instead of ~5e-3 for one int8 term; both dot products use __dp4a). XQ is one term:
-// row t has q[t*cols ..], block b has scale d[t*nb + b] and sum of quants s[t*nb + b].
+// row t has q[t*cols ..], block b has scale d[t*nb + b] and sum of quants s[t*nb + b]. The
+// readers of blocks of 32 take the rows in column order (block), the k-quants in either
+// order (piece: 16-value piece p at (p % 4) * pa + (p / 4) * pb, ops.h: quant_x_offset).
 struct XQ {
   const int8_t* q;
   const float* d;
   const int* s;
   int cols, nb;
+  int pa, pb;
   __device__ __forceinline__ const int4* block(int t, int64_t b) const {
     return reinterpret_cast<const int4*>(q + size_t(t) * cols + 32 * b);
+  }
+  __device__ __forceinline__ int4 piece(int t, int64_t p) const {
+    return *reinterpret_cast<const int4*>(q + size_t(t) * cols + (p & 3) * pa + (p >> 2) * pb);
   }
   __device__ __forceinline__ float scale(int t, int64_t b) const { return d[t * nb + b]; }
   __device__ __forceinline__ int sum(int t, int64_t b) const { return s[t * nb + b]; }
@@ -174,6 +181,7 @@ template <>
 struct Item<TensorType::Q8_0> {
   static constexpr int kElems = 32, kUnroll = 5;
   static constexpr bool kQuant = true;
+  static constexpr bool kSplitX = false;  // x by block: QuantX rows in column order
   int4 q0, q1;
   uint32_t d;
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
@@ -205,6 +213,7 @@ template <bool kFive, bool kMin>
 struct ItemLegacy4 {
   static constexpr int kElems = 32, kUnroll = 8;
   static constexpr bool kQuant = true;
+  static constexpr bool kSplitX = false;  // x by block: QuantX rows in column order
   int4 qs;
   uint32_t qh;  // fifth bits (Q5 only)
   uint32_t dm;  // d in the low half, m in the high half (m for Q4_1/Q5_1 only)
@@ -274,10 +283,11 @@ template <bool kFive>
 struct ItemK45 {
   static constexpr int kElems = 64, kUnroll = kFive ? 2 : 3;
   static constexpr bool kQuant = true;
-  int4 q0, q1;     // 32 bytes of qs
-  uint32_t dd;     // d, dmin (f16)
-  uint32_t scmin;  // scale 2k, scale 2k+1, min 2k, min 2k+1 (bytes)
-  int4 h0, h1;     // qh[32] (Q5_K)
+  static constexpr bool kSplitX = true;  // x by piece: QuantX rows in either order
+  int4 q0, q1;                           // 32 bytes of qs
+  uint32_t dd;                           // d, dmin (f16)
+  uint32_t scmin;                        // scale 2k, scale 2k+1, min 2k, min 2k+1 (bytes)
+  int4 h0, h1;                           // qh[32] (Q5_K)
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const int64_t sb = it >> 2, k = it & 3;
     const uint8_t* p = W.plane[0] + W.stride[0] * row;  // split halves (packed.h)
@@ -326,11 +336,9 @@ struct ItemK45 {
     float d0, m0, d1, m1;
     scales(d0, m0, d1, m1);
     const int64_t xb = 2 * it;  // x blocks of 32: sub-block 2k of super-block sb is block 8sb+2k
-    const int4* a = x.block(t, xb);
-    const int4* b = x.block(t, xb + 1);
     const float dx0 = x.scale(t, xb), dx1 = x.scale(t, xb + 1);
-    return dx0 * (d0 * float(dot8(lo, a[0], a[1])) - m0 * float(x.sum(t, xb))) +
-           dx1 * (d1 * float(dot8(hi, b[0], b[1])) - m1 * float(x.sum(t, xb + 1)));
+    return dx0 * (d0 * float(dot8(lo, x.piece(t, 4 * it), x.piece(t, 4 * it + 1))) - m0 * float(x.sum(t, xb))) +
+           dx1 * (d1 * float(dot8(hi, x.piece(t, 4 * it + 2), x.piece(t, 4 * it + 3))) - m1 * float(x.sum(t, xb + 1)));
   }
   static __device__ int64_t col(int64_t it, int k) { return 64 * it + k; }
 };
@@ -359,8 +367,9 @@ template <>
 struct Item<TensorType::Q6_K> {
   static constexpr int kElems = 64, kUnroll = 3;
   static constexpr bool kQuant = true;
-  int4 l0, l1, h;       // ql'[16u..], ql'[32+16u..], qh'[16u..]
-  uint32_t sc01, sc23;  // scales[8n .. 8n+8) (int8)
+  static constexpr bool kSplitX = true;  // x by piece: QuantX rows in either order
+  int4 l0, l1, h;                        // ql'[16u..], ql'[32+16u..], qh'[16u..]
+  uint32_t sc01, sc23;                   // scales[8n .. 8n+8) (int8)
   uint32_t d;
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const int64_t sb = it >> 2;
@@ -402,7 +411,7 @@ struct Item<TensorType::Q6_K> {
       int w[4];
       run(q, w);
       const int64_t xb = 8 * sb + 4 * n + q;
-      const int4 a = x.block(t, xb)[u];  // ints 4u..4u+3 of the block = bytes 16u..16u+15
+      const int4 a = x.piece(t, 2 * xb + u);  // values 16u..16u+15 of block xb
       int si = __dp4a(w[0], a.x, 0);
       si = __dp4a(w[1], a.y, si);
       si = __dp4a(w[2], a.z, si);

@@ -17,7 +17,7 @@ __global__ void __launch_bounds__(256)
   const int nb = int(cols / 32), blk = int(blockIdx.x) * 8 + int(threadIdx.x >> 5);
   if (blk >= rows * nb) return;
   const int t = blk / nb, c = (blk - t * nb) * 32 + int(threadIdx.x & 31);
-  quantize32(out, apply_in(op, x[int64_t(t) * x_stride + c]), int64_t(t) * cols + c);
+  quantize32(out, apply_in(op, x[int64_t(t) * x_stride + c]), int64_t(t) * cols, c);
 }
 
 }  // namespace

@@ -54,12 +54,14 @@ __device__ __forceinline__ Quant32 quant32(float v) {
   return q;
 }
 
-// Stores lane's part of q at element `at` (= row * cols + column) of `out`, block at / 32.
-__device__ __forceinline__ void store_quant32(const QuantX& out, const Quant32& q, int64_t at) {
+// Stores lane's part of q at column c of the row that starts at element `row` (= t * cols)
+// of `out` (its place in the row: quant_x_offset, ops.h), block (row + c) / 32.
+__device__ __forceinline__ void store_quant32(const QuantX& out, const Quant32& q, int64_t row, int64_t c) {
+  const int64_t at = row + quant_x_offset(c, out.split, out.cols);
   out.q0[at] = int8_t(q.q0);
   out.q1[at] = int8_t(q.q1);
   if ((threadIdx.x & 31) == 0) {
-    const int64_t blk = at / 32;
+    const int64_t blk = (row + c) / 32;
     out.d0[blk] = q.d0;
     out.d1[blk] = q.d1;
     out.s0[blk] = q.s0;
@@ -67,16 +69,18 @@ __device__ __forceinline__ void store_quant32(const QuantX& out, const Quant32& 
   }
 }
 
-// Value v of this lane to element `at` of `out`. Every lane of the warp must call it.
-__device__ __forceinline__ void quantize32(const QuantX& out, float v, int64_t at) {
-  store_quant32(out, quant32(v), at);
+// Value v of this lane to column c of the row starting at element `row` of `out`. Every lane
+// of the warp must call it.
+__device__ __forceinline__ void quantize32(const QuantX& out, float v, int64_t row, int64_t c) {
+  store_quant32(out, quant32(v), row, c);
 }
 
 // The same two-term quantisation for a block of 32 held as float4 by 8 neighbouring lanes
 // (lane l of the group holds values 4l .. 4l+3). Every lane of the warp must call it
 // together; `store` says whether this lane's group is a real block. Writes this lane's
-// packed quants at word `word` of q0/q1 and, from the group's first lane, the block's
-// scales and sums at index `blk`.
+// packed quants at word `word` of q0/q1 (four values stay together in either order of a
+// QuantX row, ops.h: quant_x_offset) and, from the group's first lane, the block's scales and sums at
+// index `blk`.
 __device__ __forceinline__ void quantize_group8(float4 v, bool store, int8_t* q0, int8_t* q1, float* d0, float* d1,
                                                 int* s0, int* s1, int64_t word, int64_t blk) {
   const float f[4] = {v.x, v.y, v.z, v.w};

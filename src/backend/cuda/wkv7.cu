@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(4 * N, N == 128 ? 2 : 4) wkv_fused_kernel(cons
 #pragma unroll
       for (int m = 0; m < M; ++m) q[m] = quant32(xo[m]);
 #pragma unroll
-      for (int m = 0; m < M; ++m) store_quant32(a.xo_q, q[m], int64_t(row + c0 + 32 * m));
+      for (int m = 0; m < M; ++m) store_quant32(a.xo_q, q[m], int64_t(row), c0 + 32 * m);
     }
   }
   store_state(S, st);
