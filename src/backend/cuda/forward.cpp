@@ -22,7 +22,7 @@ void check(cudaError_t err, const char* what) {
 bool quantised(const Mat& W) { return type_info(W.packed.layout.type).block_size > 1; }
 
 // QuantX buffer q for its quantised readers among `readers`: in split order (ops.h) when
-// every one of them reads that order (the k-quants: 2.9B Q4_K_M decode +16%, NOTES.md run 145).
+// every one of them reads that order (the k-quants: 2.9B Q4_K_M decode +15%, NOTES.md run 146).
 QuantX quant_x_for(QuantX q, std::initializer_list<const Mat*> readers) {
   q.split = std::all_of(readers.begin(), readers.end(),
                         [](const Mat* W) { return !quantised(*W) || quant_x_split_reader(W->packed.layout.type); });
