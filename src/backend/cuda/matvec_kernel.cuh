@@ -280,7 +280,7 @@ __device__ __forceinline__ void run_job(const JobDev& jd, int blk, int t0, int T
       xq[0] = XQ{job.xq.q0 + size_t(t0) * xc, job.xq.d0 + t0 * nb, job.xq.s0 + t0 * nb, xc, nb, pa, pb};
       xq[1] = XQ{job.xq.q1 + size_t(t0) * xc, job.xq.d1 + t0 * nb, job.xq.s1 + t0 * nb, xc, nb, pa, pb};
     } else {
-      stage_quant<It::kSplitX>(job, t0, T, smem, xq);
+      stage_quant<quant_x_split_reader(TY)>(job, t0, T, smem, xq);
       __syncthreads();
     }
   } else if (job.in_op != InOp::none) {

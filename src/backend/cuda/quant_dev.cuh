@@ -8,8 +8,8 @@
 //   dot_x(xv)               float types: the same with the item's 8 values of x given
 //   values(v)               the item's weights as floats, v[k] for k < kElems
 //   col(item, k)            the column of value k
-// kElems is the item's weight count, kUnroll the items a matvec thread requests at once,
-// kSplitX (quantised types) whether it reads QuantX rows in the split order (ops.h).
+// kElems is the item's weight count, kUnroll the items a matvec thread requests at once.
+// Which quantised types read QuantX rows in split order: ops.h, quant_x_split_reader.
 #pragma once
 
 #include "backend/cuda/common.cuh"
@@ -181,7 +181,6 @@ template <>
 struct Item<TensorType::Q8_0> {
   static constexpr int kElems = 32, kUnroll = 5;
   static constexpr bool kQuant = true;
-  static constexpr bool kSplitX = false;  // x by block: QuantX rows in column order
   int4 q0, q1;
   uint32_t d;
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
@@ -213,7 +212,6 @@ template <bool kFive, bool kMin>
 struct ItemLegacy4 {
   static constexpr int kElems = 32, kUnroll = 8;
   static constexpr bool kQuant = true;
-  static constexpr bool kSplitX = false;  // x by block: QuantX rows in column order
   int4 qs;
   uint32_t qh;  // fifth bits (Q5 only)
   uint32_t dm;  // d in the low half, m in the high half (m for Q4_1/Q5_1 only)
@@ -283,11 +281,10 @@ template <bool kFive>
 struct ItemK45 {
   static constexpr int kElems = 64, kUnroll = kFive ? 2 : 3;
   static constexpr bool kQuant = true;
-  static constexpr bool kSplitX = true;  // x by piece: QuantX rows in either order
-  int4 q0, q1;                           // 32 bytes of qs
-  uint32_t dd;                           // d, dmin (f16)
-  uint32_t scmin;                        // scale 2k, scale 2k+1, min 2k, min 2k+1 (bytes)
-  int4 h0, h1;                           // qh[32] (Q5_K)
+  int4 q0, q1;     // 32 bytes of qs
+  uint32_t dd;     // d, dmin (f16)
+  uint32_t scmin;  // scale 2k, scale 2k+1, min 2k, min 2k+1 (bytes)
+  int4 h0, h1;     // qh[32] (Q5_K)
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const int64_t sb = it >> 2, k = it & 3;
     const uint8_t* p = W.plane[0] + W.stride[0] * row;  // split halves (packed.h)
@@ -367,9 +364,8 @@ template <>
 struct Item<TensorType::Q6_K> {
   static constexpr int kElems = 64, kUnroll = 3;
   static constexpr bool kQuant = true;
-  static constexpr bool kSplitX = true;  // x by piece: QuantX rows in either order
-  int4 l0, l1, h;                        // ql'[16u..], ql'[32+16u..], qh'[16u..]
-  uint32_t sc01, sc23;                   // scales[8n .. 8n+8) (int8)
+  int4 l0, l1, h;       // ql'[16u..], ql'[32+16u..], qh'[16u..]
+  uint32_t sc01, sc23;  // scales[8n .. 8n+8) (int8)
   uint32_t d;
   __device__ void load(const PackedView& W, int64_t row, int64_t it) {
     const int64_t sb = it >> 2;
