@@ -38,6 +38,18 @@ struct XQ {
   }
   __device__ __forceinline__ float scale(int t, int64_t b) const { return d[t * nb + b]; }
   __device__ __forceinline__ int sum(int t, int64_t b) const { return s[t * nb + b]; }
+  // Blocks b .. b+1 (b even) or b .. b+3 (b a multiple of 4) in one load: the k-quants'
+  // rows have a multiple of 8 blocks, so these are aligned in the QuantX buffers and in the
+  // staged copy (ops.h, matvec_kernel.cuh: stage_quant).
+  __device__ __forceinline__ float2 scale2(int t, int64_t b) const {
+    return *reinterpret_cast<const float2*>(d + t * nb + b);
+  }
+  __device__ __forceinline__ int2 sum2(int t, int64_t b) const {
+    return *reinterpret_cast<const int2*>(s + t * nb + b);
+  }
+  __device__ __forceinline__ float4 scale4(int t, int64_t b) const {
+    return *reinterpret_cast<const float4*>(d + t * nb + b);
+  }
 };
 
 __device__ __forceinline__ float h2f(uint32_t bits16) { return __half2float(__ushort_as_half(uint16_t(bits16))); }
@@ -333,9 +345,10 @@ struct ItemK45 {
     float d0, m0, d1, m1;
     scales(d0, m0, d1, m1);
     const int64_t xb = 2 * it;  // x blocks of 32: sub-block 2k of super-block sb is block 8sb+2k
-    const float dx0 = x.scale(t, xb), dx1 = x.scale(t, xb + 1);
-    return dx0 * (d0 * float(dot8(lo, x.piece(t, 4 * it), x.piece(t, 4 * it + 1))) - m0 * float(x.sum(t, xb))) +
-           dx1 * (d1 * float(dot8(hi, x.piece(t, 4 * it + 2), x.piece(t, 4 * it + 3))) - m1 * float(x.sum(t, xb + 1)));
+    const float2 dx = x.scale2(t, xb);
+    const int2 sx = x.sum2(t, xb);
+    return dx.x * (d0 * float(dot8(lo, x.piece(t, 4 * it), x.piece(t, 4 * it + 1))) - m0 * float(sx.x)) +
+           dx.y * (d1 * float(dot8(hi, x.piece(t, 4 * it + 2), x.piece(t, 4 * it + 3))) - m1 * float(sx.y));
   }
   static __device__ int64_t col(int64_t it, int k) { return 64 * it + k; }
 };
@@ -401,6 +414,8 @@ struct Item<TensorType::Q6_K> {
   __device__ float dot(const XQ& x, int t, int64_t it) const {
     const int64_t sb = it >> 2;
     const int n = int(it >> 1) & 1, u = int(it & 1);
+    const float4 dx4 = x.scale4(t, 8 * sb + 4 * n);  // the x scales of blocks 8sb+4n+q, q = 0..3
+    const float dx[4] = {dx4.x, dx4.y, dx4.z, dx4.w};
     float s = 0.f;
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
@@ -412,7 +427,7 @@ struct Item<TensorType::Q6_K> {
       si = __dp4a(w[1], a.y, si);
       si = __dp4a(w[2], a.z, si);
       si = __dp4a(w[3], a.w, si);
-      s += scale(q, u) * x.scale(t, xb) * float(si);
+      s += scale(q, u) * dx[q] * float(si);
     }
     return h2f(d) * s;
   }
