@@ -7,27 +7,8 @@
 //   PERSISTENT  every stage in one dispatch of co-resident workgroups; a software grid
 //               barrier (one atomic a workgroup, a spin on the count) between stages, the
 //               stage's weights streamed before it (as a dependent launch would).
-layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 256;
-
-#if defined(PERSISTENT)
-#define XQ coherent
-#else
-#define XQ
-#endif
-
-layout(std430, binding = 0) readonly buffer W { uvec4 w[]; };
-layout(std430, binding = 1) XQ buffer A { float a[]; };
-layout(std430, binding = 2) XQ buffer B { float b[]; };
-layout(std430, binding = 3) coherent volatile buffer Sync { uint count; uint fault; uint sink; } sy;
-
-layout(push_constant) uniform Push {
-  uint per_wg;       // 16-byte words a workgroup streams per stage
-  uint stage_words;  // words between stages' weights (the stage's weight size)
-  uint slots;        // stage s reads weight slot s % slots (slots x stage_words fill the buffer)
-  uint stage;        // first stage of this dispatch
-  uint stages;       // stages in this dispatch (PERSISTENT), else 1
-} pc;
+#extension GL_GOOGLE_include_directive : require
+#include "vk_probe.glsl"
 
 shared uint red[WG];
 
@@ -52,24 +33,6 @@ void step(uint s) {
     else a[g] = b[src] + 1.0;
   }
 }
-
-#if defined(PERSISTENT)
-// Every workgroup of the dispatch has arrived `target` times in all. Bounded: a spin past
-// ~2^20 polls (about a second on a GPU) sets the fault word and goes on (results then wrong, never a hang).
-void grid_barrier(uint target) {
-  memoryBarrierBuffer();
-  barrier();
-  if (gl_LocalInvocationID.x == 0u) {
-    atomicAdd(sy.count, 1u);
-    uint polls = 0u;
-    while (sy.count < target) {
-      if (++polls > (1u << 20)) { sy.fault = 1u; break; }
-    }
-  }
-  barrier();
-  memoryBarrierBuffer();
-}
-#endif
 
 void main() {
   uint acc = 0u;

@@ -6,11 +6,8 @@
 #include "common/error.h"
 
 namespace rwkv::vk {
-namespace {
 
-// One line per executable of `pipeline` on stderr: "vulkan pipeline KEY [EXECUTABLE]: name
-// value, ...", as the driver reports them (RWKV_VULKAN_PIPELINE_STATS).
-void print_statistics(const Functions& fn, VkDevice device, VkPipeline pipeline, const std::string& key) {
+void print_pipeline_statistics(const Functions& fn, VkDevice device, VkPipeline pipeline, const std::string& key) {
   VkPipelineInfoKHR info{};
   info.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR;
   info.pipeline = pipeline;
@@ -53,8 +50,6 @@ void print_statistics(const Functions& fn, VkDevice device, VkPipeline pipeline,
     std::fprintf(stderr, "%s\n", line.c_str());
   }
 }
-
-}  // namespace
 
 Pipelines::~Pipelines() {
   const Functions& fn = ctx_.fn();
@@ -145,7 +140,7 @@ const Pipeline& Pipelines::get(const std::string& name, const ShaderInterface& i
   const VkResult r = fn.vkCreateComputePipelines(ctx_.device(), ctx_.pipeline_cache(), 1, &ci, nullptr, &p.pipeline);
   fn.vkDestroyShaderModule(ctx_.device(), module, nullptr);
   check(r, ("vkCreateComputePipelines of " + key).c_str());
-  if (ctx_.pipeline_stats()) print_statistics(fn, ctx_.device(), p.pipeline, key);
+  if (ctx_.pipeline_stats()) print_pipeline_statistics(fn, ctx_.device(), p.pipeline, key);
   return pipelines_.emplace(key, p).first->second;
 }
 

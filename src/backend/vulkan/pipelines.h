@@ -31,6 +31,11 @@ struct ShaderInterface {
   uint32_t push_bytes = 0;
 };
 
+// One line per executable of `pipeline` on stderr: "vulkan pipeline KEY [EXECUTABLE]: name
+// value, ...", as the driver reports them; `pipeline` was created with
+// VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR on a context with pipeline_stats().
+void print_pipeline_statistics(const Functions& fn, VkDevice device, VkPipeline pipeline, const std::string& key);
+
 struct Pipeline {
   VkPipeline pipeline = VK_NULL_HANDLE;
   VkPipelineLayout layout = VK_NULL_HANDLE;
