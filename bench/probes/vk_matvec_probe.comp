@@ -6,8 +6,9 @@
 //               invocations, x read through L1, one stage a dispatch, pipeline barriers.
 //   PERSISTENT  a fixed grid: each workgroup stages x into shared memory, then each subgroup
 //               takes groups of SG_ROWS rows in turn (a lane holds all its units' loads of
-//               the group's rows at once); one dispatch runs `stages` stages with a grid
-//               barrier between them, or one stage with the host's pipeline barriers.
+//               the group's rows at once, and with AHEAD the next group's too while it
+//               multiplies); one dispatch runs `stages` stages with a grid barrier between
+//               them, or one stage with the host's pipeline barriers.
 // Quants of stage s, row r: 16-byte words (slot * rows + r) * cols / 16 on; its scales the
 // float16 values (slot * rows + r) * cols / 32 on.
 #extension GL_GOOGLE_include_directive : require
@@ -15,7 +16,6 @@
 #include "vk_probe.glsl"
 
 const uint MAX_COLS = 2560;  // the 2.9B model's width
-const uint MAX_UNITS = MAX_COLS / 16 / 32;  // 16-element units a lane of 32 holds for one row
 
 // Byte q's four int8 values as floats from their bits (dequant.glsl's q8_bits4).
 vec4 q8_bits4(uint q) {
@@ -35,48 +35,77 @@ void y_store(uint s, uint i, float v) {
 }
 
 #if defined(PERSISTENT)
-layout(constant_id = 1) const uint SG_ROWS = 2;  // rows a subgroup multiplies at once
+layout(constant_id = 1) const uint SG_ROWS = 2;     // rows a subgroup multiplies at once
+layout(constant_id = 2) const uint LANE_UNITS = 5;  // cols / 16 / subgroup size: a lane's units of a row
+layout(constant_id = 3) const uint AHEAD = 0;       // 1: the next group's loads before this group's products
 shared vec4 xs[MAX_COLS / 4];
+
+// Two sets of a lane's quants and scales of one row group (arrays sized by specialisation
+// constants cannot be copied or passed, so each set has its own functions).
+uvec4 qa[SG_ROWS * LANE_UNITS], qb[SG_ROWS * LANE_UNITS];
+float da[SG_ROWS * LANE_UNITS], db[SG_ROWS * LANE_UNITS];
+
+// This lane's quants and scales of row group g of stage s into set Q, D (rows past the end
+// repeat the last).
+#define LOAD_GROUP(NAME, Q, D)                                                    \
+  void NAME(uint s, uint g) {                                                     \
+    uint units = pc.cols >> 4, slot_row = (s % pc.slots) * pc.rows;               \
+    for (uint r = 0u; r < SG_ROWS; ++r) {                                         \
+      uint row = slot_row + min(SG_ROWS * g + r, pc.rows - 1u);                   \
+      for (uint k = 0u; k < LANE_UNITS; ++k) {                                    \
+        uint u = min(gl_SubgroupInvocationID + gl_SubgroupSize * k, units - 1u); \
+        Q[r * LANE_UNITS + k] = w[row * units + u];                               \
+        D[r * LANE_UNITS + k] = scale_of((row * units + u) >> 1u);                \
+      }                                                                           \
+    }                                                                             \
+  }
+LOAD_GROUP(load_a, qa, da)
+LOAD_GROUP(load_b, qb, db)
+
+// Row group g's products from set Q, D, stored by lane 0.
+#define MULTIPLY_GROUP(NAME, Q, D)                                                                        \
+  void NAME(uint s, uint g) {                                                                             \
+    uint units = pc.cols >> 4;                                                                            \
+    float acc[SG_ROWS];                                                                                   \
+    for (uint r = 0u; r < SG_ROWS; ++r) acc[r] = 0.0;                                                     \
+    for (uint k = 0u; k < LANE_UNITS; ++k) {                                                              \
+      uint u = gl_SubgroupInvocationID + gl_SubgroupSize * k;                                             \
+      if (u < units) {                                                                                    \
+        vec4 x0 = xs[4u * u], x1 = xs[4u * u + 1u], x2 = xs[4u * u + 2u], x3 = xs[4u * u + 3u];           \
+        for (uint r = 0u; r < SG_ROWS; ++r)                                                               \
+          acc[r] = fma(D[r * LANE_UNITS + k], dot16(Q[r * LANE_UNITS + k], x0, x1, x2, x3), acc[r]);      \
+      }                                                                                                   \
+    }                                                                                                     \
+    for (uint r = 0u; r < SG_ROWS; ++r) {                                                                 \
+      float t = subgroupAdd(acc[r]);                                                                      \
+      if (gl_SubgroupInvocationID == 0u && SG_ROWS * g + r < pc.rows) y_store(s, SG_ROWS * g + r, t);     \
+    }                                                                                                     \
+  }
+MULTIPLY_GROUP(multiply_a, qa, da)
+MULTIPLY_GROUP(multiply_b, qb, db)
 
 void stage_rows(uint s) {
   for (uint i = gl_LocalInvocationID.x; i < pc.cols / 4u; i += WG) xs[i] = x4_at(s, i);
   barrier();
-  uint units = pc.cols >> 4, slot_row = (s % pc.slots) * pc.rows;
-  uint lane = gl_SubgroupInvocationID, sg = gl_WorkGroupID.x * gl_NumSubgroups + gl_SubgroupID;
-  uint n_sg = gl_NumWorkGroups.x * gl_NumSubgroups;
-  for (uint group = sg; SG_ROWS * group < pc.rows; group += n_sg) {
-    float acc[SG_ROWS];
-    uint row[SG_ROWS];
-    for (uint r = 0u; r < SG_ROWS; ++r) {
-      acc[r] = 0.0;
-      row[r] = slot_row + min(SG_ROWS * group + r, pc.rows - 1u);
+  uint n_sg = gl_NumWorkGroups.x * gl_NumSubgroups, n_groups = (pc.rows + SG_ROWS - 1u) / SG_ROWS;
+  uint g = gl_WorkGroupID.x * gl_NumSubgroups + gl_SubgroupID;
+  if (AHEAD == 0u) {
+    for (; g < n_groups; g += n_sg) {
+      load_a(s, g);
+      multiply_a(s, g);
     }
-    // One chunk of MAX_UNITS units a lane at 32 lanes and 2,560 columns: all loads at once.
-    for (uint chunk = 0u; chunk < units; chunk += MAX_UNITS * gl_SubgroupSize) {
-      uvec4 q[SG_ROWS * MAX_UNITS];
-      float d[SG_ROWS * MAX_UNITS];
-      for (uint k = 0u; k < MAX_UNITS; ++k) {
-        uint u = chunk + lane + gl_SubgroupSize * k;
-        if (u < units) {
-          for (uint r = 0u; r < SG_ROWS; ++r) {
-            q[r * MAX_UNITS + k] = w[row[r] * units + u];
-            d[r * MAX_UNITS + k] = scale_of((row[r] * units + u) >> 1u);
-          }
-        }
-      }
-      for (uint k = 0u; k < MAX_UNITS; ++k) {
-        uint u = chunk + lane + gl_SubgroupSize * k;
-        if (u < units) {
-          vec4 x0 = xs[4u * u], x1 = xs[4u * u + 1u], x2 = xs[4u * u + 2u], x3 = xs[4u * u + 3u];
-          for (uint r = 0u; r < SG_ROWS; ++r)
-            acc[r] = fma(d[r * MAX_UNITS + k], dot16(q[r * MAX_UNITS + k], x0, x1, x2, x3), acc[r]);
-        }
-      }
-    }
-    for (uint r = 0u; r < SG_ROWS; ++r) {
-      float t = subgroupAdd(acc[r]);
-      if (lane == 0u && SG_ROWS * group + r < pc.rows) y_store(s, SG_ROWS * group + r, t);
-    }
+    return;
+  }
+  // Two sets in turn: the next group's loads are requested before this group's products.
+  if (g < n_groups) load_a(s, g);
+  while (g < n_groups) {
+    if (g + n_sg < n_groups) load_b(s, g + n_sg);
+    multiply_a(s, g);
+    g += n_sg;
+    if (g >= n_groups) break;
+    if (g + n_sg < n_groups) load_a(s, g + n_sg);
+    multiply_b(s, g);
+    g += n_sg;
   }
 }
 

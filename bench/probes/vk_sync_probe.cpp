@@ -5,7 +5,7 @@
 // Q8_0-like matrix product of the 2.9B model's shapes (vk_matvec_probe.comp: the backend's
 // two-row workgroups, or a fixed grid of workgroups that stage x in shared memory). The
 // Vulkan counterpart of the CUDA probe sync_probe.cu (src/backend/cuda/NOTES.md run 78).
-// Prints us per stage, from the difference of two chain lengths (so submission and fixed
+// Prints us per stage from GPU timestamps, the difference of two chain lengths (so fixed
 // costs cancel); checks that every stream stage saw the previous one's writes and that both
 // product forms match a CPU product (the grid barrier needs every workgroup resident at
 // once: on lavapipe they are not, and those rows fail). Built with the benchmarks of a
@@ -62,7 +62,17 @@ void compute_to_compute(const Functions& fn, VkCommandBuffer cmd) {
 }
 
 // One chain to time: its shader, how its stages are separated, and its sizes.
-enum class Shader { stream_stage, stream_persistent, matvec_two_row, matvec_fixed_pairs, matvec_fixed_rows };
+// The fixed-grid products: rows a subgroup (pairs or one), and whether the next group's
+// loads are requested before this group's products (ahead).
+enum class Shader {
+  stream_stage,
+  stream_persistent,
+  matvec_two_row,
+  matvec_fixed_pairs,
+  matvec_fixed_rows,
+  matvec_fixed_pairs_ahead,
+  matvec_fixed_rows_ahead
+};
 bool is_matvec(Shader s) { return s >= Shader::matvec_two_row; }
 struct Chain {
   Shader shader;
@@ -105,13 +115,23 @@ class Probe {
     pci.pPushConstantRanges = &range;
     check(fn.vkCreatePipelineLayout(ctx.device(), &pci, nullptr, &layout_), "vkCreatePipelineLayout");
     const std::string dir = RWKV_PROBE_SPV_DIR;
-    pipelines_[0] = pipeline(read_spirv(dir + "/vk_sync_stage.spv"), "stream_stage", 256, 1);
-    pipelines_[1] = pipeline(read_spirv(dir + "/vk_sync_persistent.spv"), "stream_persistent", 256, 1);
+    pipelines_[0] = pipeline(read_spirv(dir + "/vk_sync_stage.spv"), "stream_stage", 256, 1, 0);
+    pipelines_[1] = pipeline(read_spirv(dir + "/vk_sync_persistent.spv"), "stream_persistent", 256, 1, 0);
     // The two-row product at the backend's matvec_wg_; the fixed grid with pairs of rows or
     // one row a subgroup.
-    pipelines_[2] = pipeline(read_spirv(dir + "/vk_matvec_two_row.spv"), "matvec_two_row", 128, 1);
-    pipelines_[3] = pipeline(read_spirv(dir + "/vk_matvec_fixed.spv"), "matvec_fixed_pairs", 256, 2);
-    pipelines_[4] = pipeline(read_spirv(dir + "/vk_matvec_fixed.spv"), "matvec_fixed_rows", 256, 1);
+    pipelines_[2] = pipeline(read_spirv(dir + "/vk_matvec_two_row.spv"), "matvec_two_row", 128, 1, 0);
+    const std::vector<uint32_t> fixed = read_spirv(dir + "/vk_matvec_fixed.spv");
+    pipelines_[3] = pipeline(fixed, "matvec_fixed_pairs", 256, 2, 0);
+    pipelines_[4] = pipeline(fixed, "matvec_fixed_rows", 256, 1, 0);
+    pipelines_[5] = pipeline(fixed, "matvec_fixed_pairs_ahead", 256, 2, 1);
+    pipelines_[6] = pipeline(fixed, "matvec_fixed_rows_ahead", 256, 1, 1);
+    if (ctx.limits().timestamp_period_ns > 0) {
+      VkQueryPoolCreateInfo qci{};
+      qci.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO;
+      qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
+      qci.queryCount = 2;
+      check(fn.vkCreateQueryPool(ctx.device(), &qci, nullptr, &timestamps_), "vkCreateQueryPool");
+    }
     ctx.run([&](VkCommandBuffer cmd) {
       fn.vkCmdFillBuffer(cmd, weights_.handle(), 0, VK_WHOLE_SIZE, 0);
       fn.vkCmdFillBuffer(cmd, scales_.handle(), 0, VK_WHOLE_SIZE, 0);
@@ -120,6 +140,7 @@ class Probe {
   ~Probe() {
     const Functions& fn = ctx_.fn();
     for (VkPipeline p : pipelines_) fn.vkDestroyPipeline(ctx_.device(), p, nullptr);
+    if (timestamps_ != VK_NULL_HANDLE) fn.vkDestroyQueryPool(ctx_.device(), timestamps_, nullptr);
     fn.vkDestroyPipelineLayout(ctx_.device(), layout_, nullptr);
     fn.vkDestroyDescriptorSetLayout(ctx_.device(), set_, nullptr);
   }
@@ -127,7 +148,8 @@ class Probe {
   Probe& operator=(const Probe&) = delete;
 
   // Runs `stages` stages of `c` (activations zeroed first unless keep_x) and returns the
-  // seconds from submit to completion; `out` receives the last stage's output vector and
+  // seconds from the first stage's start to the last one's end (GPU timestamps; without
+  // them, from submit to completion); `out` receives the last stage's output vector and
   // *fault the grid barrier's fault word.
   double run(const Chain& c, uint32_t stages, bool keep_x, std::vector<float>* out, uint32_t* fault) {
     const Functions& fn = ctx_.fn();
@@ -161,6 +183,10 @@ class Probe {
       writes[i].pBufferInfo = &infos[i];
     }
     fn.vkCmdPushDescriptorSetKHR(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, kBindings, writes);
+    if (timestamps_ != VK_NULL_HANDLE) {
+      fn.vkCmdResetQueryPool(cmd, timestamps_, 0, 2);
+      fn.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timestamps_, 0);
+    }
     if (c.grid_barrier) {
       p.stages = stages;
       fn.vkCmdPushConstants(cmd, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof p, &p);
@@ -173,6 +199,8 @@ class Probe {
         compute_to_compute(fn, cmd);
       }
     }
+    if (timestamps_ != VK_NULL_HANDLE)
+      fn.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timestamps_, 1);
     memory_barrier(fn, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                    VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
     // The last stage (s = stages - 1) wrote b when s is even, else a.
@@ -185,8 +213,14 @@ class Probe {
                    VK_ACCESS_HOST_READ_BIT);
     const auto t0 = std::chrono::steady_clock::now();
     ctx_.submit_and_wait(cmd);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     ctx_.free_commands(cmd);
+    uint64_t ticks[2] = {0, 0};
+    if (timestamps_ != VK_NULL_HANDLE &&
+        fn.vkGetQueryPoolResults(ctx_.device(), timestamps_, 0, 2, sizeof ticks, ticks, 8,
+                                 VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
+      seconds = double(ticks[1] - ticks[0]) * ctx_.limits().timestamp_period_ns * 1e-9;
+    }
     ctx_.invalidate(readback_);
     const float* y = reinterpret_cast<const float*>(readback_.mapped());
     out->assign(y, y + n);
@@ -242,10 +276,11 @@ class Probe {
     ctx_.run([&](VkCommandBuffer cmd) { ctx_.fn().vkCmdCopyBuffer(cmd, staging.handle(), dst.handle(), 1, &region); });
   }
 
-  // spec: constant 0, the workgroup's invocations; 1, the fixed-grid product's rows a
-  // subgroup (ignored by the other shaders).
-  VkPipeline pipeline(const std::vector<uint32_t>& spirv, const std::string& name, uint32_t workgroup,
-                      uint32_t sg_rows) {
+  // Specialisation constants: 0, the workgroup's invocations; for the fixed-grid product 1,
+  // rows a subgroup, 2, a lane's 16-element units of a 2,560-column row, 3, ahead (the
+  // other shaders ignore 1-3).
+  VkPipeline pipeline(const std::vector<uint32_t>& spirv, const std::string& name, uint32_t workgroup, uint32_t sg_rows,
+                      uint32_t ahead) {
     const Functions& fn = ctx_.fn();
     VkShaderModuleCreateInfo mci{};
     mci.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
@@ -253,9 +288,10 @@ class Probe {
     mci.pCode = spirv.data();
     VkShaderModule module = VK_NULL_HANDLE;
     check(fn.vkCreateShaderModule(ctx_.device(), &mci, nullptr, &module), "vkCreateShaderModule");
-    const VkSpecializationMapEntry entries[2] = {{0, 0, 4}, {1, 4, 4}};
-    const uint32_t spec[2] = {workgroup, sg_rows};
-    const VkSpecializationInfo si{2, entries, sizeof spec, spec};
+    const VkSpecializationMapEntry entries[4] = {{0, 0, 4}, {1, 4, 4}, {2, 8, 4}, {3, 12, 4}};
+    const uint32_t subgroup = std::max(ctx_.info().subgroup_size, 1u);
+    const uint32_t spec[4] = {workgroup, sg_rows, (2560 / 16 + subgroup - 1) / subgroup, ahead};
+    const VkSpecializationInfo si{4, entries, sizeof spec, spec};
     VkComputePipelineCreateInfo ci{};
     ci.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO;
     ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
@@ -277,7 +313,8 @@ class Probe {
   Buffer weights_, a_, b_, sync_, scales_, readback_;
   VkDescriptorSetLayout set_ = VK_NULL_HANDLE;
   VkPipelineLayout layout_ = VK_NULL_HANDLE;
-  VkPipeline pipelines_[5] = {};
+  VkPipeline pipelines_[7] = {};
+  VkQueryPool timestamps_ = VK_NULL_HANDLE;
 };
 
 // us per stage of chain `c`: the best of five runs of a long and a short chain, differenced.
@@ -304,9 +341,14 @@ void print_row(Probe& probe, const Chain& c, const char* what, double size_mb) {
   bool ok = false;
   const double us = per_stage_us(probe, c, &ok);
   const bool right = ok && (!is_matvec(c.shader) || probe.matvec_matches(c));
-  const char* form = c.shader == Shader::matvec_fixed_pairs  ? ", fixed grid, 2 rows a subgroup"
-                     : c.shader == Shader::matvec_fixed_rows ? ", fixed grid, 1 row a subgroup"
-                                                             : "";
+  const char* forms[] = {"",
+                         "",
+                         "",
+                         ", fixed grid, 2 rows a subgroup",
+                         ", fixed grid, 1 row a subgroup",
+                         ", fixed grid, 2 rows a subgroup, ahead",
+                         ", fixed grid, 1 row a subgroup, ahead"};
+  const char* form = forms[size_t(c.shader)];
   std::printf("| %s%s | %.0f | %s | %u | %.2f | %s |\n", what, form, size_mb,
               c.grid_barrier ? "grid barrier" : "pipeline barrier", c.groups, us, right ? "yes" : "NO");
   std::fflush(stdout);
@@ -332,7 +374,8 @@ int main(int argc, char** argv) {
       const double mb = rows * 2560.0 * 34 / 32 / (1 << 20);
       const char* what = rows == 2560 ? "matvec 2560x2560" : "matvec 10240x2560";
       print_row(probe, {Shader::matvec_two_row, false, rows / 2, 0, rows, 2560}, what, mb);
-      for (Shader fixed : {Shader::matvec_fixed_pairs, Shader::matvec_fixed_rows}) {
+      for (Shader fixed : {Shader::matvec_fixed_pairs, Shader::matvec_fixed_rows, Shader::matvec_fixed_pairs_ahead,
+                           Shader::matvec_fixed_rows_ahead}) {
         for (uint32_t groups : {132u, 264u, 528u}) {
           print_row(probe, {fixed, false, groups, 0, rows, 2560}, what, mb);
           print_row(probe, {fixed, true, groups, 0, rows, 2560}, what, mb);
