@@ -310,6 +310,27 @@ TEST_F(Cli, BenchReportsEveryTest) {
   EXPECT_GT(j[1]["gbps"].get<double>(), 0);
   EXPECT_EQ(j[0]["n_ubatch"], 512);
   EXPECT_EQ(j[0]["warmup_ms"], 1000);
+  // Decode is reported against the backend's measured copy bandwidth unless --bandwidth.
+  EXPECT_FALSE(j[0].contains("bandwidth_pct"));
+  EXPECT_EQ(j[1]["bandwidth_source"], "measured");
+  EXPECT_GT(j[1]["bandwidth_gbps"].get<double>(), 0);
+  EXPECT_NEAR(j[1]["bandwidth_pct"].get<double>(),
+              100 * j[1]["gbps"].get<double>() / j[1]["bandwidth_gbps"].get<double>(), 1e-9);
+}
+
+TEST_F(Cli, BenchBandwidthLimitGiven) {
+  const Outcome r = rwkv("bench -p 0 -n 4 -r 1 --warmup-ms 0 --bandwidth 1000 -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["bandwidth_source"], "given");
+  EXPECT_EQ(j[0]["bandwidth_gbps"].get<double>(), 1000);
+  EXPECT_NEAR(j[0]["bandwidth_pct"].get<double>(), j[0]["gbps"].get<double>() / 10, 1e-9);
+  const Outcome md = rwkv("bench -p 0 -n 4 -r 1 --warmup-ms 0");
+  ASSERT_EQ(md.exit_code, 0) << md.err;
+  EXPECT_NE(md.out.find("% of limit"), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("measured now"), std::string::npos) << md.out;
+  EXPECT_NE(rwkv("bench -p 0 -n 4 --bandwidth 0").exit_code, 0);
 }
 
 TEST_F(Cli, BenchPrefillStepSize) {

@@ -5,6 +5,8 @@
 // Without a CUDA device only the "no device" error is checked.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <random>
@@ -271,6 +273,23 @@ TEST(CudaModel, PageLockedLogitsBuffer) {
         ASSERT_EQ(out[i], plain[i]) << "step " << step << ", " << n << " sequences, logit " << i;
     }
   }
+}
+
+// The device's copy bandwidth (`rwkv bench`'s limit): plausible for a GPU's memory, its
+// buffers gone afterwards, and the backend still steps.
+TEST(CudaModel, MeasuresCopyBandwidth) {
+  REQUIRE_GPU();
+  auto model = Model::load(testing::synthetic_model(SyntheticSpec{}));
+  auto gpu = open("cuda", model, 1);
+  const size_t held = gpu->memory_bytes();
+  const double gbps = gpu->measure_bandwidth();
+  EXPECT_GT(gbps, 100);
+  EXPECT_LT(gbps, 1e5);
+  EXPECT_EQ(gpu->memory_bytes(), held);
+  std::vector<float> logits(size_t(model->hparams().n_vocab));
+  const int32_t token = 5;
+  gpu->step(std::vector<SeqTokens>{{0, &token, 1, false}}, logits.data());
+  EXPECT_TRUE(std::all_of(logits.begin(), logits.end(), [](float v) { return std::isfinite(v); }));
 }
 
 // More tokens than one internal chunk: the sequence continues across chunks.

@@ -201,6 +201,19 @@ TEST(Synthetic, FfnDensityAsAsked) {
   EXPECT_THROW(write_synthetic_model(testing::temp_path("bad-density.gguf"), bad), Error);
 }
 
+// The copy bandwidth `rwkv bench` reports decode against: measured, and plausible for host
+// memory (a tenth of a GB/s to ten TB/s), on both CPU backends.
+TEST(CpuBackends, MeasureCopyBandwidth) {
+  for (const char* name : {"cpu", "cpu-ref"}) {
+    BackendOptions o;
+    o.n_threads = 2;
+    auto b = create_backend(name, o);
+    const double gbps = b->measure_bandwidth();
+    EXPECT_GT(gbps, 0.1) << name;
+    EXPECT_LT(gbps, 1e4) << name;
+  }
+}
+
 TEST(Engine, LogitsBufferTakesDecodeRows) {
   EngineOptions o;
   o.backend = "cpu";

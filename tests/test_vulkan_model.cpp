@@ -11,6 +11,7 @@
 // Every test skips when the machine has no Vulkan device.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -354,6 +355,24 @@ TEST(VulkanModel, AllocHostLogitsBuffer) {
     }
     host = p.vk->alloc_host(3 * V);  // the old buffer is freed after the new one exists
   }
+}
+
+// The device's copy bandwidth (`rwkv bench`'s limit): measured by timestamps (lavapipe has
+// them too), plausible, its buffers freed afterwards, and the backend still steps.
+TEST(VulkanModel, MeasuresCopyBandwidth) {
+  Pair p = load_pair(testing::synthetic_model(small_spec(TensorType::Q8_0)));
+  if (p.vk == nullptr) GTEST_SKIP() << "no Vulkan device here";
+  p.vk->set_slots(1);
+  const size_t held = p.vk->memory_bytes();
+  const double gbps = p.vk->measure_bandwidth();
+  EXPECT_GT(gbps, 0.1);
+  EXPECT_LT(gbps, 1e5);
+  EXPECT_EQ(p.vk->memory_bytes(), held);
+  std::vector<float> logits(size_t(p.model->hparams().n_vocab));
+  const int32_t token = 5;
+  const SeqTokens one{0, &token, 1, false};
+  p.vk->step({&one, 1}, logits.data());
+  EXPECT_TRUE(std::all_of(logits.begin(), logits.end(), [](float v) { return std::isfinite(v); }));
 }
 
 // Buffers capped far below the device limit: matrices split by rows over several buffers,

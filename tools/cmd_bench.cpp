@@ -29,7 +29,7 @@ struct BenchArgs {
   std::vector<int> batches = {1};
   int ubatch = 512;  // prompt tokens per prefill step
   std::string format = "md";
-  double bandwidth_gbps = 0;  // 0: unknown
+  double bandwidth_gbps = 0;  // --bandwidth; 0: measured by the backend (Backend::measure_bandwidth)
   int warmup_ms = 1000;       // untimed runs of each test for at least this long
 };
 
@@ -145,6 +145,11 @@ void run_bench(const BenchArgs& args) {
   if (args.n_gen > 0)
     for (int b : args.batches) results.push_back(bench.decode_test(b));
 
+  // The limit decode is reported against: given, or the backend's measured copy bandwidth.
+  double limit_gbps = args.bandwidth_gbps;
+  const bool measured = limit_gbps <= 0 && args.n_gen > 0;
+  if (measured) limit_gbps = engine->backend().measure_bandwidth();
+
   const Model& m = engine->model();
   int64_t n_params = 0;
   for (const Weight* w : m.all_weights()) n_params += w->n_elements();
@@ -168,25 +173,37 @@ void run_bench(const BenchArgs& args) {
                           {"ts_stddev", stddev(r.tokens_per_second)},
                           {"samples_ts", r.tokens_per_second}};
       if (r.gbps > 0) j["gbps"] = r.gbps;
-      if (r.gbps > 0 && args.bandwidth_gbps > 0) j["bandwidth_pct"] = 100 * r.gbps / args.bandwidth_gbps;
+      if (r.gbps > 0 && limit_gbps > 0) {
+        j["bandwidth_gbps"] = limit_gbps;
+        j["bandwidth_source"] = measured ? "measured" : "given";
+        j["bandwidth_pct"] = 100 * r.gbps / limit_gbps;
+      }
       out.push_back(j);
     }
     std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return;
   }
-  const bool pct = args.bandwidth_gbps > 0;
+  const bool pct = limit_gbps > 0;
   std::printf("| model | size | params | backend | device | test | t/s | GB/s |%s\n", pct ? " % of limit |" : "");
   std::printf("| --- | ---: | ---: | --- | --- | --- | ---: | ---: |%s\n", pct ? " ---: |" : "");
   for (const TestResult& r : results) {
     char ts[64], gb[32] = "", pc[32] = "";
     std::snprintf(ts, sizeof(ts), "%.2f ± %.2f", mean(r.tokens_per_second), stddev(r.tokens_per_second));
     if (r.gbps > 0) std::snprintf(gb, sizeof(gb), "%.1f", r.gbps);
-    if (r.gbps > 0 && pct) std::snprintf(pc, sizeof(pc), "%.1f%%", 100 * r.gbps / args.bandwidth_gbps);
+    if (r.gbps > 0 && pct) std::snprintf(pc, sizeof(pc), "%.1f%%", 100 * r.gbps / limit_gbps);
     std::printf("| %s | %s | %s | %s | %s | %s | %s | %s |", file.c_str(),
                 format_bytes(double(m.weight_bytes())).c_str(), format_count(double(n_params)).c_str(), backend.c_str(),
                 device.c_str(), r.name.c_str(), ts, gb);
     if (pct) std::printf(" %s |", pc);
     std::printf("\n");
+  }
+  if (pct && measured) {
+    std::printf(
+        "\nlimit: %.0f GB/s, the copy bandwidth of the %s backend's memory, measured now (bytes read + "
+        "written; --bandwidth GBPS sets it)\n",
+        limit_gbps, backend.c_str());
+  } else if (pct) {
+    std::printf("\nlimit: %.0f GB/s (--bandwidth)\n", limit_gbps);
   }
 }
 
@@ -218,7 +235,9 @@ void register_bench(CLI::App& app) {
   cmd->add_option("-o,--output", args->format, "Output format")
       ->capture_default_str()
       ->check(CLI::IsMember({"md", "json"}));
-  cmd->add_option("--bandwidth", args->bandwidth_gbps, "Memory bandwidth limit in GB/s, to report decode as % of it")
+  cmd->add_option("--bandwidth", args->bandwidth_gbps,
+                  "Memory bandwidth limit in GB/s to report decode as % of (default: the backend's copy "
+                  "bandwidth, measured)")
       ->check(CLI::PositiveNumber);
   cmd->callback([args] { run_bench(*args); });
 }

@@ -74,6 +74,11 @@ class Backend {
   }
 
   virtual void set_debug_hook(DebugHook hook) { hook_ = std::move(hook); }
+  // The bandwidth of the memory this backend streams its weights from, GB/s: a copy between
+  // two buffers of that memory, several times its caches, at its best; bytes read plus bytes
+  // written over the time (the limit `rwkv bench` reports decode against). 0 where it is not
+  // measured. Allocates the buffers for the measurement only; takes well under a second.
+  virtual double measure_bandwidth() { return 0; }
   // Device memory this backend holds (weights + states + scratch), bytes.
   virtual size_t memory_bytes() const = 0;
 

@@ -3,6 +3,7 @@
 // task in float32.
 #include <memory>
 
+#include "backend/cpu/bandwidth.h"
 #include "backend/cpu/forward.h"
 #include "backend/registry.h"
 #include "common/cpu_info.h"
@@ -20,6 +21,7 @@ class CpuBackend final : public CpuForward {
   std::string device_name() const override {
     return cpu_model_name() + " (" + std::to_string(pool_.size()) + " threads)";
   }
+  double measure_bandwidth() override { return host_copy_bandwidth(&pool_); }
 
  protected:
   void matmul(const Weight& W, const float* x, int64_t T, float* y) override {

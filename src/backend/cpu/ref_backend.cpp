@@ -1,5 +1,6 @@
 // cpu-ref: the reference backend. Plain loops, weights dequantised row by row, double
 // accumulators. It is slow on purpose: it is the oracle every other backend is tested against.
+#include "backend/cpu/bandwidth.h"
 #include "backend/cpu/forward.h"
 #include "backend/cpu/ref_ops.h"
 #include "backend/registry.h"
@@ -12,6 +13,7 @@ class CpuRefBackend final : public CpuForward {
  public:
   std::string name() const override { return "cpu-ref"; }
   std::string device_name() const override { return "CPU (reference, 1 thread)"; }
+  double measure_bandwidth() override { return host_copy_bandwidth(nullptr); }
 
  protected:
   void matmul(const Weight& W, const float* x, int64_t T, float* y) override { ref::matmul(W, x, T, y); }

@@ -78,6 +78,7 @@ class CudaBackend final : public Backend {
   void set_state(int slot, std::span<const float> in) override;
   void step(std::span<const SeqTokens> batch, float* logits) override;
   HostFloats alloc_host(size_t n) override;
+  double measure_bandwidth() override;
   size_t memory_bytes() const override;
 
  private:

@@ -57,6 +57,59 @@ VulkanBackend::~VulkanBackend() {
   invalidate_commands();
 }
 
+// Copies between two device-local buffers of up to 256 MiB (five times the L2 of an H100), a
+// barrier after each, timed by the queue's timestamps: the best of ten after two that warm
+// the clocks up. 0 on a queue without timestamps.
+double VulkanBackend::measure_bandwidth() {
+  if (ctx_->limits().timestamp_period_ns <= 0) return 0;
+  const uint64_t bytes = std::min<uint64_t>(uint64_t(256) << 20, ctx_->info().memory_bytes / 16) / 256 * 256;
+  if (bytes < (uint64_t(16) << 20)) return 0;
+  const Functions& fn = ctx_->fn();
+  Buffer src(*ctx_, bytes, MemoryKind::device, "bandwidth source"),
+      dst(*ctx_, bytes, MemoryKind::device, "bandwidth copy");
+  constexpr uint32_t kWarm = 2, kTimed = 10;
+  VkQueryPoolCreateInfo ci{};
+  ci.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO;
+  ci.queryType = VK_QUERY_TYPE_TIMESTAMP;
+  ci.queryCount = kTimed + 1;
+  VkQueryPool pool = VK_NULL_HANDLE;
+  if (fn.vkCreateQueryPool(ctx_->device(), &ci, nullptr, &pool) != VK_SUCCESS) return 0;
+  VkMemoryBarrier after_copy{};
+  after_copy.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+  after_copy.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+  after_copy.dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  const VkBufferCopy region{0, 0, bytes};
+  const auto record = [&](VkCommandBuffer cmd) {
+    fn.vkCmdFillBuffer(cmd, src.handle(), 0, VK_WHOLE_SIZE, 0x01010101u);
+    fn.vkCmdResetQueryPool(cmd, pool, 0, kTimed + 1);
+    for (uint32_t i = 0; i < kWarm + kTimed; ++i) {
+      fn.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &after_copy, 0,
+                              nullptr, 0, nullptr);
+      if (i >= kWarm) fn.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, pool, i - kWarm);
+      fn.vkCmdCopyBuffer(cmd, src.handle(), dst.handle(), 1, &region);
+    }
+    fn.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &after_copy, 0,
+                            nullptr, 0, nullptr);
+    fn.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, pool, kTimed);
+  };
+  try {
+    ctx_->run(record);
+  } catch (...) {
+    fn.vkDestroyQueryPool(ctx_->device(), pool, nullptr);
+    throw;
+  }
+  double best = 0;
+  uint64_t ticks[kTimed + 1] = {};
+  if (fn.vkGetQueryPoolResults(ctx_->device(), pool, 0, kTimed + 1, sizeof ticks, ticks, 8,
+                               VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
+    best = 1e30;
+    for (uint32_t i = 0; i < kTimed; ++i)
+      best = std::min(best, double(ticks[i + 1] - ticks[i]) * ctx_->limits().timestamp_period_ns * 1e-9);
+  }
+  fn.vkDestroyQueryPool(ctx_->device(), pool, nullptr);
+  return best > 0 ? 2.0 * double(bytes) / best / 1e9 : 0;
+}
+
 HostFloats VulkanBackend::alloc_host(size_t n) {
   n = std::max<size_t>(n, 1);
   const uint64_t bytes = uint64_t(n) * 4;

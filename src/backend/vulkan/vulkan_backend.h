@@ -121,6 +121,7 @@ class VulkanBackend final : public Backend {
   // Host-visible memory of this device, mapped: a step whose logits start such a buffer has
   // the head write them there (no copy after the step). Plain memory where it cannot be had.
   HostFloats alloc_host(size_t n) override;
+  double measure_bandwidth() override;
   size_t memory_bytes() const override { return size_t(ctx_->device_bytes()); }
 
  private:
