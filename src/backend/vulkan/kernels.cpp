@@ -22,6 +22,7 @@ const ShaderInterface kLnMixIface{{1, 1, 1, 1, 1}, sizeof(LnMixPush)};
 const ShaderInterface kWkvIface{{1, 1, 1, 1}, sizeof(WkvPush)};
 const ShaderInterface kWkvLoraIface{{1, 1, 1, 1, 4}, sizeof(WkvLoraPush)};
 const ShaderInterface kFfnSparseIface{{1, 1, 1}, sizeof(FfnSparsePush)};
+const ShaderInterface kCopyIface{{1, 1}, 4};
 
 uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
 
@@ -318,6 +319,12 @@ void Kernels::embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBu
   push(cmd, pl, {{weights, 0}, {weights, 0}, {weights, 0}, {weights, 0}, {vecs, 1}, {scratch, 2}, {meta, 3}}, &p,
        sizeof(p));
   ctx_.fn().vkCmdDispatch(cmd, n_rows, 1, 1);
+}
+
+void Kernels::copy(VkCommandBuffer cmd, VkBuffer src, VkBuffer dst, uint32_t n_words, uint32_t workgroups) {
+  const Pipeline& pl = ctx_.pipelines().get("copy", kCopyIface, {});
+  push(cmd, pl, {{src, 0}, {dst, 1}}, &n_words, sizeof(n_words));
+  ctx_.fn().vkCmdDispatch(cmd, workgroups, 1, 1);
 }
 
 void Kernels::ln_mix(VkCommandBuffer cmd, VkBuffer scratch, VkBuffer vecs, VkBuffer state_in, VkBuffer state_commit,
