@@ -79,6 +79,12 @@ class Cli : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(fs::exists(kBinary)) << kBinary << " is missing: build the rwkv_cli target first";
   }
+  // The tests `rwkv bench ARGS -o json` reports; an empty array (and a failure) if it fails.
+  static nlohmann::json bench_json(const std::string& args) {
+    const Outcome r = rwkv("bench " + args + " -o json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json::array();
+  }
 };
 
 TEST_F(Cli, TokenizeUsesTheDefaultModelFoundNextToTheExecutable) {
@@ -296,9 +302,7 @@ TEST_F(Cli, DevicesListsTheCpuBackends) {
 }
 
 TEST_F(Cli, BenchReportsEveryTest) {
-  const Outcome r = rwkv("bench -p 16 -n 4 -r 2 --batch 1,2 -o json");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto j = nlohmann::json::parse(r.out);
+  const auto j = bench_json("-p 16 -n 4 -r 2 --batch 1,2");
   ASSERT_EQ(j.size(), 3u);
   EXPECT_EQ(j[0]["test"], "pp16");
   EXPECT_EQ(j[1]["test"], "tg4");
@@ -319,9 +323,7 @@ TEST_F(Cli, BenchReportsEveryTest) {
 }
 
 TEST_F(Cli, BenchBandwidthLimitGiven) {
-  const Outcome r = rwkv("bench -p 0 -n 4 -r 1 --warmup-ms 0 --bandwidth 1000 -o json");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto j = nlohmann::json::parse(r.out);
+  const auto j = bench_json("-p 0 -n 4 -r 1 --warmup-ms 0 --bandwidth 1000");
   ASSERT_EQ(j.size(), 1u);
   EXPECT_EQ(j[0]["bandwidth_source"], "given");
   EXPECT_EQ(j[0]["bandwidth_gbps"].get<double>(), 1000);
@@ -334,9 +336,7 @@ TEST_F(Cli, BenchBandwidthLimitGiven) {
 }
 
 TEST_F(Cli, BenchPrefillStepSize) {
-  const Outcome r = rwkv("bench -p 20 -n 0 -r 1 -u 8 --warmup-ms 0 -o json");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto j = nlohmann::json::parse(r.out);
+  const auto j = bench_json("-p 20 -n 0 -r 1 -u 8 --warmup-ms 0");
   ASSERT_EQ(j.size(), 1u);
   EXPECT_EQ(j[0]["test"], "pp20");
   EXPECT_EQ(j[0]["n_ubatch"], 8);

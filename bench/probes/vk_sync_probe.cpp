@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "backend/vulkan/context.h"
+#include "backend/vulkan/kernels.h"
 #include "backend/vulkan/pipelines.h"
 #include "common/error.h"
 
@@ -48,14 +49,6 @@ std::vector<uint32_t> read_spirv(const std::string& path) {
   return words;
 }
 
-void memory_barrier(const Functions& fn, VkCommandBuffer cmd, VkPipelineStageFlags src_stage, VkAccessFlags src,
-                    VkPipelineStageFlags dst_stage, VkAccessFlags dst) {
-  VkMemoryBarrier mb{};
-  mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-  mb.srcAccessMask = src;
-  mb.dstAccessMask = dst;
-  fn.vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 1, &mb, 0, nullptr, 0, nullptr);
-}
 void compute_to_compute(const Functions& fn, VkCommandBuffer cmd) {
   memory_barrier(fn, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
@@ -281,32 +274,9 @@ class Probe {
   // other shaders ignore 1-3).
   VkPipeline pipeline(const std::vector<uint32_t>& spirv, const std::string& name, uint32_t workgroup, uint32_t sg_rows,
                       uint32_t ahead) {
-    const Functions& fn = ctx_.fn();
-    VkShaderModuleCreateInfo mci{};
-    mci.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
-    mci.codeSize = spirv.size() * 4;
-    mci.pCode = spirv.data();
-    VkShaderModule module = VK_NULL_HANDLE;
-    check(fn.vkCreateShaderModule(ctx_.device(), &mci, nullptr, &module), "vkCreateShaderModule");
-    const VkSpecializationMapEntry entries[4] = {{0, 0, 4}, {1, 4, 4}, {2, 8, 4}, {3, 12, 4}};
     const uint32_t subgroup = std::max(ctx_.info().subgroup_size, 1u);
     const uint32_t spec[4] = {workgroup, sg_rows, (2560 / 16 + subgroup - 1) / subgroup, ahead};
-    const VkSpecializationInfo si{4, entries, sizeof spec, spec};
-    VkComputePipelineCreateInfo ci{};
-    ci.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO;
-    ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
-    ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
-    ci.stage.module = module;
-    ci.stage.pName = "main";
-    ci.stage.pSpecializationInfo = &si;
-    ci.layout = layout_;
-    if (ctx_.pipeline_stats()) ci.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
-    VkPipeline p = VK_NULL_HANDLE;
-    const VkResult r = fn.vkCreateComputePipelines(ctx_.device(), VK_NULL_HANDLE, 1, &ci, nullptr, &p);
-    fn.vkDestroyShaderModule(ctx_.device(), module, nullptr);
-    check(r, "vkCreateComputePipelines");
-    if (ctx_.pipeline_stats()) print_pipeline_statistics(fn, ctx_.device(), p, name);
-    return p;
+    return create_compute_pipeline(ctx_, spirv, layout_, spec, name);
   }
 
   Context& ctx_;

@@ -151,8 +151,6 @@ uint32_t Kernels::max_job_rows() const {
   return std::min<uint64_t>(uint64_t(ctx_.limits().max_workgroup_count[0]) * matvec_rows, 1u << 20);
 }
 
-namespace {
-
 void memory_barrier(const Functions& fn, VkCommandBuffer cmd, VkPipelineStageFlags src_stage, VkAccessFlags src,
                     VkPipelineStageFlags dst_stage, VkAccessFlags dst) {
   VkMemoryBarrier mb{};
@@ -161,8 +159,6 @@ void memory_barrier(const Functions& fn, VkCommandBuffer cmd, VkPipelineStageFla
   mb.dstAccessMask = dst;
   fn.vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 1, &mb, 0, nullptr, 0, nullptr);
 }
-
-}  // namespace
 
 void Kernels::barrier(VkCommandBuffer cmd) const {
   memory_barrier(ctx_.fn(), cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,

@@ -287,6 +287,11 @@ class Kernels {
   bool use_coopmat_ = false;
 };
 
+// One global memory barrier: writes `src` of `src_stage` made available and visible to `dst`
+// of `dst_stage`.
+void memory_barrier(const Functions& fn, VkCommandBuffer cmd, VkPipelineStageFlags src_stage, VkAccessFlags src,
+                    VkPipelineStageFlags dst_stage, VkAccessFlags dst);
+
 // "q4_K" -> "q4_k": the shader-variant suffix of a weight type.
 std::string shader_type_suffix(TensorType type);
 // True for the weight types the shaders read (every model type of types.cpp).

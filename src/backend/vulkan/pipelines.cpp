@@ -6,8 +6,11 @@
 #include "common/error.h"
 
 namespace rwkv::vk {
+namespace {
 
-void print_pipeline_statistics(const Functions& fn, VkDevice device, VkPipeline pipeline, const std::string& key) {
+// One line per executable of `pipeline` on stderr: "vulkan pipeline KEY [EXECUTABLE]: name
+// value, ...", as the driver reports them (RWKV_VULKAN_PIPELINE_STATS).
+void print_statistics(const Functions& fn, VkDevice device, VkPipeline pipeline, const std::string& key) {
   VkPipelineInfoKHR info{};
   info.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR;
   info.pipeline = pipeline;
@@ -49,6 +52,43 @@ void print_pipeline_statistics(const Functions& fn, VkDevice device, VkPipeline 
     }
     std::fprintf(stderr, "%s\n", line.c_str());
   }
+}
+
+}  // namespace
+
+VkPipeline create_compute_pipeline(Context& ctx, std::span<const uint32_t> spirv, VkPipelineLayout layout,
+                                   std::span<const uint32_t> spec, const std::string& name) {
+  const Functions& fn = ctx.fn();
+  VkShaderModuleCreateInfo mci{};
+  mci.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
+  mci.codeSize = spirv.size() * 4;
+  mci.pCode = spirv.data();
+  VkShaderModule module = VK_NULL_HANDLE;
+  check(fn.vkCreateShaderModule(ctx.device(), &mci, nullptr, &module), ("vkCreateShaderModule of " + name).c_str());
+
+  std::vector<VkSpecializationMapEntry> entries;
+  for (uint32_t i = 0; i < spec.size(); ++i) entries.push_back({i, i * 4, 4});
+  VkSpecializationInfo si{};
+  si.mapEntryCount = uint32_t(entries.size());
+  si.pMapEntries = entries.data();
+  si.dataSize = spec.size() * 4;
+  si.pData = spec.data();
+
+  VkComputePipelineCreateInfo ci{};
+  ci.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO;
+  ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+  ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+  ci.stage.module = module;
+  ci.stage.pName = "main";
+  ci.stage.pSpecializationInfo = spec.empty() ? nullptr : &si;
+  ci.layout = layout;
+  if (ctx.pipeline_stats()) ci.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
+  VkPipeline pipeline = VK_NULL_HANDLE;
+  const VkResult r = fn.vkCreateComputePipelines(ctx.device(), ctx.pipeline_cache(), 1, &ci, nullptr, &pipeline);
+  fn.vkDestroyShaderModule(ctx.device(), module, nullptr);
+  check(r, ("vkCreateComputePipelines of " + name).c_str());
+  if (ctx.pipeline_stats()) print_statistics(fn, ctx.device(), pipeline, name);
+  return pipeline;
 }
 
 Pipelines::~Pipelines() {
@@ -109,38 +149,9 @@ const Pipeline& Pipelines::get(const std::string& name, const ShaderInterface& i
   const SpirvBlob* blob = find_spirv(name);
   if (blob == nullptr) fail(ErrorCode::backend, "vulkan: no embedded shader named '" + name + "'");
   const Layout& l = layout(iface);
-  const Functions& fn = ctx_.fn();
-
-  VkShaderModuleCreateInfo mci{};
-  mci.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
-  mci.codeSize = blob->n_words * 4;
-  mci.pCode = blob->words;
-  VkShaderModule module = VK_NULL_HANDLE;
-  check(fn.vkCreateShaderModule(ctx_.device(), &mci, nullptr, &module), ("vkCreateShaderModule of " + name).c_str());
-
-  std::vector<VkSpecializationMapEntry> entries;
-  for (uint32_t i = 0; i < spec.size(); ++i) entries.push_back({i, i * 4, 4});
-  VkSpecializationInfo si{};
-  si.mapEntryCount = uint32_t(entries.size());
-  si.pMapEntries = entries.data();
-  si.dataSize = spec.size() * 4;
-  si.pData = spec.data();
-
-  VkComputePipelineCreateInfo ci{};
-  ci.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO;
-  ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
-  ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
-  ci.stage.module = module;
-  ci.stage.pName = "main";
-  ci.stage.pSpecializationInfo = spec.empty() ? nullptr : &si;
-  ci.layout = l.pipeline;
-  if (ctx_.pipeline_stats()) ci.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
   Pipeline p;
   p.layout = l.pipeline;
-  const VkResult r = fn.vkCreateComputePipelines(ctx_.device(), ctx_.pipeline_cache(), 1, &ci, nullptr, &p.pipeline);
-  fn.vkDestroyShaderModule(ctx_.device(), module, nullptr);
-  check(r, ("vkCreateComputePipelines of " + key).c_str());
-  if (ctx_.pipeline_stats()) print_pipeline_statistics(fn, ctx_.device(), p.pipeline, key);
+  p.pipeline = create_compute_pipeline(ctx_, std::span(blob->words, blob->n_words), l.pipeline, spec, key);
   return pipelines_.emplace(key, p).first->second;
 }
 

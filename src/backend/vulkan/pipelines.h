@@ -31,10 +31,11 @@ struct ShaderInterface {
   uint32_t push_bytes = 0;
 };
 
-// One line per executable of `pipeline` on stderr: "vulkan pipeline KEY [EXECUTABLE]: name
-// value, ...", as the driver reports them; `pipeline` was created with
-// VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR on a context with pipeline_stats().
-void print_pipeline_statistics(const Functions& fn, VkDevice device, VkPipeline pipeline, const std::string& key);
+// A compute pipeline of `spirv` (entry point main) in `layout`, with specialisation constants
+// 0, 1, ... = `spec`, through the context's pipeline cache; with RWKV_VULKAN_PIPELINE_STATS
+// the driver's statistics are printed under `name`. Throws Error(backend) naming it.
+VkPipeline create_compute_pipeline(Context& ctx, std::span<const uint32_t> spirv, VkPipelineLayout layout,
+                                   std::span<const uint32_t> spec, const std::string& name);
 
 struct Pipeline {
   VkPipeline pipeline = VK_NULL_HANDLE;
