@@ -313,7 +313,13 @@ double CudaBackend::measure_bandwidth() {
   check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
   const size_t bytes = std::min<size_t>(size_t(1) << 30, free_bytes / 4) / 256 * 256;
   if (bytes < (size_t(64) << 20)) return 0;  // too little free memory for a fair copy
-  DeviceBuffer src(bytes), dst(bytes);
+  DeviceBuffer src, dst;
+  try {
+    src = DeviceBuffer(bytes);
+    dst = DeviceBuffer(bytes);
+  } catch (const Error&) {
+    return 0;  // the memory free a moment ago is taken: no measurement rather than a failed bench
+  }
   src.fill(1);
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   cudaEvent_t start = nullptr, stop = nullptr;
