@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -136,6 +137,31 @@ TEST(VulkanOps, MatrixTilesAndSplits) {
                                        {130, 1056, 20, 3}, {37, 72, 20, 8},   {37, 72, 130, 8}};
   testing::expect_matrix_cases(*vk, MatPath::matmul, {TensorType::F16, TensorType::Q8_0, TensorType::Q4_K}, cases, 1e-5,
                                17);
+}
+
+// The bandwidth copy (copy.comp, Backend::measure_bandwidth): every 16-byte word of a buffer
+// whose size leaves a partial trip of four strides and a tail on a grid of two workgroups
+// (and one word on one), nothing written past its end.
+TEST(VulkanOps, CopyMovesEveryWord) {
+  REQUIRE_DEVICE();
+  vk::Context& ctx = vk->context();
+  for (const uint32_t words : {1u, 4u * 512u * 3u + 2u * 512u + 37u}) {
+    const uint32_t guard = 8;  // words after the copy's end, left as they were
+    vk::Buffer src(ctx, uint64_t(words + guard) * 16, vk::MemoryKind::staging, "copy source");
+    vk::Buffer dst(ctx, uint64_t(words + guard) * 16, vk::MemoryKind::readback, "copy destination");
+    auto* in = reinterpret_cast<uint32_t*>(src.mapped());
+    for (uint32_t i = 0; i < 4 * (words + guard); ++i) in[i] = i * 2654435761u + 1;
+    std::memset(dst.mapped(), 0xA5, size_t(words + guard) * 16);
+    ctx.run([&](VkCommandBuffer cmd) {
+      vk->kernels().copy(cmd, src.handle(), dst.handle(), words, words == 1 ? 1 : 2);
+      vk->kernels().host_barrier(cmd);
+    });
+    ctx.invalidate(dst);
+    const auto* out = reinterpret_cast<const uint32_t*>(dst.mapped());
+    for (uint32_t i = 0; i < 4 * words; ++i) ASSERT_EQ(out[i], in[i]) << "word " << i / 4 << " of " << words;
+    for (uint32_t i = 4 * words; i < 4 * (words + guard); ++i)
+      ASSERT_EQ(out[i], 0xA5A5A5A5u) << "written past the end: word " << i / 4;
+  }
 }
 
 // The matmuls' plans at the 2.9B shapes (T = 256): 128 x 128 tiles, and K split so that

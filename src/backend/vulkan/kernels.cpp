@@ -317,7 +317,7 @@ void Kernels::embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBu
   ctx_.fn().vkCmdDispatch(cmd, n_rows, 1, 1);
 }
 
-void Kernels::copy(VkCommandBuffer cmd, VkBuffer src, VkBuffer dst, uint32_t n_words, uint32_t workgroups) {
+void Kernels::copy(VkCommandBuffer cmd, VkBuffer src, VkBuffer dst, uint32_t n_words, uint32_t workgroups) const {
   const Pipeline& pl = ctx_.pipelines().get("copy", kCopyIface, {});
   push(cmd, pl, {{src, 0}, {dst, 1}}, &n_words, sizeof(n_words));
   ctx_.fn().vkCmdDispatch(cmd, workgroups, 1, 1);

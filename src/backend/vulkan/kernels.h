@@ -202,7 +202,7 @@ class Kernels {
   bool coopmat_for(uint32_t n_tok) const { return use_coopmat_ && n_tok > matvec_max_tokens; }
   static constexpr uint32_t matmul_rows = 128;  // output rows per matmul tile (both tiled paths)
   // dst = src, n_words 16-byte words (copy.comp), over `workgroups` workgroups of 256.
-  void copy(VkCommandBuffer cmd, VkBuffer src, VkBuffer dst, uint32_t n_words, uint32_t workgroups);
+  void copy(VkCommandBuffer cmd, VkBuffer src, VkBuffer dst, uint32_t n_words, uint32_t workgroups) const;
   // Embedding rows + ln0 for n_rows token rows (weights: the table piece; 1 binding).
   void embed(VkCommandBuffer cmd, TensorType type, VkBuffer weights, VkBuffer vecs, VkBuffer scratch, VkBuffer meta,
              const EmbedPush& p, uint32_t n_rows);
