@@ -54,9 +54,8 @@ void compute_to_compute(const Functions& fn, VkCommandBuffer cmd) {
                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
-// One chain to time: its shader, how its stages are separated, and its sizes.
-// The fixed-grid products: rows a subgroup (pairs or one), and whether the next group's
-// loads are requested before this group's products (ahead).
+// The probe's shaders. The fixed-grid products: rows a subgroup (pairs or one), and whether
+// the next group's loads are requested before this group's products (ahead).
 enum class Shader {
   stream_stage,
   stream_persistent,
@@ -67,6 +66,7 @@ enum class Shader {
   matvec_fixed_rows_ahead
 };
 bool is_matvec(Shader s) { return s >= Shader::matvec_two_row; }
+// One chain to time: its shader, how its stages are separated, and its sizes.
 struct Chain {
   Shader shader;
   bool grid_barrier;     // all stages in one dispatch (persistent shaders only)
