@@ -20,21 +20,9 @@ namespace rwkv {
 namespace {
 
 using testing::expect_close;
+using testing::hidden_vector;
 using testing::make_weight;
 using testing::reference_product;
-
-// A hidden vector like relu(z)^2: a fraction `zeros` (0 to 1) of exact zeros, the rest
-// in [0, 4); with `blocks`, also every unit of each third block of 32 zero.
-std::vector<float> hidden_vector(size_t n, double zeros, uint64_t seed, bool blocks = false) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0.0, 1.0);
-  std::vector<float> h(n);
-  for (size_t j = 0; j < n; ++j) {
-    const double z = 2.0 * u(rng);
-    h[j] = u(rng) < zeros || (blocks && j / 32 % 3 == 1) ? 0.0f : float(z * z);
-  }
-  return h;
-}
 
 // The sparse FFN value product (W [C x F] read through its transposed copy, one row h)
 // against the dense reference, lossless up to fp32 rounding, for F16, BF16 and Q8_0: C not a

@@ -6,6 +6,10 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <random>
+
+#include "backend/cpu/ref_ops.h"
+#include "tensor/quant.h"
 
 namespace rwkv::testing {
 
@@ -31,6 +35,45 @@ size_t argmax(const float* x, size_t n) {
   for (size_t i = 1; i < n; ++i)
     if (x[i] > x[best]) best = i;
   return best;
+}
+
+std::vector<float> random_vector(size_t n, float lo, float hi, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+Weight make_weight(TensorType type, int64_t rows, int64_t cols, uint64_t seed, std::vector<uint8_t>& storage) {
+  Weight w;
+  w.name = "test." + std::string(type_name(type));
+  w.type = type;
+  w.ne[0] = cols;
+  w.ne[1] = rows;
+  const std::vector<float> values = random_vector(size_t(rows * cols), -1.0f, 1.0f, seed);
+  storage.assign(row_bytes(type, cols) * size_t(rows), 0);
+  quantize_row(type, values.data(), storage.data(), rows * cols);
+  w.data = storage.data();
+  w.nbytes = storage.size();
+  return w;
+}
+
+std::vector<float> reference_product(const Weight& w, std::span<const float> x, int T) {
+  std::vector<float> y(size_t(T) * size_t(w.rows()));
+  ref::matmul(w, x.data(), T, y.data());
+  return y;
+}
+
+std::vector<float> hidden_vector(size_t n, double zeros, uint64_t seed, bool blocks) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<float> h(n);
+  for (size_t j = 0; j < n; ++j) {
+    const double z = 2.0 * u(rng);
+    h[j] = u(rng) < zeros || (blocks && j / 32 % 3 == 1) ? 0.0f : float(z * z);
+  }
+  return h;
 }
 
 std::string temp_path(const std::string& name) {

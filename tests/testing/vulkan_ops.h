@@ -38,37 +38,6 @@ inline vk::OpRunner* vulkan_runner() {
   return r.get();
 }
 
-// n values uniform in [lo, hi), the same for the same seed.
-inline std::vector<float> random_vector(size_t n, float lo, float hi, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-// A weight of `rows` x `cols` random values encoded as `type`; bytes owned by `storage`.
-inline Weight make_weight(TensorType type, int64_t rows, int64_t cols, uint64_t seed, std::vector<uint8_t>& storage) {
-  Weight w;
-  w.name = "test." + std::string(type_name(type));
-  w.type = type;
-  w.ne[0] = cols;
-  w.ne[1] = rows;
-  const std::vector<float> values = random_vector(size_t(rows * cols), -1.0f, 1.0f, seed);
-  storage.assign(row_bytes(type, cols) * size_t(rows), 0);
-  quantize_row(type, values.data(), storage.data(), rows * cols);
-  w.data = storage.data();
-  w.nbytes = storage.size();
-  return w;
-}
-
-// ref::matmul's W x for T rows of x on the same encoded bytes: every matrix test's oracle.
-inline std::vector<float> reference_product(const Weight& w, std::span<const float> x, int T) {
-  std::vector<float> y(size_t(T) * size_t(w.rows()));
-  ref::matmul(w, x.data(), T, y.data());
-  return y;
-}
-
 inline bool all_finite(const std::vector<float>& v) {
   for (float x : v) {
     if (!std::isfinite(x)) return false;

@@ -255,7 +255,7 @@ void CpuForward::run_layer(int l, const std::vector<Segment>& segs, int64_t T) {
     hidden_[i] = h * h;
   }
   emit(l, "ffn.hidden", T, F, hidden_.data());
-  ffn_value(w.ffn_value, hidden_.data(), T, out_.data());
+  ffn_value(l, w.ffn_value, hidden_.data(), T, out_.data());
   emit(l, "ffn.out", T, C, out_.data());
   for (size_t i = 0; i < TC; ++i) x[i] += out_[i];
   for (const Segment& sg : segs)

@@ -27,10 +27,13 @@ class CpuForward : public Backend {
   // y [T x W.rows()] = x [T x W.cols()] * W^T.
   virtual void matmul(const Weight& W, const float* x, int64_t T, float* y) = 0;
   // WKV7 over T tokens of one sequence (spec §2.3); state [H x N x N] is updated.
-  virtual void wkv(float* state, const float* r, const float* decay, const float* k, const float* v,
-                   const float* alpha, const float* beta, int64_t T, float* y) = 0;
-  // FFN value product after ReLU^2: by default a plain matmul; the fast path skips zeros.
-  virtual void ffn_value(const Weight& W, const float* hidden, int64_t T, float* y) { matmul(W, hidden, T, y); }
+  virtual void wkv(float* state, const float* r, const float* decay, const float* k, const float* v, const float* alpha,
+                   const float* beta, int64_t T, float* y) = 0;
+  // FFN value product of `layer` after ReLU^2 (W is its ffn_value): by default a plain
+  // matmul; the fast path skips the zero units where that reads fewer bytes.
+  virtual void ffn_value(int layer, const Weight& W, const float* hidden, int64_t T, float* y) {
+    matmul(W, hidden, T, y);
+  }
 
   std::shared_ptr<const Model> model_;
 
@@ -54,8 +57,8 @@ class CpuForward : public Backend {
   int n_slots_ = 0;
   std::vector<float> states_;
   // Scratch [T x width] activations, grown on demand and reused between steps.
-  std::vector<float> x_, xa_, xs_[6], r_, z_, lora_, decay_, k_, v_, vfirst_, a_, g_, kk_, kmod_, alpha_, beta_, y_,
-      o_, out_, xf_, xk_, hidden_;
+  std::vector<float> x_, xa_, xs_[6], r_, z_, lora_, decay_, k_, v_, vfirst_, a_, g_, kk_, kmod_, alpha_, beta_, y_, o_,
+      out_, xf_, xk_, hidden_;
 };
 
 }  // namespace rwkv
