@@ -12,8 +12,19 @@
 namespace rwkv {
 
 namespace {
-// Spin iterations before blocking: roughly 20-50 us of pause instructions.
+// Spin iterations before blocking: roughly 20-50 us of pause instructions (more on CPUs
+// whose pause is long).
 constexpr int kSpinIterations = 4000;
+
+// Range of thread `index` out of `parts` over n items, aligned to grain.
+void split(int64_t n, int64_t grain, int parts, int index, int64_t& begin, int64_t& end) {
+  const int64_t blocks = (n + grain - 1) / grain;
+  const int64_t per = blocks / parts, extra = blocks % parts;
+  const int64_t b0 = index * per + std::min<int64_t>(index, extra);
+  const int64_t b1 = b0 + per + (index < extra ? 1 : 0);
+  begin = std::min(n, b0 * grain);
+  end = std::min(n, b1 * grain);
+}
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
@@ -22,25 +33,21 @@ ThreadPool::ThreadPool(int n_threads) {
 }
 
 ThreadPool::~ThreadPool() {
+  stop_.store(true);
+  generation_.fetch_add(1);
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
-    generation_.fetch_add(1, std::memory_order_release);
+    std::lock_guard<std::mutex> lock(mutex_);  // a worker between its check and its wait holds it
   }
   start_cv_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-// Range of thread `index` out of `parts` over n items, aligned to grain.
-static void split(int64_t n, int64_t grain, int parts, int index, int64_t& begin, int64_t& end) {
-  const int64_t blocks = (n + grain - 1) / grain;
-  const int64_t per = blocks / parts, extra = blocks % parts;
-  const int64_t b0 = index * per + std::min<int64_t>(index, extra);
-  const int64_t b1 = b0 + per + (index < extra ? 1 : 0);
-  begin = std::min(n, b0 * grain);
-  end = std::min(n, b1 * grain);
-}
-
+// The hand-over without locks is safe against lost wake-ups because each side first
+// announces that it sleeps (sleeping_workers_, caller_sleeping_), then checks the condition,
+// both sequentially consistent; the other side first changes the condition, then reads the
+// announcement. One of the two sees the other's write. A sleeper re-checks the condition
+// under the mutex, and a waker takes the mutex once before notifying, so the notification
+// cannot fall between that check and the wait.
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
@@ -49,22 +56,24 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     fn(0, n, 0);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    job_n_ = n;
-    job_grain_ = grain;
-    pending_.store(int(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+  job_ = &fn;
+  job_n_ = n;
+  job_grain_ = grain;
+  pending_.store(int(workers_.size()), std::memory_order_relaxed);
+  generation_.fetch_add(1);  // seq_cst: publishes the job, ordered before the read below
+  if (sleeping_workers_.load() > 0) {
+    { std::lock_guard<std::mutex> lock(mutex_); }
+    start_cv_.notify_all();
   }
-  start_cv_.notify_all();
   int64_t begin, end;
   split(n, grain, parts, 0, begin, end);
   if (begin < end) fn(begin, end, 0);
   for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) RWKV_CPU_RELAX();
   if (pending_.load(std::memory_order_acquire) != 0) {
+    caller_sleeping_.store(true);
     std::unique_lock<std::mutex> lock(mutex_);
-    done_cv_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+    done_cv_.wait(lock, [this] { return pending_.load() == 0; });
+    caller_sleeping_.store(false);
   }
 }
 
@@ -72,22 +81,19 @@ void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
     for (int i = 0; i < kSpinIterations && generation_.load(std::memory_order_acquire) == seen; ++i) RWKV_CPU_RELAX();
-    const std::function<void(int64_t, int64_t, int)>* job;
-    int64_t n, grain;
-    {
+    if (generation_.load(std::memory_order_acquire) == seen) {
+      sleeping_workers_.fetch_add(1);
       std::unique_lock<std::mutex> lock(mutex_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
-      if (stop_) return;
-      seen = generation_.load(std::memory_order_acquire);
-      job = job_;
-      n = job_n_;
-      grain = job_grain_;
+      start_cv_.wait(lock, [&] { return generation_.load() != seen; });
+      sleeping_workers_.fetch_sub(1);
     }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
     int64_t begin, end;
-    split(n, grain, size(), index, begin, end);
-    if (begin < end) (*job)(begin, end, index);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard<std::mutex> lock(mutex_);
+    split(job_n_, job_grain_, size(), index, begin, end);
+    if (begin < end) (*job_)(begin, end, index);
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
+      { std::lock_guard<std::mutex> lock(mutex_); }
       done_cv_.notify_one();
     }
   }
