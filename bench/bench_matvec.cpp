@@ -59,7 +59,8 @@ std::vector<uint8_t> random_matrix(TensorType type, int64_t rows, int64_t cols, 
 }
 
 void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) fail(ErrorCode::backend, std::string("bench_matvec: ") + what + ": " + cudaGetErrorString(err));
+  if (err != cudaSuccess)
+    fail(ErrorCode::backend, std::string("bench_matvec: ") + what + ": " + cudaGetErrorString(err));
 }
 
 // Microseconds per launch of `iters` back-to-back launches cycling over the jobs, recorded
@@ -116,11 +117,10 @@ int run(int argc, char** argv) {
     return 0;
   }
   // The 2.9B layer matrices, the head, and matrices of the FFN's bytes in other grids.
-  const Shape shapes[] = {{"W_o 2560x2560", 2560, 2560},       {"ffn value 2560x10240", 2560, 10240},
-                          {"ffn key 10240x2560", 10240, 2560}, {"tall 40960x640", 40960, 640},
-                          {"4 keys 40960x2560", 40960, 2560},  {"head 65536x2560", 65536, 2560},
-                          {"0.1B W_o 768x768", 768, 768},       {"0.1B key 3072x768", 3072, 768},
-                          {"0.1B value 768x3072", 768, 3072}};
+  const Shape shapes[] = {
+      {"W_o 2560x2560", 2560, 2560},  {"ffn value 2560x10240", 2560, 10240}, {"ffn key 10240x2560", 10240, 2560},
+      {"tall 40960x640", 40960, 640}, {"4 keys 40960x2560", 40960, 2560},    {"head 65536x2560", 65536, 2560},
+      {"0.1B W_o 768x768", 768, 768}, {"0.1B key 3072x768", 3072, 768},      {"0.1B value 768x3072", 768, 3072}};
   std::mt19937_64 rng(7);
   std::printf("| shape | MB | us/launch (PDL) | GB/s | us/launch (no PDL) | GB/s |\n|---|---:|---:|---:|---:|---:|\n");
   for (const Shape& s : shapes) {
@@ -151,7 +151,8 @@ int run(int argc, char** argv) {
       if (type != TensorType::F16) j.xq = cuda::quant_x_view(qx.data(), 1, s.cols);
       jobs.push_back(j);
     }
-    if (type != TensorType::F16) cuda::quantize_rows(jobs[0].x, s.cols, 1, s.cols, cuda::InOp::none, jobs[0].xq, nullptr);
+    if (type != TensorType::F16)
+      cuda::quantize_rows(jobs[0].x, s.cols, 1, s.cols, cuda::InOp::none, jobs[0].xq, nullptr);
     const int n = std::max(iters, copies);
     const double mb = double(host.size()) / 1e6;
     cuda::set_pdl(true);

@@ -9,6 +9,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev    # JSON, command line, HTTP server
   libvulkan-dev glslc mesa-vulkan-drivers vulkan-tools  # Vulkan backend, lavapipe for tests
   clang libclang-rt-14-dev                              # libFuzzer target
+  clang-format                                          # the .clang-format check of test.sh
 )
 
 missing=()

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite: install what is missing, build (CPU + Vulkan, CUDA compiled when nvcc
-# exists), run every test (GPU tests skip without a GPU; Vulkan ones run on lavapipe), then
-# the unit suite under AddressSanitizer + UndefinedBehaviorSanitizer, then the GGUF fuzzer
-# for a bounded time. Exits non-zero on any failure.
+# The whole test suite: install what is missing, check the C/C++/CUDA sources against
+# .clang-format, build (CPU + Vulkan, CUDA compiled when nvcc exists), run every test (GPU
+# tests skip without a GPU; Vulkan ones run on lavapipe), then the unit suite under
+# AddressSanitizer + UndefinedBehaviorSanitizer, then the GGUF fuzzer for a bounded time.
+# Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 jobs=$(nproc)
+
+# Every tracked source as clang-format would write it (a checkout without git metadata, such
+# as an unpacked archive, skips this).
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  echo "== format (.clang-format)"
+  git ls-files -z '*.c' '*.h' '*.cpp' '*.cu' | xargs -0 clang-format --dry-run --Werror
+fi
 
 echo "== build (release)"
 BUILD_DIR=build scripts/build.sh

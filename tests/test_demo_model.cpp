@@ -37,16 +37,16 @@ TEST_P(DemoPerplexity, ReproducesReference) {
 }
 
 // cpu-ref must agree far better than 0.1%; the fast path within 1% (it quantises activations).
-INSTANTIATE_TEST_SUITE_P(
-    Files, DemoPerplexity,
-    ::testing::Values(Case{"rwkv7-demo-6x256-f16.gguf", "cpu-ref", 3.71081, 2e-4},
-                      Case{"rwkv7-demo-6x256-q8_0.gguf", "cpu-ref", 3.71076, 2e-4},
-                      Case{"rwkv7-demo-6x256-f16.gguf", "cpu", 3.71081, 1e-2},
-                      Case{"rwkv7-demo-6x256-q8_0.gguf", "cpu", 3.71076, 1e-2}),
-    [](const auto& info) {
-      return (info.param.file.find("f16") != std::string::npos ? std::string("f16_") : std::string("q8_0_")) +
-             (info.param.backend == "cpu" ? "cpu" : "cpu_ref");
-    });
+INSTANTIATE_TEST_SUITE_P(Files, DemoPerplexity,
+                         ::testing::Values(Case{"rwkv7-demo-6x256-f16.gguf", "cpu-ref", 3.71081, 2e-4},
+                                           Case{"rwkv7-demo-6x256-q8_0.gguf", "cpu-ref", 3.71076, 2e-4},
+                                           Case{"rwkv7-demo-6x256-f16.gguf", "cpu", 3.71081, 1e-2},
+                                           Case{"rwkv7-demo-6x256-q8_0.gguf", "cpu", 3.71076, 1e-2}),
+                         [](const auto& info) {
+                           return (info.param.file.find("f16") != std::string::npos ? std::string("f16_")
+                                                                                    : std::string("q8_0_")) +
+                                  (info.param.backend == "cpu" ? "cpu" : "cpu_ref");
+                         });
 
 }  // namespace
 }  // namespace rwkv

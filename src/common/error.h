@@ -9,13 +9,13 @@ namespace rwkv {
 
 enum class ErrorCode : int {
   ok = 0,
-  io = 1,         // a file could not be opened, read, mapped or written
-  format = 2,     // a GGUF or state file is malformed
-  model = 3,      // a well-formed file that is not a usable RWKV-7 model
-  backend = 4,    // a backend could not start or failed on its device
-  argument = 5,   // a bad argument from the caller
-  state = 6,      // a state file that does not belong to this model
-  unsupported = 7 // a valid request for something this build cannot do
+  io = 1,          // a file could not be opened, read, mapped or written
+  format = 2,      // a GGUF or state file is malformed
+  model = 3,       // a well-formed file that is not a usable RWKV-7 model
+  backend = 4,     // a backend could not start or failed on its device
+  argument = 5,    // a bad argument from the caller
+  state = 6,       // a state file that does not belong to this model
+  unsupported = 7  // a valid request for something this build cannot do
 };
 
 class Error : public std::runtime_error {

@@ -42,7 +42,7 @@ RWKV_HD inline uint16_t f32_to_f16(float f) {
   const uint32_t x = f32_to_bits(f);
   const uint32_t sign = (x >> 16) & 0x8000;
   const uint32_t abs = x & 0x7fffffffu;
-  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00);  // NaN
+  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00);   // NaN
   if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00);  // rounds to >= 65520: inf
   if (abs < 0x38800000u) {
     // result is subnormal or zero: value / 2^-24 rounded to nearest even
@@ -51,8 +51,10 @@ RWKV_HD inline uint16_t f32_to_f16(float f) {
     // round half to even without relying on the FP environment
     const float fl = float(int32_t(v));
     const float diff = v - fl;
-    if (diff > 0.5f || (diff == 0.5f && (int32_t(fl) & 1))) r = fl + 1.0f;
-    else r = fl;
+    if (diff > 0.5f || (diff == 0.5f && (int32_t(fl) & 1)))
+      r = fl + 1.0f;
+    else
+      r = fl;
     return uint16_t(sign | uint32_t(r));
   }
   uint32_t mant = abs & 0x7fffff;

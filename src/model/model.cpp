@@ -22,8 +22,8 @@ class Loader {
     if (!file_.find("general.architecture")) fail(ErrorCode::model, where() + "missing key 'general.architecture'");
     const std::string arch = file_.get_string("general.architecture");
     if (arch != "rwkv7")
-      fail(ErrorCode::model, where() + "general.architecture is '" + arch +
-                                 "', which is not supported (only 'rwkv7', RWKV-7 x070)");
+      fail(ErrorCode::model,
+           where() + "general.architecture is '" + arch + "', which is not supported (only 'rwkv7', RWKV-7 x070)");
     Hparams hp;
     hp.n_embd = positive("rwkv7.embedding_length");
     hp.n_layer = positive("rwkv7.block_count");
@@ -38,7 +38,8 @@ class Loader {
     } else {
       const gguf::TensorInfo* g1 = file_.tensor("blk.0.time_mix_g1.weight");
       if (!g1 || g1->ne[1] < 1 || g1->ne[1] > (1 << 24))
-        fail(ErrorCode::model, where() + "cannot determine the gate LoRA rank (no key, no usable blk.0.time_mix_g1.weight)");
+        fail(ErrorCode::model,
+             where() + "cannot determine the gate LoRA rank (no key, no usable blk.0.time_mix_g1.weight)");
       hp.rank_g = int(g1->ne[1]);
     }
     const int64_t shift = file_.get_int_or("rwkv7.token_shift_count", 2);
@@ -76,8 +77,8 @@ class Loader {
       fail(ErrorCode::model, where() + "tensor '" + name + "' has type " + std::string(type_name(t->type)) +
                                  ", which this engine does not run");
     if (!matrix_types && t->type != TensorType::F32 && t->type != TensorType::F16 && t->type != TensorType::BF16)
-      fail(ErrorCode::model, where() + "tensor '" + name + "' must be F32, F16 or BF16, not " +
-                                 std::string(type_name(t->type)));
+      fail(ErrorCode::model,
+           where() + "tensor '" + name + "' must be F32, F16 or BF16, not " + std::string(type_name(t->type)));
     Weight w;
     w.name = name;
     w.type = t->type;
@@ -161,11 +162,11 @@ std::shared_ptr<Model> Model::from_gguf(std::shared_ptr<gguf::File> file) {
 std::vector<const Weight*> Model::all_weights() const {
   std::vector<const Weight*> out = {&tok_embd, &embd_norm_w, &embd_norm_b, &out_norm_w, &out_norm_b, &head};
   for (const LayerWeights& w : layers) {
-    for (const Weight* p : {&w.att_norm_w, &w.att_norm_b, &w.ffn_norm_w, &w.ffn_norm_b, &w.lerp_fused, &w.w0,
-                            &w.w1,         &w.w2,         &w.a0,         &w.a1,         &w.a2,         &w.v0,
-                            &w.v1,         &w.v2,         &w.g1,         &w.g2,         &w.k_k,        &w.k_a,
-                            &w.r_k,        &w.wr,         &w.wk,         &w.wv,         &w.wo,         &w.lnx_w,
-                            &w.lnx_b,      &w.ffn_lerp_k, &w.ffn_key,    &w.ffn_value})
+    for (const Weight* p :
+         {&w.att_norm_w, &w.att_norm_b, &w.ffn_norm_w, &w.ffn_norm_b, &w.lerp_fused, &w.w0,      &w.w1,
+          &w.w2,         &w.a0,         &w.a1,         &w.a2,         &w.v0,         &w.v1,      &w.v2,
+          &w.g1,         &w.g2,         &w.k_k,        &w.k_a,        &w.r_k,        &w.wr,      &w.wk,
+          &w.wv,         &w.wo,         &w.lnx_w,      &w.lnx_b,      &w.ffn_lerp_k, &w.ffn_key, &w.ffn_value})
       out.push_back(p);
   }
   return out;

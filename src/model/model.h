@@ -16,12 +16,12 @@ class File;
 namespace rwkv {
 
 struct Hparams {
-  int n_embd = 0;     // C
-  int n_layer = 0;    // L
-  int head_size = 0;  // N (64 for every G1 model)
-  int n_head = 0;     // H = C / N
-  int n_ffn = 0;      // F
-  int n_vocab = 0;    // V
+  int n_embd = 0;                                      // C
+  int n_layer = 0;                                     // L
+  int head_size = 0;                                   // N (64 for every G1 model)
+  int n_head = 0;                                      // H = C / N
+  int n_ffn = 0;                                       // F
+  int n_vocab = 0;                                     // V
   int rank_w = 0, rank_a = 0, rank_v = 0, rank_g = 0;  // LoRA ranks Dw, Da, Dv, Dg
   float ln_eps = 1e-5f;                                // LayerNorm epsilon
   float gn_eps = 64e-5f;                               // group norm (ln_x) epsilon = N * 1e-5
@@ -75,10 +75,10 @@ class Model {
   const gguf::File& file() const { return *file_; }
   std::shared_ptr<gguf::File> file_ptr() const { return file_; }
 
-  Weight tok_embd;                   // {C,V}: V rows of C
-  Weight embd_norm_w, embd_norm_b;   // ln0 {C}
-  Weight out_norm_w, out_norm_b;     // ln_out {C}
-  Weight head;                       // {C,V}: V x C
+  Weight tok_embd;                  // {C,V}: V rows of C
+  Weight embd_norm_w, embd_norm_b;  // ln0 {C}
+  Weight out_norm_w, out_norm_b;    // ln_out {C}
+  Weight head;                      // {C,V}: V x C
   std::vector<LayerWeights> layers;
 
   // Sum of all weight bytes (what decode reads per token, roughly).

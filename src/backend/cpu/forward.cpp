@@ -53,7 +53,8 @@ void CpuForward::set_slots(int n) {
 }
 
 void CpuForward::reset_slot(int slot) {
-  if (slot < 0 || slot >= n_slots_) fail(ErrorCode::argument, "reset_slot: slot " + std::to_string(slot) + " out of range");
+  if (slot < 0 || slot >= n_slots_)
+    fail(ErrorCode::argument, "reset_slot: slot " + std::to_string(slot) + " out of range");
   const size_t n = model_->hparams().state_floats();
   std::fill_n(states_.begin() + ptrdiff_t(size_t(slot) * n), n, 0.0f);
 }
@@ -98,15 +99,15 @@ void CpuForward::step(std::span<const SeqTokens> batch, float* logits) {
     if (s.n_tokens < 1) fail(ErrorCode::argument, "step: a sequence with no tokens");
     for (int i = 0; i < s.n_tokens; ++i)
       if (s.tokens[i] < 0 || s.tokens[i] >= V)
-        fail(ErrorCode::argument, "step: token id " + std::to_string(s.tokens[i]) + " outside the vocabulary of " +
-                                      std::to_string(V));
+        fail(ErrorCode::argument,
+             "step: token id " + std::to_string(s.tokens[i]) + " outside the vocabulary of " + std::to_string(V));
     segs.push_back({s.slot, T, s.n_tokens});
     T += s.n_tokens;
   }
   if (T == 0) return;
   const size_t TC = size_t(T * C);
-  for (auto* b : {&x_, &xa_, &r_, &decay_, &k_, &v_, &vfirst_, &a_, &g_, &kk_, &kmod_, &alpha_, &beta_, &y_, &o_,
-                  &out_, &xf_, &xk_})
+  for (auto* b : {&x_, &xa_, &r_, &decay_, &k_, &v_, &vfirst_, &a_, &g_, &kk_, &kmod_, &alpha_, &beta_, &y_, &o_, &out_,
+                  &xf_, &xk_})
     grow(*b, TC);
   for (auto& b : xs_) grow(b, TC);
   grow(z_, TC);
@@ -158,8 +159,8 @@ void CpuForward::run_layer(int l, const std::vector<Segment>& segs, int64_t T) {
                             xs_[s].data() + sg.row0 * C);
     emit(l, lerp_names[s], T, C, xs_[s].data());
   }
-  const float *xr = xs_[0].data(), *xw = xs_[1].data(), *xk = xs_[2].data(), *xv = xs_[3].data(),
-              *xa = xs_[4].data(), *xg = xs_[5].data();
+  const float *xr = xs_[0].data(), *xw = xs_[1].data(), *xk = xs_[2].data(), *xv = xs_[3].data(), *xa = xs_[4].data(),
+              *xg = xs_[5].data();
 
   matmul(w.wr, xr, T, r_.data());
   emit(l, "att.r", T, C, r_.data());
