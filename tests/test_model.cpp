@@ -173,12 +173,19 @@ TEST(CpuBackends, SparseFfnValueOnTrainedSparsity) {
 
 class Invariants : public ::testing::TestWithParam<std::string> {};
 
+// 20 tokens of 1,024 channels: enough that the fast backend spreads a step's elementwise
+// work over its threads (a thread's rows then start inside the sequence), and fewer than the
+// 24 from which float matrices take another kernel (matmul_avx2.cpp), so that both runs use
+// the same products.
 TEST_P(Invariants, PrefillEqualsTokenByToken) {
-  auto model = Model::load(testing::synthetic_model(small_spec(TensorType::Q8_0)));
+  SyntheticSpec spec = small_spec(TensorType::Q8_0);
+  spec.n_embd = 1024;
+  spec.n_ffn = 1024;
+  auto model = Model::load(testing::synthetic_model(spec));
   const int V = model->hparams().n_vocab;
   auto a = backend_for(GetParam(), model);
   auto b = backend_for(GetParam(), model);
-  const auto toks = random_tokens(13, V, 11);
+  const auto toks = random_tokens(20, V, 11);
   const auto one = token_by_token(*a, V, toks);
   const auto all = prefill(*b, V, toks);
   EXPECT_LE(rel_l2(all, one), 1e-5);
@@ -188,11 +195,12 @@ TEST_P(Invariants, PrefillEqualsTokenByToken) {
   EXPECT_LE(rel_l2(sb, sa), 1e-5);
 }
 
+// 74 rows in all, so that on the fast backend the threads' row ranges cut the sequences.
 TEST_P(Invariants, BatchEqualsSingles) {
   auto model = Model::load(testing::synthetic_model(small_spec(TensorType::F16)));
   const int V = model->hparams().n_vocab;
-  const std::vector<std::vector<int32_t>> seqs = {random_tokens(5, V, 1), random_tokens(1, V, 2),
-                                                  random_tokens(9, V, 3)};
+  const std::vector<std::vector<int32_t>> seqs = {random_tokens(40, V, 1), random_tokens(1, V, 2),
+                                                  random_tokens(33, V, 3)};
   auto batched = backend_for(GetParam(), model, 3);
   // Slots in a different order than the batch, to catch slot/row mix-ups (spec P10).
   const int slot_of[3] = {2, 0, 1};

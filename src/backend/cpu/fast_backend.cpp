@@ -2,6 +2,7 @@
 // kernels on the stored (quantised) bytes across a thread pool, and WKV runs one head per
 // task in float32.
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,19 +51,33 @@ class CpuBackend final : public CpuForward {
     if (!sparse || !sparse->multiply(pool_, hidden, T, y)) matmul(W, hidden, T, y);
   }
 
+  // Row i of a head's state (value channel i) changes with only itself and the token's
+  // vectors, so the H x N state rows are independent: they are split over the threads in
+  // groups of 8 (all heads busy on any thread count), each group taking every token in turn.
   void wkv(float* state, const float* r, const float* decay, const float* k, const float* v, const float* alpha,
            const float* beta, int64_t T, float* y) override {
     const Hparams& hp = model_->hparams();
-    const int64_t H = hp.n_head, N = hp.head_size, C = hp.n_embd;
-    pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int) {
-      for (int64_t h = h0; h < h1; ++h) {
-        float* S = state + h * N * N;
-        for (int64_t t = 0; t < T; ++t) {
-          const int64_t o = t * C + h * N;
-          head_step(S, r + o, decay + o, k + o, v + o, alpha + o, beta + o, N, y + o);
-        }
-      }
-    });
+    const int64_t N = hp.head_size, C = hp.n_embd;
+    pool_.parallel_for(
+        C,
+        [&](int64_t i0, int64_t i1, int) {
+          for (int64_t t = 0; t < T; ++t) {
+            for (int64_t i = i0; i < i1; ++i) {
+              const int64_t head = t * C + i / N * N;  // the token's vectors of this row's head
+              y[t * C + i] = state_row_step(state + i * N, r + head, decay + head, k + head, v[t * C + i], alpha + head,
+                                            beta + head, N);
+            }
+          }
+        },
+        8);
+  }
+
+  void for_rows(int64_t T, int64_t width, const std::function<void(int64_t, int64_t)>& fn) override {
+    if (T < 2 || double(T) * double(width) < kParallelElements) {
+      fn(0, T);
+      return;
+    }
+    pool_.parallel_for(T, [&](int64_t t0, int64_t t1, int) { fn(t0, t1); });
   }
 
  private:
@@ -93,23 +108,38 @@ class CpuBackend final : public CpuForward {
     });
   }
 
-  // One token of one head in float32 (see ref::wkv7_head_step for the readable version).
-  static void head_step(float* S, const float* r, const float* d, const float* k, const float* v, const float* alpha,
-                        const float* beta, int64_t N, float* y) {
-    for (int64_t i = 0; i < N; ++i) {
-      float* row = S + i * N;
-      float sa = 0;
-      for (int64_t j = 0; j < N; ++j) sa += alpha[j] * row[j];
-      const float vi = v[i];
-      float out = 0;
-      for (int64_t j = 0; j < N; ++j) {
-        const float s = row[j] * d[j] + vi * k[j] + sa * beta[j];
-        row[j] = s;
-        out += s * r[j];
+  // One token of one state row in float32 (see ref::wkv7_head_step for the readable
+  // version): row [N] is updated, and the row's output y_i = row' . r returned. Eight
+  // partial sums, so that the compiler keeps each in one vector register.
+  static float state_row_step(float* row, const float* r, const float* d, const float* k, float vi, const float* alpha,
+                              const float* beta, int64_t N) {
+    float lanes[8] = {};
+    int64_t j = 0;
+    for (; j + 8 <= N; j += 8)
+      for (int q = 0; q < 8; ++q) lanes[q] += alpha[j + q] * row[j + q];
+    float sa = 0;
+    for (float part : lanes) sa += part;
+    for (; j < N; ++j) sa += alpha[j] * row[j];
+    float out[8] = {};
+    j = 0;
+    for (; j + 8 <= N; j += 8)
+      for (int q = 0; q < 8; ++q) {
+        const float s = row[j + q] * d[j + q] + vi * k[j + q] + sa * beta[j + q];
+        row[j + q] = s;
+        out[q] += s * r[j + q];
       }
-      y[i] = out;
+    float y = 0;
+    for (float part : out) y += part;
+    for (; j < N; ++j) {
+      const float s = row[j] * d[j] + vi * k[j] + sa * beta[j];
+      row[j] = s;
+      y += s * r[j];
     }
+    return y;
   }
+
+  // Elementwise work below this many values a step stays on the calling thread.
+  static constexpr double kParallelElements = 16384;
 
   ThreadPool pool_;
   std::vector<std::optional<SparseFfnValue>> sparse_ffn_;  // per layer

@@ -1,5 +1,6 @@
 #include "backend/cpu/forward.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -146,19 +147,28 @@ void CpuForward::run_layer(int l, const std::vector<Segment>& segs, int64_t T) {
   const LayerWeights& w = model_->layers[size_t(l)];
   const LayerVectors& lv = lv_[size_t(l)];
   const int64_t C = hp.n_embd, N = hp.head_size, H = hp.n_head, F = hp.n_ffn;
-  const size_t TC = size_t(T * C);
   float* x = x_.data();
+  // The token shift of rows [t0, t1) of every sequence: out = lerp(x, previous row or the
+  // slot's shift state, mu).
+  const auto shift_rows = [&](int64_t t0, int64_t t1, const float* xs, const float* mu, int state_offset, float* out) {
+    for (const Segment& sg : segs) {
+      const int64_t a = std::max(t0, sg.row0), b = std::min(t1, sg.row0 + sg.n);
+      if (a >= b) continue;
+      const float* prev = a == sg.row0 ? slot_state(sg.slot, l) + state_offset : xs + (a - 1) * C;
+      ref::token_shift_lerp(xs + a * C, prev, mu, b - a, C, out + a * C);
+    }
+  };
 
   // ---- time mix ----
-  ref::layer_norm(x, lv.att_norm_w.data(), lv.att_norm_b.data(), T, C, hp.ln_eps, xa_.data());
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    ref::layer_norm(x + t0 * C, lv.att_norm_w.data(), lv.att_norm_b.data(), t1 - t0, C, hp.ln_eps, xa_.data() + t0 * C);
+  });
   emit(l, "att.ln", T, C, xa_.data());
+  for_rows(T, 6 * C, [&](int64_t t0, int64_t t1) {
+    for (int s = 0; s < 6; ++s) shift_rows(t0, t1, xa_.data(), lv.mu[s].data(), 0, xs_[s].data());
+  });
   static const char* const lerp_names[6] = {"att.xr", "att.xw", "att.xk", "att.xv", "att.xa", "att.xg"};
-  for (int s = 0; s < 6; ++s) {
-    for (const Segment& sg : segs)
-      ref::token_shift_lerp(xa_.data() + sg.row0 * C, slot_state(sg.slot, l), lv.mu[s].data(), sg.n, C,
-                            xs_[s].data() + sg.row0 * C);
-    emit(l, lerp_names[s], T, C, xs_[s].data());
-  }
+  for (int s = 0; s < 6; ++s) emit(l, lerp_names[s], T, C, xs_[s].data());
   const float *xr = xs_[0].data(), *xw = xs_[1].data(), *xk = xs_[2].data(), *xv = xs_[3].data(), *xa = xs_[4].data(),
               *xg = xs_[5].data();
 
@@ -167,56 +177,70 @@ void CpuForward::run_layer(int l, const std::vector<Segment>& segs, int64_t T) {
 
   // decay = exp(-e^-0.5 sigmoid(w0 + W2 tanh(W1 xw)))
   matmul(w.w1, xw, T, lora_.data());
-  for (size_t i = 0; i < size_t(T) * size_t(hp.rank_w); ++i) lora_[i] = std::tanh(lora_[i]);
+  for_rows(T, hp.rank_w, [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0 * hp.rank_w; i < t1 * hp.rank_w; ++i) lora_[size_t(i)] = std::tanh(lora_[size_t(i)]);
+  });
   matmul(w.w2, lora_.data(), T, z_.data());
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t c = 0; c < C; ++c) z_[size_t(t * C + c)] += lv.w0[size_t(c)];
-  ref::decay_from_logit(z_.data(), T * C, decay_.data());
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t c = 0; c < C; ++c) z_[size_t(t * C + c)] += lv.w0[size_t(c)];
+    ref::decay_from_logit(z_.data() + t0 * C, (t1 - t0) * C, decay_.data() + t0 * C);
+  });
   emit(l, "att.decay", T, C, decay_.data());
 
   matmul(w.wk, xk, T, k_.data());
   emit(l, "att.k", T, C, k_.data());
   matmul(w.wv, xv, T, v_.data());
   if (l == 0) {
-    std::memcpy(vfirst_.data(), v_.data(), TC * sizeof(float));
+    std::memcpy(vfirst_.data(), v_.data(), size_t(T * C) * sizeof(float));
   } else {
     // nu = sigmoid(v0 + V2 V1 xv); v = v + nu (v_first - v)
     matmul(w.v1, xv, T, lora_.data());
     matmul(w.v2, lora_.data(), T, z_.data());
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = 0; c < C; ++c) {
-        const size_t i = size_t(t * C + c);
-        const float nu = sigmoid(z_[i] + lv.v0[size_t(c)]);
-        v_[i] += nu * (vfirst_[i] - v_[i]);
-      }
+    for_rows(T, C, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t c = 0; c < C; ++c) {
+          const size_t i = size_t(t * C + c);
+          const float nu = sigmoid(z_[i] + lv.v0[size_t(c)]);
+          v_[i] += nu * (vfirst_[i] - v_[i]);
+        }
+    });
   }
   emit(l, "att.v", T, C, v_.data());
 
   // a = sigmoid(a0 + A2 A1 xa)
   matmul(w.a1, xa, T, lora_.data());
   matmul(w.a2, lora_.data(), T, a_.data());
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t c = 0; c < C; ++c) a_[size_t(t * C + c)] = sigmoid(a_[size_t(t * C + c)] + lv.a0[size_t(c)]);
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t c = 0; c < C; ++c) a_[size_t(t * C + c)] = sigmoid(a_[size_t(t * C + c)] + lv.a0[size_t(c)]);
+  });
   emit(l, "att.a", T, C, a_.data());
 
   // g = G2 sigmoid(G1 xg)
   matmul(w.g1, xg, T, lora_.data());
-  for (size_t i = 0; i < size_t(T) * size_t(hp.rank_g); ++i) lora_[i] = sigmoid(lora_[i]);
+  for_rows(T, hp.rank_g, [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0 * hp.rank_g; i < t1 * hp.rank_g; ++i) lora_[size_t(i)] = sigmoid(lora_[size_t(i)]);
+  });
   matmul(w.g2, lora_.data(), T, g_.data());
   emit(l, "att.g", T, C, g_.data());
 
   // Removal key from the unmodified k; modified key; WKV inputs alpha, beta.
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t c = 0; c < C; ++c) kk_[size_t(t * C + c)] = k_[size_t(t * C + c)] * lv.k_k[size_t(c)];
-  ref::l2_normalize_heads(kk_.data(), T, C, N, 1e-12f, kk_.data());
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t c = 0; c < C; ++c) kk_[size_t(t * C + c)] = k_[size_t(t * C + c)] * lv.k_k[size_t(c)];
+    ref::l2_normalize_heads(kk_.data() + t0 * C, t1 - t0, C, N, 1e-12f, kk_.data() + t0 * C);
+  });
   emit(l, "att.kk", T, C, kk_.data());
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t c = 0; c < C; ++c) {
-      const size_t i = size_t(t * C + c);
-      kmod_[i] = k_[i] * (1.0f + (a_[i] - 1.0f) * lv.k_a[size_t(c)]);
-      alpha_[i] = -kk_[i];
-      beta_[i] = kk_[i] * a_[i];
-    }
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t c = 0; c < C; ++c) {
+        const size_t i = size_t(t * C + c);
+        kmod_[i] = k_[i] * (1.0f + (a_[i] - 1.0f) * lv.k_a[size_t(c)]);
+        alpha_[i] = -kk_[i];
+        beta_[i] = kk_[i] * a_[i];
+      }
+  });
   emit(l, "att.k_mod", T, C, kmod_.data());
 
   for (const Segment& sg : segs) {
@@ -227,38 +251,48 @@ void CpuForward::run_layer(int l, const std::vector<Segment>& segs, int64_t T) {
   emit(l, "att.wkv", T, C, y_.data());
 
   // ln_x (group norm per head), then the bonus (r . k_mod . r_k per head) * v.
-  ref::group_norm(y_.data(), lv.lnx_w.data(), lv.lnx_b.data(), T, C, N, hp.gn_eps, o_.data());
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t h = 0; h < H; ++h) {
-      const size_t b = size_t(t * C + h * N);
-      double s = 0;
-      for (int64_t n = 0; n < N; ++n) s += double(r_[b + n]) * kmod_[b + n] * lv.r_k[size_t(h * N + n)];
-      for (int64_t n = 0; n < N; ++n) o_[b + n] += float(s) * v_[b + n];
-    }
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    ref::group_norm(y_.data() + t0 * C, lv.lnx_w.data(), lv.lnx_b.data(), t1 - t0, C, N, hp.gn_eps, o_.data() + t0 * C);
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t h = 0; h < H; ++h) {
+        const size_t b = size_t(t * C + h * N);
+        double s = 0;
+        for (int64_t n = 0; n < N; ++n) s += double(r_[b + n]) * kmod_[b + n] * lv.r_k[size_t(h * N + n)];
+        for (int64_t n = 0; n < N; ++n) o_[b + n] += float(s) * v_[b + n];
+      }
+  });
   emit(l, "att.lnx", T, C, o_.data());
-  for (size_t i = 0; i < TC; ++i) o_[i] *= g_[i];
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0 * C; i < t1 * C; ++i) o_[size_t(i)] *= g_[size_t(i)];
+  });
   matmul(w.wo, o_.data(), T, out_.data());
   emit(l, "att.out", T, C, out_.data());
-  for (size_t i = 0; i < TC; ++i) x[i] += out_[i];
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0 * C; i < t1 * C; ++i) x[i] += out_[size_t(i)];
+  });
   for (const Segment& sg : segs)
     std::memcpy(slot_state(sg.slot, l), xa_.data() + (sg.row0 + sg.n - 1) * C, size_t(C) * sizeof(float));
 
   // ---- channel mix ----
-  ref::layer_norm(x, lv.ffn_norm_w.data(), lv.ffn_norm_b.data(), T, C, hp.ln_eps, xf_.data());
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    ref::layer_norm(x + t0 * C, lv.ffn_norm_w.data(), lv.ffn_norm_b.data(), t1 - t0, C, hp.ln_eps, xf_.data() + t0 * C);
+  });
   emit(l, "ffn.ln", T, C, xf_.data());
-  for (const Segment& sg : segs)
-    ref::token_shift_lerp(xf_.data() + sg.row0 * C, slot_state(sg.slot, l) + C, lv.ffn_mu_k.data(), sg.n, C,
-                          xk_.data() + sg.row0 * C);
+  for_rows(T, C, [&](int64_t t0, int64_t t1) { shift_rows(t0, t1, xf_.data(), lv.ffn_mu_k.data(), C, xk_.data()); });
   emit(l, "ffn.xk", T, C, xk_.data());
   matmul(w.ffn_key, xk_.data(), T, hidden_.data());
-  for (size_t i = 0; i < size_t(T * F); ++i) {
-    const float h = hidden_[i] > 0 ? hidden_[i] : 0.0f;
-    hidden_[i] = h * h;
-  }
+  for_rows(T, F, [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0 * F; i < t1 * F; ++i) {
+      const float h = hidden_[size_t(i)] > 0 ? hidden_[size_t(i)] : 0.0f;
+      hidden_[size_t(i)] = h * h;
+    }
+  });
   emit(l, "ffn.hidden", T, F, hidden_.data());
   ffn_value(l, w.ffn_value, hidden_.data(), T, out_.data());
   emit(l, "ffn.out", T, C, out_.data());
-  for (size_t i = 0; i < TC; ++i) x[i] += out_[i];
+  for_rows(T, C, [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0 * C; i < t1 * C; ++i) x[i] += out_[size_t(i)];
+  });
   for (const Segment& sg : segs)
     std::memcpy(slot_state(sg.slot, l) + C, xf_.data() + (sg.row0 + sg.n - 1) * C, size_t(C) * sizeof(float));
   emit(l, "layer.out", T, C, x);

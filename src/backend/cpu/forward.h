@@ -5,6 +5,7 @@
 // stored bytes with threads.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -34,6 +35,11 @@ class CpuForward : public Backend {
   virtual void ffn_value(int layer, const Weight& W, const float* hidden, int64_t T, float* y) {
     matmul(W, hidden, T, y);
   }
+
+  // Calls fn(t0, t1) over ranges covering the rows [0, T) of elementwise work `width` values
+  // wide a row: by default all on the calling thread (cpu-ref); the fast backend spreads
+  // enough work over its threads. Rows must be independent.
+  virtual void for_rows(int64_t T, int64_t width, const std::function<void(int64_t, int64_t)>& fn) { fn(0, T); }
 
   std::shared_ptr<const Model> model_;
 
