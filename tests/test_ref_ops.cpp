@@ -6,23 +6,17 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "common/half.h"
 #include "tensor/blocks.h"
 #include "tensor/quant.h"
+#include "testing/testing.h"
 
 namespace rwkv {
 namespace {
 
-std::vector<float> random_floats(size_t n, float lo, float hi, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using testing::random_vector;
 
 // ---------------------------------------------------------------------------------------
 // WKV7
@@ -57,12 +51,12 @@ struct Wkv7Inputs {
 
   Wkv7Inputs(int64_t T_, int64_t H_, int64_t N_) : T(T_), H(H_), N(N_) {
     const size_t n = size_t(T * H * N);
-    r = random_floats(n, -1, 1, 1);
-    decay = random_floats(n, 0.55f, 1.0f, 2);
-    k = random_floats(n, -1, 1, 3);
-    v = random_floats(n, -1, 1, 4);
+    r = random_vector(n, -1, 1, 1);
+    decay = random_vector(n, 0.55f, 1.0f, 2);
+    k = random_vector(n, -1, 1, 3);
+    v = random_vector(n, -1, 1, 4);
     // alpha = -kk_hat, beta = kk_hat * a with a in (0, 1): per-head unit kk_hat.
-    const std::vector<float> kk = random_floats(n, -1, 1, 5), a = random_floats(n, 0, 1, 6);
+    const std::vector<float> kk = random_vector(n, -1, 1, 5), a = random_vector(n, 0, 1, 6);
     alpha.resize(n);
     beta.resize(n);
     for (size_t h0 = 0; h0 < n; h0 += size_t(N)) {
@@ -74,7 +68,7 @@ struct Wkv7Inputs {
         beta[h0 + i] = unit * a[h0 + i];
       }
     }
-    state = random_floats(size_t(H * N * N), -0.5f, 0.5f, 7);
+    state = random_vector(size_t(H * N * N), -0.5f, 0.5f, 7);
   }
 };
 
@@ -329,8 +323,8 @@ class RefMatmul : public ::testing::TestWithParam<TensorType> {};
 
 TEST_P(RefMatmul, MatchesDequantisedDoubleDot) {
   const int64_t rows = 5, cols = 96, T = 3;  // 3 Q8_0 blocks per row; non-square
-  const OwnedWeight ow(GetParam(), cols, rows, random_floats(size_t(rows * cols), -1, 1, 11));
-  const std::vector<float> x = random_floats(size_t(T * cols), -2, 2, 12);
+  const OwnedWeight ow(GetParam(), cols, rows, random_vector(size_t(rows * cols), -1, 1, 11));
+  const std::vector<float> x = random_vector(size_t(T * cols), -2, 2, 12);
   std::vector<float> y(size_t(T * rows));
   ref::matmul(ow.w, x.data(), T, y.data());
   for (int64_t t = 0; t < T; ++t) {
@@ -344,7 +338,7 @@ TEST_P(RefMatmul, MatchesDequantisedDoubleDot) {
 
 TEST_P(RefMatmul, WeightRowDecodesOneRow) {
   const int64_t rows = 4, cols = 64;
-  const OwnedWeight ow(GetParam(), cols, rows, random_floats(size_t(rows * cols), -1, 1, 13));
+  const OwnedWeight ow(GetParam(), cols, rows, random_vector(size_t(rows * cols), -1, 1, 13));
   std::vector<float> out(static_cast<size_t>(cols));
   ref::weight_row(ow.w, 2, out.data());
   for (int64_t c = 0; c < cols; ++c) EXPECT_EQ(double(out[size_t(c)]), decode_element(ow, 2, c)) << "col " << c;

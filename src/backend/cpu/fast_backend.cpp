@@ -1,6 +1,7 @@
 // cpu: the fast CPU backend. Same forward pass as cpu-ref, but matrix products run SIMD
-// kernels on the stored (quantised) bytes across a thread pool, and WKV runs one head per
-// task in float32.
+// kernels on the stored (quantised) bytes across a thread pool, the ReLU^2-sparse FFN value
+// product skips zero units at decode (ffn_sparse.h), WKV runs in float32 over the state
+// rows, and a step's elementwise passes are spread over the threads.
 #include <cstdlib>
 #include <functional>
 #include <memory>

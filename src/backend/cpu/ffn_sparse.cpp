@@ -136,7 +136,11 @@ SparseFfnValue::SparseFfnValue(const Weight& W) : type_(W.type), C_(W.rows()), F
 
 bool SparseFfnValue::multiply(ThreadPool& pool, const float* hidden, int64_t T, float* y) const {
   // The non-zero units of every token (in unit order), and the bytes reading them costs:
-  // their rows, and for Q8_0 the scale rows of the blocks they touch.
+  // their rows, and for Q8_0 the scale rows of the blocks they touch. Gathering stops as
+  // soon as that passes the dense product's share (prefill of a long prompt, random weights).
+  const size_t row_bytes = size_t(C_) * element_bytes(type_);
+  const size_t block_bytes = type_ == TensorType::Q8_0 ? size_t(C_) * sizeof(uint16_t) : 0;
+  const double byte_limit = kSparseShare * double(dense_bytes_);
   std::vector<Unit> units;
   std::vector<size_t> first(size_t(T) + 1, 0);
   size_t touched_blocks = 0;
@@ -149,10 +153,8 @@ bool SparseFfnValue::multiply(ThreadPool& pool, const float* hidden, int64_t T, 
       if (j / 32 != last_block) ++touched_blocks, last_block = j / 32;
     }
     first[size_t(t) + 1] = units.size();
+    if (double(units.size() * row_bytes + touched_blocks * block_bytes) > byte_limit) return false;
   }
-  const size_t row_bytes = size_t(C_) * element_bytes(type_);
-  const size_t scale_bytes = type_ == TensorType::Q8_0 ? touched_blocks * size_t(C_) * sizeof(uint16_t) : 0;
-  if (double(units.size() * row_bytes + scale_bytes) > kSparseShare * double(dense_bytes_)) return false;
 
   // Chunks of kUnitsPerChunk units of one token, each summed over whole rows (contiguous
   // runs of C elements) into a partial of its own by one thread; then each token's partials
@@ -179,7 +181,7 @@ bool SparseFfnValue::multiply(ThreadPool& pool, const float* hidden, int64_t T, 
     for (int64_t t = 0; t < T; ++t) {
       float* out = y + t * C_ + c0;
       std::fill(out, out + (c1 - c0), 0.0f);
-      for (size_t k = token_chunks[size_t(t)]; k < token_chunks[size_t(t) + 1]; ++k)
+      for (size_t k = token_chunks[size_t(t)]; k < token_chunks[size_t(t) + 1]; ++k)  // h = 1: a plain sum
         add_scaled_row<TensorType::F32>(1.0f, reinterpret_cast<const uint8_t*>(partials + k * size_t(C_) + c0), out,
                                         c1 - c0);
     }
