@@ -1,5 +1,6 @@
 // The fast CPU backend's ReLU^2-sparse FFN value product (backend/cpu/ffn_sparse.h) against
-// the reference dense product on the same encoded bytes: every type with a transposed copy,
+// the reference dense product on the same encoded bytes: every type with a transposed copy
+// (F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K),
 // odd shapes, one and several tokens, hidden vectors from all zero to dense, the same bits
 // on any thread count; its choice between sparse and dense; the copy's size.
 #include <gtest/gtest.h>
@@ -21,7 +22,8 @@ using testing::make_weight;
 using testing::reference_product;
 using testing::rel_l2;
 
-constexpr TensorType kSparseTypes[] = {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0};
+constexpr TensorType kSparseTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0,
+                                       TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
 
 // T hidden rows of F units, token t with the share zeros[t % 3] of zero units.
 std::vector<float> hidden_rows(int64_t T, int64_t F, const double* zeros, uint64_t seed, bool blocks) {
@@ -34,21 +36,21 @@ std::vector<float> hidden_rows(int64_t T, int64_t F, const double* zeros, uint64
 }
 
 // Lossless copy, float32 sums: the product is the reference's up to rounding, whatever the
-// thread count (1, 3, 8: column ranges that cut C differently) and bit-identical across
-// them. C: not a multiple of the 8-wide vectors (203, 13), of the 64-column ranges (2056),
-// or below one range (40, 13); F: two blocks of 32 (64) to many (1024).
+// thread count (1, 3, 8) and bit-identical across them. C: even (Q4_K packs two output rows a
+// byte) and not a multiple of the 8-wide vectors (202, 14), of the 16-column ranges (2056), or
+// below one range (14); F: one super-block of 256 to four.
 TEST(CpuSparseFfn, MatchesReferenceOnEveryThreadCount) {
   struct Shape {
     int64_t C, F;
   };
   for (const TensorType type : kSparseTypes) {
-    for (const Shape s : {Shape{203, 1024}, Shape{40, 96}, Shape{13, 64}, Shape{2056, 544}}) {
+    for (const Shape s : {Shape{202, 1024}, Shape{40, 256}, Shape{14, 512}, Shape{2056, 768}}) {
       std::vector<uint8_t> bytes;
       const Weight w = make_weight(type, s.C, s.F, 70 + uint64_t(s.C), bytes);
       const SparseFfnValue sparse(w);
       for (const int64_t T : {1, 3}) {
         for (int pattern = 0; pattern < 3; ++pattern) {
-          const double zeros[3][3] = {{0.9, 0.95, 0.97}, {1.0, 1.0, 1.0}, {0.85, 0.9, 0.95}};
+          const double zeros[3][3] = {{0.95, 0.98, 0.99}, {1.0, 1.0, 1.0}, {0.85, 0.98, 0.99}};
           std::vector<float> h = hidden_rows(T, s.F, zeros[pattern], 80 + uint64_t(pattern), pattern == 2);
           if (pattern == 1) h[size_t(s.F) - 1] = 2.5f;  // one non-zero unit, the last of token 0
           const std::vector<float> want = reference_product(w, h, int(T));
@@ -110,21 +112,27 @@ TEST(CpuSparseFfn, NonFiniteUnitsPropagate) {
   }
 }
 
-// The copy holds the matrix's elements once (Q8_0: the quants, then a float16 scale a block
-// of 32 and output row); types without a transposed layout are refused by name.
+// The copy holds the matrix's quants once and its scales as stored (Q8_0: a float16 a block of
+// 32 and output row; Q4_K, Q5_K: a scale and a min byte a sub-block of 32, float16 d and dmin a
+// super-block of 256; Q6_K: an int8 scale a group of 16, a float16 d a super-block); types
+// without a transposed layout, and Q4_K with an odd row count, are refused by name.
 TEST(CpuSparseFfn, CopySizeAndSupportedTypes) {
   for (const TensorType type : kSparseTypes) {
     std::vector<uint8_t> bytes;
-    const Weight w = make_weight(type, 48, 160, 3, bytes);
-    EXPECT_TRUE(SparseFfnValue::supports(type));
-    EXPECT_EQ(SparseFfnValue(w).bytes(), SparseFfnValue::copy_bytes(type, 48, 160)) << type_name(type);
+    const Weight w = make_weight(type, 48, 512, 3, bytes);
+    EXPECT_TRUE(SparseFfnValue::supports(type, 48));
+    EXPECT_EQ(SparseFfnValue(w).bytes(), SparseFfnValue::copy_bytes(type, 48, 512)) << type_name(type);
   }
-  EXPECT_EQ(SparseFfnValue::copy_bytes(TensorType::Q8_0, 48, 160), 48u * 160u + 48u * 5u * 2u);
-  EXPECT_EQ(SparseFfnValue::copy_bytes(TensorType::BF16, 48, 160), 48u * 160u * 2u);
-  for (const TensorType type : {TensorType::Q4_0, TensorType::Q5_1, TensorType::Q4_K, TensorType::Q6_K}) {
-    EXPECT_FALSE(SparseFfnValue::supports(type));
+  EXPECT_EQ(SparseFfnValue::copy_bytes(TensorType::Q8_0, 48, 512), 48u * 512u + 48u * 16u * 2u);
+  EXPECT_EQ(SparseFfnValue::copy_bytes(TensorType::BF16, 48, 512), 48u * 512u * 2u);
+  EXPECT_EQ(SparseFfnValue::copy_bytes(TensorType::Q4_K, 48, 512), 48u * 256u + 48u * 16u * 2u + 48u * 2u * 4u);
+  EXPECT_EQ(SparseFfnValue::copy_bytes(TensorType::Q6_K, 48, 512), 48u * 512u + 48u * 32u + 48u * 2u * 2u);
+  EXPECT_FALSE(SparseFfnValue::supports(TensorType::Q4_K, 47));
+  for (const auto& [type, rows] : {std::pair{TensorType::Q4_0, 8}, std::pair{TensorType::Q5_1, 8},
+                                   std::pair{TensorType::Q4_1, 8}, std::pair{TensorType::Q4_K, 7}}) {
+    EXPECT_FALSE(SparseFfnValue::supports(type, rows));
     std::vector<uint8_t> bytes;
-    const Weight w = make_weight(type, 8, 256, 4, bytes);
+    const Weight w = make_weight(type, rows, 256, 4, bytes);
     try {
       const SparseFfnValue sparse(w);
       ADD_FAILURE() << type_name(type) << " accepted";

@@ -125,10 +125,11 @@ INSTANTIATE_TEST_SUITE_P(Types, FastVsRef,
                                            TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K),
                          [](const auto& info) { return std::string(type_name(info.param)); });
 
-// A model with a trained model's FFN sparsity (12% of the hidden units non-zero): with
-// RWKV_CPU_SPARSE_FFN=all the fast backend makes transposed copies of the value matrices
-// (they show in memory_bytes), takes the sparse value product (ffn_sparse.h) and still
-// agrees with cpu-ref. With =0 it makes no copies, and the two fast runs differ in their low
+// A model with a trained model's FFN sparsity (12% of the hidden units non-zero), value
+// matrices Q8_0, F16, Q4_K, Q6_K: with RWKV_CPU_SPARSE_FFN=all the fast backend makes
+// transposed copies of the value matrices (they show in memory_bytes), takes the sparse
+// value product (ffn_sparse.h) and agrees with cpu-ref as well as the dense product does.
+// With =0 it makes no copies, and the two fast runs differ in their low
 // bits (float sums of other units in another order), which shows the sparse path ran. By
 // default a model that fits in the last-level cache (as this one) gets no copies.
 TEST(CpuBackends, SparseFfnValueOnTrainedSparsity) {
@@ -142,7 +143,7 @@ TEST(CpuBackends, SparseFfnValueOnTrainedSparsity) {
     unsetenv("RWKV_CPU_SPARSE_FFN");
     return b;
   };
-  for (const TensorType type : {TensorType::Q8_0, TensorType::F16}) {
+  for (const TensorType type : {TensorType::Q8_0, TensorType::F16, TensorType::Q4_K, TensorType::Q6_K}) {
     SyntheticSpec spec = small_spec(type);
     spec.n_ffn = 1024;
     spec.ffn_density = 0.12;
@@ -162,12 +163,17 @@ TEST(CpuBackends, SparseFfnValueOnTrainedSparsity) {
     const auto d = token_by_token(*dense, V, toks);
     const auto r = token_by_token(*ref, V, toks);
     EXPECT_NE(a, d) << type_name(type) << ": the sparse product did not run";
+    double sparse_error = 0, dense_error = 0;
     for (size_t i = 0; i < toks.size(); ++i) {
-      const float* pa = a.data() + i * size_t(V);
       const float* pr = r.data() + i * size_t(V);
-      EXPECT_LE(rel_l2(pa, pr, size_t(V)), 5e-2) << type_name(type) << " position " << i;
-      EXPECT_EQ(testing::argmax(pa, size_t(V)), testing::argmax(pr, size_t(V))) << type_name(type) << " position " << i;
+      const double e = rel_l2(a.data() + i * size_t(V), pr, size_t(V));
+      EXPECT_LE(e, 5e-2) << type_name(type) << " position " << i;
+      sparse_error += e;
+      dense_error += rel_l2(d.data() + i * size_t(V), pr, size_t(V));
     }
+    // As close to cpu-ref as the dense product (random weights leave near ties in the
+    // logits, so their top-1 is not compared).
+    EXPECT_LE(sparse_error, 1.25 * dense_error + 1e-6) << type_name(type);
   }
 }
 

@@ -63,22 +63,19 @@ void transpose_super_blocks(uint64_t rows, uint32_t cols, bool nibbles, uint8_t*
   }
 }
 
-// Q4_K (kFive false: nibbles, two rows a byte) and Q5_K (bytes): q4_k_transpose's layout.
-template <bool kFive>
-void k45_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
+// Q4_K (kFive false: nibbles, two rows a byte) and Q5_K (bytes): the quants in
+// q4_k_transpose's layout; store_scales(r, b, d, dmin, sm) gets each super-block's float16
+// d and dmin as stored and its unpacked six-bit scales sm[0, 8) and mins sm[8, 16).
+template <bool kFive, class StoreScales>
+void k45_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, StoreScales store_scales) {
   using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
   const uint64_t blocks = cols / 256;
   transpose_super_blocks(rows, cols, !kFive, quants, [&](uint64_t r, uint64_t b, uint8_t* q) {
     Block blk;
     std::memcpy(&blk, src + (r * blocks + b) * sizeof(Block), sizeof blk);
-    const float d = f16_to_f32(blk.d), dmin = f16_to_f32(blk.dmin);
     uint8_t sm[16];
     quant_detail::unpack_k_scales(blk.scales, sm);
-    for (int sub = 0; sub < 8; ++sub) {
-      float* out = dm + 2 * ((b * 8 + uint64_t(sub)) * rows + r);
-      out[0] = d * float(sm[sub]);
-      out[1] = dmin * float(sm[8 + sub]);
-    }
+    store_scales(r, b, blk.d, blk.dmin, sm);
     for (int c = 0; c < 4; ++c) {
       for (int l = 0; l < 32; ++l) {
         const uint8_t byte = blk.qs[32 * c + l];
@@ -94,23 +91,40 @@ void k45_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* qu
   });
 }
 
-}  // namespace
-
-void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
-  k45_transpose<false>(src, rows, cols, quants, dm);
+// Writes the float pairs (d * scale, dmin * min) of q4_k_transpose's `dm`.
+auto float_scales(uint64_t rows, float* dm) {
+  return [=](uint64_t r, uint64_t b, uint16_t d16, uint16_t dmin16, const uint8_t* sm) {
+    const float d = f16_to_f32(d16), dmin = f16_to_f32(dmin16);
+    for (int sub = 0; sub < 8; ++sub) {
+      float* out = dm + 2 * ((b * 8 + uint64_t(sub)) * rows + r);
+      out[0] = d * float(sm[sub]);
+      out[1] = dmin * float(sm[8 + sub]);
+    }
+  };
 }
-void q5_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
-  k45_transpose<true>(src, rows, cols, quants, dm);
+
+// Writes q4_k_transpose_compact's planes.
+auto compact_scales(uint64_t rows, uint16_t* d, uint16_t* dmin, uint8_t* scales, uint8_t* mins) {
+  return [=](uint64_t r, uint64_t b, uint16_t d16, uint16_t dmin16, const uint8_t* sm) {
+    d[b * rows + r] = d16;
+    dmin[b * rows + r] = dmin16;
+    for (uint64_t sub = 0; sub < 8; ++sub) {
+      scales[(b * 8 + sub) * rows + r] = sm[sub];
+      mins[(b * 8 + sub) * rows + r] = sm[8 + sub];
+    }
+  };
 }
 
-void q6_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, float* scales) {
+// Q6_K super-block b of row r: its 256 signed quants q - 32 into q (one byte each), its
+// float16 d and int8 group scales into store_scales(r, b, d, scales).
+template <class StoreScales>
+void q6_k_transpose_with(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, StoreScales store_scales) {
   const uint64_t blocks = cols / 256;
   auto* bytes = reinterpret_cast<uint8_t*>(quants);  // the int8 quants move as bytes
   transpose_super_blocks(rows, cols, false, bytes, [&](uint64_t r, uint64_t b, uint8_t* q) {
     BlockQ6_K blk;
     std::memcpy(&blk, src + (r * blocks + b) * sizeof(BlockQ6_K), sizeof blk);
-    const float d = f16_to_f32(blk.d);
-    for (int g = 0; g < 16; ++g) scales[(b * 16 + uint64_t(g)) * rows + r] = d * float(blk.scales[g]);
+    store_scales(r, b, blk.d, blk.scales);
     for (int h = 0; h < 2; ++h) {  // spec §4.3: halves of 128, four runs of 32 each
       const uint8_t* ql = blk.ql + 64 * h;
       const uint8_t* qh = blk.qh + 32 * h;
@@ -121,6 +135,37 @@ void q6_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* qu
         q[128 * h + l + 96] = uint8_t(int8_t(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32));
       }
     }
+  });
+}
+
+}  // namespace
+
+void q4_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
+  k45_transpose<false>(src, rows, cols, quants, float_scales(rows, dm));
+}
+void q5_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, float* dm) {
+  k45_transpose<true>(src, rows, cols, quants, float_scales(rows, dm));
+}
+void q4_k_transpose_compact(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, uint16_t* d,
+                            uint16_t* dmin, uint8_t* scales, uint8_t* mins) {
+  k45_transpose<false>(src, rows, cols, quants, compact_scales(rows, d, dmin, scales, mins));
+}
+void q5_k_transpose_compact(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, uint16_t* d,
+                            uint16_t* dmin, uint8_t* scales, uint8_t* mins) {
+  k45_transpose<true>(src, rows, cols, quants, compact_scales(rows, d, dmin, scales, mins));
+}
+
+void q6_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, float* scales) {
+  q6_k_transpose_with(src, rows, cols, quants, [&](uint64_t r, uint64_t b, uint16_t d16, const int8_t* group_scales) {
+    const float d = f16_to_f32(d16);
+    for (int g = 0; g < 16; ++g) scales[(b * 16 + uint64_t(g)) * rows + r] = d * float(group_scales[g]);
+  });
+}
+void q6_k_transpose_compact(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, uint16_t* d,
+                            int8_t* scales) {
+  q6_k_transpose_with(src, rows, cols, quants, [&](uint64_t r, uint64_t b, uint16_t d16, const int8_t* group_scales) {
+    d[b * rows + r] = d16;
+    for (int g = 0; g < 16; ++g) scales[(b * 16 + uint64_t(g)) * rows + r] = group_scales[g];
   });
 }
 

@@ -31,4 +31,16 @@ void q5_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* q
 // weight is D q as the dequantiser computes it.
 void q6_k_transpose(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, float* scales);
 
+// The same quants with compact scales as stored (the CPU backend's sparse product; a third of
+// the bytes of the float planes above or less). Q4_K, Q5_K: `d`, `dmin` [cols / 256 x rows]
+// float16 of each super-block, `scales`, `mins` [cols / 32 x rows] the six-bit values of each
+// sub-block, so that a weight is d * scale * q - dmin * min. Q6_K: `d` [cols / 256 x rows]
+// float16, `scales` [cols / 16 x rows] the int8 group scales: a weight is d * scale * q.
+void q4_k_transpose_compact(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, uint16_t* d,
+                            uint16_t* dmin, uint8_t* scales, uint8_t* mins);
+void q5_k_transpose_compact(const uint8_t* src, uint64_t rows, uint32_t cols, uint8_t* quants, uint16_t* d,
+                            uint16_t* dmin, uint8_t* scales, uint8_t* mins);
+void q6_k_transpose_compact(const uint8_t* src, uint64_t rows, uint32_t cols, int8_t* quants, uint16_t* d,
+                            int8_t* scales);
+
 }  // namespace rwkv

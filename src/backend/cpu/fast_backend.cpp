@@ -98,13 +98,13 @@ class CpuBackend final : public CpuForward {
     if (mode == "0" || (mode != "all" && m.weight_bytes() <= host_last_level_cache())) return;
     size_t bytes = 0;
     for (const LayerWeights& w : m.layers)
-      if (SparseFfnValue::supports(w.ffn_value.type))
+      if (SparseFfnValue::supports(w.ffn_value.type, w.ffn_value.rows()))
         bytes += SparseFfnValue::copy_bytes(w.ffn_value.type, w.ffn_value.rows(), w.ffn_value.cols());
     if (bytes == 0 || bytes > host_available_memory() / 2) return;
     pool_.parallel_for(int64_t(m.layers.size()), [&](int64_t l0, int64_t l1, int) {
       for (int64_t l = l0; l < l1; ++l) {
         const Weight& w = m.layers[size_t(l)].ffn_value;
-        if (SparseFfnValue::supports(w.type)) sparse_ffn_[size_t(l)].emplace(w);
+        if (SparseFfnValue::supports(w.type, w.rows())) sparse_ffn_[size_t(l)].emplace(w);
       }
     });
   }
