@@ -87,8 +87,10 @@ class CpuBackend final : public CpuForward {
   // memory the host has left and the model does not fit in the last-level cache (there
   // decode does not wait on bytes: 0.1B Q8_0 lost 7-14% with them on a 16-core Xeon with a
   // 300 MB L3, bench/RESULTS.md). Each costs its matrix's bytes once more (the mapped
-  // original stays for prefill). RWKV_CPU_SPARSE_FFN=0 turns them off, =all ignores the
-  // cache rule.
+  // original stays for prefill). By default only float and Q8_0 value matrices (+14-19% at
+  // 2.9B on 16 cores); the k-quants' product has more to compute a byte and measured even
+  // on 2 cores, so it waits for RWKV_CPU_SPARSE_FFN=all, which also ignores the cache rule.
+  // RWKV_CPU_SPARSE_FFN=0 turns the copies off.
   void make_sparse_ffn() {
     const Model& m = *model_;
     sparse_ffn_.clear();
@@ -96,15 +98,20 @@ class CpuBackend final : public CpuForward {
     const char* env = std::getenv("RWKV_CPU_SPARSE_FFN");
     const std::string mode = env ? env : "";
     if (mode == "0" || (mode != "all" && m.weight_bytes() <= host_last_level_cache())) return;
+    const auto wanted = [&](const Weight& w) {
+      const bool by_default = w.type == TensorType::F32 || w.type == TensorType::F16 || w.type == TensorType::BF16 ||
+                              w.type == TensorType::Q8_0;
+      return (by_default || mode == "all") && SparseFfnValue::supports(w.type, w.rows());
+    };
     size_t bytes = 0;
     for (const LayerWeights& w : m.layers)
-      if (SparseFfnValue::supports(w.ffn_value.type, w.ffn_value.rows()))
+      if (wanted(w.ffn_value))
         bytes += SparseFfnValue::copy_bytes(w.ffn_value.type, w.ffn_value.rows(), w.ffn_value.cols());
     if (bytes == 0 || bytes > host_available_memory() / 2) return;
     pool_.parallel_for(int64_t(m.layers.size()), [&](int64_t l0, int64_t l1, int) {
       for (int64_t l = l0; l < l1; ++l) {
         const Weight& w = m.layers[size_t(l)].ffn_value;
-        if (SparseFfnValue::supports(w.type, w.rows())) sparse_ffn_[size_t(l)].emplace(w);
+        if (wanted(w)) sparse_ffn_[size_t(l)].emplace(w);
       }
     });
   }

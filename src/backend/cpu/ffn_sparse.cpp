@@ -124,6 +124,26 @@ void add_scaled_row(float h, const uint8_t* row, float* acc, int64_t n) {
   for (; i < n; ++i) acc[i] += h * element<kElement>(row, i);
 }
 
+// acc[0, n) += the sum of h[k] * row[k][0, n) over four rows: acc is loaded and stored once
+// for four rows.
+template <Element kElement>
+void add_scaled_rows4(const float* h, const uint8_t* const* row, float* acc, int64_t n) {
+  int64_t i = 0;
+#if RWKV_SPARSE_AVX2
+  const __m256 h0 = _mm256_set1_ps(h[0]), h1 = _mm256_set1_ps(h[1]), h2 = _mm256_set1_ps(h[2]),
+               h3 = _mm256_set1_ps(h[3]);
+  for (; i + 8 <= n; i += 8) {
+    __m256 a = _mm256_fmadd_ps(h0, elements8<kElement>(row[0], i), _mm256_loadu_ps(acc + i));
+    a = _mm256_fmadd_ps(h1, elements8<kElement>(row[1], i), a);
+    a = _mm256_fmadd_ps(h2, elements8<kElement>(row[2], i), a);
+    _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(h3, elements8<kElement>(row[3], i), a));
+  }
+#endif
+  for (; i < n; ++i)
+    acc[i] += h[0] * element<kElement>(row[0], i) + h[1] * element<kElement>(row[1], i) +
+              h[2] * element<kElement>(row[2], i) + h[3] * element<kElement>(row[3], i);
+}
+
 // dst [cols x rows] = src [rows x cols] for elements of `bytes` bytes, in tiles of 32 source
 // rows so that the rows read stay in cache while each output row gets its run.
 void transpose_elements(const uint8_t* src, int64_t rows, int64_t cols, size_t bytes, uint8_t* dst) {
@@ -258,16 +278,23 @@ void SparseFfnValue::sum_units(const Unit* begin, const Unit* end, float* out) c
   const size_t row_bytes = size_t(C_) * lay.element_bits / 8;
   const auto row = [&](const Unit& unit) { return quants_.data() + unit.index * row_bytes; };
   std::fill(out, out + n, 0.0f);
-  const auto add_rows = [&](auto add_scaled, float* acc, const Unit* first, const Unit* last) {
-    for (const Unit* u = first; u < last; ++u) add_scaled(u->value, row(*u), acc, n);
+  // acc += the units [first, last), four at a time.
+  const auto add_rows = [&]<Element kElement>(float* acc, const Unit* first, const Unit* last) {
+    const Unit* u = first;
+    for (; last - u >= 4; u += 4) {
+      const float h[4] = {u[0].value, u[1].value, u[2].value, u[3].value};
+      const uint8_t* rows[4] = {row(u[0]), row(u[1]), row(u[2]), row(u[3])};
+      add_scaled_rows4<kElement>(h, rows, acc, n);
+    }
+    for (; u < last; ++u) add_scaled_row<kElement>(u->value, row(*u), acc, n);
   };
   switch (type_) {
     case TensorType::F32:
-      return add_rows(add_scaled_row<Element::f32>, out, begin, end);
+      return add_rows.operator()<Element::f32>(out, begin, end);
     case TensorType::F16:
-      return add_rows(add_scaled_row<Element::f16>, out, begin, end);
+      return add_rows.operator()<Element::f16>(out, begin, end);
     case TensorType::BF16:
-      return add_rows(add_scaled_row<Element::bf16>, out, begin, end);
+      return add_rows.operator()<Element::bf16>(out, begin, end);
     default:
       break;
   }
@@ -282,13 +309,13 @@ void SparseFfnValue::sum_units(const Unit* begin, const Unit* end, float* out) c
     std::fill(group_sums.begin(), group_sums.end(), 0.0f);
     switch (type_) {
       case TensorType::Q4_K:
-        add_rows(add_scaled_row<Element::u4>, group_sums.data(), u, group_end);
+        add_rows.operator()<Element::u4>(group_sums.data(), u, group_end);
         break;
       case TensorType::Q5_K:
-        add_rows(add_scaled_row<Element::u8>, group_sums.data(), u, group_end);
+        add_rows.operator()<Element::u8>(group_sums.data(), u, group_end);
         break;
       default:  // Q8_0, Q6_K
-        add_rows(add_scaled_row<Element::s8>, group_sums.data(), u, group_end);
+        add_rows.operator()<Element::s8>(group_sums.data(), u, group_end);
     }
     add_group(g, group_sums.data(), h_sum, out);
     u = group_end;
