@@ -22,18 +22,6 @@ const matmul_detail::Kernel* find_kernel(TensorType type, int64_t T) { return ma
 const matmul_detail::Kernel* find_kernel(TensorType, int64_t) { return nullptr; }
 #endif
 
-// Eight independent partial sums so the compiler can keep them in one vector register.
-float dot(const float* a, const float* b, int64_t n) {
-  float lanes[8] = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) lanes[k] += a[i + k] * b[i + k];
-  float sum = 0.0f;
-  for (float v : lanes) sum += v;
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 // Calls below this many multiply-adds (a few microseconds on one core) run on the calling
 // thread: waking the pool's workers would cost about as much.
 constexpr double kSerialMultiplyAdds = 65536;
@@ -72,6 +60,17 @@ constexpr int64_t kParallelPrepareTokens = 8;
 constexpr int64_t kPrepareTokenGrain = 16;
 
 }  // namespace
+
+float dot(const float* a, const float* b, int64_t n) {
+  float lanes[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) lanes[k] += a[i + k] * b[i + k];
+  float sum = 0.0f;
+  for (float v : lanes) sum += v;
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
 
 void matmul(ThreadPool& pool, TensorType type, const void* W, int64_t rows, int64_t cols, const float* x, int64_t T,
             float* y) {

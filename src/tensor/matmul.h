@@ -17,4 +17,8 @@ namespace rwkv {
 void matmul(ThreadPool& pool, TensorType type, const void* W, int64_t rows, int64_t cols, const float* x, int64_t T,
             float* y);
 
+// sum_i a[i] b[i] in float32, as eight independent partial sums (the compiler keeps them in
+// one vector register).
+float dot(const float* a, const float* b, int64_t n);
+
 }  // namespace rwkv

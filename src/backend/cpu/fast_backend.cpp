@@ -121,15 +121,9 @@ class CpuBackend final : public CpuForward {
   // partial sums, so that the compiler keeps each in one vector register.
   static float state_row_step(float* row, const float* r, const float* d, const float* k, float vi, const float* alpha,
                               const float* beta, int64_t N) {
-    float lanes[8] = {};
-    int64_t j = 0;
-    for (; j + 8 <= N; j += 8)
-      for (int q = 0; q < 8; ++q) lanes[q] += alpha[j + q] * row[j + q];
-    float sa = 0;
-    for (float part : lanes) sa += part;
-    for (; j < N; ++j) sa += alpha[j] * row[j];
+    const float sa = dot(alpha, row, N);
     float out[8] = {};
-    j = 0;
+    int64_t j = 0;
     for (; j + 8 <= N; j += 8)
       for (int q = 0; q < 8; ++q) {
         const float s = row[j + q] * d[j + q] + vi * k[j + q] + sa * beta[j + q];
