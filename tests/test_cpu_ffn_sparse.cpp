@@ -74,7 +74,7 @@ TEST(CpuSparseFfn, MatchesReferenceOnEveryThreadCount) {
   }
 }
 
-// Where the non-zero units' rows (and Q8_0's scale rows) are more than kSparseShare of the
+// Where the non-zero units' rows (and their scale rows) are more than kSparseShare of the
 // dense product's bytes, multiply declines and leaves y alone: random weights' half of the
 // units, or several tokens of a trained model's share.
 TEST(CpuSparseFfn, DeclinesWhenDenseReadsLess) {

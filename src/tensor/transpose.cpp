@@ -12,6 +12,20 @@
 
 namespace rwkv {
 
+void transpose_elements(const uint8_t* src, uint64_t rows, uint64_t cols, size_t bytes, uint64_t col0, uint64_t n,
+                        uint8_t* dst) {
+  // 32 x 32 tiles, so that the rows read and the rows written stay in cache.
+  constexpr uint64_t kTile = 32;
+  for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {
+    for (uint64_t c0 = 0; c0 < n; c0 += kTile) {
+      for (uint64_t r = r0; r < std::min(r0 + kTile, rows); ++r) {
+        for (uint64_t c = c0; c < std::min(c0 + kTile, n); ++c)
+          std::memcpy(dst + (c * rows + r) * bytes, src + (r * cols + col0 + c) * bytes, bytes);
+      }
+    }
+  }
+}
+
 void q8_0_transpose_quants(const uint8_t* src, uint64_t rows, uint32_t cols, uint64_t col0, uint64_t n, uint8_t* dst) {
   // Tiles of 32 source rows, so that the rows read stay in cache while each output row
   // gets its 32 bytes.

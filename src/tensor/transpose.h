@@ -6,9 +6,15 @@
 // of block b of every row). Lossless: every quant and scale byte only moves.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace rwkv {
+
+// Rows [col0, col0 + n) of the transpose of src [rows x cols] of elements of `bytes` bytes
+// each (F32, F16, BF16): dst [n x rows], element c of row r at (c - col0) rows + r.
+void transpose_elements(const uint8_t* src, uint64_t rows, uint64_t cols, size_t bytes, uint64_t col0, uint64_t n,
+                        uint8_t* dst);
 
 // Rows [col0, col0 + n) of the transposed quants of `rows` rows of stored Q8_0 blocks
 // (cols / 32 each) at src: n x rows bytes at dst.

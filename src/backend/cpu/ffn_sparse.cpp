@@ -144,19 +144,6 @@ void add_scaled_rows4(const float* h, const uint8_t* const* row, float* acc, int
               h[2] * element<kElement>(row[2], i) + h[3] * element<kElement>(row[3], i);
 }
 
-// dst [cols x rows] = src [rows x cols] for elements of `bytes` bytes, in tiles of 32 source
-// rows so that the rows read stay in cache while each output row gets its run.
-void transpose_elements(const uint8_t* src, int64_t rows, int64_t cols, size_t bytes, uint8_t* dst) {
-  constexpr int64_t kTile = 32;
-  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
-    const int64_t r1 = std::min(r0 + kTile, rows);
-    for (int64_t c = 0; c < cols; ++c)
-      for (int64_t r = r0; r < r1; ++r)
-        std::memcpy(dst + (size_t(c) * size_t(rows) + size_t(r)) * bytes,
-                    src + (size_t(r) * size_t(cols) + size_t(c)) * bytes, bytes);
-  }
-}
-
 }  // namespace
 
 bool SparseFfnValue::supports(TensorType type, int64_t C) {
@@ -200,7 +187,7 @@ SparseFfnValue::SparseFfnValue(const Weight& W) : type_(W.type), C_(W.rows()), F
                              reinterpret_cast<int8_t*>(group_scales_.data()));
       break;
     default:
-      transpose_elements(W.data, C_, F_, lay.element_bits / 8, quants_.data());
+      transpose_elements(W.data, C, F, lay.element_bits / 8, 0, F, quants_.data());
   }
 }
 

@@ -24,21 +24,6 @@ constexpr uint64_t kStagingBytes = 64ull << 20;  // one upload slice
 
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-// dst [n x rows] = columns [col0, col0 + n) of the 16-bit matrix src [rows x cols], in
-// 32 x 32 tiles so that the rows read and the rows written stay in cache.
-void transpose16(const uint8_t* src, uint64_t rows, uint64_t cols, uint64_t col0, uint64_t n, uint8_t* dst) {
-  constexpr uint64_t kTile = 32;
-  for (uint64_t r0 = 0; r0 < rows; r0 += kTile) {
-    for (uint64_t c0 = 0; c0 < n; c0 += kTile) {
-      for (uint64_t r = r0; r < std::min(r0 + kTile, rows); ++r) {
-        for (uint64_t c = c0; c < std::min(c0 + kTile, n); ++c) {
-          std::memcpy(dst + (c * rows + r) * 2, src + (r * cols + col0 + c) * 2, 2);
-        }
-      }
-    }
-  }
-}
-
 // The row loop every grouping shares: `rows` rows of `blocks` stored blocks of `in_block`
 // bytes each into rows of `out_bytes` (zeroed first), block b going to group b / 8 (of
 // `group_bytes`) as place(block bytes, group start, b % 8).
@@ -356,8 +341,9 @@ void WeightStore::upload(const ProgressFn& progress) {
           dst, p.offset + uint64_t(p.rows) * p.cols, uint64_t(p.rows) * 2, p.cols / 32,
           [&](uint64_t r, uint64_t n, uint8_t* out) { q8_0_transpose_scales(p.src, p.rows, p.cols, r, n, out); });
     } else if (p.form == Form::transposed) {
-      stage_rows(dst, p.offset, uint64_t(p.rows) * 2, p.cols,
-                 [&](uint64_t r, uint64_t n, uint8_t* out) { transpose16(p.src, p.rows, p.cols, r, n, out); });
+      stage_rows(dst, p.offset, uint64_t(p.rows) * 2, p.cols, [&](uint64_t r, uint64_t n, uint8_t* out) {
+        transpose_elements(p.src, p.rows, p.cols, 2, r, n, out);
+      });
     } else {
       const uint64_t in_row = row_bytes(p.type, p.cols);
       stage_rows(dst, p.offset, grouped_row_bytes(p.type, p.cols), p.rows, [&](uint64_t r, uint64_t n, uint8_t* out) {
