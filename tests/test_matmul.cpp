@@ -294,6 +294,25 @@ TEST(Matmul, FloatWeightsManyTokens) {
   }
 }
 
+TEST(Matmul, BlockWeightsManyTokens) {
+  // Prefill-sized T for the legacy block types (the int8 kernel where the CPU has VNNI):
+  // token counts around its 8- or 16-token vectors and 2 or 3 vectors per micro-kernel,
+  // rows around its 2- or 4-row panels, columns of one block up to eight.
+  std::mt19937 rng(19);
+  for (const TensorType type :
+       {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1}) {
+    for (const int64_t rows : {1, 5, 13}) {
+      for (const int64_t cols : {32, 96, 256}) {
+        const std::vector<uint8_t> w = random_block_bytes(type, rows, cols, rng);
+        for (const int64_t T : {16, 17, 47, 48, 49, 130}) {
+          const std::vector<float> x = make_inputs(T, cols, rng);
+          for (const int threads : {1, 3}) check_matmul(type, w, rows, cols, x, T, threads);
+        }
+      }
+    }
+  }
+}
+
 TEST(Matmul, LargeShapesAcrossThreads) {
   // Big enough to be split over the pool (small calls run on the calling thread), with
   // ragged row and token ends.

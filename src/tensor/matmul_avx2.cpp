@@ -19,8 +19,48 @@
 
 #include "tensor/blocks.h"
 #include "tensor/matmul_avx2.h"
+#include "tensor/matmul_legacy_avx2.h"
 
 namespace rwkv::matmul_detail {
+
+size_t q8_act_bytes(int64_t cols) { return size_t(cols) + size_t(cols / QK4_0) * 2 * sizeof(float); }
+
+void q8_prepare(const float* x, int64_t cols, uint8_t* act) {
+  const int64_t nb = cols / QK4_0;
+  float* d_out = reinterpret_cast<float*>(act + cols);
+  float* s_out = d_out + nb;
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + b * QK4_0;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[k]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    const float max_abs = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    // d = amax / 127; levels round(x * 127 / amax) to nearest even; amax = 0 gives zeros.
+    const float d = max_abs / 127.0f;
+    const __m256 inv = _mm256_set1_ps(max_abs > 0.0f ? 127.0f / max_abs : 0.0f);
+    __m256i q[4];
+    __m256i sum = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k) {
+      q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv));
+      sum = _mm256_add_epi32(sum, q[k]);
+    }
+    const __m256i levels = pack_i32_to_i8(q[0], q[1], q[2], q[3]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(act + b * QK4_0),
+                        _mm256_xor_si256(levels, _mm256_set1_epi8(char(0x80))));
+    const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    const int total = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+    d_out[b] = d;
+    s_out[b] = d * float(total);
+  }
+}
+
 namespace {
 
 // ------------------------------------------------------------------ float weights
@@ -95,146 +135,6 @@ struct FloatFamily {
 };
 
 // ------------------------------------------------------------------ legacy blocks
-
-// Activations of one token, per 32-element block b: level a + 128 as a byte (so it can be
-// the unsigned operand of u8 x s8 products), the scale d and s = d * sum(a) (for types
-// with a min). Layout: [cols bytes of levels][nb floats d][nb floats s].
-size_t q8_act_bytes(int64_t cols) { return size_t(cols) + size_t(cols / QK4_0) * 2 * sizeof(float); }
-
-void q8_prepare(const float* x, int64_t cols, uint8_t* act) {
-  const int64_t nb = cols / QK4_0;
-  float* d_out = reinterpret_cast<float*>(act + cols);
-  float* s_out = d_out + nb;
-  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-  for (int64_t b = 0; b < nb; ++b) {
-    const float* xb = x + b * QK4_0;
-    __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
-    for (int k = 0; k < 4; ++k) {
-      v[k] = _mm256_loadu_ps(xb + 8 * k);
-      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[k]));
-    }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    const float max_abs = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-    // d = amax / 127; levels round(x * 127 / amax) to nearest even; amax = 0 gives zeros.
-    const float d = max_abs / 127.0f;
-    const __m256 inv = _mm256_set1_ps(max_abs > 0.0f ? 127.0f / max_abs : 0.0f);
-    __m256i q[4];
-    __m256i sum = _mm256_setzero_si256();
-    for (int k = 0; k < 4; ++k) {
-      q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv));
-      sum = _mm256_add_epi32(sum, q[k]);
-    }
-    const __m256i levels = pack_i32_to_i8(q[0], q[1], q[2], q[3]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(act + b * QK4_0),
-                        _mm256_xor_si256(levels, _mm256_set1_epi8(char(0x80))));
-    const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-    const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
-    const int total = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
-    d_out[b] = d;
-    s_out[b] = d * float(total);
-  }
-}
-
-// Decoders give the levels of P::kBytes / 32 consecutive blocks (32 bytes each, in element
-// order) as signed bytes: |level| <= 16 except for Q8_0.
-
-inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
-
-// The nibbles of each block: low nibbles are elements 0..15, high nibbles 16..31.
-template <class P, class Block>
-typename P::I unpack_nibbles(const Block* b) {
-  if constexpr (P::kBytes == 32) {
-    // qs in both halves; the high half shifted by 4 within each dword, then masked
-    const __m256i both = _mm256_broadcastsi128_si256(load128(b[0].qs));
-    return _mm256_and_si256(_mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), P::set1_8(0x0F));
-  }
-#if defined(RWKV_MATMUL_AVX512)
-  else {
-    // 128-bit lanes qs0 qs0 qs1 qs1; lanes 1 and 3 (int16 lanes 8..15, 24..31) shifted by 4
-    const __m512i pair = _mm512_zextsi256_si512(_mm256_setr_m128i(load128(b[0].qs), load128(b[1].qs)));
-    const __m512i lanes = _mm512_shuffle_i64x2(pair, pair, _MM_SHUFFLE(1, 1, 0, 0));
-    return _mm512_and_si512(_mm512_mask_srli_epi16(lanes, 0xFF00FF00u, lanes, 4), P::set1_8(0x0F));
-  }
-#endif
-}
-
-// 0x10 in byte j of each block where bit j of its little-endian qh is set, else 0.
-template <class P, class Block>
-typename P::I unpack_fifth_bits(const Block* b) {
-  if constexpr (P::kBytes == 32) {
-    uint32_t qh;
-    memcpy(&qh, b[0].qh, 4);
-    // Byte j takes byte j / 8 of qh, then tests its bit j % 8.
-    const __m256i spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(int(qh)), _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
-    const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
-    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-    return _mm256_and_si256(set, P::set1_8(0x10));
-  }
-#if defined(RWKV_MATMUL_AVX512)
-  else {
-    uint32_t qh0, qh1;
-    memcpy(&qh0, b[0].qh, 4);
-    memcpy(&qh1, b[1].qh, 4);
-    return _mm512_maskz_mov_epi8(uint64_t(qh0) | uint64_t(qh1) << 32, P::set1_8(0x10));
-  }
-#endif
-}
-
-template <class P>
-typename P::I load_q8_levels(const BlockQ8_0* b) {
-  if constexpr (P::kBytes == 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs));
-#if defined(RWKV_MATMUL_AVX512)
-  else
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs))),
-                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs)), 1);
-#endif
-}
-
-// Besides levels, each block has a scale d and, for the `_1` types, a min m: value = d *
-// level + m.
-struct DecodeQ4_0 {
-  using Block = BlockQ4_0;
-  static constexpr bool kHasMin = false, kWide = false;
-  template <class P>
-  static typename P::I levels(const Block* b) {
-    return P::sub8(unpack_nibbles<P>(b), P::set1_8(8));
-  }
-};
-struct DecodeQ4_1 {
-  using Block = BlockQ4_1;
-  static constexpr bool kHasMin = true, kWide = false;
-  template <class P>
-  static typename P::I levels(const Block* b) {
-    return unpack_nibbles<P>(b);
-  }
-};
-struct DecodeQ5_0 {
-  using Block = BlockQ5_0;
-  static constexpr bool kHasMin = false, kWide = false;
-  template <class P>
-  static typename P::I levels(const Block* b) {
-    return P::sub8(P::or_(unpack_nibbles<P>(b), unpack_fifth_bits<P>(b)), P::set1_8(16));
-  }
-};
-struct DecodeQ5_1 {
-  using Block = BlockQ5_1;
-  static constexpr bool kHasMin = true, kWide = false;
-  template <class P>
-  static typename P::I levels(const Block* b) {
-    return P::or_(unpack_nibbles<P>(b), unpack_fifth_bits<P>(b));
-  }
-};
-struct DecodeQ8_0 {
-  using Block = BlockQ8_0;
-  static constexpr bool kHasMin = false, kWide = true;  // levels span -128..127
-  template <class P>
-  static typename P::I levels(const Block* b) {
-    return load_q8_levels<P>(b);
-  }
-};
 
 template <class Decode>
 struct LegacyFamily {
@@ -321,14 +221,19 @@ using Q8Activations = PerTokenActivations<&q8_act_bytes, &q8_prepare>;
 template <class Family>
 constexpr Kernel legacy_kernel{&Q8Activations::bytes, &Q8Activations::prepare, &run_tiles<Family>, Family::kRows};
 
-// From this many tokens, float weights use the blocked outer-product kernel.
+// From this many tokens, float weights use the blocked outer-product kernel, and legacy
+// block types the int8 one (where the CPU has VNNI).
 constexpr int64_t kGemmMinTokens = 24;
+constexpr int64_t kInt8GemmMinTokens = 12;
 
 }  // namespace
 
 const Kernel* simd_kernel(TensorType type, int64_t T) {
   if (T >= kGemmMinTokens) {
     if (const Kernel* gemm = simd_kernel_gemm(type)) return gemm;
+  }
+  if (T >= kInt8GemmMinTokens) {
+    if (const Kernel* gemm = simd_kernel_gemm_int8(type)) return gemm;
   }
   switch (type) {
     case TensorType::F32:

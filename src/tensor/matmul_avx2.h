@@ -60,6 +60,7 @@ struct Avx2 {
 
   static I load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
   static I set1_8(char v) { return _mm256_set1_epi8(v); }
+  static I set1_32(int32_t v) { return _mm256_set1_epi32(v); }
   static I add32(I a, I b) { return _mm256_add_epi32(a, b); }
   static I sub32(I a, I b) { return _mm256_sub_epi32(a, b); }
   static I sub8(I a, I b) { return _mm256_sub_epi8(a, b); }
@@ -119,6 +120,7 @@ struct Avx512 {
 
   static I load(const void* p) { return _mm512_loadu_si512(p); }
   static I set1_8(char v) { return _mm512_set1_epi8(v); }
+  static I set1_32(int32_t v) { return _mm512_set1_epi32(v); }
   static I add32(I a, I b) { return _mm512_add_epi32(a, b); }
   static I sub32(I a, I b) { return _mm512_sub_epi32(a, b); }
   static I sub8(I a, I b) { return _mm512_sub_epi8(a, b); }

@@ -1,6 +1,7 @@
 // Internal to src/tensor: the contract between matmul.cpp (validation, threading, scratch)
 // and the SIMD kernel files: matmul_avx2.cpp (float and legacy types, dot products),
-// matmul_k_avx2.cpp (k-quants) and matmul_gemm_avx2.cpp (float weights, many tokens).
+// matmul_k_avx2.cpp (k-quants), matmul_gemm_avx2.cpp (float weights, many tokens) and
+// matmul_gemm_int8_avx2.cpp (legacy types, many tokens).
 #pragma once
 
 #include <cstddef>
@@ -40,5 +41,8 @@ const Kernel* simd_kernel(TensorType type, int64_t T);
 const Kernel* simd_kernel_k(TensorType type);
 // Float weights when T is large (matmul_gemm_avx2.cpp); nullptr for other types.
 const Kernel* simd_kernel_gemm(TensorType type);
+// Legacy block types when T is large, on CPUs with VNNI (matmul_gemm_int8_avx2.cpp);
+// nullptr for other types and CPUs.
+const Kernel* simd_kernel_gemm_int8(TensorType type);
 
 }  // namespace rwkv::matmul_detail
