@@ -112,25 +112,6 @@ std::vector<float> make_inputs(int64_t T, int64_t cols, std::mt19937& rng) {
   return x;
 }
 
-// Inputs per activation scale when a kernel quantises the activations (matmul.h): Q8_0-style
-// blocks of 32 for the legacy weight types, Q8_K blocks of 256 for k-quants; 0 = none.
-int64_t activation_block(TensorType type) {
-  switch (type) {
-    case TensorType::Q4_0:
-    case TensorType::Q4_1:
-    case TensorType::Q5_0:
-    case TensorType::Q5_1:
-    case TensorType::Q8_0:
-      return 32;
-    case TensorType::Q4_K:
-    case TensorType::Q5_K:
-    case TensorType::Q6_K:
-      return 256;
-    default:
-      return 0;
-  }
-}
-
 // x as the integer kernels see it: per block, levels nearest-even(x * 127 / amax) with
 // step amax / 127 (blocks of 32), or the spec §4.4 Q8_K rule (blocks of 256). `step`
 // receives each input's quantisation step.
@@ -176,7 +157,7 @@ void check_matmul(TensorType type, const std::vector<uint8_t>& w, int64_t rows, 
   for (size_t g = 0; g < kGuard; ++g)
     EXPECT_EQ(y[size_t(rows * T) + g], kGuardValue) << "guard " << g << " overwritten";
 
-  const int64_t act_block = activation_block(type);
+  const int64_t act_block = matmul_activation_block(type, T);
   std::vector<std::vector<double>> xq(static_cast<size_t>(T)), steps(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) {
     if (act_block > 0)
@@ -295,16 +276,17 @@ TEST(Matmul, FloatWeightsManyTokens) {
 }
 
 TEST(Matmul, BlockWeightsManyTokens) {
-  // Prefill-sized T for the legacy block types (the int8 kernel where the CPU has VNNI):
+  // Prefill-sized T for the block-quantised types (the int8 kernel where the CPU has VNNI):
   // token counts around its 8- or 16-token vectors and 2 or 3 vectors per micro-kernel,
-  // rows around its 2- or 4-row panels, columns of one block up to eight.
+  // rows around its 2- or 4-row panels, one block or several.
   std::mt19937 rng(19);
-  for (const TensorType type :
-       {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1}) {
+  for (const TensorType type : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0,
+                                TensorType::Q5_1, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
+    const int64_t block = type_info(type).block_size;
     for (const int64_t rows : {1, 5, 13}) {
-      for (const int64_t cols : {32, 96, 256}) {
+      for (const int64_t cols : {block, 3 * block, 8 * std::max<int64_t>(block, 32)}) {
         const std::vector<uint8_t> w = random_block_bytes(type, rows, cols, rng);
-        for (const int64_t T : {16, 17, 47, 48, 49, 130}) {
+        for (const int64_t T : {12, 16, 17, 47, 48, 49, 130}) {
           const std::vector<float> x = make_inputs(T, cols, rng);
           for (const int threads : {1, 3}) check_matmul(type, w, rows, cols, x, T, threads);
         }

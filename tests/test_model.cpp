@@ -204,25 +204,32 @@ TEST_P(Invariants, PrefillEqualsTokenByToken) {
 // 40 tokens: the fast backend's matrices take their many-token kernels, which sum in another
 // order than the one-token ones. With float weights the runs differ by float rounding only.
 // Block-quantised weights meet activations quantised to 8 bits, where such a difference can
-// round a level the other way and the runs drift apart by quantisation noise (~7e-3 here):
-// they must stay closer to each other than to cpu-ref's float activations (~1.1e-2), which
-// a wrong token shift or state hand-over would not.
+// round a level the other way, and k-quant prefill quantises per 32 inputs where decode does
+// per 256: the runs then differ by quantisation noise (~1e-2 here). Prefill must then be as
+// close to cpu-ref's float activations as token by token is; a wrong token shift or state
+// hand-over puts it ten times farther.
 TEST_P(Invariants, LongPrefillMatchesTokenByToken) {
-  for (const TensorType type : {TensorType::F16, TensorType::Q8_0}) {
+  for (const TensorType type : {TensorType::F16, TensorType::Q8_0, TensorType::Q4_K}) {
     auto model = Model::load(testing::synthetic_model(small_spec(type)));
     const int V = model->hparams().n_vocab;
     auto a = backend_for(GetParam(), model);
     auto b = backend_for(GetParam(), model);
-    auto ref = backend_for("cpu-ref", model);
     const auto toks = random_tokens(40, V, 12);
     const auto one = token_by_token(*a, V, toks);
     const auto all = prefill(*b, V, toks);
-    const double tolerance = type == TensorType::F16 ? 1e-5 : rel_l2(one, token_by_token(*ref, V, toks));
-    EXPECT_LE(rel_l2(all, one), tolerance) << type_name(type);
-    std::vector<float> sa(model->hparams().state_floats()), sb(sa.size());
+    std::vector<float> sa(model->hparams().state_floats()), sb(sa.size()), sr(sa.size());
     a->get_state(0, sa);
     b->get_state(0, sb);
-    EXPECT_LE(rel_l2(sb, sa), std::max(tolerance, 1e-5)) << type_name(type);
+    if (type == TensorType::F16) {
+      EXPECT_LE(rel_l2(all, one), 1e-5);
+      EXPECT_LE(rel_l2(sb, sa), 1e-5);
+      continue;
+    }
+    auto ref = backend_for("cpu-ref", model);
+    const auto want = token_by_token(*ref, V, toks);
+    ref->get_state(0, sr);
+    EXPECT_LE(rel_l2(all, want), 1.25 * rel_l2(one, want) + 1e-5) << type_name(type);
+    EXPECT_LE(rel_l2(sb, sr), 1.25 * rel_l2(sa, sr) + 1e-5) << type_name(type);
   }
 }
 

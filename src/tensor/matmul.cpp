@@ -72,6 +72,11 @@ float dot(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
+int64_t matmul_activation_block(TensorType type, int64_t T) {
+  const matmul_detail::Kernel* kernel = find_kernel(type, T);
+  return kernel != nullptr ? kernel->act_block : 0;
+}
+
 void matmul(ThreadPool& pool, TensorType type, const void* W, int64_t rows, int64_t cols, const float* x, int64_t T,
             float* y) {
   const std::optional<TypeInfo> info = type_info(uint32_t(type));

@@ -17,6 +17,12 @@ namespace rwkv {
 void matmul(ThreadPool& pool, TensorType type, const void* W, int64_t rows, int64_t cols, const float* x, int64_t T,
             float* y);
 
+// The number of consecutive inputs that matmul quantises to 8 bits together (one scale)
+// for `type` at T tokens: 32 or 256 (Q8_K, spec §4.4), or 0 where it multiplies the float
+// inputs. The choice follows the kernel: k-quants take 256 from one token and 32 in the
+// many-token kernel of CPUs with VNNI.
+int64_t matmul_activation_block(TensorType type, int64_t T);
+
 // sum_i a[i] b[i] in float32, as eight independent partial sums (the compiler keeps them in
 // one vector register).
 float dot(const float* a, const float* b, int64_t n);

@@ -216,10 +216,12 @@ struct LegacyFamily {
 };
 
 template <class Family>
-constexpr Kernel float_kernel{[](int64_t, int64_t) { return size_t(0); }, nullptr, &run_tiles<Family>, Family::kRows};
+constexpr Kernel float_kernel{[](int64_t, int64_t) { return size_t(0); }, nullptr, &run_tiles<Family>, Family::kRows,
+                              0};
 using Q8Activations = PerTokenActivations<&q8_act_bytes, &q8_prepare>;
 template <class Family>
-constexpr Kernel legacy_kernel{&Q8Activations::bytes, &Q8Activations::prepare, &run_tiles<Family>, Family::kRows};
+constexpr Kernel legacy_kernel{&Q8Activations::bytes, &Q8Activations::prepare, &run_tiles<Family>, Family::kRows,
+                               QK4_0};
 
 // From this many tokens, float weights use the blocked outer-product kernel, and legacy
 // block types the int8 one (where the CPU has VNNI).

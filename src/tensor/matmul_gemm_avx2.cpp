@@ -163,7 +163,7 @@ struct FloatGemm {
 };
 
 template <class Gemm>
-constexpr Kernel gemm_kernel{&gemm_act_bytes, &gemm_prepare, &Gemm::run, kPanelRows};
+constexpr Kernel gemm_kernel{&gemm_act_bytes, &gemm_prepare, &Gemm::run, kPanelRows, 0};
 
 }  // namespace
 

@@ -1,18 +1,21 @@
-// Blocked int8 kernel for the legacy 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
-// when many tokens share the weights (prefill), on CPUs with VNNI u8 x s8 dot products.
+// Blocked int8 kernel for the block-quantised types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+// Q5_K, Q6_K) when many tokens share the weights (prefill), on CPUs with VNNI u8 x s8 dot
+// products.
 //
-// The dot-product tiles (matmul_avx2.cpp) spend four instructions per 64 multiply-adds
-// (dot, convert, scale, add) plus the per-block decoding of every row for every token
+// The dot-product tiles (matmul_avx2.cpp, matmul_k_avx2.cpp) spend several instructions per
+// 64 multiply-adds (dot, convert, scale, add) plus the decoding of every row for every token
 // tile. Here tokens sit in the int32 lanes instead: the activations of P::kFloats tokens
 // are interleaved per 4 bytes ([block][quad q][token][4 levels]), so one VNNI instruction
-// multiplies 4 weight bytes (broadcast) by 4 levels of every token, eight of them finish
-// a block for a whole vector of tokens, and the block's scales are applied once per
-// (row, token vector). Each thread decodes kPanelRows weight rows at a time into signed
-// levels with per-block scales (the panel), which then meet every token of the call.
+// multiplies 4 weight bytes (broadcast) by 4 levels of every token, four or eight of them
+// finish a sub-block (16 or 32 elements with one weight scale) for a whole vector of tokens,
+// and its scales are applied once per (row, token vector). Each thread decodes kPanelRows
+// weight rows at a time into signed levels with per-sub-block scale d and min m (value =
+// d * level + m; the panel), which then meet every token of the call.
 //
-// Activations are the same per-block 8-bit quantisation as the dot-product kernels
-// (q8_prepare, levels + 128 as unsigned bytes), so both give the same integer block sums;
-// the +128 is cancelled by starting each block's sum at -128 * sum(weight levels).
+// Activations are quantised to 8 bits per 32 elements (q8_prepare, levels + 128 as unsigned
+// bytes): for the legacy types the dot-product kernels' quantisation, so both give the same
+// integer block sums; the k-quant dot kernels use 256-element Q8_K blocks instead. The +128
+// is cancelled by starting each sub-block's sum at -128 * sum(weight levels).
 
 // GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
 // which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
@@ -31,6 +34,7 @@
 #include "tensor/blocks.h"
 #include "tensor/matmul_avx2.h"
 #include "tensor/matmul_legacy_avx2.h"
+#include "tensor/quant_k.h"
 
 namespace rwkv::matmul_detail {
 namespace {
@@ -76,32 +80,101 @@ void int8_prepare(const float* x, int64_t cols, int64_t T, int64_t t0, int64_t t
   }
 }
 
-// kPanelRows weight rows decoded for the micro-kernel: row i's signed levels, and per block
-// b the sum's start -128 * sum(levels), the scale d and the min m (value = d * level + m).
+// kPanelRows weight rows decoded for the micro-kernel: row i's signed levels, and per
+// sub-block j the sum's start -128 * sum(levels), the scale d and the min m.
 struct Panel {
   std::vector<int8_t> levels;  // [kPanelRows][cols]
-  std::vector<int32_t> start;  // [kPanelRows][nb]
-  std::vector<float> d, m;     // [kPanelRows][nb]
+  std::vector<int32_t> start;  // [kPanelRows][cols / kSub]
+  std::vector<float> d, m;     // [kPanelRows][cols / kSub]
 };
 
+// Row decoders: Rows::decode writes a stored block's kElems levels and the d (and m) of its
+// kElems / kSub sub-blocks.
 template <class Decode>
-struct Int8Gemm {
+struct LegacyRows {
   using Block = typename Decode::Block;
+  static constexpr int64_t kElems = QK4_0, kSub = QK4_0;
+  static constexpr bool kHasMin = Decode::kHasMin;
+  static void decode(const Block& blk, int8_t* levels, float* d, float* m) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(levels), Decode::template levels<Avx2>(&blk));
+    d[0] = f16_scalar(blk.d);
+    if constexpr (kHasMin) m[0] = f16_scalar(blk.m);
+  }
+};
 
-  static void decode_row(const Block* row, int64_t nb, int8_t* levels, int32_t* start, float* d, float* m) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const __m256i lv = Decode::template levels<Avx2>(row + b);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(levels + b * QK4_0), lv);
-      // Sums of the biased bytes (level + 128) in four 64-bit lanes.
-      const __m256i sums = _mm256_sad_epu8(_mm256_xor_si256(lv, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
-      const __m128i pair = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-      const int32_t sum = int32_t(_mm_cvtsi128_si64(_mm_add_epi64(pair, _mm_unpackhi_epi64(pair, pair)))) - 128 * QK4_0;
-      start[b] = -128 * sum;
-      d[b] = f16_scalar(row[b].d);
-      if constexpr (Decode::kHasMin)
-        m[b] = f16_scalar(row[b].m);
-      else
-        m[b] = 0.0f;
+// Q4_K and Q5_K: chunk c of 64 elements holds sub-block 2c in the low nibbles of qs[32c..],
+// 2c + 1 in the high ones; Q5_K's fifth bits are bits 2c and 2c + 1 of qh[l]; value =
+// d * scale * q - dmin * min (spec §4.3).
+template <class BlockType, bool kFive>
+struct KRows {
+  using Block = BlockType;
+  static constexpr int64_t kElems = QK_K, kSub = 32;
+  static constexpr bool kHasMin = true;
+  static void decode(const Block& blk, int8_t* levels, float* d, float* m) {
+    const float dd = f16_scalar(blk.d), dmin = f16_scalar(blk.dmin);
+    uint8_t sm[16];
+    quant_detail::unpack_k_scales(blk.scales, sm);
+    for (int c = 0; c < 4; ++c) {
+      for (int l = 0; l < 32; ++l) {
+        int lo = blk.qs[32 * c + l] & 0xF, hi = blk.qs[32 * c + l] >> 4;
+        if constexpr (kFive) {
+          lo |= ((blk.qh[l] >> (2 * c)) & 1) << 4;
+          hi |= ((blk.qh[l] >> (2 * c + 1)) & 1) << 4;
+        }
+        levels[64 * c + l] = int8_t(lo);
+        levels[64 * c + 32 + l] = int8_t(hi);
+      }
+    }
+    for (int j = 0; j < 8; ++j) {
+      d[j] = dd * float(sm[j]);
+      m[j] = -dmin * float(sm[8 + j]);
+    }
+  }
+};
+
+// Q6_K: in half n of 128 elements, quarter q of 32 takes the low (q < 2) or high nibbles of
+// ql[64n + 32(q & 1) + l] and bits 2q, 2q + 1 of qh[32n + l]; level = that - 32; the 16
+// elements from 16j share int8 scale j (spec §4.3).
+struct Q6KRows {
+  using Block = BlockQ6_K;
+  static constexpr int64_t kElems = QK_K, kSub = 16;
+  static constexpr bool kHasMin = false;
+  static void decode(const BlockQ6_K& blk, int8_t* levels, float* d, float*) {
+    for (int n = 0; n < 2; ++n) {
+      for (int q = 0; q < 4; ++q) {
+        const uint8_t* ql = blk.ql + 64 * n + 32 * (q & 1);
+        const uint8_t* qh = blk.qh + 32 * n;
+        for (int l = 0; l < 32; ++l) {
+          const int low = (ql[l] >> (4 * (q >> 1))) & 0xF, high = (qh[l] >> (2 * q)) & 3;
+          levels[128 * n + 32 * q + l] = int8_t((low | high << 4) - 32);
+        }
+      }
+    }
+    const float dd = f16_scalar(blk.d);
+    for (int j = 0; j < 16; ++j) d[j] = dd * float(blk.scales[j]);
+  }
+};
+
+template <class Rows>
+struct Int8Gemm {
+  static constexpr int64_t kSub = Rows::kSub, kSubs = QK4_0 / kSub;  // sub-blocks per block of 32
+  static_assert(!Rows::kHasMin || kSub == QK4_0, "a min needs the activation block's sum");
+
+  static void decode_row(const uint8_t* row, int64_t cols, int8_t* levels, int32_t* start, float* d, float* m) {
+    const auto* blocks = reinterpret_cast<const typename Rows::Block*>(row);
+    for (int64_t b = 0; b < cols / Rows::kElems; ++b) {
+      const int64_t j = b * (Rows::kElems / kSub);
+      Rows::decode(blocks[b], levels + b * Rows::kElems, d + j, m + j);
+    }
+    // Sums of the biased bytes (level + 128) of each sub-block, in 64-bit lanes.
+    const __m128i bias = _mm_set1_epi8(char(0x80));
+    for (int64_t j = 0; j < cols / kSub; ++j) {
+      __m128i sums = _mm_sad_epu8(_mm_xor_si128(load128(levels + j * kSub), bias), _mm_setzero_si128());
+      if constexpr (kSub == 32)
+        sums = _mm_add_epi64(sums,
+                             _mm_sad_epu8(_mm_xor_si128(load128(levels + j * kSub + 16), bias), _mm_setzero_si128()));
+      const int32_t sum = int32_t(_mm_cvtsi128_si64(_mm_add_epi64(sums, _mm_unpackhi_epi64(sums, sums)))) - 128 * kSub;
+      start[j] = -128 * sum;
     }
   }
 
@@ -109,7 +182,7 @@ struct Int8Gemm {
   // panel rows and the V token groups starting at act.
   template <int R, int V>
   static void micro(const Panel& panel, int64_t cols, const uint8_t* act, size_t gbytes, float* out) {
-    const int64_t nb = cols / QK4_0;
+    const int64_t nb = cols / QK4_0, subs = cols / kSub;
     const uint8_t* levels[V];
     const float* da[V];
     for (int v = 0; v < V; ++v) {
@@ -120,29 +193,37 @@ struct Int8Gemm {
     for (int i = 0; i < R; ++i)
       for (int v = 0; v < V; ++v) acc[i][v] = P::fzero();
     for (int64_t b = 0; b < nb; ++b) {
-      P::I p[R][V];
-      for (int i = 0; i < R; ++i) {
-        const P::I start = P::set1_32(panel.start[size_t(i * nb + b)]);
-        for (int v = 0; v < V; ++v) p[i][v] = start;
-      }
-      for (int64_t q = 0; q < kQuads; ++q) {
-        P::I a[V];
-        for (int v = 0; v < V; ++v) a[v] = P::load(levels[v] + (b * kQuads + q) * kGroupTokens * 4);
+      for (int64_t h = 0; h < kSubs; ++h) {
+        const int64_t j = b * kSubs + h;  // sub-block
+        P::I p[R][V];
         for (int i = 0; i < R; ++i) {
-          int32_t quad;
-          memcpy(&quad, panel.levels.data() + i * cols + b * QK4_0 + 4 * q, 4);
-          const P::I w = P::set1_32(quad);
-          for (int v = 0; v < V; ++v) p[i][v] = P::dot_u8s8(p[i][v], a[v], w);
+          const P::I start = P::set1_32(panel.start[size_t(i * subs + j)]);
+          for (int v = 0; v < V; ++v) p[i][v] = start;
+        }
+        const uint8_t* aq[V];
+        for (int v = 0; v < V; ++v) aq[v] = levels[v] + j * kSub * kGroupTokens;
+        const int8_t* wq = panel.levels.data() + j * kSub;
+        for (int q = 0; q < kSub / 4; ++q) {
+          P::I a[V];
+          for (int v = 0; v < V; ++v) a[v] = P::load(aq[v] + q * kGroupTokens * 4);
+          for (int i = 0; i < R; ++i) {
+            int32_t quad;
+            memcpy(&quad, wq + i * cols + 4 * q, 4);
+            const P::I w = P::set1_32(quad);
+            for (int v = 0; v < V; ++v) p[i][v] = P::dot_u8s8(p[i][v], a[v], w);
+          }
+        }
+        for (int v = 0; v < V; ++v) {
+          const P::F dav = P::load(da[v] + b * kGroupTokens);
+          for (int i = 0; i < R; ++i)
+            acc[i][v] = P::fma(P::cvt(p[i][v]), P::mul(dav, P::set1(panel.d[size_t(i * subs + j)])), acc[i][v]);
         }
       }
-      for (int v = 0; v < V; ++v) {
-        const P::F dav = P::load(da[v] + b * kGroupTokens);
-        for (int i = 0; i < R; ++i)
-          acc[i][v] = P::fma(P::cvt(p[i][v]), P::mul(dav, P::set1(panel.d[size_t(i * nb + b)])), acc[i][v]);
-        if constexpr (Decode::kHasMin) {
-          // The m * sum(x) term: s = d_a * sum(a) per activation block.
+      if constexpr (Rows::kHasMin) {
+        // The m * sum(x) term: s = d_a * sum(a) per activation block.
+        for (int v = 0; v < V; ++v) {
           const P::F sav = P::load(da[v] + (nb + b) * kGroupTokens);
-          for (int i = 0; i < R; ++i) acc[i][v] = P::fma(P::set1(panel.m[size_t(i * nb + b)]), sav, acc[i][v]);
+          for (int i = 0; i < R; ++i) acc[i][v] = P::fma(P::set1(panel.m[size_t(i * subs + b)]), sav, acc[i][v]);
         }
       }
     }
@@ -162,20 +243,20 @@ struct Int8Gemm {
 
   static void run(const Operands& op, int64_t r0, int64_t r1, int64_t T) {
     static constexpr auto table = micro_table(std::make_index_sequence<kPanelRows>{});
-    const int64_t cols = op.cols, nb = cols / QK4_0, groups = token_groups(T);
-    const size_t gbytes = group_bytes(nb);
+    const int64_t cols = op.cols, subs = cols / kSub, groups = token_groups(T);
+    const size_t gbytes = group_bytes(cols / QK4_0);
     thread_local Panel panel;
     panel.levels.resize(size_t(kPanelRows * cols));
-    panel.start.resize(size_t(kPanelRows * nb));
-    panel.d.resize(size_t(kPanelRows * nb));
-    panel.m.resize(size_t(kPanelRows * nb));
+    panel.start.resize(size_t(kPanelRows * subs));
+    panel.d.resize(size_t(kPanelRows * subs));
+    panel.m.resize(size_t(kPanelRows * subs));
     alignas(64) float out[kPanelRows * kVecs * kGroupTokens];
     for (int64_t r = r0; r < r1; r += kPanelRows) {
       const int R = int(std::min<int64_t>(kPanelRows, r1 - r));
       for (int i = 0; i < R; ++i) {
-        const auto* row = reinterpret_cast<const Block*>(op.w + size_t(r + i) * op.w_stride);
-        const size_t at = size_t(i * nb);
-        decode_row(row, nb, panel.levels.data() + i * cols, &panel.start[at], &panel.d[at], &panel.m[at]);
+        const size_t at = size_t(i * subs);
+        decode_row(op.w + size_t(r + i) * op.w_stride, cols, panel.levels.data() + i * cols, &panel.start[at],
+                   &panel.d[at], &panel.m[at]);
       }
       for (int64_t g = 0; g < groups; g += kVecs) {
         const int V = int(std::min<int64_t>(kVecs, groups - g));
@@ -191,8 +272,8 @@ struct Int8Gemm {
   }
 };
 
-template <class Decode>
-constexpr Kernel int8_kernel{&int8_act_bytes, &int8_prepare, &Int8Gemm<Decode>::run, kPanelRows};
+template <class Rows>
+constexpr Kernel int8_kernel{&int8_act_bytes, &int8_prepare, &Int8Gemm<Rows>::run, kPanelRows, QK4_0};
 
 }  // namespace
 
@@ -200,15 +281,21 @@ const Kernel* simd_kernel_gemm_int8(TensorType type) {
   if constexpr (!kHaveVnni) return nullptr;  // without VNNI, Q8_0's pair sums would saturate
   switch (type) {
     case TensorType::Q4_0:
-      return &int8_kernel<DecodeQ4_0>;
+      return &int8_kernel<LegacyRows<DecodeQ4_0>>;
     case TensorType::Q4_1:
-      return &int8_kernel<DecodeQ4_1>;
+      return &int8_kernel<LegacyRows<DecodeQ4_1>>;
     case TensorType::Q5_0:
-      return &int8_kernel<DecodeQ5_0>;
+      return &int8_kernel<LegacyRows<DecodeQ5_0>>;
     case TensorType::Q5_1:
-      return &int8_kernel<DecodeQ5_1>;
+      return &int8_kernel<LegacyRows<DecodeQ5_1>>;
     case TensorType::Q8_0:
-      return &int8_kernel<DecodeQ8_0>;
+      return &int8_kernel<LegacyRows<DecodeQ8_0>>;
+    case TensorType::Q4_K:
+      return &int8_kernel<KRows<BlockQ4_K, false>>;
+    case TensorType::Q5_K:
+      return &int8_kernel<KRows<BlockQ5_K, true>>;
+    case TensorType::Q6_K:
+      return &int8_kernel<Q6KRows>;
     default:
       return nullptr;
   }

@@ -341,7 +341,7 @@ struct KQuantFamily {
 
 using Q8KActivations = PerTokenActivations<&q8k_act_bytes, &q8k_prepare>;
 template <class Family>
-constexpr Kernel k_kernel{&Q8KActivations::bytes, &Q8KActivations::prepare, &run_tiles<Family>, Family::kRows};
+constexpr Kernel k_kernel{&Q8KActivations::bytes, &Q8KActivations::prepare, &run_tiles<Family>, Family::kRows, QK_K};
 
 }  // namespace
 

@@ -33,6 +33,8 @@ struct Kernel {
   void (*run)(const Operands& op, int64_t r0, int64_t r1, int64_t T);
   // Row counts handed to `run` should be multiples of this (except at the end).
   int64_t row_grain;
+  // Inputs are quantised to 8 bits per this many elements (0: float inputs).
+  int64_t act_block;
 };
 
 // The SIMD kernel for `type` at T tokens, or nullptr where the generic path must be used.
@@ -41,7 +43,7 @@ const Kernel* simd_kernel(TensorType type, int64_t T);
 const Kernel* simd_kernel_k(TensorType type);
 // Float weights when T is large (matmul_gemm_avx2.cpp); nullptr for other types.
 const Kernel* simd_kernel_gemm(TensorType type);
-// Legacy block types when T is large, on CPUs with VNNI (matmul_gemm_int8_avx2.cpp);
+// Block-quantised types when T is large, on CPUs with VNNI (matmul_gemm_int8_avx2.cpp);
 // nullptr for other types and CPUs.
 const Kernel* simd_kernel_gemm_int8(TensorType type);
 
