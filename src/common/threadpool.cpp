@@ -16,15 +16,9 @@ namespace {
 // whose pause is long).
 constexpr int kSpinIterations = 4000;
 
-// Range of thread `index` out of `parts` over n items, aligned to grain.
-void split(int64_t n, int64_t grain, int parts, int index, int64_t& begin, int64_t& end) {
-  const int64_t blocks = (n + grain - 1) / grain;
-  const int64_t per = blocks / parts, extra = blocks % parts;
-  const int64_t b0 = index * per + std::min<int64_t>(index, extra);
-  const int64_t b1 = b0 + per + (index < extra ? 1 : 0);
-  begin = std::min(n, b0 * grain);
-  end = std::min(n, b1 * grain);
-}
+// Chunks a job is cut into per thread: threads that finish early take the chunks of slow ones
+// (a thread descheduled on a shared host, or waiting longer on memory).
+constexpr int64_t kChunksPerThread = 4;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
@@ -58,22 +52,30 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   }
   job_ = &fn;
   job_n_ = n;
-  job_grain_ = grain;
+  const int64_t per_chunk = (n + parts * kChunksPerThread - 1) / (parts * kChunksPerThread);
+  job_chunk_ = (per_chunk + grain - 1) / grain * grain;
+  next_.store(0, std::memory_order_relaxed);
   pending_.store(int(workers_.size()), std::memory_order_relaxed);
   generation_.fetch_add(1);  // seq_cst: publishes the job, ordered before the read below
   if (sleeping_workers_.load() > 0) {
     { std::lock_guard<std::mutex> lock(mutex_); }
     start_cv_.notify_all();
   }
-  int64_t begin, end;
-  split(n, grain, parts, 0, begin, end);
-  if (begin < end) fn(begin, end, 0);
+  run_chunks(0);
   for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) RWKV_CPU_RELAX();
   if (pending_.load(std::memory_order_acquire) != 0) {
     caller_sleeping_.store(true);
     std::unique_lock<std::mutex> lock(mutex_);
     done_cv_.wait(lock, [this] { return pending_.load() == 0; });
     caller_sleeping_.store(false);
+  }
+}
+
+void ThreadPool::run_chunks(int index) {
+  for (;;) {
+    const int64_t begin = next_.fetch_add(job_chunk_, std::memory_order_relaxed);
+    if (begin >= job_n_) return;
+    (*job_)(begin, std::min(job_n_, begin + job_chunk_), index);
   }
 }
 
@@ -89,9 +91,7 @@ void ThreadPool::worker_loop(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    int64_t begin, end;
-    split(job_n_, job_grain_, size(), index, begin, end);
-    if (begin < end) (*job_)(begin, end, index);
+    run_chunks(index);
     if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
       { std::lock_guard<std::mutex> lock(mutex_); }
       done_cv_.notify_one();

@@ -1,6 +1,6 @@
-// A fixed pool of worker threads for data-parallel loops. parallel_for splits [0, n) into
-// one contiguous range per thread (the caller's thread takes part), and returns when all
-// ranges are done. Not re-entrant: one parallel_for at a time per pool.
+// A fixed pool of worker threads for data-parallel loops. parallel_for cuts [0, n) into a few
+// chunks per thread, which the threads (the caller's included) take in turn, and returns
+// when all are done. Not re-entrant: one parallel_for at a time per pool.
 //
 // Decode issues hundreds of small loops per token, so a job is handed over without locks:
 // workers spin on a generation counter for a while before they block, and the caller spins
@@ -29,19 +29,23 @@ class ThreadPool {
 
   int size() const { return int(workers_.size()) + 1; }
 
-  // Calls fn(begin, end, thread_index) on disjoint ranges covering [0, n). Ranges are
-  // multiples of `grain` except the last, so callers can keep blocks whole.
+  // Calls fn(begin, end, thread_index) on disjoint ranges covering [0, n), any number a
+  // thread. Ranges start at multiples of `grain` and are multiples of it except the last,
+  // so callers can keep blocks whole.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain = 1);
 
  private:
   void worker_loop(int index);
+  // Takes chunks of the current job until none is left.
+  void run_chunks(int index);
 
   std::vector<std::thread> workers_;
   // The job: written by the caller before it bumps generation_ (release), read by the
   // workers after they see the new generation (acquire); not rewritten before every worker
   // has counted itself out of pending_.
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
-  int64_t job_n_ = 0, job_grain_ = 1;
+  int64_t job_n_ = 0, job_chunk_ = 1;
+  std::atomic<int64_t> next_{0};  // start of the next chunk to take
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};  // workers yet to finish the current job
   std::atomic<bool> stop_{false};

@@ -23,8 +23,7 @@ double host_copy_bandwidth(ThreadPool* pool) {
           kBytes, [&](int64_t begin, int64_t end, int) { fn(begin, end); }, kGrain);
     }
   };
-  // Touch every page first (by the threads that copy them later), so that no page fault
-  // is timed.
+  // Touch every page first, so that no page fault is timed.
   split([&](int64_t begin, int64_t end) {
     std::memset(src.get() + begin, 1, size_t(end - begin));
     std::memset(dst.get() + begin, 0, size_t(end - begin));
