@@ -12,6 +12,7 @@
 #include "backend/cpu/bandwidth.h"
 #include "backend/cpu/ffn_sparse.h"
 #include "backend/cpu/forward.h"
+#include "backend/cpu/wkv_rows.h"
 #include "backend/registry.h"
 #include "common/cpu_info.h"
 #include "common/threadpool.h"
@@ -52,25 +53,15 @@ class CpuBackend final : public CpuForward {
     if (!sparse || !sparse->multiply(pool_, hidden, T, y)) matmul(W, hidden, T, y);
   }
 
-  // Row i of a head's state (value channel i) changes with only itself and the token's
-  // vectors, so the H x N state rows are independent: they are split over the threads in
-  // groups of 8 (all heads busy on any thread count), each group taking every token in turn.
+  // The H x N state rows are independent (wkv_rows.h): they are split over the threads in
+  // groups of kWkvRowGrain, all heads busy on any thread count.
   void wkv(float* state, const float* r, const float* decay, const float* k, const float* v, const float* alpha,
            const float* beta, int64_t T, float* y) override {
     const Hparams& hp = model_->hparams();
     const int64_t N = hp.head_size, C = hp.n_embd;
     pool_.parallel_for(
-        C,
-        [&](int64_t i0, int64_t i1, int) {
-          for (int64_t t = 0; t < T; ++t) {
-            for (int64_t i = i0; i < i1; ++i) {
-              const int64_t head = t * C + i / N * N;  // the token's vectors of this row's head
-              y[t * C + i] = state_row_step(state + i * N, r + head, decay + head, k + head, v[t * C + i], alpha + head,
-                                            beta + head, N);
-            }
-          }
-        },
-        8);
+        C, [&](int64_t i0, int64_t i1, int) { wkv_rows(state, r, decay, k, v, alpha, beta, T, C, N, i0, i1, y); },
+        kWkvRowGrain);
   }
 
   void for_rows(int64_t T, int64_t width, const std::function<void(int64_t, int64_t)>& fn) override {
@@ -114,30 +105,6 @@ class CpuBackend final : public CpuForward {
         if (wanted(w)) sparse_ffn_[size_t(l)].emplace(w);
       }
     });
-  }
-
-  // One token of one state row in float32 (see ref::wkv7_head_step for the readable
-  // version): row [N] is updated, and the row's output y_i = row' . r returned. Eight
-  // partial sums, so that the compiler keeps each in one vector register.
-  static float state_row_step(float* row, const float* r, const float* d, const float* k, float vi, const float* alpha,
-                              const float* beta, int64_t N) {
-    const float sa = dot(alpha, row, N);
-    float out[8] = {};
-    int64_t j = 0;
-    for (; j + 8 <= N; j += 8)
-      for (int q = 0; q < 8; ++q) {
-        const float s = row[j + q] * d[j + q] + vi * k[j + q] + sa * beta[j + q];
-        row[j + q] = s;
-        out[q] += s * r[j + q];
-      }
-    float y = 0;
-    for (float part : out) y += part;
-    for (; j < N; ++j) {
-      const float s = row[j] * d[j] + vi * k[j] + sa * beta[j];
-      row[j] = s;
-      y += s * r[j];
-    }
-    return y;
   }
 
   // Elementwise work below this many values a step stays on the calling thread.
