@@ -26,6 +26,7 @@ constexpr int kVectorRegisters = 16;
 
 // Whether u8 x s8 dot products accumulate in int32 without int16 saturation (VNNI).
 #if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
+#define RWKV_MATMUL_VNNI 1
 constexpr bool kHaveVnni = true;
 #else
 constexpr bool kHaveVnni = false;

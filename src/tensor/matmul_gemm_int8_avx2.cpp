@@ -37,6 +37,11 @@
 #include "tensor/quant_k.h"
 
 namespace rwkv::matmul_detail {
+
+// Without VNNI, Q8_0's int16 pair sums would saturate: the dot-product tiles keep every type.
+#if !defined(RWKV_MATMUL_VNNI)
+const Kernel* simd_kernel_gemm_int8(TensorType) { return nullptr; }
+#else
 namespace {
 
 using P = Wide;
@@ -278,7 +283,6 @@ constexpr Kernel int8_kernel{&int8_act_bytes, &int8_prepare, &Int8Gemm<Rows>::ru
 }  // namespace
 
 const Kernel* simd_kernel_gemm_int8(TensorType type) {
-  if constexpr (!kHaveVnni) return nullptr;  // without VNNI, Q8_0's pair sums would saturate
   switch (type) {
     case TensorType::Q4_0:
       return &int8_kernel<LegacyRows<DecodeQ4_0>>;
@@ -300,6 +304,8 @@ const Kernel* simd_kernel_gemm_int8(TensorType type) {
       return nullptr;
   }
 }
+
+#endif  // RWKV_MATMUL_VNNI
 
 }  // namespace rwkv::matmul_detail
 
