@@ -2,6 +2,7 @@
 // weight type, odd shapes, several token counts and thread counts.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -291,6 +292,36 @@ TEST(Matmul, BlockWeightsManyTokens) {
           for (const int threads : {1, 3}) check_matmul(type, w, rows, cols, x, T, threads);
         }
       }
+    }
+  }
+}
+
+TEST(Matmul, BlockWeightsInCacheBlocks) {
+  // The int8 kernel decodes weight rows a slab at a time (256 KB of levels: 24 rows of 10,240
+  // columns) and runs tokens in chunks (512 KB of activations: 48 tokens of 10,240 columns).
+  // One thread gets four row ranges of 52 rows (ThreadPool's chunks): three slabs each, the
+  // last ragged; 60 tokens make two chunks.
+  std::mt19937 rng(23);
+  for (const TensorType type : {TensorType::Q8_0, TensorType::Q4_1, TensorType::Q4_K, TensorType::Q6_K}) {
+    const int64_t rows = 203, cols = 10240, T = 60;
+    const std::vector<uint8_t> w = random_block_bytes(type, rows, cols, rng);
+    const std::vector<float> x = make_inputs(T, cols, rng);
+    check_matmul(type, w, rows, cols, x, T, 1);
+  }
+}
+
+TEST(Matmul, FloatWeightsInCacheBlocks) {
+  // The float many-token kernel converts a slab of rows at a time (256 KB of floats: 24 rows of
+  // 2,560 columns, 60 of 1,024) and runs chunks of 64-token blocks (512 KB: one block of 2,560
+  // columns, two of 1,024). One thread gets four row ranges (ThreadPool's chunks) of 52 and
+  // 101 rows: several slabs each, ragged; 130 and 200 tokens: several chunks, ragged.
+  std::mt19937 rng(29);
+  for (const TensorType type : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
+    for (const auto [rows, cols, T] :
+         {std::array<int64_t, 3>{203, 2560, 130}, std::array<int64_t, 3>{403, 1024, 200}}) {
+      const std::vector<uint8_t> w = make_weights(type, rows, cols, rng);
+      const std::vector<float> x = make_inputs(T, cols, rng);
+      check_matmul(type, w, rows, cols, x, T, 1);
     }
   }
 }

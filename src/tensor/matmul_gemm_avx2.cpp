@@ -1,7 +1,7 @@
 // Blocked outer-product kernel for float weights (F32, F16, BF16) when many tokens share
 // them (prefill). Dot-product tiles are load-bound there; instead the inputs are
 // transposed once per call into blocks of kBlockTokens tokens ([column][token] floats,
-// zero-padded past T), each thread converts kPanelRows weight rows at a time to float,
+// zero-padded past T), each thread converts a slab of weight rows at a time to float,
 // and a register-blocked micro-kernel accumulates kPanelRows rows x kBlockTokens tokens
 // over all columns: per column one broadcast weight per row and one load per vector of
 // tokens (zmm: 6 broadcasts + 4 loads feed 24 FMAs).
@@ -32,6 +32,11 @@ constexpr int kBlockTokens = kVecs * P::kFloats;            // 64 (zmm), 24 (ymm
 constexpr int kPanelRows = kVectorRegisters == 32 ? 6 : 4;  // weight rows per micro-kernel
 
 int64_t token_blocks(int64_t T) { return (T + kBlockTokens - 1) / kBlockTokens; }
+
+// Cache blocking, as in matmul_gemm_int8_avx2.cpp: each slab of rows (about kSlabBytes as
+// floats, converted once) meets a chunk of token blocks (about kChunkBytes, at least one
+// block) panel by panel while the chunk stays in L2.
+constexpr size_t kChunkBytes = 512 * 1024, kSlabBytes = 256 * 1024;
 
 size_t gemm_act_bytes(int64_t cols, int64_t T) { return size_t(token_blocks(T) * cols * kBlockTokens) * sizeof(float); }
 
@@ -128,34 +133,47 @@ struct FloatGemm {
 
   static void run(const Operands& op, int64_t r0, int64_t r1, int64_t T) {
     static constexpr auto table = micro_table(std::make_index_sequence<kPanelRows>{});
-    const int64_t cols = op.cols;
+    const int64_t cols = op.cols, blocks = token_blocks(T);
     const auto* xt = reinterpret_cast<const float*>(op.act);
-    thread_local std::vector<float> panel;  // kPanelRows converted weight rows
-    panel.resize(size_t(kPanelRows * cols));
+    // Slab rows and chunk blocks: multiples of the micro-kernel's, at least one of them.
+    const int64_t row_bytes = cols * int64_t(sizeof(float));
+    const int64_t slab_rows = std::max<int64_t>(1, int64_t(kSlabBytes) / row_bytes / kPanelRows) * kPanelRows;
+    const int64_t chunk_blocks = std::max<int64_t>(1, int64_t(kChunkBytes) / (row_bytes * kBlockTokens));
+    thread_local std::vector<float> slab;  // converted weight rows (16-bit types)
+    if constexpr (!std::is_same_v<Elem, float>) slab.resize(size_t(std::min(slab_rows, r1 - r0) * cols));
     alignas(64) float out[kPanelRows * kBlockTokens];
-    for (int64_t r = r0; r < r1; r += kPanelRows) {
-      const int R = int(std::min<int64_t>(kPanelRows, r1 - r));
-      const float* w[kPanelRows];
-      for (int i = 0; i < R; ++i) {
-        const auto* src = reinterpret_cast<const Elem*>(op.w + size_t(r + i) * op.w_stride);
-        if constexpr (std::is_same_v<Elem, float>) {
-          w[i] = src;
-        } else {
-          float* dst = panel.data() + i * cols;
+    for (int64_t s0 = r0; s0 < r1; s0 += slab_rows) {
+      const int64_t s1 = std::min(r1, s0 + slab_rows);
+      if constexpr (!std::is_same_v<Elem, float>) {
+        for (int64_t r = s0; r < s1; ++r) {
+          const auto* src = reinterpret_cast<const Elem*>(op.w + size_t(r) * op.w_stride);
+          float* dst = slab.data() + (r - s0) * cols;
           int64_t c = 0;
           for (; c + P::kFloats <= cols; c += P::kFloats) P::store(dst + c, Load::vec(src + c));
           for (; c < cols; ++c) dst[c] = Load::scalar(src + c);
-          w[i] = dst;
         }
       }
-      for (int64_t block = 0; block < token_blocks(T); ++block) {
-        const int64_t t0 = block * kBlockTokens, n = std::min<int64_t>(kBlockTokens, T - t0);
-        const int V = int((n + P::kFloats - 1) / P::kFloats);
-        table[size_t(R - 1)][size_t(V - 1)](w, xt + block * cols * kBlockTokens, cols, out);
-        // Token-major: each token's R outputs are adjacent in y.
-        for (int64_t k = 0; k < n; ++k) {
-          float* yk = op.y + size_t(t0 + k) * size_t(op.rows) + size_t(r);
-          for (int i = 0; i < R; ++i) yk[i] = out[i * kBlockTokens + k];
+      for (int64_t b0 = 0; b0 < blocks; b0 += chunk_blocks) {
+        const int64_t b1 = std::min(blocks, b0 + chunk_blocks);
+        for (int64_t r = s0; r < s1; r += kPanelRows) {
+          const int R = int(std::min<int64_t>(kPanelRows, s1 - r));
+          const float* w[kPanelRows];
+          for (int i = 0; i < R; ++i) {
+            if constexpr (std::is_same_v<Elem, float>)
+              w[i] = reinterpret_cast<const float*>(op.w + size_t(r + i) * op.w_stride);
+            else
+              w[i] = slab.data() + (r - s0 + i) * cols;
+          }
+          for (int64_t block = b0; block < b1; ++block) {
+            const int64_t t0 = block * kBlockTokens, n = std::min<int64_t>(kBlockTokens, T - t0);
+            const int V = int((n + P::kFloats - 1) / P::kFloats);
+            table[size_t(R - 1)][size_t(V - 1)](w, xt + block * cols * kBlockTokens, cols, out);
+            // Token-major: each token's R outputs are adjacent in y.
+            for (int64_t k = 0; k < n; ++k) {
+              float* yk = op.y + size_t(t0 + k) * size_t(op.rows) + size_t(r);
+              for (int i = 0; i < R; ++i) yk[i] = out[i * kBlockTokens + k];
+            }
+          }
         }
       }
     }

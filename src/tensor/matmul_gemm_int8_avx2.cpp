@@ -8,9 +8,10 @@
 // are interleaved per 4 bytes ([block][quad q][token][4 levels]), so one VNNI instruction
 // multiplies 4 weight bytes (broadcast) by 4 levels of every token, four or eight of them
 // finish a sub-block (16 or 32 elements with one weight scale) for a whole vector of tokens,
-// and its scales are applied once per (row, token vector). Each thread decodes kPanelRows
-// weight rows at a time into signed levels with per-sub-block scale d and min m (value =
-// d * level + m; the panel), which then meet every token of the call.
+// and its scales are applied once per (row, token vector). Each thread decodes a slab of
+// weight rows into signed levels with per-sub-block scale d and min m (value = d * level +
+// m), whose panels of kPanelRows rows then meet every token of the call, a cache-sized
+// chunk of tokens at a time.
 //
 // Activations are quantised to 8 bits per 32 elements (q8_prepare, levels + 128 as unsigned
 // bytes): for the legacy types the dot-product kernels' quantisation, so both give the same
@@ -85,13 +86,26 @@ void int8_prepare(const float* x, int64_t cols, int64_t T, int64_t t0, int64_t t
   }
 }
 
-// kPanelRows weight rows decoded for the micro-kernel: row i's signed levels, and per
+// A slab of weight rows decoded for the micro-kernel: row i's signed levels, and per
 // sub-block j the sum's start -128 * sum(levels), the scale d and the min m.
 struct Panel {
-  std::vector<int8_t> levels;  // [kPanelRows][cols]
-  std::vector<int32_t> start;  // [kPanelRows][cols / kSub]
-  std::vector<float> d, m;     // [kPanelRows][cols / kSub]
+  std::vector<int8_t> levels;  // [rows][cols]
+  std::vector<int32_t> start;  // [rows][cols / kSub]
+  std::vector<float> d, m;     // [rows][cols / kSub]
 };
+
+// Rows from `row` of a decoded slab, as a micro-kernel reads them.
+struct PanelRows {
+  const int8_t* levels;
+  const int32_t* start;
+  const float *d, *m;
+};
+
+// Cache blocking. Every panel of a slab meets a chunk of tokens whose activations (about
+// kChunkBytes) stay in L2 meanwhile; the slab's decoded rows (about kSlabBytes) are read once
+// per chunk. Streaming all of a call's activations past each panel instead lost 30-40% at
+// 256-1,024 tokens on the 16-core Xeon of bench/RESULTS.md.
+constexpr size_t kChunkBytes = 512 * 1024, kSlabBytes = 256 * 1024;
 
 // Row decoders: Rows::decode writes a stored block's kElems levels and the d (and m) of its
 // kElems / kSub sub-blocks.
@@ -186,7 +200,7 @@ struct Int8Gemm {
   // out[i * V * kGroupTokens + v * kGroupTokens + k] = row i . token k of group v, for the R
   // panel rows and the V token groups starting at act.
   template <int R, int V>
-  static void micro(const Panel& panel, int64_t cols, const uint8_t* act, size_t gbytes, float* out) {
+  static void micro(const PanelRows& panel, int64_t cols, const uint8_t* act, size_t gbytes, float* out) {
     const int64_t nb = cols / QK4_0, subs = cols / kSub;
     const uint8_t* levels[V];
     const float* da[V];
@@ -207,7 +221,7 @@ struct Int8Gemm {
         }
         const uint8_t* aq[V];
         for (int v = 0; v < V; ++v) aq[v] = levels[v] + j * kSub * kGroupTokens;
-        const int8_t* wq = panel.levels.data() + j * kSub;
+        const int8_t* wq = panel.levels + j * kSub;
         for (int q = 0; q < kSub / 4; ++q) {
           P::I a[V];
           for (int v = 0; v < V; ++v) a[v] = P::load(aq[v] + q * kGroupTokens * 4);
@@ -236,7 +250,7 @@ struct Int8Gemm {
       for (int v = 0; v < V; ++v) P::store(out + (i * V + v) * kGroupTokens, acc[i][v]);
   }
 
-  using MicroFn = void (*)(const Panel&, int64_t, const uint8_t*, size_t, float*);
+  using MicroFn = void (*)(const PanelRows&, int64_t, const uint8_t*, size_t, float*);
   template <int R, size_t... V>
   static constexpr std::array<MicroFn, sizeof...(V)> micro_row(std::index_sequence<V...>) {
     return {&micro<R, int(V) + 1>...};
@@ -250,27 +264,39 @@ struct Int8Gemm {
     static constexpr auto table = micro_table(std::make_index_sequence<kPanelRows>{});
     const int64_t cols = op.cols, subs = cols / kSub, groups = token_groups(T);
     const size_t gbytes = group_bytes(cols / QK4_0);
+    // Slab rows and chunk groups: multiples of the micro-kernel's, at least one of them.
+    const int64_t slab_rows = std::max<int64_t>(1, int64_t(kSlabBytes) / cols / kPanelRows) * kPanelRows;
+    const int64_t chunk_groups = std::max<int64_t>(1, int64_t(kChunkBytes / gbytes) / kVecs) * kVecs;
     thread_local Panel panel;
-    panel.levels.resize(size_t(kPanelRows * cols));
-    panel.start.resize(size_t(kPanelRows * subs));
-    panel.d.resize(size_t(kPanelRows * subs));
-    panel.m.resize(size_t(kPanelRows * subs));
+    const int64_t most = std::min(slab_rows, r1 - r0);
+    panel.levels.resize(size_t(most * cols));
+    panel.start.resize(size_t(most * subs));
+    panel.d.resize(size_t(most * subs));
+    panel.m.resize(size_t(most * subs));
     alignas(64) float out[kPanelRows * kVecs * kGroupTokens];
-    for (int64_t r = r0; r < r1; r += kPanelRows) {
-      const int R = int(std::min<int64_t>(kPanelRows, r1 - r));
-      for (int i = 0; i < R; ++i) {
-        const size_t at = size_t(i * subs);
-        decode_row(op.w + size_t(r + i) * op.w_stride, cols, panel.levels.data() + i * cols, &panel.start[at],
+    for (int64_t s0 = r0; s0 < r1; s0 += slab_rows) {
+      const int64_t s1 = std::min(r1, s0 + slab_rows);
+      for (int64_t r = s0; r < s1; ++r) {
+        const size_t at = size_t((r - s0) * subs);
+        decode_row(op.w + size_t(r) * op.w_stride, cols, panel.levels.data() + (r - s0) * cols, &panel.start[at],
                    &panel.d[at], &panel.m[at]);
       }
-      for (int64_t g = 0; g < groups; g += kVecs) {
-        const int V = int(std::min<int64_t>(kVecs, groups - g));
-        table[size_t(R - 1)][size_t(V - 1)](panel, cols, op.act + size_t(g) * gbytes, gbytes, out);
-        // Token-major: each token's R outputs are adjacent in y.
-        const int64_t t0 = g * kGroupTokens, n = std::min<int64_t>(V * kGroupTokens, T - t0);
-        for (int64_t k = 0; k < n; ++k) {
-          float* yk = op.y + size_t(t0 + k) * size_t(op.rows) + size_t(r);
-          for (int i = 0; i < R; ++i) yk[i] = out[i * V * kGroupTokens + k];
+      for (int64_t g0 = 0; g0 < groups; g0 += chunk_groups) {
+        const int64_t g1 = std::min(groups, g0 + chunk_groups);
+        for (int64_t r = s0; r < s1; r += kPanelRows) {
+          const int R = int(std::min<int64_t>(kPanelRows, s1 - r));
+          const size_t at = size_t((r - s0) * subs);
+          const PanelRows rows{panel.levels.data() + (r - s0) * cols, &panel.start[at], &panel.d[at], &panel.m[at]};
+          for (int64_t g = g0; g < g1; g += kVecs) {
+            const int V = int(std::min<int64_t>(kVecs, g1 - g));
+            table[size_t(R - 1)][size_t(V - 1)](rows, cols, op.act + size_t(g) * gbytes, gbytes, out);
+            // Token-major: each token's R outputs are adjacent in y.
+            const int64_t t0 = g * kGroupTokens, n = std::min<int64_t>(V * kGroupTokens, T - t0);
+            for (int64_t k = 0; k < n; ++k) {
+              float* yk = op.y + size_t(t0 + k) * size_t(op.rows) + size_t(r);
+              for (int i = 0; i < R; ++i) yk[i] = out[i * V * kGroupTokens + k];
+            }
+          }
         }
       }
     }
