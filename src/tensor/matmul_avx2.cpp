@@ -4,13 +4,6 @@
 // against activations quantised to 8 bits per 32-element block). Also picks the kernel
 // for every type and token count (simd_kernel).
 
-// GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
-// which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include "tensor/matmul_kernels.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)

@@ -6,6 +6,14 @@
 // needs AVX-512 F/BW/DQ/VL and VNNI) where the build targets it. `Wide` is the widest one.
 #pragma once
 
+// GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation, which
+// -Wuninitialized flags once inlined into the kernels; the pragma must precede <immintrin.h>
+// and holds for the rest of each file that includes this one.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <immintrin.h>
 
 #include <algorithm>

@@ -6,13 +6,6 @@
 // over all columns: per column one broadcast weight per row and one load per vector of
 // tokens (zmm: 6 broadcasts + 4 loads feed 24 FMAs).
 
-// GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
-// which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include "tensor/matmul_kernels.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)

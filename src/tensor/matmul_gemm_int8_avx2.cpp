@@ -18,13 +18,6 @@
 // integer block sums; the k-quant dot kernels use 256-element Q8_K blocks instead. The +128
 // is cancelled by starting each sub-block's sum at -128 * sum(weight levels).
 
-// GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
-// which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include "tensor/matmul_kernels.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)

@@ -3,13 +3,6 @@
 // once per call and each super-block's dot product is summed in int32 with the 6-/8-bit
 // sub-block scales applied by madd, then scaled once in float.
 
-// GCC 12's AVX-512 intrinsic headers build "undefined" vectors by self-initialisation,
-// which -Wuninitialized flags once inlined here; the pragma must precede <immintrin.h>.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include "tensor/matmul_kernels.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)

@@ -2,11 +2,6 @@
 // step's tokens (loaded and stored once a step, not once a token), and the rows of a group
 // share each token's vectors and overlap their dependent sums. The SIMD policies are the
 // matmul kernels' (tensor/matmul_avx2.h); without AVX2 every row takes the plain loop.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include "backend/cpu/wkv_rows.h"
 
 #include <array>
