@@ -87,7 +87,8 @@ struct Panel {
   std::vector<float> d, m;     // [rows][cols / kSub]
 };
 
-// Rows from `row` of a decoded slab, as a micro-kernel reads them.
+// Consecutive rows of a decoded slab as a micro-kernel reads them: row i's levels at
+// levels + i * cols, its start, d and m at + i * cols / kSub.
 struct PanelRows {
   const int8_t* levels;
   const int32_t* start;

@@ -1,7 +1,7 @@
 // Internal to src/tensor: the contract between matmul.cpp (validation, threading, scratch)
 // and the SIMD kernel files: matmul_avx2.cpp (float and legacy types, dot products),
 // matmul_k_avx2.cpp (k-quants), matmul_gemm_avx2.cpp (float weights, many tokens) and
-// matmul_gemm_int8_avx2.cpp (legacy types, many tokens).
+// matmul_gemm_int8_avx2.cpp (block-quantised types, many tokens).
 #pragma once
 
 #include <cstddef>
