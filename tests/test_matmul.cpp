@@ -299,8 +299,8 @@ TEST(Matmul, BlockWeightsManyTokens) {
 TEST(Matmul, BlockWeightsInCacheBlocks) {
   // The int8 kernel decodes weight rows a slab at a time (256 KB of levels: 24 rows of 10,240
   // columns) and runs tokens in chunks (512 KB of activations: 48 tokens of 10,240 columns).
-  // One thread gets four row ranges of 52 rows (ThreadPool's chunks): three slabs each, the
-  // last ragged; 60 tokens make two chunks.
+  // On one thread all 203 rows are one range: nine slabs, the last ragged; 60 tokens make two
+  // chunks.
   std::mt19937 rng(23);
   for (const TensorType type : {TensorType::Q8_0, TensorType::Q4_1, TensorType::Q4_K, TensorType::Q6_K}) {
     const int64_t rows = 203, cols = 10240, T = 60;
@@ -312,13 +312,14 @@ TEST(Matmul, BlockWeightsInCacheBlocks) {
 
 TEST(Matmul, FloatWeightsInCacheBlocks) {
   // The float many-token kernel converts a slab of rows at a time (256 KB of floats: 24 rows of
-  // 2,560 columns, 60 of 1,024) and runs chunks of 64-token blocks (512 KB: one block of 2,560
-  // columns, two of 1,024). One thread gets four row ranges (ThreadPool's chunks) of 52 and
-  // 101 rows: several slabs each, ragged; 130 and 200 tokens: several chunks, ragged.
+  // 2,560 columns, 60 of 1,024) and runs chunks of 64-token blocks (512 KB: two blocks of 1,024
+  // columns). Rows of more than 2,048 columns (5,461 with 256-bit vectors) run in column ranges
+  // that add up, over slabs of 2 MB (84 rows of 6,001). On one thread all rows are one range:
+  // several slabs (2,560 columns: one), chunks and column ranges ragged.
   std::mt19937 rng(29);
   for (const TensorType type : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
-    for (const auto [rows, cols, T] :
-         {std::array<int64_t, 3>{203, 2560, 130}, std::array<int64_t, 3>{403, 1024, 200}}) {
+    for (const auto [rows, cols, T] : {std::array<int64_t, 3>{203, 2560, 130}, std::array<int64_t, 3>{403, 1024, 200},
+                                       std::array<int64_t, 3>{343, 6001, 40}}) {
       const std::vector<uint8_t> w = make_weights(type, rows, cols, rng);
       const std::vector<float> x = make_inputs(T, cols, rng);
       check_matmul(type, w, rows, cols, x, T, 1);

@@ -30,6 +30,10 @@ int64_t token_blocks(int64_t T) { return (T + kBlockTokens - 1) / kBlockTokens; 
 // floats, converted once) meets a chunk of token blocks (about kChunkBytes, at least one
 // block) panel by panel while the chunk stays in L2.
 constexpr size_t kChunkBytes = 512 * 1024, kSlabBytes = 256 * 1024;
+// Rows longer than this (one token block of them is kChunkBytes) run in column ranges of it,
+// each range meeting a slab of many panels (about kSplitSlabBytes of rows) while it is in L2.
+constexpr int64_t kSplitColumns = int64_t(kChunkBytes) / (kBlockTokens * int64_t(sizeof(float)));
+constexpr size_t kSplitSlabBytes = 2048 * 1024;
 
 size_t gemm_act_bytes(int64_t cols, int64_t T) { return size_t(token_blocks(T) * cols * kBlockTokens) * sizeof(float); }
 
@@ -95,13 +99,13 @@ struct LoadBF16 {
 
 template <class Elem, class Load>
 struct FloatGemm {
-  // out[i * kBlockTokens + k] = sum_c w[i][c] * xt[c * kBlockTokens + k], for rows i < R
-  // and the first V vectors of tokens k.
+  // out[i * kBlockTokens + k] (+)= sum_c w[i][c] * xt[c * kBlockTokens + k], for rows i < R
+  // and the first V vectors of tokens k; `add` adds to what out holds.
   template <int R, int V>
-  static void micro(const float* const* w, const float* xt, int64_t cols, float* out) {
+  static void micro(const float* const* w, const float* xt, int64_t cols, float* out, bool add) {
     P::F acc[R][V];
     for (int i = 0; i < R; ++i)
-      for (int v = 0; v < V; ++v) acc[i][v] = P::fzero();
+      for (int v = 0; v < V; ++v) acc[i][v] = add ? P::load(out + i * kBlockTokens + v * P::kFloats) : P::fzero();
     for (int64_t c = 0; c < cols; ++c) {
       P::F xv[V];
       for (int v = 0; v < V; ++v) xv[v] = P::load(xt + c * kBlockTokens + v * P::kFloats);
@@ -114,7 +118,7 @@ struct FloatGemm {
       for (int v = 0; v < V; ++v) P::store(out + i * kBlockTokens + v * P::kFloats, acc[i][v]);
   }
 
-  using MicroFn = void (*)(const float* const*, const float*, int64_t, float*);
+  using MicroFn = void (*)(const float* const*, const float*, int64_t, float*, bool);
   template <int R, size_t... V>
   static constexpr std::array<MicroFn, sizeof...(V)> micro_row(std::index_sequence<V...>) {
     return {&micro<R, int(V) + 1>...};
@@ -130,7 +134,8 @@ struct FloatGemm {
     const auto* xt = reinterpret_cast<const float*>(op.act);
     // Slab rows and chunk blocks: multiples of the micro-kernel's, at least one of them.
     const int64_t row_bytes = cols * int64_t(sizeof(float));
-    const int64_t slab_rows = std::max<int64_t>(1, int64_t(kSlabBytes) / row_bytes / kPanelRows) * kPanelRows;
+    const int64_t slab_bytes = int64_t(cols > kSplitColumns ? kSplitSlabBytes : kSlabBytes);
+    const int64_t slab_rows = std::max<int64_t>(1, slab_bytes / row_bytes / kPanelRows) * kPanelRows;
     const int64_t chunk_blocks = std::max<int64_t>(1, int64_t(kChunkBytes) / (row_bytes * kBlockTokens));
     thread_local std::vector<float> slab;  // converted weight rows (16-bit types)
     if constexpr (!std::is_same_v<Elem, float>) slab.resize(size_t(std::min(slab_rows, r1 - r0) * cols));
@@ -146,29 +151,69 @@ struct FloatGemm {
           for (; c < cols; ++c) dst[c] = Load::scalar(src + c);
         }
       }
+      if (cols > kSplitColumns) {
+        split_columns(op, s0, s1, T, slab.data());
+        continue;
+      }
       for (int64_t b0 = 0; b0 < blocks; b0 += chunk_blocks) {
         const int64_t b1 = std::min(blocks, b0 + chunk_blocks);
         for (int64_t r = s0; r < s1; r += kPanelRows) {
           const int R = int(std::min<int64_t>(kPanelRows, s1 - r));
           const float* w[kPanelRows];
-          for (int i = 0; i < R; ++i) {
-            if constexpr (std::is_same_v<Elem, float>)
-              w[i] = reinterpret_cast<const float*>(op.w + size_t(r + i) * op.w_stride);
-            else
-              w[i] = slab.data() + (r - s0 + i) * cols;
-          }
+          panel_rows(op, r, R, s0, slab.data(), w);
           for (int64_t block = b0; block < b1; ++block) {
             const int64_t t0 = block * kBlockTokens, n = std::min<int64_t>(kBlockTokens, T - t0);
             const int V = int((n + P::kFloats - 1) / P::kFloats);
-            table[size_t(R - 1)][size_t(V - 1)](w, xt + block * cols * kBlockTokens, cols, out);
-            // Token-major: each token's R outputs are adjacent in y.
-            for (int64_t k = 0; k < n; ++k) {
-              float* yk = op.y + size_t(t0 + k) * size_t(op.rows) + size_t(r);
-              for (int i = 0; i < R; ++i) yk[i] = out[i * kBlockTokens + k];
-            }
+            table[size_t(R - 1)][size_t(V - 1)](w, xt + block * cols * kBlockTokens, cols, out, false);
+            scatter(op, out, r, R, t0, n);
           }
         }
       }
+    }
+  }
+
+  // Row pointers of the panel of R rows from r (the slab starts at row s0).
+  static void panel_rows(const Operands& op, int64_t r, int R, int64_t s0, const float* slab, const float** w) {
+    for (int i = 0; i < R; ++i) {
+      if constexpr (std::is_same_v<Elem, float>)
+        w[i] = reinterpret_cast<const float*>(op.w + size_t(r + i) * op.w_stride);
+      else
+        w[i] = slab + (r - s0 + i) * op.cols;
+    }
+  }
+
+  // Token-major: each token's R outputs are adjacent in y.
+  static void scatter(const Operands& op, const float* out, int64_t r, int R, int64_t t0, int64_t n) {
+    for (int64_t k = 0; k < n; ++k) {
+      float* yk = op.y + size_t(t0 + k) * size_t(op.rows) + size_t(r);
+      for (int i = 0; i < R; ++i) yk[i] = out[i * kBlockTokens + k];
+    }
+  }
+
+  // Rows [s0, s1) when one token block of all columns would not stay in L2: each block runs
+  // kSplitColumns columns at a time past every panel of the slab, adding to the panels' sums.
+  static void split_columns(const Operands& op, int64_t s0, int64_t s1, int64_t T, const float* slab) {
+    static constexpr auto table = micro_table(std::make_index_sequence<kPanelRows>{});
+    const int64_t cols = op.cols;
+    const auto* xt = reinterpret_cast<const float*>(op.act);
+    thread_local std::vector<float> sums;  // [slab rows][kBlockTokens]
+    sums.resize(size_t((s1 - s0 + kPanelRows) * kBlockTokens));
+    for (int64_t block = 0; block < token_blocks(T); ++block) {
+      const int64_t t0 = block * kBlockTokens, n = std::min<int64_t>(kBlockTokens, T - t0);
+      const int V = int((n + P::kFloats - 1) / P::kFloats);
+      for (int64_t c0 = 0; c0 < cols; c0 += kSplitColumns) {
+        const int64_t c1 = std::min(cols, c0 + kSplitColumns);
+        for (int64_t r = s0; r < s1; r += kPanelRows) {
+          const int R = int(std::min<int64_t>(kPanelRows, s1 - r));
+          const float* w[kPanelRows];
+          panel_rows(op, r, R, s0, slab, w);
+          for (int i = 0; i < R; ++i) w[i] += c0;
+          table[size_t(R - 1)][size_t(V - 1)](w, xt + (block * cols + c0) * kBlockTokens, c1 - c0,
+                                              sums.data() + (r - s0) * kBlockTokens, c0 > 0);
+        }
+      }
+      for (int64_t r = s0; r < s1; r += kPanelRows)
+        scatter(op, sums.data() + (r - s0) * kBlockTokens, r, int(std::min<int64_t>(kPanelRows, s1 - r)), t0, n);
     }
   }
 };
