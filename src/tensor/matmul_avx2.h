@@ -189,6 +189,20 @@ constexpr std::array<TileFn, sizeof...(I)> tile_table(std::index_sequence<I...>)
   return {&Family::template tile<R, int(I) + 1>...};
 }
 
+// The many-token kernels' micro-kernels for every (rows, token vectors) a ragged end can
+// need: table[r - 1][v - 1] = &Gemm::micro<r, v> for r <= kRows, v <= kVecs.
+template <class Gemm, int R, size_t... V>
+constexpr auto micro_row(std::index_sequence<V...>) {
+  return std::array{&Gemm::template micro<R, int(V) + 1>...};
+}
+template <class Gemm, int kRows, int kVecs>
+constexpr auto micro_table() {
+  return []<size_t... R>(std::index_sequence<R...>) {
+    return std::array{micro_row<Gemm, int(R) + 1>(std::make_index_sequence<kVecs>{})...};
+  }
+  (std::make_index_sequence<kRows>{});
+}
+
 // Walks rows [r0, r1) in Family::kRows-row tiles (single rows at the end) and, for each,
 // every token in Family::kTokens-token tiles: a tile's weight rows stay in L1 while the
 // activations of all tokens stream past them.

@@ -118,18 +118,8 @@ struct FloatGemm {
       for (int v = 0; v < V; ++v) P::store(out + i * kBlockTokens + v * P::kFloats, acc[i][v]);
   }
 
-  using MicroFn = void (*)(const float* const*, const float*, int64_t, float*, bool);
-  template <int R, size_t... V>
-  static constexpr std::array<MicroFn, sizeof...(V)> micro_row(std::index_sequence<V...>) {
-    return {&micro<R, int(V) + 1>...};
-  }
-  template <size_t... R>
-  static constexpr std::array<std::array<MicroFn, kVecs>, sizeof...(R)> micro_table(std::index_sequence<R...>) {
-    return {micro_row<int(R) + 1>(std::make_index_sequence<kVecs>{})...};
-  }
-
   static void run(const Operands& op, int64_t r0, int64_t r1, int64_t T) {
-    static constexpr auto table = micro_table(std::make_index_sequence<kPanelRows>{});
+    static constexpr auto table = micro_table<FloatGemm, kPanelRows, kVecs>();
     const int64_t cols = op.cols, blocks = token_blocks(T);
     const auto* xt = reinterpret_cast<const float*>(op.act);
     // Slab rows and chunk blocks: multiples of the micro-kernel's, at least one of them.
@@ -193,7 +183,7 @@ struct FloatGemm {
   // Rows [s0, s1) when one token block of all columns would not stay in L2: each block runs
   // kSplitColumns columns at a time past every panel of the slab, adding to the panels' sums.
   static void split_columns(const Operands& op, int64_t s0, int64_t s1, int64_t T, const float* slab) {
-    static constexpr auto table = micro_table(std::make_index_sequence<kPanelRows>{});
+    static constexpr auto table = micro_table<FloatGemm, kPanelRows, kVecs>();
     const int64_t cols = op.cols;
     const auto* xt = reinterpret_cast<const float*>(op.act);
     thread_local std::vector<float> sums;  // [slab rows][kBlockTokens]

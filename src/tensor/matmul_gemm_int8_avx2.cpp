@@ -244,18 +244,8 @@ struct Int8Gemm {
       for (int v = 0; v < V; ++v) P::store(out + (i * V + v) * kGroupTokens, acc[i][v]);
   }
 
-  using MicroFn = void (*)(const PanelRows&, int64_t, const uint8_t*, size_t, float*);
-  template <int R, size_t... V>
-  static constexpr std::array<MicroFn, sizeof...(V)> micro_row(std::index_sequence<V...>) {
-    return {&micro<R, int(V) + 1>...};
-  }
-  template <size_t... R>
-  static constexpr std::array<std::array<MicroFn, kVecs>, sizeof...(R)> micro_table(std::index_sequence<R...>) {
-    return {micro_row<int(R) + 1>(std::make_index_sequence<kVecs>{})...};
-  }
-
   static void run(const Operands& op, int64_t r0, int64_t r1, int64_t T) {
-    static constexpr auto table = micro_table(std::make_index_sequence<kPanelRows>{});
+    static constexpr auto table = micro_table<Int8Gemm, kPanelRows, kVecs>();
     const int64_t cols = op.cols, subs = cols / kSub, groups = token_groups(T);
     const size_t gbytes = group_bytes(cols / QK4_0);
     // Slab rows and chunk groups: multiples of the micro-kernel's, at least one of them.
